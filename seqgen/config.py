@@ -1,0 +1,247 @@
+"""Typed configuration: one dataclass per component, composed into a :class:`Recipe`.
+
+A recipe is a TOML file with one table per component::
+
+    task = "language_model"
+    [data]       corpus = "tinyshakespeare"
+    [tokenizer]  kind = "char"
+    [model]      cell = "lstm"
+    [train]      max_steps = 5000
+
+Defaults are declared once, on the dataclass fields. ``--set train.learning_rate=3e-4``
+overrides a value; an unknown key is rejected with the nearest valid key suggested.
+Checkpoints store the resolved recipe, so inference never reads model settings from flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from seqgen.errors import ConfigError
+from seqgen.text import TokenizerConfig
+
+
+def _check_choice(where: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{where} = {value!r} is not valid; choose one of: {', '.join(choices)}")
+
+
+def _check_positive(where: str, value: float, *, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{where} = {value} is not valid; it must be {bound}")
+
+
+def _check_fraction(where: str, value: float) -> None:
+    if not 0 <= value < 1:
+        raise ConfigError(f"{where} = {value} is not valid; it must be in [0, 1)")
+
+
+@dataclass
+class DataConfig:
+    """Where a language model's text comes from and how it is split."""
+
+    corpus: str = "tinyshakespeare"  # a named corpus or a path to a UTF-8 text file
+    validation_fraction: float = 0.1  # the last 10% of characters validate (nanoGPT's split)
+    test_fraction: float = 0.0  # taken from the very end, after validation, when > 0
+
+    def validate(self) -> None:
+        _check_fraction("data.validation_fraction", self.validation_fraction)
+        _check_fraction("data.test_fraction", self.test_fraction)
+        if self.validation_fraction <= 0:
+            raise ConfigError(
+                "data.validation_fraction must be > 0: training needs a validation split"
+            )
+        if self.validation_fraction + self.test_fraction >= 1:
+            raise ConfigError("data.validation_fraction + data.test_fraction must be < 1")
+
+
+@dataclass
+class LanguageModelConfig:
+    """An embedding, a stack of recurrent layers and an output layer."""
+
+    cell: str = "lstm"  # lstm | gru | rnn (tanh)
+    embedding_size: int = 256
+    hidden_size: int = 512
+    num_layers: int = 2
+    dropout: float = 0.2  # on embeddings, between layers and before the output layer
+    tie_weights: bool = False  # share the embedding and output matrices (Press & Wolf, 2017)
+
+    def validate(self) -> None:
+        _check_choice("model.cell", self.cell, ("lstm", "gru", "rnn"))
+        for name in ("embedding_size", "hidden_size", "num_layers"):
+            _check_positive(f"model.{name}", getattr(self, name))
+        _check_fraction("model.dropout", self.dropout)
+        if self.tie_weights and self.embedding_size != self.hidden_size:
+            raise ConfigError(
+                "model.tie_weights needs model.embedding_size == model.hidden_size "
+                f"(got {self.embedding_size} and {self.hidden_size})"
+            )
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation loop: truncated BPTT, Adam, warmup + cosine schedule."""
+
+    batch_size: int = 64  # parallel streams, each carrying its hidden state across batches
+    sequence_length: int = 128  # tokens per truncated back-propagation window
+    max_steps: int = 5000
+    max_minutes: float = 0.0  # stop after this much wall-clock training time; 0 = no limit
+    learning_rate: float = 2e-3
+    min_learning_rate: float = 1e-4  # where the cosine schedule ends
+    warmup_steps: int = 100
+    schedule: str = "cosine"  # cosine | constant (after warmup)
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0  # max global gradient norm; 0 = off
+    eval_every: int = 500  # validate and checkpoint every this many steps
+    eval_batch_size: int = 16
+    log_every: int = 50
+    seed: int = 1234
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    mixed_precision: bool = True  # bf16/fp16 autocast on CUDA; ignored on CPU
+
+    def validate(self) -> None:
+        for name in ("batch_size", "sequence_length", "max_steps", "eval_every", "log_every"):
+            _check_positive(f"train.{name}", getattr(self, name))
+        _check_positive("train.eval_batch_size", self.eval_batch_size)
+        _check_positive("train.learning_rate", self.learning_rate)
+        for name in (
+            "max_minutes",
+            "min_learning_rate",
+            "warmup_steps",
+            "weight_decay",
+            "grad_clip",
+        ):
+            _check_positive(f"train.{name}", getattr(self, name), allow_zero=True)
+        _check_choice("train.schedule", self.schedule, ("cosine", "constant"))
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(
+                f"train.device = {self.device!r} is not valid; use auto, cpu, cuda or cuda:N"
+            )
+
+
+@dataclass
+class Recipe:
+    """Everything needed to reproduce a training run."""
+
+    task: str = "language_model"
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: LanguageModelConfig = field(default_factory=LanguageModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> None:
+        _check_choice("task", self.task, tuple(TASK_SECTIONS))
+        for section in TASK_SECTIONS[self.task]:
+            getattr(self, section).validate()
+
+
+# Each task names the dataclass of each of its sections; the translator adds its own.
+TASK_SECTIONS: dict[str, dict[str, type]] = {
+    "language_model": {
+        "data": DataConfig,
+        "tokenizer": TokenizerConfig,
+        "model": LanguageModelConfig,
+        "train": TrainConfig,
+    },
+}
+
+
+def _suggest(key: str, valid: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(valid), n=1)
+    return f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(valid)}"
+
+
+def _coerce(where: str, value: Any, kind: type) -> Any:
+    """Turn a TOML or command-line value into the field's type, or explain why not."""
+    if isinstance(value, str) and kind is not str:
+        text = value.strip()
+        try:
+            if kind is bool:
+                if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return text.lower() in ("true", "1", "yes")
+            return kind(float(text)) if kind is int and "e" in text.lower() else kind(text)
+        except ValueError:
+            raise ConfigError(f"{where} = {value!r} is not a valid {kind.__name__}") from None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{where} = {value!r} is not a valid {kind.__name__}")
+    return value
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"[{where}] must be a table of keys, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in values:
+        if key not in names:
+            raise ConfigError(f"unknown key '{where}.{key}'{_suggest(key, names)}")
+    return cls(**{k: _coerce(f"{where}.{k}", v, hints[k]) for k, v in values.items()})
+
+
+def recipe_from_dict(values: dict[str, Any]) -> Recipe:
+    """Build and validate a recipe from nested dicts (a parsed TOML file or a checkpoint)."""
+    values = dict(values)
+    task = values.pop("task", "language_model")
+    if task not in TASK_SECTIONS:
+        raise ConfigError(
+            f"task = {task!r} is not valid; choose one of: {', '.join(TASK_SECTIONS)}"
+        )
+    sections = TASK_SECTIONS[task]
+    for key in values:
+        if key not in sections:
+            raise ConfigError(f"unknown section '{key}'{_suggest(key, ['task', *sections])}")
+    built = {name: _build(cls, values.get(name, {}), name) for name, cls in sections.items()}
+    recipe = Recipe(task=task, **built)
+    recipe.validate()
+    return recipe
+
+
+def apply_overrides(values: dict[str, Any], overrides: typing.Sequence[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings to nested dicts; types are checked when building."""
+    result = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
+    for item in overrides:
+        path, sep, value = item.partition("=")
+        section, dot, key = path.strip().partition(".")
+        if not sep or not dot or not key:
+            raise ConfigError(
+                f"--set {item!r} is not of the form section.key=value "
+                "(e.g. train.learning_rate=3e-4)"
+            )
+        result.setdefault(section, {})
+        if not isinstance(result[section], dict):
+            raise ConfigError(f"--set {item!r}: '{section}' is not a section")
+        result[section][key] = value
+    return result
+
+
+def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recipe:
+    """Read a TOML recipe, apply ``--set`` overrides, validate, and return it."""
+    path = Path(path)
+    try:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"no such recipe: {path}; see the recipes/ folder for examples") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}") from None
+    return recipe_from_dict(apply_overrides(values, overrides))
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    """The recipe as plain nested dicts (JSON- and TOML-friendly)."""
+    return {
+        "task": recipe.task,
+        **{name: dataclasses.asdict(getattr(recipe, name)) for name in TASK_SECTIONS[recipe.task]},
+    }
