@@ -1,0 +1,173 @@
+"""Self-describing checkpoints that load without executing code.
+
+One safetensors file holds the model weights, and its string metadata holds the format
+version, the model kind, the resolved recipe and the tokenizer as JSON: a checkpoint needs
+neither the training data nor the recipe file to be used. A ``last`` checkpoint also holds
+what ``--resume`` needs (optimizer moments, RNG state, the hidden state carried across
+batches) under the ``training/`` prefix, in the same file, so weights and training state can
+never disagree. Files are written to a temporary name and renamed, so a crash never leaves
+a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from seqgen.errors import CheckpointError
+
+FORMAT_NAME = "seqgen-checkpoint"
+FORMAT_VERSION = 1
+TRAINING_PREFIX = "training/"
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint file holds, decoded."""
+
+    kind: str  # "language_model" (the model registry's key)
+    recipe: dict[str, Any]
+    tokenizer: dict[str, Any]
+    weights: dict[str, torch.Tensor]
+    info: dict[str, Any] = field(default_factory=dict)  # step, validation metrics, ...
+    training: dict[str, Any] | None = None  # resume state, only in "last" checkpoints
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call ``write(temporary_path)``, then rename it onto ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        write(temporary)
+        # mkstemp makes the file private (0600); give it the usual umask-based mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _flatten_training_state(training: dict[str, Any]) -> tuple[dict[str, torch.Tensor], Any]:
+    """Split nested training state into named tensors and a JSON skeleton pointing at them."""
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(value: Any, name: str) -> Any:
+        if isinstance(value, torch.Tensor):
+            tensors[TRAINING_PREFIX + name] = value.detach().cpu().contiguous()
+            return {"__tensor__": name}
+        if isinstance(value, dict):
+            return {
+                "__dict__": [
+                    [walk(k, f"{name}.k{i}"), walk(v, f"{name}.{i}")]
+                    for i, (k, v) in enumerate(value.items())
+                ]
+            }
+        if isinstance(value, (list, tuple)):
+            return [walk(v, f"{name}.{i}") for i, v in enumerate(value)]
+        return value
+
+    return tensors, walk(training, "state")
+
+
+def _unflatten_training_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(skeleton, dict) and "__tensor__" in skeleton:
+        return tensors[TRAINING_PREFIX + skeleton["__tensor__"]]
+    if isinstance(skeleton, dict) and "__dict__" in skeleton:
+        return {
+            _unflatten_training_state(k, tensors): _unflatten_training_state(v, tensors)
+            for k, v in skeleton["__dict__"]
+        }
+    if isinstance(skeleton, list):
+        return [_unflatten_training_state(v, tensors) for v in skeleton]
+    return skeleton
+
+
+def save_checkpoint(
+    path: str | Path, checkpoint: Checkpoint, *, dtype: torch.dtype | None = None
+) -> None:
+    """Write ``checkpoint`` atomically; ``dtype`` (e.g. float16) casts floating weights."""
+    weights = {}
+    for name, tensor in checkpoint.weights.items():
+        # A copy: tied weights share memory, which safetensors refuses to write.
+        tensor = tensor.detach().cpu().clone()
+        if dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        weights[name] = tensor.contiguous()
+    metadata = {
+        "format": FORMAT_NAME,
+        "format_version": str(FORMAT_VERSION),
+        "kind": checkpoint.kind,
+        "recipe": json.dumps(checkpoint.recipe),
+        "tokenizer": json.dumps(checkpoint.tokenizer),
+        "info": json.dumps(checkpoint.info),
+    }
+    if checkpoint.training is not None:
+        tensors, skeleton = _flatten_training_state(checkpoint.training)
+        weights.update(tensors)
+        metadata["training"] = json.dumps(skeleton)
+    atomic_write(Path(path), lambda temporary: save_file(weights, temporary, metadata=metadata))
+
+
+def resolve_checkpoint_path(path: str | Path) -> Path:
+    """A checkpoint file, or a run folder (its ``best.safetensors``)."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / "manifest.json").exists():
+            raise CheckpointError(f"{path} is an exported ONNX bundle, not a PyTorch checkpoint")
+        path = path / "best.safetensors"
+    if not path.exists():
+        raise CheckpointError(
+            f"no such checkpoint: {path}; pass a .safetensors file or a run folder"
+        )
+    return path
+
+
+def load_checkpoint(path: str | Path, *, with_training_state: bool = False) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint`; weights come back as stored."""
+    path = resolve_checkpoint_path(path)
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (corrupt or truncated: {error})"
+        ) from None
+    if metadata.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{path} is not a seqgen checkpoint (no '{FORMAT_NAME}' metadata)")
+    version = int(metadata.get("format_version", "0"))
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format {version}, newer than this seqgen reads "
+            f"({FORMAT_VERSION}); upgrade seqgen"
+        )
+    try:
+        checkpoint = Checkpoint(
+            kind=metadata["kind"],
+            recipe=json.loads(metadata["recipe"]),
+            tokenizer=json.loads(metadata["tokenizer"]),
+            weights={k: v for k, v in tensors.items() if not k.startswith(TRAINING_PREFIX)},
+            info=json.loads(metadata.get("info", "{}")),
+        )
+        if with_training_state and "training" in metadata:
+            checkpoint.training = _unflatten_training_state(
+                json.loads(metadata["training"]), tensors
+            )
+    except (KeyError, json.JSONDecodeError) as error:
+        raise CheckpointError(
+            f"{path} has damaged metadata ({error}); retrain or re-export it"
+        ) from None
+    return checkpoint

@@ -1,0 +1,270 @@
+"""The training loop for language models: truncated BPTT with carried hidden state.
+
+One call of :func:`train_language_model` reads the corpus, trains (or, with ``resume``,
+reloads) the tokenizer, and optimises the model, validating every ``eval_every`` steps.
+The run folder receives ``best.safetensors`` (lowest validation loss), ``last.safetensors``
+(with everything ``--resume`` needs to continue bit for bit) and ``metrics.csv``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.nn import functional
+
+from seqgen.config import Recipe, recipe_from_dict, recipe_to_dict
+from seqgen.data.batching import StreamBatches
+from seqgen.data.corpora import load_text
+from seqgen.data.splits import text_splits
+from seqgen.errors import ConfigError, SeqgenError
+from seqgen.evaluation.perplexity import LanguageModelScores, evaluate_language_model
+from seqgen.models.language_model import LanguageModel
+from seqgen.text import Tokenizer, tokenizer_from_dict, train_tokenizer
+from seqgen.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from seqgen.training.device import autocast, resolve_device
+from seqgen.training.metrics import MetricsLog
+from seqgen.training.progress import Progress
+from seqgen.training.schedule import learning_rate_at
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingResult:
+    output_dir: Path
+    steps: int
+    best_validation: LanguageModelScores | None
+    last_validation: LanguageModelScores | None
+
+
+@dataclass
+class _RunState:
+    """What changes as training goes; all of it is saved in ``last.safetensors``."""
+
+    step: int = 0
+    carried: dict[str, torch.Tensor] | None = None
+    best_loss: float = float("inf")
+    elapsed: float = 0.0
+
+
+def _prepare_output_dir(output_dir: Path, *, resume: bool) -> None:
+    last = output_dir / "last.safetensors"
+    if resume and not last.exists():
+        raise SeqgenError(f"--resume: {output_dir} holds no last.safetensors to continue from")
+    if not resume and last.exists():
+        raise SeqgenError(
+            f"{output_dir} already holds a run; "
+            "pass --resume to continue it or choose another --output"
+        )
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _resumed_recipe(stored: Recipe, requested: Recipe) -> Recipe:
+    """Resume with the stored recipe; only the length of training may change."""
+    stored.train.max_steps = requested.train.max_steps
+    stored.train.max_minutes = requested.train.max_minutes
+    return stored
+
+
+def _encode(tokenizer: Tokenizer, text: str) -> torch.Tensor:
+    return torch.tensor(tokenizer.encode(text), dtype=torch.long)
+
+
+def _training_state(run: _RunState, optimizer: torch.optim.Optimizer) -> dict:
+    state = {
+        "step": run.step,
+        "best_loss": run.best_loss,
+        "elapsed": run.elapsed,
+        "optimizer": optimizer.state_dict(),
+        "cpu_rng": torch.get_rng_state(),
+        "carried": run.carried or {},
+    }
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_training_state(
+    training: dict, run: _RunState, optimizer: torch.optim.Optimizer, device: torch.device
+) -> None:
+    run.step = training["step"]
+    run.best_loss = training["best_loss"]
+    run.elapsed = training["elapsed"]
+    optimizer.load_state_dict(training["optimizer"])
+    torch.set_rng_state(training["cpu_rng"])
+    if "cuda_rng" in training and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(training["cuda_rng"])
+    run.carried = {k: v.to(device) for k, v in training["carried"].items()} or None
+
+
+class LanguageModelTrainer:
+    """Holds the pieces of one run; :meth:`run` is the loop."""
+
+    def __init__(
+        self, recipe: Recipe, output_dir: Path, *, resume: bool, data_dir: str | None
+    ) -> None:
+        _prepare_output_dir(output_dir, resume=resume)
+        self.output_dir = output_dir
+        self.device = resolve_device(recipe.train.device)
+        last = (
+            load_checkpoint(output_dir / "last.safetensors", with_training_state=True)
+            if resume
+            else None
+        )
+        if last is not None:
+            recipe = _resumed_recipe(recipe_from_dict(last.recipe), recipe)
+        self.recipe = recipe
+        torch.manual_seed(recipe.train.seed)
+        self.splits = text_splits(load_text(recipe.data.corpus, data_dir=data_dir), recipe.data)
+        if last is not None:
+            self.tokenizer = tokenizer_from_dict(last.tokenizer)
+        else:
+            self.tokenizer = train_tokenizer(recipe.tokenizer, self.splits["train"])
+        self.train_ids = _encode(self.tokenizer, self.splits["train"])
+        self.validation_ids = _encode(self.tokenizer, self.splits["val"])
+        train = recipe.train
+        if self.train_ids.numel() < train.batch_size * 2:
+            raise ConfigError(
+                f"the training text has {self.train_ids.numel()} tokens, too few for "
+                f"train.batch_size = {train.batch_size} rows; use a smaller batch_size or more text"
+            )
+        self.batches = StreamBatches(
+            self.train_ids,
+            batch_size=train.batch_size,
+            sequence_length=train.sequence_length,
+            bos_id=self.tokenizer.bos_id,
+        )
+        self.model = LanguageModel(recipe.model, self.tokenizer.vocab_size).to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=train.learning_rate, weight_decay=train.weight_decay
+        )
+        self.run_state = _RunState()
+        if last is not None:
+            self.model.load_state_dict({k: v.float() for k, v in last.weights.items()})
+            _restore_training_state(last.training, self.run_state, self.optimizer, self.device)
+        self.metrics = MetricsLog(output_dir / "metrics.csv")
+
+    def _checkpoint(self, *, info: dict, with_training: bool) -> Checkpoint:
+        return Checkpoint(
+            kind="language_model",
+            recipe=recipe_to_dict(self.recipe),
+            tokenizer=self.tokenizer.to_dict(),
+            weights=self.model.state_dict(),
+            info=info,
+            training=_training_state(self.run_state, self.optimizer) if with_training else None,
+        )
+
+    def validate(self) -> LanguageModelScores:
+        return evaluate_language_model(
+            self.model,
+            self.validation_ids,
+            characters=len(self.splits["val"]),
+            batch_size=self.recipe.train.eval_batch_size,
+            sequence_length=self.recipe.train.sequence_length,
+            bos_id=self.tokenizer.bos_id,
+        )
+
+    def _train_step(self) -> float:
+        """One optimizer step on the next window; returns the training loss."""
+        run, train = self.run_state, self.recipe.train
+        index = run.step % len(self.batches)
+        if index == 0:
+            run.carried = None  # a new pass over the stream starts from zeros (and BOS)
+        inputs, targets = (t.to(self.device) for t in self.batches.window(index))
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate_at(run.step, train)
+        with autocast(self.device, enabled=train.mixed_precision):
+            logits, carried = self.model(inputs, run.carried)
+            loss = functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+        # Truncated BPTT: keep the state's values, cut its history.
+        run.carried = {k: v.detach().float() for k, v in carried.items()}
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip)
+        self.optimizer.step()
+        run.step += 1
+        return loss.item()
+
+    def _validate_and_save(self, progress: Progress) -> LanguageModelScores:
+        run = self.run_state
+        scores = self.validate()
+        self.metrics.append(
+            step=run.step,
+            validation_loss=scores.loss,
+            validation_perplexity=scores.perplexity,
+            validation_bits_per_token=scores.bits_per_token,
+            elapsed_seconds=run.elapsed,
+        )
+        info = {"step": run.step, "validation": scores.as_dict(), "elapsed_seconds": run.elapsed}
+        improved = scores.loss < run.best_loss
+        if improved:
+            run.best_loss = scores.loss
+            save_checkpoint(
+                self.output_dir / "best.safetensors",
+                self._checkpoint(info=info, with_training=False),
+            )
+        save_checkpoint(
+            self.output_dir / "last.safetensors", self._checkpoint(info=info, with_training=True)
+        )
+        progress.message(
+            f"step {run.step}: validation loss {scores.loss:.4f} ppl {scores.perplexity:.2f} "
+            f"bits/token {scores.bits_per_token:.4f}{' (best)' if improved else ''}"
+        )
+        return scores
+
+    def run(self, *, show_progress: bool = True) -> TrainingResult:
+        run, train = self.run_state, self.recipe.train
+        self.model.train()
+        progress = Progress(train.max_steps, enabled=show_progress, log_every=train.log_every)
+        tokens_per_step = train.batch_size * train.sequence_length
+        last_scores: LanguageModelScores | None = None
+        started = time.perf_counter() - run.elapsed
+        window_start, window_steps = time.perf_counter(), 0
+        while run.step < train.max_steps:
+            loss = self._train_step()
+            run.elapsed = time.perf_counter() - started
+            window_steps += 1
+            speed = window_steps * tokens_per_step / (time.perf_counter() - window_start)
+            progress.update(run.step, loss=loss, tokens_per_second=speed)
+            if run.step % train.log_every == 0:
+                self.metrics.append(
+                    step=run.step,
+                    epoch=run.step / len(self.batches),
+                    train_loss=loss,
+                    learning_rate=learning_rate_at(run.step - 1, train),
+                    tokens_per_second=speed,
+                    elapsed_seconds=run.elapsed,
+                )
+                window_start, window_steps = time.perf_counter(), 0
+            out_of_time = train.max_minutes > 0 and run.elapsed >= train.max_minutes * 60
+            if run.step % train.eval_every == 0 or run.step == train.max_steps or out_of_time:
+                last_scores = self._validate_and_save(progress)
+                self.model.train()
+            if out_of_time:
+                progress.message(f"stopping at step {run.step}: train.max_minutes reached")
+                break
+        best = load_checkpoint(self.output_dir / "best.safetensors").info.get("validation")
+        return TrainingResult(
+            output_dir=self.output_dir,
+            steps=run.step,
+            best_validation=LanguageModelScores(best["loss"], best["tokens"], 0) if best else None,
+            last_validation=last_scores,
+        )
+
+
+def train(
+    recipe: Recipe,
+    output_dir: str | Path,
+    *,
+    resume: bool = False,
+    data_dir: str | None = None,
+    show_progress: bool = True,
+) -> TrainingResult:
+    """Train the model a recipe describes; the entry point of ``seqgen train``."""
+    trainer = LanguageModelTrainer(recipe, Path(output_dir), resume=resume, data_dir=data_dir)
+    return trainer.run(show_progress=show_progress)

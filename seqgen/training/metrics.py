@@ -1,0 +1,38 @@
+"""Metrics appended to ``metrics.csv`` in the run folder, one row per log or validation."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+COLUMNS = (
+    "step",
+    "epoch",
+    "learning_rate",
+    "train_loss",
+    "tokens_per_second",
+    "validation_loss",
+    "validation_perplexity",
+    "validation_bits_per_token",
+    "elapsed_seconds",
+)
+
+
+class MetricsLog:
+    """Appends rows to a CSV file, writing the header when the file is new."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def append(self, **values: float | int) -> None:
+        unknown = set(values) - set(COLUMNS)
+        if unknown:
+            raise KeyError(f"unknown metric columns: {sorted(unknown)}")
+        new = not self.path.exists()
+        with self.path.open("a", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+            if new:
+                writer.writeheader()
+            writer.writerow(
+                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in values.items()}
+            )
