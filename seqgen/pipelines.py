@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from seqgen.config import Recipe, recipe_from_dict
-from seqgen.decoding import search
+from seqgen.decoding.beam import beam_search
+from seqgen.decoding.search import greedy_search, sample
 from seqgen.decoding.torch_step import LanguageModelStep
 from seqgen.errors import CheckpointError, SeqgenError
 from seqgen.evaluation.perplexity import LanguageModelScores, evaluate_language_model
@@ -145,9 +146,21 @@ class TextGenerator:
         rows = 1 if options.strategy == "beam" else options.num_samples
         state, first_tokens = self.step_function.start([prompt_ids] * rows)
         stream = _TextStream(self.tokenizer, prompt_ids, on_text) if on_text and rows == 1 else None
-        common = {"max_new_tokens": options.max_new_tokens, "eos_id": self.tokenizer.eos_id}
+        tokenizer = self.tokenizer
+        common = {
+            "max_new_tokens": options.max_new_tokens,
+            # The model learned from one unbroken stream, where EOS never occurs: text ends at
+            # max_new_tokens. Padding, a second start token or <unk> would be no text at all.
+            "eos_id": None,
+            "banned_token_ids": (
+                tokenizer.pad_id,
+                tokenizer.bos_id,
+                tokenizer.unk_id,
+                tokenizer.eos_id,
+            ),
+        }
         if options.strategy == "beam":
-            hypotheses = search.beam_search(
+            hypotheses = beam_search(
                 self.step_function,
                 state,
                 first_tokens,
@@ -156,11 +169,11 @@ class TextGenerator:
                 **common,
             )[0]
         elif options.strategy == "greedy" or options.temperature == 0:
-            hypotheses = search.greedy_search(
+            hypotheses = greedy_search(
                 self.step_function, state, first_tokens, on_step=stream, **common
             )
         else:
-            hypotheses = search.sample(
+            hypotheses = sample(
                 self.step_function,
                 state,
                 first_tokens,

@@ -1,0 +1,295 @@
+"""Batched beam search over the decoding contract (numpy only, like ``search.py``).
+
+The conventions of ``seqgen.decoding.search`` hold here too: lengths per row, EOS, bans, and
+scores as sums of the model's log-probabilities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from seqgen.decoding.contract import State, StepFunction
+from seqgen.decoding.search import Hypothesis, apply_bans, check_lengths
+
+
+def beam_search(
+    step_fn: StepFunction,
+    state: State,
+    first_tokens: np.ndarray,
+    *,
+    beam_size: int,
+    max_new_tokens: int | np.ndarray,
+    min_new_tokens: int | np.ndarray = 0,
+    eos_id: int | None = None,
+    length_penalty: float = 1.0,
+    n_best: int = 1,
+    no_repeat_ngram_size: int = 0,
+    banned_token_ids: Sequence[int] = (),
+) -> list[list[Hypothesis]]:
+    """Beam search over all sentences at once; per input row, ``n_best`` hypotheses best-first.
+
+    Rows are ``batch x beam_size``, sentence-major (sentence ``b`` owns rows
+    ``b * beam_size .. b * beam_size + beam_size - 1``). Each step keeps, per sentence, the
+    ``2 * beam_size`` best (beam, token) candidates by cumulative log-prob: those ending in EOS
+    become finished hypotheses and the best ``beam_size`` others are the next beams, so the
+    beam never runs dry (at most one EOS candidate per beam). Hypotheses are ranked by
+    ``normalized_score = score / ((5 + length) / 6) ** length_penalty`` (GNMT, Wu et al. 2016,
+    length counting EOS; 0 = raw sum). A sentence is done when it holds ``beam_size`` finished
+    hypotheses none of its beams can beat (see :func:`_cannot_improve`), or at its
+    ``max_new_tokens``, where its beams join as unfinished hypotheses. Done sentences leave the
+    batch. Fewer than ``n_best`` come back only when fewer hypotheses of finite score exist
+    (``max_new_tokens == 0`` gives one empty hypothesis).
+    """
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be >= 1, got {beam_size!r}")
+    if not 1 <= n_best <= beam_size:
+        raise ValueError(f"n_best must be in [1, beam_size={beam_size}], got {n_best!r}")
+    first_tokens, max_new, min_new = check_lengths(
+        first_tokens, max_new_tokens, min_new_tokens, no_repeat_ngram_size
+    )
+    batch = first_tokens.shape[0]
+    kept: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    for sentence in np.flatnonzero(max_new == 0):
+        kept[sentence] = [Hypothesis((), 0.0, (), False, 0.0)]
+    beams = _Beams.start(np.flatnonzero(max_new > 0), first_tokens, beam_size)
+    if beams.sentences.size:
+        state = step_fn.select(state, beams.sentences.repeat(beam_size))
+    for position in range(int(max_new.max(initial=0))):
+        if beams.sentences.size == 0:
+            break
+        log_probs, state = step_fn.step(beams.last_tokens, state)
+        scores = apply_bans(
+            log_probs,
+            eos_id=eos_id,
+            eos_banned=(position < min_new[beams.sentences]).repeat(beam_size),
+            histories=beams.histories() if no_repeat_ngram_size > 0 else None,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+            banned_token_ids=banned_token_ids,
+        )
+        candidates = _Candidates.top(beams.scores, scores, beam_size, eos_id)
+        # Where bans leave no extension at all, the beams end here, unfinished.
+        _keep_beams(
+            kept, beams, np.flatnonzero(np.isneginf(candidates.scores[:, 0])), length_penalty
+        )
+        _keep_eos_candidates(kept, beams, candidates, log_probs, eos_id, length_penalty)
+        parent_rows, beams = beams.advance(candidates, log_probs)
+        at_max = position + 1 >= max_new[beams.sentences]
+        _keep_beams(kept, beams, np.flatnonzero(at_max), length_penalty)
+        done = at_max | _cannot_improve(kept, beams, max_new, length_penalty)
+        if done.all():
+            break
+        if done.any():
+            parent_rows, beams = beams.drop(done, parent_rows)
+        state = step_fn.select(state, parent_rows)
+    return [hypotheses[:n_best] for hypotheses in kept]
+
+
+def _length_penalty(length: int | np.ndarray, alpha: float) -> float | np.ndarray:
+    """GNMT length penalty ``((5 + length) / 6) ** alpha`` (Wu et al., 2016, eq. 14)."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+@dataclass(frozen=True)
+class _Candidates:
+    """The ``2 * beam`` best (beam, token) extensions of each sentence, best first.
+
+    Attributes are ``(sentences, 2 * beam)``: ``scores`` (cumulative), ``beams`` (index
+    within the sentence), ``token_ids`` and ``is_eos``.
+    """
+
+    scores: np.ndarray
+    beams: np.ndarray
+    token_ids: np.ndarray
+    is_eos: np.ndarray
+
+    @classmethod
+    def top(
+        cls, beam_scores: np.ndarray, scores: np.ndarray, beam_size: int, eos_id: int | None
+    ) -> _Candidates:
+        """Rank ``(sentences, beam)`` cumulative scores plus ``(rows, vocab)`` step scores."""
+        sentences, vocab = beam_scores.shape[0], scores.shape[1]
+        # The best 2 * beam of a sentence are among the best 2 * beam of each of its rows, so
+        # a per-row argpartition (O(vocab), in the step's float32) leaves only
+        # (rows, 2 * beam) cumulative sums to form and rank.
+        per_row = min(2 * beam_size, vocab)
+        row_best = np.argpartition(scores, vocab - per_row, axis=1)[:, vocab - per_row :]
+        totals = beam_scores.reshape(-1, 1) + np.take_along_axis(scores, row_best, axis=1)
+        totals = totals.reshape(sentences, beam_size * per_row)
+        count = min(2 * beam_size, totals.shape[1])
+        best = np.argpartition(-totals, count - 1, axis=1)[:, :count]
+        order = np.argsort(-np.take_along_axis(totals, best, axis=1), axis=1, kind="stable")
+        best = np.take_along_axis(best, order, axis=1)  # (sentences, count), best first
+        beams = best // per_row
+        rows = np.arange(sentences)[:, None] * beam_size + beams
+        token_ids = row_best[rows, best % per_row]
+        is_eos = token_ids == eos_id if eos_id is not None else np.zeros(best.shape, bool)
+        return cls(np.take_along_axis(totals, best, axis=1), beams, token_ids, is_eos)
+
+
+@dataclass(frozen=True)
+class _Beams:
+    """The alive beams of the sentences still being decoded.
+
+    Attributes:
+        sentences: ``(sentences,)`` original batch index of each sentence.
+        scores: ``(sentences, beam)`` float64 cumulative log-probs (``-inf`` = no beam).
+        first_tokens: ``(rows,)`` the token each row started from.
+        token_ids: ``(rows, length)`` tokens generated so far.
+        token_log_probs: ``(rows, length)`` their log-probs as returned by ``step``.
+    """
+
+    sentences: np.ndarray
+    scores: np.ndarray
+    first_tokens: np.ndarray
+    token_ids: np.ndarray
+    token_log_probs: np.ndarray
+
+    @classmethod
+    def start(cls, sentences: np.ndarray, first_tokens: np.ndarray, beam_size: int) -> _Beams:
+        """``beam_size`` copies of each sentence's start; only beam 0 is alive, so the first
+        step does not fill the beam with copies of the same tokens."""
+        scores = np.full((sentences.size, beam_size), -np.inf)
+        scores[:, 0] = 0.0
+        rows = sentences.size * beam_size
+        return cls(
+            sentences,
+            scores,
+            first_tokens[sentences].repeat(beam_size),
+            np.zeros((rows, 0), dtype=np.int64),
+            np.zeros((rows, 0), dtype=np.float64),
+        )
+
+    @property
+    def last_tokens(self) -> np.ndarray:
+        """``(rows,)`` int64, the token each row feeds to the next step."""
+        return self.token_ids[:, -1] if self.token_ids.shape[1] else self.first_tokens
+
+    def histories(self) -> list[list[int]]:
+        """Per row, the first token and the tokens generated so far (for n-gram bans)."""
+        return np.concatenate([self.first_tokens[:, None], self.token_ids], axis=1).tolist()
+
+    def advance(self, candidates: _Candidates, log_probs: np.ndarray) -> tuple[np.ndarray, _Beams]:
+        """The best ``beam`` non-EOS candidates of each sentence become its beams.
+
+        Returns ``(rows,)`` parent rows (into the current rows) and the new beams.
+        """
+        sentences, beam_size = self.scores.shape
+        # A stable sort on is_eos moves the non-EOS candidates first, keeping their order;
+        # there are always >= beam of them since each beam yields at most one EOS candidate.
+        alive = np.argsort(candidates.is_eos, axis=1, kind="stable")[:, :beam_size]
+        parents = np.arange(sentences)[:, None] * beam_size
+        parent_rows = (parents + np.take_along_axis(candidates.beams, alive, axis=1)).ravel()
+        token_ids = np.take_along_axis(candidates.token_ids, alive, axis=1).ravel()
+        step_log_probs = log_probs[parent_rows, token_ids].astype(np.float64)
+        # (Only a vocabulary of EOS alone could leave an EOS here: such a beam is dead.)
+        is_eos = np.take_along_axis(candidates.is_eos, alive, axis=1)
+        scores = np.where(is_eos, -np.inf, np.take_along_axis(candidates.scores, alive, axis=1))
+        return parent_rows, _Beams(
+            self.sentences,
+            scores,
+            self.first_tokens,
+            np.concatenate([self.token_ids[parent_rows], token_ids[:, None]], axis=1),
+            np.concatenate([self.token_log_probs[parent_rows], step_log_probs[:, None]], axis=1),
+        )
+
+    def drop(self, done: np.ndarray, parent_rows: np.ndarray) -> tuple[np.ndarray, _Beams]:
+        """Remove the ``done`` (``(sentences,)`` bool) sentences from beams and parent rows."""
+        beam_size = self.scores.shape[1]
+        rows = np.repeat(~done, beam_size)
+        return parent_rows[rows], _Beams(
+            self.sentences[~done],
+            self.scores[~done],
+            self.first_tokens[rows],
+            self.token_ids[rows],
+            self.token_log_probs[rows],
+        )
+
+
+def _keep(kept: list[Hypothesis], hypothesis: Hypothesis, limit: int) -> None:
+    """Insert ``hypothesis`` into ``kept`` (best-first by normalized score), keeping ``limit``."""
+    kept.append(hypothesis)
+    kept.sort(key=lambda kept_hypothesis: -kept_hypothesis.normalized_score)  # stable: ties
+    del kept[limit:]
+
+
+def _keep_eos_candidates(
+    kept: list[list[Hypothesis]],
+    beams: _Beams,
+    candidates: _Candidates,
+    log_probs: np.ndarray,
+    eos_id: int | None,
+    length_penalty: float,
+) -> None:
+    """Turn each EOS candidate of finite score into a finished hypothesis of its sentence."""
+    beam_size = beams.scores.shape[1]
+    length = beams.token_ids.shape[1] + 1  # EOS counts
+    penalty = _length_penalty(length, length_penalty)
+    finite = candidates.is_eos & np.isfinite(candidates.scores)
+    for sentence, rank in zip(*np.nonzero(finite), strict=True):
+        row = sentence * beam_size + candidates.beams[sentence, rank]
+        score = float(candidates.scores[sentence, rank])
+        sentence_kept = kept[beams.sentences[sentence]]
+        if (
+            len(sentence_kept) >= beam_size
+            and score / penalty <= sentence_kept[-1].normalized_score
+        ):
+            continue  # it would be dropped at once: skip building it
+        hypothesis = Hypothesis(
+            tokens=tuple(beams.token_ids[row].tolist()),
+            score=score,
+            token_log_probs=(*beams.token_log_probs[row].tolist(), float(log_probs[row, eos_id])),
+            finished=True,
+            normalized_score=score / penalty,
+        )
+        _keep(sentence_kept, hypothesis, beam_size)
+
+
+def _keep_beams(
+    kept: list[list[Hypothesis]], beams: _Beams, sentences: np.ndarray, length_penalty: float
+) -> None:
+    """Add the alive beams of ``sentences`` (local indices) as unfinished hypotheses."""
+    beam_size = beams.scores.shape[1]
+    penalty = _length_penalty(beams.token_ids.shape[1], length_penalty)
+    for sentence in sentences:
+        for beam in np.flatnonzero(np.isfinite(beams.scores[sentence])):
+            row = sentence * beam_size + beam
+            score = float(beams.scores[sentence, beam])
+            hypothesis = Hypothesis(
+                tokens=tuple(beams.token_ids[row].tolist()),
+                score=score,
+                token_log_probs=tuple(beams.token_log_probs[row].tolist()),
+                finished=False,
+                normalized_score=score / penalty,
+            )
+            _keep(kept[beams.sentences[sentence]], hypothesis, beam_size)
+
+
+def _cannot_improve(
+    kept: list[list[Hypothesis]], beams: _Beams, max_new: np.ndarray, length_penalty: float
+) -> np.ndarray:
+    """``(sentences,)`` bool: the sentence holds ``beam`` finished hypotheses and no alive beam
+    can end above the worst of them.
+
+    Log-probs are <= 0, so a beam's score only falls. Its normalized score can still rise when
+    ``length_penalty > 0``, since the penalty grows with length: the bound then divides the
+    best beam's score by the penalty at the sentence's ``max_new_tokens``, the largest it can
+    reach. With ``length_penalty <= 0`` the penalty never grows and the current length gives the
+    bound. (The bound at the current length alone, as in Hugging Face's default, is only a
+    heuristic for ``length_penalty > 0``: it can stop before the best hypothesis is found.)
+    """
+    beam_size = beams.scores.shape[1]
+    best_alive = beams.scores.max(axis=1)
+    if length_penalty > 0:
+        penalty = _length_penalty(max_new[beams.sentences], length_penalty)
+    else:
+        penalty = _length_penalty(beams.token_ids.shape[1], length_penalty)
+    worst_kept = np.array(
+        [
+            kept[sentence][-1].normalized_score if len(kept[sentence]) >= beam_size else -np.inf
+            for sentence in beams.sentences
+        ]
+    )
+    return np.isneginf(best_alive) | (best_alive / penalty <= worst_kept)
