@@ -27,6 +27,10 @@ device_option = click.option(
 )
 
 
+# click >= 8.2 reports a bare ``seqgen`` as this usage error whose message is the whole help.
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 class SeqgenGroup(click.Group):
     """A click group whose errors are one line on stderr, never a traceback."""
 
@@ -36,6 +40,9 @@ class SeqgenGroup(click.Group):
         kwargs["standalone_mode"] = False
         try:
             code = super().main(*args, **kwargs)  # type: ignore[arg-type]
+        except _NO_ARGS_IS_HELP as error:
+            error.show()  # the help text as click prints it, not as an "error: Usage: ..." line
+            sys.exit(error.exit_code)
         except click.ClickException as error:
             click.echo(f"seqgen: error: {error.format_message()}", err=True)
             sys.exit(error.exit_code)
@@ -91,8 +98,8 @@ def train(
     result = run_training(
         loaded, output_dir, resume=resume, data_dir=data_dir, show_progress=not quiet
     )
-    best = result.best_validation
-    summary = f"best validation loss {best.loss:.4f} " if best else ""
+    best = result.best_validation_loss
+    summary = f"best validation loss {best:.4f} " if best is not None else ""
     click.echo(f"trained {result.steps} steps; {summary}-> {output_dir / 'best.safetensors'}")
 
 

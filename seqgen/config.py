@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,20 +160,29 @@ def _suggest(key: str, valid: typing.Iterable[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(valid)}"
 
 
+def _parse(where: str, text: str, kind: type) -> Any:
+    """A command-line string as a bool, int or float (``1e3`` reads as an int too)."""
+    text = text.strip()
+    try:
+        if kind is bool:
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return text.lower() in ("true", "1", "yes")
+        if kind is int and "e" in text.lower():
+            return float(text)  # then checked to be a whole number, so 1.5e0 is refused
+        return kind(text)
+    except ValueError:
+        raise ConfigError(f"{where} = {text!r} is not a valid {kind.__name__}") from None
+
+
 def _coerce(where: str, value: Any, kind: type) -> Any:
     """Turn a TOML or command-line value into the field's type, or explain why not."""
     if isinstance(value, str) and kind is not str:
-        text = value.strip()
-        try:
-            if kind is bool:
-                if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError
-                return text.lower() in ("true", "1", "yes")
-            return kind(float(text)) if kind is int and "e" in text.lower() else kind(text)
-        except ValueError:
-            raise ConfigError(f"{where} = {value!r} is not a valid {kind.__name__}") from None
+        value = _parse(where, value, kind)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if kind is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where} = {value!r} is not valid; it must be a finite number")
     if kind is int and isinstance(value, float) and value.is_integer():
         return int(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
@@ -236,6 +246,8 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recip
         raise ConfigError(f"no such recipe: {path}; see the recipes/ folder for examples") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path} is not valid TOML: {error}") from None
+    except OSError as error:  # a folder, no permission, ...
+        raise ConfigError(f"cannot read recipe {path} ({error.strerror or error})") from None
     return recipe_from_dict(apply_overrides(values, overrides))
 
 
@@ -245,3 +257,47 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
         "task": recipe.task,
         **{name: dataclasses.asdict(getattr(recipe, name)) for name in TASK_SECTIONS[recipe.task]},
     }
+
+
+@dataclass
+class TranslatorConfig:
+    """An attentional encoder-decoder: a bidirectional RNN encoder and an RNN decoder.
+
+    The defaults follow OpenNMT-py's RNN baseline for Multi30k: a 1-layer bidirectional
+    LSTM encoder of 2 x 128, an LSTM decoder of 256, Luong general attention with input
+    feeding, embeddings of 256 and dropout 0.2.
+    """
+
+    cell: str = "lstm"  # lstm | gru, for the encoder and the decoder
+    embedding_size: int = 256  # source and target embeddings
+    encoder_hidden_size: int = 128  # per direction: the memory is 2 x this wide
+    encoder_layers: int = 1
+    decoder_hidden_size: int = 256
+    decoder_layers: int = 1
+    attention: str = "general"  # bahdanau (additive) | dot | general (Luong et al., 2015)
+    input_feeding: bool = True  # feed the previous attentional vector (Luong et al., 2015, 3.3)
+    dropout: float = 0.2  # on embeddings, between RNN layers and on the attentional vector
+    # Share the target embedding with the output layer (Press & Wolf, 2017); when
+    # embedding_size != decoder_hidden_size a projection to embedding_size comes first.
+    tie_target_embeddings: bool = False
+    share_embeddings: bool = False  # one embedding for source and target (a joint vocabulary)
+
+    def validate(self) -> None:
+        _check_choice("model.cell", self.cell, ("lstm", "gru"))
+        _check_choice("model.attention", self.attention, ("bahdanau", "dot", "general"))
+        for name in (
+            "embedding_size",
+            "encoder_hidden_size",
+            "encoder_layers",
+            "decoder_hidden_size",
+            "decoder_layers",
+        ):
+            _check_positive(f"model.{name}", getattr(self, name))
+        _check_fraction("model.dropout", self.dropout)
+        memory_size = 2 * self.encoder_hidden_size
+        if self.attention == "dot" and self.decoder_hidden_size != memory_size:
+            raise ConfigError(
+                "model.attention = 'dot' needs model.decoder_hidden_size == "
+                f"2 * model.encoder_hidden_size (got {self.decoder_hidden_size} and "
+                f"2 * {self.encoder_hidden_size}); use 'general' for different sizes"
+            )

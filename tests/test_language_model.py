@@ -18,7 +18,11 @@ def make_model(cell: str, *, tie: bool = False, layers: int = 2) -> LanguageMode
     torch.manual_seed(0)
     size = 12 if tie else 8
     config = LanguageModelConfig(
-        cell=cell, embedding_size=size, hidden_size=12, num_layers=layers, dropout=0.1,
+        cell=cell,
+        embedding_size=size,
+        hidden_size=12,
+        num_layers=layers,
+        dropout=0.1,
         tie_weights=tie,
     )
     return LanguageModel(config, VOCAB).eval()

@@ -9,6 +9,7 @@ import torch
 from torch.nn import functional
 
 from seqgen.data.batching import StreamBatches
+from seqgen.errors import DataError
 from seqgen.models.language_model import LanguageModel
 
 
@@ -56,6 +57,8 @@ def evaluate_language_model(
         token_ids: ``(length,)`` int64, the text to score.
         characters: the text's length in characters, for bits per character.
     """
+    if token_ids.numel() == 0:
+        raise DataError("the text to score has no tokens (only whitespace?); give it some text")
     batch_size = max(1, min(batch_size, token_ids.numel()))
     batches = StreamBatches(
         token_ids, batch_size=batch_size, sequence_length=sequence_length, bos_id=bos_id

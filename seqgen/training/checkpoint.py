@@ -148,7 +148,10 @@ def load_checkpoint(path: str | Path, *, with_training_state: bool = False) -> C
         ) from None
     if metadata.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{path} is not a seqgen checkpoint (no '{FORMAT_NAME}' metadata)")
-    version = int(metadata.get("format_version", "0"))
+    version_text = metadata.get("format_version", "0")
+    if not version_text.isdigit():
+        raise CheckpointError(f"{path} has a damaged format_version {version_text!r}; retrain it")
+    version = int(version_text)
     if version > FORMAT_VERSION:
         raise CheckpointError(
             f"{path} has checkpoint format {version}, newer than this seqgen reads "

@@ -20,7 +20,7 @@ from seqgen.config import Recipe, recipe_from_dict, recipe_to_dict
 from seqgen.data.batching import StreamBatches
 from seqgen.data.corpora import load_text
 from seqgen.data.splits import text_splits
-from seqgen.errors import ConfigError, SeqgenError
+from seqgen.errors import ConfigError, DataError, SeqgenError
 from seqgen.evaluation.perplexity import LanguageModelScores, evaluate_language_model
 from seqgen.models.language_model import LanguageModel
 from seqgen.text import Tokenizer, tokenizer_from_dict, train_tokenizer
@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 class TrainingResult:
     output_dir: Path
     steps: int
-    best_validation: LanguageModelScores | None
+    best_validation_loss: float | None  # nats per token, of best.safetensors
     last_validation: LanguageModelScores | None
 
 
@@ -67,7 +67,26 @@ def _resumed_recipe(stored: Recipe, requested: Recipe) -> Recipe:
     """Resume with the stored recipe; only the length of training may change."""
     stored.train.max_steps = requested.train.max_steps
     stored.train.max_minutes = requested.train.max_minutes
+    old, new = _flat(recipe_to_dict(stored)), _flat(recipe_to_dict(requested))
+    ignored = sorted(key for key in new if key in old and new[key] != old[key])
+    if ignored:
+        logger.warning(
+            "--resume continues with the run's own recipe; ignoring changed %s "
+            "(only train.max_steps and train.max_minutes may change)",
+            ", ".join(ignored),
+        )
     return stored
+
+
+def _flat(values: dict, prefix: str = "") -> dict[str, object]:
+    """``{"train": {"seed": 1}}`` -> ``{"train.seed": 1}``."""
+    flat: dict[str, object] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _encode(tokenizer: Tokenizer, text: str) -> torch.Tensor:
@@ -117,6 +136,9 @@ class LanguageModelTrainer:
         )
         if last is not None:
             recipe = _resumed_recipe(recipe_from_dict(last.recipe), recipe)
+        if Path(recipe.data.corpus).is_file():
+            # Stored absolute, so `evaluate --split val` works from any folder later.
+            recipe.data.corpus = str(Path(recipe.data.corpus).resolve())
         self.recipe = recipe
         torch.manual_seed(recipe.train.seed)
         self.splits = text_splits(load_text(recipe.data.corpus, data_dir=data_dir), recipe.data)
@@ -127,6 +149,11 @@ class LanguageModelTrainer:
         self.train_ids = _encode(self.tokenizer, self.splits["train"])
         self.validation_ids = _encode(self.tokenizer, self.splits["val"])
         train = recipe.train
+        if self.validation_ids.numel() == 0:
+            raise DataError(
+                "the validation split has no tokens; "
+                "raise data.validation_fraction or use more text"
+            )
         if self.train_ids.numel() < train.batch_size * 2:
             raise ConfigError(
                 f"the training text has {self.train_ids.numel()} tokens, too few for "
@@ -147,6 +174,9 @@ class LanguageModelTrainer:
             self.model.load_state_dict({k: v.float() for k, v in last.weights.items()})
             _restore_training_state(last.training, self.run_state, self.optimizer, self.device)
         self.metrics = MetricsLog(output_dir / "metrics.csv")
+        # Rows logged after the checkpoint we start from (or by a run that never reached
+        # one) would otherwise repeat or mix with this run's.
+        self.metrics.keep_until(self.run_state.step)
 
     def _checkpoint(self, *, info: dict, with_training: bool) -> Checkpoint:
         return Checkpoint(
@@ -248,11 +278,10 @@ class LanguageModelTrainer:
             if out_of_time:
                 progress.message(f"stopping at step {run.step}: train.max_minutes reached")
                 break
-        best = load_checkpoint(self.output_dir / "best.safetensors").info.get("validation")
         return TrainingResult(
             output_dir=self.output_dir,
             steps=run.step,
-            best_validation=LanguageModelScores(best["loss"], best["tokens"], 0) if best else None,
+            best_validation_loss=run.best_loss if run.best_loss < float("inf") else None,
             last_validation=last_scores,
         )
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from seqgen.training.checkpoint import atomic_write
+
 COLUMNS = (
     "step",
     "epoch",
@@ -23,6 +25,21 @@ class MetricsLog:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+
+    def keep_until(self, step: int) -> None:
+        """Drop the rows after ``step``: what an interrupted run logged past its checkpoint."""
+        if not self.path.exists():
+            return
+        with self.path.open(newline="", encoding="utf-8") as handle:
+            rows = [row for row in csv.DictReader(handle) if int(row["step"]) <= step]
+
+        def write(temporary: str) -> None:
+            with open(temporary, "w", newline="", encoding="utf-8") as handle:
+                writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+                writer.writeheader()
+                writer.writerows(rows)
+
+        atomic_write(self.path, write)
 
     def append(self, **values: float | int) -> None:
         unknown = set(values) - set(COLUMNS)

@@ -1,0 +1,259 @@
+"""Recipes: loading, ``--set`` overrides, type coercion and one-line errors naming the fix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from seqgen.config import (
+    DataConfig,
+    LanguageModelConfig,
+    Recipe,
+    TrainConfig,
+    apply_overrides,
+    load_recipe,
+    recipe_from_dict,
+    recipe_to_dict,
+)
+from seqgen.errors import ConfigError, SeqgenError
+
+RECIPES = sorted(Path(__file__).parents[1].glob("recipes/*.toml"))
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "recipe.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_config_error_is_a_seqgen_error() -> None:
+    assert issubclass(ConfigError, SeqgenError)
+
+
+def test_defaults_are_declared_once_on_the_dataclasses(tmp_path: Path) -> None:
+    recipe = load_recipe(write(tmp_path, 'task = "language_model"\n'))
+    assert recipe == Recipe()
+    assert recipe.train == TrainConfig()
+    assert recipe.model == LanguageModelConfig()
+    assert recipe.data == DataConfig()
+
+
+def test_overrides_are_coerced_to_the_field_types(write_recipe) -> None:
+    recipe = load_recipe(
+        write_recipe(),
+        [
+            "train.max_steps=12",
+            "train.learning_rate=3e-4",
+            "train.max_minutes=2",
+            "train.warmup_steps=1e1",
+            "train.mixed_precision=false",
+            "model.tie_weights=true",
+            "model.embedding_size=32",
+            "model.cell=gru",
+            "data.validation_fraction=0.25",
+        ],
+    )
+    assert recipe.train.max_steps == 12 and type(recipe.train.max_steps) is int
+    assert recipe.train.learning_rate == pytest.approx(3e-4)
+    assert type(recipe.train.learning_rate) is float
+    assert recipe.train.max_minutes == 2.0 and type(recipe.train.max_minutes) is float
+    assert recipe.train.warmup_steps == 10 and type(recipe.train.warmup_steps) is int
+    assert recipe.train.mixed_precision is False
+    assert recipe.model.tie_weights is True
+    assert recipe.model.cell == "gru"
+    assert recipe.data.validation_fraction == 0.25
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("true", True), ("False", False), ("1", True), ("0", False), ("yes", True), (" no ", False)],
+)
+def test_boolean_overrides(tmp_path: Path, text: str, expected: bool) -> None:
+    recipe = load_recipe(write(tmp_path, ""), [f"train.mixed_precision={text}"])
+    assert recipe.train.mixed_precision is expected
+
+
+def test_toml_integers_become_floats_and_whole_floats_ints(tmp_path: Path) -> None:
+    recipe = load_recipe(write(tmp_path, "[train]\nlearning_rate = 1\nmax_steps = 20.0\n"))
+    assert recipe.train.learning_rate == 1.0 and type(recipe.train.learning_rate) is float
+    assert recipe.train.max_steps == 20 and type(recipe.train.max_steps) is int
+
+
+def test_an_override_replaces_the_recipe_value(write_recipe) -> None:
+    path = write_recipe()
+    assert load_recipe(path).train.max_steps == 6
+    assert load_recipe(path, ["train.max_steps=9"]).train.max_steps == 9
+    assert load_recipe(path, ["train.max_steps=9", "train.max_steps=11"]).train.max_steps == 11
+
+
+def test_an_override_can_point_the_corpus_at_a_file(write_recipe, tmp_path: Path) -> None:
+    other = tmp_path / "other text.txt"
+    recipe = load_recipe(write_recipe(), [f"data.corpus={other}"])
+    assert recipe.data.corpus == str(other)
+
+
+def test_unknown_key_names_it_and_suggests_the_nearest(write_recipe) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_recipe(write_recipe(), ["train.learning_rat=1"])
+    message = str(caught.value)
+    assert "train.learning_rat" in message
+    assert "'learning_rate'" in message
+    assert "\n" not in message
+
+
+def test_unknown_key_in_the_toml_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"model\.hiden_size.*'hidden_size'"):
+        load_recipe(write(tmp_path, "[model]\nhiden_size = 3\n"))
+
+
+def test_unknown_key_without_a_near_match_lists_the_valid_keys(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="valid keys: .*corpus"):
+        load_recipe(write(tmp_path, ""), ["data.zzzzzz=1"])
+
+
+def test_unknown_section_suggests_the_nearest(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown section 'trian'.*'train'"):
+        load_recipe(write(tmp_path, "[trian]\nmax_steps = 3\n"))
+    with pytest.raises(ConfigError, match="unknown section 'modle'"):
+        load_recipe(write(tmp_path, ""), ["modle.cell=gru"])
+
+
+def test_unknown_task(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="task = 'painting'.*language_model"):
+        load_recipe(write(tmp_path, 'task = "painting"\n'))
+
+
+@pytest.mark.parametrize(
+    ("override", "pattern"),
+    [
+        ("train.max_steps=abc", r"train\.max_steps = 'abc' is not a valid int"),
+        ("train.max_steps=2.5", r"train\.max_steps = '2\.5' is not a valid int"),
+        ("train.max_steps=1.5e0", r"train\.max_steps = 1\.5 is not a valid int"),
+        ("train.learning_rate=fast", r"train\.learning_rate = 'fast' is not a valid float"),
+        ("train.learning_rate=nan", r"train\.learning_rate = nan .*finite"),
+        ("train.max_minutes=inf", r"train\.max_minutes = inf .*finite"),
+        ("model.tie_weights=maybe", r"model\.tie_weights = 'maybe' is not a valid bool"),
+        ("train.batch_size=0", r"train\.batch_size = 0 .*> 0"),
+        ("train.learning_rate=-1", r"train\.learning_rate = -1\.0 .*> 0"),
+        ("train.grad_clip=-1", r"train\.grad_clip = -1\.0 .*>= 0"),
+        ("model.dropout=1", r"model\.dropout = 1\.0 .*\[0, 1\)"),
+        ("data.validation_fraction=0", r"data\.validation_fraction must be > 0"),
+        ("data.test_fraction=0.95", r"data\.validation_fraction \+ data\.test_fraction"),
+        ("train.device=tpu", r"train\.device = 'tpu'.*cuda:N"),
+        ("tokenizer.kind=bytes", r"tokenizer\.kind = 'bytes'.*char, word, sentencepiece"),
+    ],
+)
+def test_bad_override_values(write_recipe, override: str, pattern: str) -> None:
+    with pytest.raises(ConfigError, match=pattern) as caught:
+        load_recipe(write_recipe(), [override])
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("toml", "pattern"),
+    [
+        ("[train]\nmax_steps = 1.5\n", r"train\.max_steps = 1\.5 is not a valid int"),
+        ("[train]\nmax_steps = true\n", r"train\.max_steps = True is not a valid int"),
+        ("[train]\nlearning_rate = true\n", r"train\.learning_rate = True .*float"),
+        ("[model]\ntie_weights = 1\n", r"model\.tie_weights = 1 is not a valid bool"),
+        ("[model]\ncell = 3\n", r"model\.cell = 3 is not a valid str"),
+        ("train = 3\n", r"\[train\] must be a table"),
+    ],
+)
+def test_bad_toml_value_types(tmp_path: Path, toml: str, pattern: str) -> None:
+    with pytest.raises(ConfigError, match=pattern):
+        load_recipe(write(tmp_path, toml))
+
+
+@pytest.mark.parametrize(
+    ("section_key", "value", "choices"),
+    [
+        ("model.cell", "transformer", "lstm, gru, rnn"),
+        ("train.schedule", "linear", "cosine, constant"),
+    ],
+)
+def test_invalid_choices_list_the_valid_ones(
+    write_recipe, section_key: str, value: str, choices: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_recipe(write_recipe(), [f"{section_key}={value}"])
+    message = str(caught.value)
+    assert f"{section_key} = {value!r}" in message
+    assert choices in message
+
+
+def test_tie_weights_needs_equal_sizes(write_recipe) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_recipe(write_recipe(), ["model.tie_weights=true"])
+    message = str(caught.value)
+    assert "model.tie_weights" in message
+    assert "16" in message and "32" in message
+    tied = load_recipe(write_recipe(), ["model.tie_weights=true", "model.embedding_size=32"])
+    assert tied.model.tie_weights
+
+
+@pytest.mark.parametrize("item", ["train.max_steps", "max_steps=3", "train.=3", "=3", ""])
+def test_malformed_set(write_recipe, item: str) -> None:
+    with pytest.raises(ConfigError, match="section.key=value") as caught:
+        load_recipe(write_recipe(), [item])
+    assert "train.learning_rate=3e-4" in str(caught.value)
+
+
+def test_set_into_a_value_that_is_not_a_section(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="'task' is not a section"):
+        load_recipe(write(tmp_path, 'task = "language_model"\n'), ["task.x=1"])
+
+
+def test_apply_overrides_leaves_its_input_alone() -> None:
+    values = {"train": {"max_steps": 5}}
+    result = apply_overrides(values, ["train.max_steps=7", "model.cell=gru"])
+    assert values == {"train": {"max_steps": 5}}
+    assert result == {"train": {"max_steps": "7"}, "model": {"cell": "gru"}}
+
+
+def test_missing_recipe_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such recipe: .*nope.toml"):
+        load_recipe(tmp_path / "nope.toml")
+
+
+def test_a_folder_is_not_a_recipe(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read recipe"):
+        load_recipe(tmp_path)
+
+
+@pytest.mark.parametrize("text", ["[train\nmax_steps = 3\n", "max_steps = \n", "a = 1\na = 2\n"])
+def test_invalid_toml(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load_recipe(write(tmp_path, text))
+
+
+def test_non_utf8_recipe(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('[data]\ncorpus = "caf\xe9"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load_recipe(path)
+
+
+def test_recipe_dict_round_trip(write_recipe) -> None:
+    recipe = load_recipe(
+        write_recipe(), ["model.cell=gru", "tokenizer.kind=word", "train.learning_rate=3e-4"]
+    )
+    values = recipe_to_dict(recipe)
+    assert set(values) == {"task", "data", "tokenizer", "model", "train"}
+    assert recipe_from_dict(values) == recipe
+    # Checkpoints store it as JSON.
+    assert recipe_from_dict(json.loads(json.dumps(values))) == recipe
+
+
+def test_recipe_from_dict_validates() -> None:
+    with pytest.raises(ConfigError, match="train.batch_size"):
+        recipe_from_dict({"train": {"batch_size": -4}})
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda path: path.name)
+def test_every_shipped_recipe_parses(path: Path) -> None:
+    recipe = load_recipe(path)
+    assert recipe.task == "language_model"
+    assert recipe_from_dict(recipe_to_dict(recipe)) == recipe

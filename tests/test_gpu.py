@@ -1,0 +1,45 @@
+"""CUDA paths: mixed-precision training steps and decoding on the GPU (skipped without CUDA)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from seqgen.config import LanguageModelConfig, TrainConfig
+from seqgen.decoding.search import greedy_search
+from seqgen.decoding.torch_step import LanguageModelStep
+from seqgen.models.language_model import LanguageModel
+from seqgen.training.device import autocast, resolve_device
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
+]
+
+
+def test_mixed_precision_step_and_gpu_decoding_match_cpu_greedy() -> None:
+    torch.manual_seed(0)
+    config = LanguageModelConfig(embedding_size=16, hidden_size=32, num_layers=2, dropout=0.0)
+    model = LanguageModel(config, 20)
+    device = resolve_device("cuda")
+    gpu_model = LanguageModel(config, 20).to(device)
+    gpu_model.load_state_dict(model.state_dict())
+    optimizer = torch.optim.AdamW(gpu_model.parameters(), lr=1e-3)
+    token_ids = torch.randint(0, 20, (4, 16), device=device)
+    with autocast(device, enabled=TrainConfig().mixed_precision):
+        logits, _ = gpu_model(token_ids)
+        loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), token_ids.flatten())
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss)
+
+    gpu_model.load_state_dict(model.state_dict())
+    results = []
+    for step_model in (model, gpu_model):
+        step_function = LanguageModelStep(step_model)
+        state, first = step_function.start([[2, 5, 6], [2, 7]])
+        hypotheses = greedy_search(step_function, state, first, max_new_tokens=10)
+        results.append([h.tokens for h in hypotheses])
+    assert results[0] == results[1]
+    assert np.isfinite([h for h in hypotheses[0].token_log_probs]).all()
