@@ -20,7 +20,7 @@ from seqgen.config import Recipe, recipe_from_dict, recipe_to_dict
 from seqgen.data.batching import StreamBatches
 from seqgen.data.corpora import load_text
 from seqgen.data.splits import text_splits
-from seqgen.errors import ConfigError, DataError, SeqgenError
+from seqgen.errors import ConfigError, DataError
 from seqgen.evaluation.perplexity import LanguageModelScores, evaluate_language_model
 from seqgen.models.language_model import LanguageModel
 from seqgen.text import Tokenizer, tokenizer_from_dict, train_tokenizer
@@ -28,6 +28,7 @@ from seqgen.training.checkpoint import Checkpoint, load_checkpoint, save_checkpo
 from seqgen.training.device import autocast, resolve_device
 from seqgen.training.metrics import MetricsLog
 from seqgen.training.progress import Progress
+from seqgen.training.run_folder import capture_rng, prepare_output_dir, restore_rng, resumed_recipe
 from seqgen.training.schedule import learning_rate_at
 
 logger = logging.getLogger(__name__)
@@ -51,44 +52,6 @@ class _RunState:
     elapsed: float = 0.0
 
 
-def _prepare_output_dir(output_dir: Path, *, resume: bool) -> None:
-    last = output_dir / "last.safetensors"
-    if resume and not last.exists():
-        raise SeqgenError(f"--resume: {output_dir} holds no last.safetensors to continue from")
-    if not resume and last.exists():
-        raise SeqgenError(
-            f"{output_dir} already holds a run; "
-            "pass --resume to continue it or choose another --output"
-        )
-    output_dir.mkdir(parents=True, exist_ok=True)
-
-
-def _resumed_recipe(stored: Recipe, requested: Recipe) -> Recipe:
-    """Resume with the stored recipe; only the length of training may change."""
-    stored.train.max_steps = requested.train.max_steps
-    stored.train.max_minutes = requested.train.max_minutes
-    old, new = _flat(recipe_to_dict(stored)), _flat(recipe_to_dict(requested))
-    ignored = sorted(key for key in new if key in old and new[key] != old[key])
-    if ignored:
-        logger.warning(
-            "--resume continues with the run's own recipe; ignoring changed %s "
-            "(only train.max_steps and train.max_minutes may change)",
-            ", ".join(ignored),
-        )
-    return stored
-
-
-def _flat(values: dict, prefix: str = "") -> dict[str, object]:
-    """``{"train": {"seed": 1}}`` -> ``{"train.seed": 1}``."""
-    flat: dict[str, object] = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def _encode(tokenizer: Tokenizer, text: str) -> torch.Tensor:
     return torch.tensor(tokenizer.encode(text), dtype=torch.long)
 
@@ -99,11 +62,9 @@ def _training_state(run: _RunState, optimizer: torch.optim.Optimizer) -> dict:
         "best_loss": run.best_loss,
         "elapsed": run.elapsed,
         "optimizer": optimizer.state_dict(),
-        "cpu_rng": torch.get_rng_state(),
+        "rng": capture_rng(),
         "carried": run.carried or {},
     }
-    if torch.cuda.is_available():
-        state["cuda_rng"] = torch.cuda.get_rng_state_all()
     return state
 
 
@@ -114,9 +75,7 @@ def _restore_training_state(
     run.best_loss = training["best_loss"]
     run.elapsed = training["elapsed"]
     optimizer.load_state_dict(training["optimizer"])
-    torch.set_rng_state(training["cpu_rng"])
-    if "cuda_rng" in training and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(training["cuda_rng"])
+    restore_rng(training["rng"])
     run.carried = {k: v.to(device) for k, v in training["carried"].items()} or None
 
 
@@ -126,7 +85,7 @@ class LanguageModelTrainer:
     def __init__(
         self, recipe: Recipe, output_dir: Path, *, resume: bool, data_dir: str | None
     ) -> None:
-        _prepare_output_dir(output_dir, resume=resume)
+        prepare_output_dir(output_dir, resume=resume)
         self.output_dir = output_dir
         self.device = resolve_device(recipe.train.device)
         last = (
@@ -135,7 +94,7 @@ class LanguageModelTrainer:
             else None
         )
         if last is not None:
-            recipe = _resumed_recipe(recipe_from_dict(last.recipe), recipe)
+            recipe = resumed_recipe(recipe_from_dict(last.recipe), recipe)
         if Path(recipe.data.corpus).is_file():
             # Stored absolute, so `evaluate --split val` works from any folder later.
             recipe.data.corpus = str(Path(recipe.data.corpus).resolve())

@@ -1,0 +1,66 @@
+"""What every training run shares: its folder, resuming its recipe, and its RNG state."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from seqgen.config import Recipe, recipe_to_dict
+from seqgen.errors import SeqgenError
+
+logger = logging.getLogger(__name__)
+
+
+def prepare_output_dir(output_dir: Path, *, resume: bool) -> None:
+    """Refuse to overwrite a run, or to resume one that is not there; create the folder."""
+    last = output_dir / "last.safetensors"
+    if resume and not last.exists():
+        raise SeqgenError(f"--resume: {output_dir} holds no last.safetensors to continue from")
+    if not resume and last.exists():
+        raise SeqgenError(
+            f"{output_dir} already holds a run; "
+            "pass --resume to continue it or choose another --output"
+        )
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+
+def resumed_recipe(stored: Recipe, requested: Recipe) -> Recipe:
+    """Resume with the stored recipe; only the length of training may change."""
+    stored.train.max_steps = requested.train.max_steps
+    stored.train.max_minutes = requested.train.max_minutes
+    old, new = _flat(recipe_to_dict(stored)), _flat(recipe_to_dict(requested))
+    ignored = sorted(key for key in new if key in old and new[key] != old[key])
+    if ignored:
+        logger.warning(
+            "--resume continues with the run's own recipe; ignoring changed %s "
+            "(only train.max_steps and train.max_minutes may change)",
+            ", ".join(ignored),
+        )
+    return stored
+
+
+def _flat(values: dict, prefix: str = "") -> dict[str, object]:
+    """``{"train": {"seed": 1}}`` -> ``{"train.seed": 1}``."""
+    flat: dict[str, object] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def capture_rng() -> dict[str, object]:
+    """The RNG state that dropout and shuffling draw from, for an exact ``--resume``."""
+    state: dict[str, object] = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
