@@ -11,9 +11,12 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from seqgen.data.parallel import pad_batch
 from seqgen.decoding.contract import State
 from seqgen.decoding.priming import group_by_length
 from seqgen.models.language_model import LanguageModel
+from seqgen.models.translator import Translator
+from seqgen.text.vocabulary import BOS_ID, EOS_ID, PAD_ID
 
 
 class LanguageModelStep:
@@ -53,6 +56,47 @@ class LanguageModelStep:
         token_ids = torch.from_numpy(tokens).to(self.device).unsqueeze(1)
         logits, new_state = self.model(token_ids, dict(state))
         log_probs = torch.log_softmax(logits[:, 0].float(), dim=-1)
+        return log_probs.cpu().numpy(), new_state
+
+    @torch.inference_mode()
+    def select(self, state: State, rows: np.ndarray) -> State:
+        index = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64)).to(self.device)
+        return {name: tensor.index_select(0, index) for name, tensor in state.items()}
+
+
+class TranslatorStep:
+    """``start`` encodes the sources; ``step`` predicts one target token per row.
+
+    The state (names in :mod:`seqgen.models.translator`) stays on the model's device as
+    torch tensors; search sees numpy log-probabilities ``(rows, vocab)`` only.
+    """
+
+    def __init__(self, model: Translator) -> None:
+        self.model = model.eval()
+        self.device = next(model.parameters()).device
+
+    @torch.inference_mode()
+    def start(self, sources: Sequence[Sequence[int]]) -> tuple[State, np.ndarray]:
+        """Encode a batch of sources.
+
+        Args:
+            sources: ``batch`` token id lists without BOS or EOS (EOS is appended here, as
+                ``ParallelBatches`` does in training; an empty source is just EOS).
+
+        Returns:
+            the state (``(batch, ...)`` per name) and ``first_tokens`` ``(batch,)`` int64,
+            all BOS.
+        """
+        source_ids, source_lengths = pad_batch([[*source, EOS_ID] for source in sources], PAD_ID)
+        state = self.model.start(source_ids.to(self.device), source_lengths.to(self.device))
+        first_tokens = np.full(len(sources), BOS_ID, dtype=np.int64)
+        return state, first_tokens
+
+    @torch.inference_mode()
+    def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        token_ids = torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.int64)).to(self.device)
+        logits, new_state = self.model.step(token_ids, dict(state))
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
         return log_probs.cpu().numpy(), new_state
 
     @torch.inference_mode()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from seqgen.models.language_model import LanguageModel
+from seqgen.models.translator import Translator
 
-MODELS = {"language_model": LanguageModel}
+MODELS = {"language_model": LanguageModel, "translation": Translator}
 
-__all__ = ["MODELS", "LanguageModel"]
+__all__ = ["MODELS", "LanguageModel", "Translator"]

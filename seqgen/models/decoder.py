@@ -1,0 +1,207 @@
+"""The attentional RNN decoder (Luong et al., 2015; Bahdanau et al., 2015).
+
+One step: embed the previous target token, run the RNN stack, attend over the encoder
+memory, form the attentional vector ``h~ = tanh(W_c [context; h])`` (Luong eq. 5) and map
+it to vocabulary logits. The attention kind decides where the attention sits:
+
+- Luong (dot, general): the current top hidden state ``h_t`` is the query, after the RNN.
+- Bahdanau: the *previous* top hidden state is the query, before the RNN, and the context
+  joins the RNN input (Bahdanau et al., 2015, eq. 4-6).
+
+Teacher forcing (:meth:`Decoder.forward`) has two paths:
+
+- fused, for Luong attention without input feeding: the RNN reads the whole target sequence
+  in ONE call and attention, ``W_c`` and the output layer run batched over time;
+- stepwise, otherwise: input feeding (Luong 3.3) feeds the previous ``h~`` into the next
+  step's input, and Bahdanau's query is the previous state, so each target position waits
+  for the last; a Python loop makes one fused multi-layer RNN call per position, and the
+  output layer then runs once over all positions.
+
+Both compute exactly what :meth:`Decoder.step` computes one token at a time.
+
+The state is a dict of batch-major tensors (see :mod:`seqgen.models.translator`):
+``hidden`` / ``cell`` ``(rows, decoder_layers, decoder_hidden)``, ``feed`` ``(rows,
+decoder_hidden)`` with input feeding, ``memory``, ``keys`` and ``source_mask`` ``(rows,
+source_len)`` bool (True = real token). Nothing is cached on the module.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from seqgen.config import TranslatorConfig
+from seqgen.models.attention import make_attention
+from seqgen.models.language_model import RNN_CLASSES
+
+DecoderState = dict[str, torch.Tensor]
+RnnState = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # layer-major, as nn.RNNBase wants
+
+
+class Decoder(nn.Module):
+    """Predicts target tokens from the previous ones and the encoder memory.
+
+    Args:
+        config: the translator's config.
+        embedding: the target embedding ``(target_vocab, embedding_size)``.
+        memory_size: width of the encoder memory.
+        target_vocab_size: size of the output layer.
+    """
+
+    def __init__(
+        self,
+        config: TranslatorConfig,
+        embedding: nn.Embedding,
+        *,
+        memory_size: int,
+        target_vocab_size: int,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        hidden_size = config.decoder_hidden_size
+        self.is_bahdanau = config.attention == "bahdanau"
+        self.embedding = embedding
+        self.dropout = nn.Dropout(config.dropout)
+        self.attention = make_attention(
+            config.attention, query_size=hidden_size, memory_size=memory_size
+        )
+        input_size = config.embedding_size
+        input_size += memory_size if self.is_bahdanau else 0
+        input_size += hidden_size if config.input_feeding else 0
+        self.rnn = RNN_CLASSES[config.cell](
+            input_size,
+            hidden_size,
+            num_layers=config.decoder_layers,
+            dropout=config.dropout if config.decoder_layers > 1 else 0.0,
+            batch_first=True,
+        )
+        # Luong et al. (2015), eq. 5: h~ = tanh(W_c [c_t; h_t]), W_c without a bias.
+        self.combine = nn.Linear(memory_size + hidden_size, hidden_size, bias=False)
+        # Press & Wolf (2017): a tied output layer reuses the target embedding matrix; a
+        # projection takes decoder_hidden to embedding_size first when the sizes differ.
+        tied = config.tie_target_embeddings
+        output_size = config.embedding_size if tied else hidden_size
+        self.output_projection: nn.Module = (
+            nn.Linear(hidden_size, output_size, bias=False)
+            if output_size != hidden_size
+            else nn.Identity()
+        )
+        self.output = nn.Linear(output_size, target_vocab_size)
+        if tied:
+            self.output.weight = embedding.weight
+
+    @property
+    def rnn_state_names(self) -> tuple[str, ...]:
+        return ("hidden", "cell") if self.config.cell == "lstm" else ("hidden",)
+
+    @property
+    def is_fused(self) -> bool:
+        """True when teacher forcing runs the whole target through the RNN in one call."""
+        return not self.is_bahdanau and not self.config.input_feeding
+
+    def forward(self, target_in: torch.Tensor, state: DecoderState) -> torch.Tensor:
+        """Teacher forcing: logits for every target position.
+
+        Args:
+            target_in: ``(rows, target_len)`` int64, BOS + the target (padding after).
+            state: the initial state from ``Translator.start`` (never mutated).
+
+        Returns:
+            logits ``(rows, target_len, vocab)``.
+        """
+        embedded = self.dropout(self.embedding(target_in))
+        if self.is_fused:
+            return self._forward_fused(embedded, state)
+        return self._forward_stepwise(embedded, state)
+
+    def step(self, tokens: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
+        """One target position for every row.
+
+        Args:
+            tokens: ``(rows,)`` int64, the previous target token of each row.
+            state: the state after the previous step (never mutated).
+
+        Returns:
+            logits ``(rows, vocab)`` and the new state (same names and shapes).
+        """
+        embedded = self.dropout(self.embedding(tokens))
+        feed = state.get("feed")
+        attentional, rnn_state = self._step(embedded, self._layer_major(state), feed, state)
+        new_state = dict(state)
+        new_state.update(self._batch_major(rnn_state))
+        if self.config.input_feeding:
+            new_state["feed"] = attentional
+        return self._logits(attentional), new_state
+
+    def _forward_fused(self, embedded: torch.Tensor, state: DecoderState) -> torch.Tensor:
+        """Luong attention without input feeding: one RNN call, attention batched over time."""
+        outputs, _ = self.rnn(embedded, self._layer_major(state))  # (rows, target_len, hidden)
+        context, _ = self.attention(outputs, state["keys"], state["memory"], state["source_mask"])
+        return self._logits(self._attentional(context, outputs))
+
+    def _forward_stepwise(self, embedded: torch.Tensor, state: DecoderState) -> torch.Tensor:
+        """Input feeding or Bahdanau: each position needs the previous one's result."""
+        rnn_state, feed = self._layer_major(state), state.get("feed")
+        attentionals = []
+        for position in range(embedded.shape[1]):
+            feed, rnn_state = self._step(embedded[:, position], rnn_state, feed, state)
+            attentionals.append(feed)
+        # The output layer needs no recurrence: one large product instead of one per position.
+        return self._logits(torch.stack(attentionals, dim=1))
+
+    def _step(
+        self,
+        embedded: torch.Tensor,
+        rnn_state: RnnState,
+        feed: torch.Tensor | None,
+        state: DecoderState,
+    ) -> tuple[torch.Tensor, RnnState]:
+        """One position from an embedded token ``(rows, embedding_size)``.
+
+        ``feed`` is the previous attentional vector (None without input feeding); ``state``
+        only lends its ``memory``, ``keys`` and ``source_mask``.
+
+        Returns the attentional vector ``(rows, decoder_hidden)`` (the next step's ``feed``)
+        and the layer-major RNN state.
+        """
+        memory, keys, mask = state["memory"], state["keys"], state["source_mask"]
+        inputs = [embedded]
+        if self.is_bahdanau:
+            # Bahdanau et al. (2015), eq. 6: the context for step i comes from s_{i-1}.
+            previous_top = (rnn_state[0] if isinstance(rnn_state, tuple) else rnn_state)[-1]
+            context, _ = self.attention(previous_top, keys, memory, mask)
+            inputs.append(context)
+        if self.config.input_feeding:
+            # Luong et al. (2015), 3.3: the previous h~ joins the input, so the model knows
+            # what it attended to before.
+            inputs.append(feed)
+        outputs, rnn_state = self.rnn(torch.cat(inputs, dim=-1).unsqueeze(1), rnn_state)
+        top = outputs[:, 0]
+        if not self.is_bahdanau:
+            # Luong et al. (2015), 3.1: attend from the current top hidden state h_t.
+            context, _ = self.attention(top, keys, memory, mask)
+        return self._attentional(context, top), rnn_state
+
+    def _attentional(self, context: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+        """``h~ = tanh(W_c [context; h])`` (Luong eq. 5), ``(rows, [time,] decoder_hidden)``.
+
+        Returned after dropout: what the output layer reads and input feeding passes on, as
+        in OpenNMT-py (identical to ``h~`` in eval mode).
+        """
+        return self.dropout(torch.tanh(self.combine(torch.cat([context, top], dim=-1))))
+
+    def _logits(self, attentional: torch.Tensor) -> torch.Tensor:
+        """``(rows, [time,] decoder_hidden) -> (rows, [time,] vocab)``."""
+        return self.output(self.output_projection(attentional))
+
+    def _layer_major(self, state: DecoderState) -> RnnState:
+        """Batch-major ``(rows, layers, hidden)`` -> PyTorch's ``(layers, rows, hidden)``."""
+        tensors = [state[name].transpose(0, 1).contiguous() for name in self.rnn_state_names]
+        return (tensors[0], tensors[1]) if len(tensors) == 2 else tensors[0]
+
+    def _batch_major(self, rnn_state: RnnState) -> DecoderState:
+        tensors = rnn_state if isinstance(rnn_state, tuple) else (rnn_state,)
+        return {
+            name: tensor.transpose(0, 1)
+            for name, tensor in zip(self.rnn_state_names, tensors, strict=True)
+        }

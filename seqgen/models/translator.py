@@ -1,0 +1,136 @@
+"""The attentional encoder-decoder translator: Encoder + Bridge + Decoder.
+
+Training calls ``forward`` (teacher forcing). Decoding calls ``start`` once (the encoder,
+the bridge and the attention keys) and then ``step`` per target token; both are pure
+functions of tensors, which the PyTorch step adapter and the ONNX export both call.
+
+The decoder state is a dict of batch-major tensors whose names are also the ONNX graph's
+input and output names (axis 0 = rows; with beam search rows = batch x beam):
+
+==============  ====================================================  ====================
+name            shape                                                 present
+==============  ====================================================  ====================
+``hidden``      ``(rows, decoder_layers, decoder_hidden)`` float      always
+``cell``        ``(rows, decoder_layers, decoder_hidden)`` float      ``cell = "lstm"``
+``feed``        ``(rows, decoder_hidden)`` float, the previous h~     ``input_feeding``
+``memory``      ``(rows, source_len, 2 * encoder_hidden)`` float      always
+``keys``        ``(rows, source_len, key_size)`` float                always
+``source_mask`` ``(rows, source_len)`` bool, True = real source token always
+==============  ====================================================  ====================
+
+``memory``, ``keys`` and ``source_mask`` never change during decoding; ``step`` passes
+them through so that beam search can reorder every entry with one gather on axis 0.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from seqgen.config import TranslatorConfig
+from seqgen.errors import ConfigError
+from seqgen.models.decoder import Decoder, DecoderState
+from seqgen.models.encoder import Bridge, Encoder, length_mask
+from seqgen.text.vocabulary import PAD_ID
+
+TranslatorState = DecoderState
+
+
+class Translator(nn.Module):
+    """Source token ids -> target logits, with attention (Luong et al., 2015).
+
+    Args:
+        config: sizes, cell, attention kind, input feeding, dropout and weight sharing.
+        source_vocab_size: rows of the source embedding.
+        target_vocab_size: rows of the target embedding and of the output layer.
+    """
+
+    def __init__(
+        self, config: TranslatorConfig, source_vocab_size: int, target_vocab_size: int
+    ) -> None:
+        super().__init__()
+        config.validate()
+        if config.share_embeddings and source_vocab_size != target_vocab_size:
+            raise ConfigError(
+                "model.share_embeddings needs one joint vocabulary, but the source has "
+                f"{source_vocab_size} tokens and the target {target_vocab_size}"
+            )
+        self.config = config
+        self.source_vocab_size = source_vocab_size
+        self.target_vocab_size = target_vocab_size
+        target_embedding = nn.Embedding(
+            target_vocab_size, config.embedding_size, padding_idx=PAD_ID
+        )
+        source_embedding = (
+            target_embedding
+            if config.share_embeddings
+            else nn.Embedding(source_vocab_size, config.embedding_size, padding_idx=PAD_ID)
+        )
+        self.encoder = Encoder(config, source_embedding)
+        self.bridge = Bridge(
+            memory_size=self.encoder.memory_size,
+            decoder_hidden_size=config.decoder_hidden_size,
+            decoder_layers=config.decoder_layers,
+            cell=config.cell,
+        )
+        self.decoder = Decoder(
+            config,
+            target_embedding,
+            memory_size=self.encoder.memory_size,
+            target_vocab_size=target_vocab_size,
+        )
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        """The decoder state's names, in a fixed order (also the ONNX input names)."""
+        names = list(self.decoder.rnn_state_names)
+        if self.config.input_feeding:
+            names.append("feed")
+        return (*names, "memory", "keys", "source_mask")
+
+    def forward(
+        self, source_ids: torch.Tensor, source_lengths: torch.Tensor, target_in: torch.Tensor
+    ) -> torch.Tensor:
+        """Teacher-forced logits for training.
+
+        Args:
+            source_ids: ``(rows, source_len)`` int64, padded with 0 after each source.
+            source_lengths: ``(rows,)`` int64, each >= 1.
+            target_in: ``(rows, target_len)`` int64, BOS + target, padded with 0.
+
+        Returns:
+            logits ``(rows, target_len, vocab)``; positions past a target's end are
+            meaningless and must be ignored by the loss (their target is PAD).
+        """
+        return self.decoder(target_in, self.start(source_ids, source_lengths))
+
+    def start(self, source_ids: torch.Tensor, source_lengths: torch.Tensor) -> TranslatorState:
+        """Encode the sources and build the first decoder state (names in the module doc).
+
+        Args:
+            source_ids: ``(rows, source_len)`` int64, padded with 0 after each source.
+            source_lengths: ``(rows,)`` int64, each >= 1.
+        """
+        memory, final = self.encoder(source_ids, source_lengths)
+        state = self.bridge(final)
+        if self.config.input_feeding:
+            # No attentional vector exists before the first step (Luong et al., 2015, 3.3).
+            state["feed"] = torch.zeros_like(state["hidden"][:, 0])
+        state["memory"] = memory
+        state["keys"] = self.decoder.attention.precompute(memory)
+        state["source_mask"] = length_mask(source_lengths, source_ids.shape[1])
+        return state
+
+    def step(
+        self, tokens: torch.Tensor, state: TranslatorState
+    ) -> tuple[torch.Tensor, TranslatorState]:
+        """One target token per row.
+
+        Args:
+            tokens: ``(rows,)`` int64, each row's previous target token (BOS first).
+            state: the state from :meth:`start` or the previous step; never mutated.
+
+        Returns:
+            logits ``(rows, vocab)`` and the new state.
+        """
+        return self.decoder.step(tokens, state)
