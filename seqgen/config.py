@@ -88,11 +88,9 @@ class LanguageModelConfig:
 
 
 @dataclass
-class TrainConfig:
-    """The optimisation loop: truncated BPTT, Adam, warmup + cosine schedule."""
+class LoopConfig:
+    """What every training loop shares: steps, time budget, AdamW, schedule, checkpoints."""
 
-    batch_size: int = 64  # parallel streams, each carrying its hidden state across batches
-    sequence_length: int = 128  # tokens per truncated back-propagation window
     max_steps: int = 5000
     max_minutes: float = 0.0  # stop after this much wall-clock training time; 0 = no limit
     learning_rate: float = 2e-3
@@ -102,16 +100,14 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # max global gradient norm; 0 = off
     eval_every: int = 500  # validate and checkpoint every this many steps
-    eval_batch_size: int = 16
     log_every: int = 50
     seed: int = 1234
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     mixed_precision: bool = True  # bf16/fp16 autocast on CUDA; ignored on CPU
 
     def validate(self) -> None:
-        for name in ("batch_size", "sequence_length", "max_steps", "eval_every", "log_every"):
+        for name in ("max_steps", "eval_every", "log_every"):
             _check_positive(f"train.{name}", getattr(self, name))
-        _check_positive("train.eval_batch_size", self.eval_batch_size)
         _check_positive("train.learning_rate", self.learning_rate)
         for name in (
             "max_minutes",
@@ -129,14 +125,144 @@ class TrainConfig:
 
 
 @dataclass
+class TrainConfig(LoopConfig):
+    """A language model's loop: truncated BPTT over parallel streams."""
+
+    batch_size: int = 64  # parallel streams, each carrying its hidden state across batches
+    sequence_length: int = 128  # tokens per truncated back-propagation window
+    eval_batch_size: int = 16
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("batch_size", "sequence_length", "eval_batch_size"):
+            _check_positive(f"train.{name}", getattr(self, name))
+
+
+@dataclass
+class TranslationDataConfig:
+    """A translator's parallel text: a named corpus or the user's own aligned files."""
+
+    corpus: str = "multi30k:de-en"  # multi30k:SRC-TGT, or "" to read the files below
+    train_source: str = ""  # aligned files, one sentence per line (used when corpus = "")
+    train_target: str = ""
+    validation_source: str = ""
+    validation_target: str = ""
+    max_source_length: int = 100  # training pairs longer than this (in pieces) are skipped
+    max_target_length: int = 100
+
+    def validate(self) -> None:
+        files = (
+            self.train_source,
+            self.train_target,
+            self.validation_source,
+            self.validation_target,
+        )
+        if not self.corpus and not all(files):
+            raise ConfigError(
+                "data.corpus is empty, so data.train_source, data.train_target, "
+                "data.validation_source and data.validation_target must all name files"
+            )
+        _check_positive("data.max_source_length", self.max_source_length)
+        _check_positive("data.max_target_length", self.max_target_length)
+
+
+@dataclass
+class TranslationTrainConfig(LoopConfig):
+    """A translator's loop: token-count batches, label smoothing, BLEU-based selection."""
+
+    batch_tokens: int = 4096  # padded source or target tokens per batch, whichever is larger
+    label_smoothing: float = 0.1  # Szegedy et al. (2016)
+    patience: int = 0  # stop after this many validations without a better BLEU; 0 = off
+    average_last: int = 0  # average the last N validated checkpoints at the end; 0 = off
+    validation_beam_size: int = 0  # beam for validation BLEU; 0 = decoding.beam_size
+
+    def validate(self) -> None:
+        super().validate()
+        _check_positive("train.batch_tokens", self.batch_tokens)
+        _check_fraction("train.label_smoothing", self.label_smoothing)
+        for name in ("patience", "average_last", "validation_beam_size"):
+            _check_positive(f"train.{name}", getattr(self, name), allow_zero=True)
+
+
+@dataclass
+class DecodingConfig:
+    """A translator's decoding defaults, stored with the model; flags override them."""
+
+    beam_size: int = 5
+    length_penalty: float = 1.0  # GNMT alpha (Wu et al., 2016); 0 = raw log-prob sums
+    max_length_ratio: float = 2.0  # at most ratio * source_len + offset target pieces
+    max_length_offset: int = 10
+    min_length_ratio: float = 0.0  # at least ratio * source_len pieces before EOS
+    no_repeat_ngram_size: int = 0  # 0 = off
+    batch_size: int = 64  # sentences decoded together
+
+    def validate(self) -> None:
+        for name in ("beam_size", "batch_size"):
+            _check_positive(f"decoding.{name}", getattr(self, name))
+        for name in (
+            "length_penalty",
+            "max_length_ratio",
+            "max_length_offset",
+            "min_length_ratio",
+            "no_repeat_ngram_size",
+        ):
+            _check_positive(f"decoding.{name}", getattr(self, name), allow_zero=True)
+
+
+@dataclass
+class TranslatorConfig:
+    """An attentional encoder-decoder: a bidirectional RNN encoder and an RNN decoder.
+
+    The defaults follow OpenNMT-py's RNN baseline for Multi30k: a 1-layer bidirectional
+    LSTM encoder of 2 x 128, an LSTM decoder of 256, Luong general attention with input
+    feeding, embeddings of 256 and dropout 0.2.
+    """
+
+    cell: str = "lstm"  # lstm | gru, for the encoder and the decoder
+    embedding_size: int = 256  # source and target embeddings
+    encoder_hidden_size: int = 128  # per direction: the memory is 2 x this wide
+    encoder_layers: int = 1
+    decoder_hidden_size: int = 256
+    decoder_layers: int = 1
+    attention: str = "general"  # bahdanau (additive) | dot | general (Luong et al., 2015)
+    input_feeding: bool = True  # feed the previous attentional vector (Luong et al., 2015, 3.3)
+    dropout: float = 0.2  # on embeddings, between RNN layers and on the attentional vector
+    # Share the target embedding with the output layer (Press & Wolf, 2017); when
+    # embedding_size != decoder_hidden_size a projection to embedding_size comes first.
+    tie_target_embeddings: bool = False
+    share_embeddings: bool = False  # one embedding for source and target (a joint vocabulary)
+
+    def validate(self) -> None:
+        _check_choice("model.cell", self.cell, ("lstm", "gru"))
+        _check_choice("model.attention", self.attention, ("bahdanau", "dot", "general"))
+        for name in (
+            "embedding_size",
+            "encoder_hidden_size",
+            "encoder_layers",
+            "decoder_hidden_size",
+            "decoder_layers",
+        ):
+            _check_positive(f"model.{name}", getattr(self, name))
+        _check_fraction("model.dropout", self.dropout)
+        memory_size = 2 * self.encoder_hidden_size
+        if self.attention == "dot" and self.decoder_hidden_size != memory_size:
+            raise ConfigError(
+                "model.attention = 'dot' needs model.decoder_hidden_size == "
+                f"2 * model.encoder_hidden_size (got {self.decoder_hidden_size} and "
+                f"2 * {self.encoder_hidden_size}); use 'general' for different sizes"
+            )
+
+
+@dataclass
 class Recipe:
     """Everything needed to reproduce a training run."""
 
-    task: str = "language_model"
-    data: DataConfig = field(default_factory=DataConfig)
+    task: str = "language_model"  # language_model | translation
+    data: DataConfig | TranslationDataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    model: LanguageModelConfig = field(default_factory=LanguageModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    model: LanguageModelConfig | TranslatorConfig = field(default_factory=LanguageModelConfig)
+    train: TrainConfig | TranslationTrainConfig = field(default_factory=TrainConfig)
+    decoding: DecodingConfig | None = None  # translation only
 
     def validate(self) -> None:
         _check_choice("task", self.task, tuple(TASK_SECTIONS))
@@ -144,13 +270,20 @@ class Recipe:
             getattr(self, section).validate()
 
 
-# Each task names the dataclass of each of its sections; the translator adds its own.
+# Each task names the dataclass of each of its sections.
 TASK_SECTIONS: dict[str, dict[str, type]] = {
     "language_model": {
         "data": DataConfig,
         "tokenizer": TokenizerConfig,
         "model": LanguageModelConfig,
         "train": TrainConfig,
+    },
+    "translation": {
+        "data": TranslationDataConfig,
+        "tokenizer": TokenizerConfig,
+        "model": TranslatorConfig,
+        "train": TranslationTrainConfig,
+        "decoding": DecodingConfig,
     },
 }
 
@@ -257,47 +390,3 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
         "task": recipe.task,
         **{name: dataclasses.asdict(getattr(recipe, name)) for name in TASK_SECTIONS[recipe.task]},
     }
-
-
-@dataclass
-class TranslatorConfig:
-    """An attentional encoder-decoder: a bidirectional RNN encoder and an RNN decoder.
-
-    The defaults follow OpenNMT-py's RNN baseline for Multi30k: a 1-layer bidirectional
-    LSTM encoder of 2 x 128, an LSTM decoder of 256, Luong general attention with input
-    feeding, embeddings of 256 and dropout 0.2.
-    """
-
-    cell: str = "lstm"  # lstm | gru, for the encoder and the decoder
-    embedding_size: int = 256  # source and target embeddings
-    encoder_hidden_size: int = 128  # per direction: the memory is 2 x this wide
-    encoder_layers: int = 1
-    decoder_hidden_size: int = 256
-    decoder_layers: int = 1
-    attention: str = "general"  # bahdanau (additive) | dot | general (Luong et al., 2015)
-    input_feeding: bool = True  # feed the previous attentional vector (Luong et al., 2015, 3.3)
-    dropout: float = 0.2  # on embeddings, between RNN layers and on the attentional vector
-    # Share the target embedding with the output layer (Press & Wolf, 2017); when
-    # embedding_size != decoder_hidden_size a projection to embedding_size comes first.
-    tie_target_embeddings: bool = False
-    share_embeddings: bool = False  # one embedding for source and target (a joint vocabulary)
-
-    def validate(self) -> None:
-        _check_choice("model.cell", self.cell, ("lstm", "gru"))
-        _check_choice("model.attention", self.attention, ("bahdanau", "dot", "general"))
-        for name in (
-            "embedding_size",
-            "encoder_hidden_size",
-            "encoder_layers",
-            "decoder_hidden_size",
-            "decoder_layers",
-        ):
-            _check_positive(f"model.{name}", getattr(self, name))
-        _check_fraction("model.dropout", self.dropout)
-        memory_size = 2 * self.encoder_hidden_size
-        if self.attention == "dot" and self.decoder_hidden_size != memory_size:
-            raise ConfigError(
-                "model.attention = 'dot' needs model.decoder_hidden_size == "
-                f"2 * model.encoder_hidden_size (got {self.decoder_hidden_size} and "
-                f"2 * {self.encoder_hidden_size}); use 'general' for different sizes"
-            )

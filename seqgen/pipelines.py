@@ -2,6 +2,7 @@
 
 >>> import seqgen
 >>> generator = seqgen.load()  # the bundled Shakespeare model
+>>> translator = seqgen.load(kind="translation")  # the bundled de-en translator
 >>> print(generator.generate("ROMEO:", max_new_tokens=100, seed=1)[0])
 """
 
@@ -23,19 +24,16 @@ from seqgen.decoding.torch_step import LanguageModelStep
 from seqgen.errors import CheckpointError, SeqgenError
 from seqgen.evaluation.perplexity import LanguageModelScores, evaluate_language_model
 from seqgen.models.language_model import LanguageModel
+from seqgen.models.translator import Translator as TranslatorModel
 from seqgen.text import Tokenizer, tokenizer_from_dict
-from seqgen.training.checkpoint import load_checkpoint
+from seqgen.training.checkpoint import Checkpoint, load_checkpoint
 from seqgen.training.device import resolve_device
+from seqgen.translation import Translator
 
 logger = logging.getLogger(__name__)
 
 BUNDLED_GENERATOR = "shakespeare-char.safetensors"
 STRATEGIES = ("greedy", "sample", "beam")
-
-
-def bundled_generator_path() -> Path:
-    """The character-level Shakespeare model shipped inside the package."""
-    return Path(str(resources.files("seqgen") / "assets" / BUNDLED_GENERATOR))
 
 
 @dataclass(frozen=True)
@@ -204,21 +202,73 @@ class TextGenerator:
         )
 
 
-def load(path: str | Path | None = None, *, device: str = "auto") -> TextGenerator:
-    """Load a checkpoint (file or run folder); without a path, the bundled generator."""
-    path = bundled_generator_path() if path is None else Path(path)
-    checkpoint = load_checkpoint(path)
-    if checkpoint.kind != "language_model":
-        raise CheckpointError(
-            f"{path} holds a {checkpoint.kind} model, which this seqgen cannot load"
-        )
-    recipe = recipe_from_dict(checkpoint.recipe)
-    tokenizer = tokenizer_from_dict(checkpoint.tokenizer)
-    model = LanguageModel(recipe.model, tokenizer.vocab_size)
+BUNDLED_MODELS = {"language_model": BUNDLED_GENERATOR, "translation": "multi30k-de-en.safetensors"}
+COMMANDS = {"language_model": "seqgen generate", "translation": "seqgen translate"}
+KIND_NAMES = {"language_model": "language model (generator)", "translation": "translation model"}
+
+
+def bundled_model_path(kind: str = "language_model") -> Path:
+    """A model shipped inside the package: the Shakespeare generator or the de-en translator."""
+    return Path(str(resources.files("seqgen") / "assets" / BUNDLED_MODELS[kind]))
+
+
+def _load_weights(
+    model: torch.nn.Module, checkpoint: Checkpoint, path: Path, device: torch.device
+) -> None:
     try:
         model.load_state_dict({k: v.float() for k, v in checkpoint.weights.items()})
     except RuntimeError as error:
         first_line = str(error).splitlines()[0]
         raise CheckpointError(f"{path}: weights do not match its config ({first_line})") from None
-    model.to(resolve_device(device))
+    model.to(device)
+
+
+def _build_generator(
+    checkpoint: Checkpoint, recipe: Recipe, path: Path, device: torch.device
+) -> TextGenerator:
+    tokenizer = tokenizer_from_dict(checkpoint.tokenizer)
+    model = LanguageModel(recipe.model, tokenizer.vocab_size)
+    _load_weights(model, checkpoint, path, device)
     return TextGenerator(model, tokenizer, recipe, checkpoint.info)
+
+
+def _build_translator(
+    checkpoint: Checkpoint, recipe: Recipe, path: Path, device: torch.device
+) -> Translator:
+    try:
+        source, target = (
+            tokenizer_from_dict(checkpoint.tokenizer[k]) for k in ("source", "target")
+        )
+    except KeyError:
+        raise CheckpointError(
+            f"{path}: a translation model needs source and target tokenizers"
+        ) from None
+    model = TranslatorModel(recipe.model, source.vocab_size, target.vocab_size)
+    _load_weights(model, checkpoint, path, device)
+    return Translator(model.eval(), source, target, recipe, checkpoint.info)
+
+
+BUILDERS = {"language_model": _build_generator, "translation": _build_translator}
+
+
+def load(
+    path: str | Path | None = None, *, kind: str | None = None, device: str = "auto"
+) -> TextGenerator | Translator:
+    """Load a checkpoint (file or run folder) as a :class:`TextGenerator` or :class:`Translator`.
+
+    Without a path, the bundled model of ``kind`` (default: the generator). With ``kind``,
+    a checkpoint of another kind is refused with a message naming the right command.
+    """
+    path = bundled_model_path(kind or "language_model") if path is None else Path(path)
+    checkpoint = load_checkpoint(path)
+    if checkpoint.kind not in BUILDERS:
+        raise CheckpointError(
+            f"{path} holds a {checkpoint.kind!r} model, which this seqgen cannot load"
+        )
+    if kind is not None and checkpoint.kind != kind:
+        raise CheckpointError(
+            f"{path} holds a {KIND_NAMES[checkpoint.kind]}, not a {KIND_NAMES[kind]}; "
+            f"use {COMMANDS[checkpoint.kind]} with it"
+        )
+    recipe = recipe_from_dict(checkpoint.recipe)
+    return BUILDERS[checkpoint.kind](checkpoint, recipe, path, resolve_device(device))

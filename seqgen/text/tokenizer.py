@@ -70,6 +70,7 @@ class TokenizerConfig:
     model_type: str = "bpe"
     character_coverage: float = 1.0
     lowercase: bool = False
+    joint: bool = True  # translation: one vocabulary trained on source and target text
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad field, its value and what is allowed."""

@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch.nn import functional
@@ -30,6 +31,9 @@ from seqgen.training.metrics import MetricsLog
 from seqgen.training.progress import Progress
 from seqgen.training.run_folder import capture_rng, prepare_output_dir, restore_rng, resumed_recipe
 from seqgen.training.schedule import learning_rate_at
+
+if TYPE_CHECKING:
+    from seqgen.training.translation_loop import TranslationResult
 
 logger = logging.getLogger(__name__)
 
@@ -252,7 +256,12 @@ def train(
     resume: bool = False,
     data_dir: str | None = None,
     show_progress: bool = True,
-) -> TrainingResult:
+) -> TrainingResult | TranslationResult:
     """Train the model a recipe describes; the entry point of ``seqgen train``."""
+    if recipe.task == "translation":
+        from seqgen.training.translation_loop import TranslationTrainer
+
+        translation = TranslationTrainer(recipe, Path(output_dir), resume=resume, data_dir=data_dir)
+        return translation.run(show_progress=show_progress)
     trainer = LanguageModelTrainer(recipe, Path(output_dir), resume=resume, data_dir=data_dir)
     return trainer.run(show_progress=show_progress)

@@ -16,6 +16,8 @@ COLUMNS = (
     "validation_loss",
     "validation_perplexity",
     "validation_bits_per_token",
+    "validation_bleu",
+    "validation_chrf",
     "elapsed_seconds",
 )
 

@@ -1,0 +1,299 @@
+"""The training loop for translators: token-count batches, label smoothing, BLEU selection.
+
+Validation translates the validation split through :class:`seqgen.translation.Translator`,
+the same code ``seqgen translate`` runs, and scores it with sacreBLEU; the best checkpoint
+and early stopping follow that BLEU. With ``train.average_last = N`` the last N validated
+checkpoints are kept and averaged at the end; the average becomes ``best`` if it scores
+higher. ``last.safetensors`` holds what ``--resume`` needs to continue bit for bit.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.nn import functional
+
+from seqgen.config import Recipe, recipe_from_dict, recipe_to_dict
+from seqgen.data.corpora import load_parallel, read_parallel_files
+from seqgen.data.parallel import ParallelBatches
+from seqgen.evaluation.bleu import corpus_bleu, corpus_chrf
+from seqgen.models.translator import Translator as TranslatorModel
+from seqgen.text import Tokenizer, tokenizer_from_dict, train_tokenizer
+from seqgen.training.averaging import average_checkpoints
+from seqgen.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from seqgen.training.device import autocast, resolve_device
+from seqgen.training.metrics import MetricsLog
+from seqgen.training.progress import Progress
+from seqgen.training.run_folder import (
+    capture_rng,
+    prepare_output_dir,
+    restore_rng,
+    resumed_recipe,
+)
+from seqgen.training.schedule import learning_rate_at
+from seqgen.translation import Translator
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TranslationResult:
+    output_dir: Path
+    steps: int
+    best_bleu: float
+
+
+@dataclass
+class _RunState:
+    """What changes as training goes; all of it is saved in ``last.safetensors``."""
+
+    step: int = 0
+    best_bleu: float = -1.0
+    validations_without_gain: int = 0
+    elapsed: float = 0.0
+    kept: list[str] = field(default_factory=list)  # validated checkpoints kept for averaging
+
+
+def load_pairs(recipe: Recipe, split: str, *, data_dir: str | None) -> tuple[list[str], list[str]]:
+    """The ``train`` or ``val`` sentence pairs a translation recipe names."""
+    data = recipe.data
+    if data.corpus:
+        return load_parallel(data.corpus, split, data_dir=data_dir)
+    if split == "train":
+        return read_parallel_files(data.train_source, data.train_target)
+    return read_parallel_files(data.validation_source, data.validation_target)
+
+
+def train_tokenizers(
+    recipe: Recipe, sources: list[str], targets: list[str]
+) -> dict[str, Tokenizer]:
+    """One joint tokenizer for both sides, or one per side (``tokenizer.joint``)."""
+    if recipe.tokenizer.joint:
+        joint = train_tokenizer(recipe.tokenizer, sources + targets)
+        return {"source": joint, "target": joint}
+    return {
+        "source": train_tokenizer(recipe.tokenizer, sources),
+        "target": train_tokenizer(recipe.tokenizer, targets),
+    }
+
+
+class TranslationTrainer:
+    """Holds the pieces of one run; :meth:`run` is the loop."""
+
+    def __init__(
+        self, recipe: Recipe, output_dir: Path, *, resume: bool, data_dir: str | None
+    ) -> None:
+        prepare_output_dir(output_dir, resume=resume)
+        self.output_dir = output_dir
+        self.device = resolve_device(recipe.train.device)
+        last = None
+        if resume:
+            last = load_checkpoint(output_dir / "last.safetensors", with_training_state=True)
+            recipe = resumed_recipe(recipe_from_dict(last.recipe), recipe)
+        self.recipe = recipe
+        torch.manual_seed(recipe.train.seed)
+        train_sources, train_targets = load_pairs(recipe, "train", data_dir=data_dir)
+        self.validation_sources, self.validation_references = load_pairs(
+            recipe, "val", data_dir=data_dir
+        )
+        if last is not None:
+            self.tokenizers = {k: tokenizer_from_dict(v) for k, v in last.tokenizer.items()}
+        else:
+            self.tokenizers = train_tokenizers(recipe, train_sources, train_targets)
+        self.batches = ParallelBatches(
+            [self.tokenizers["source"].encode(s) for s in train_sources],
+            [self.tokenizers["target"].encode(t) for t in train_targets],
+            batch_tokens=recipe.train.batch_tokens,
+            max_source_length=recipe.data.max_source_length,
+            max_target_length=recipe.data.max_target_length,
+            seed=recipe.train.seed,
+        )
+        self.model = TranslatorModel(
+            recipe.model, self.tokenizers["source"].vocab_size, self.tokenizers["target"].vocab_size
+        ).to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(),
+            lr=recipe.train.learning_rate,
+            weight_decay=recipe.train.weight_decay,
+        )
+        self.run_state = _RunState()
+        if last is not None:
+            self.model.load_state_dict({k: v.float() for k, v in last.weights.items()})
+            self._restore(last.training)
+        self.metrics = MetricsLog(output_dir / "metrics.csv")
+        self.metrics.keep_until(self.run_state.step)
+        self._epoch, self._epoch_batches = -1, []
+
+    def _restore(self, training: dict) -> None:
+        run = self.run_state
+        run.step, run.best_bleu = training["step"], training["best_bleu"]
+        run.validations_without_gain = training["validations_without_gain"]
+        run.elapsed, run.kept = training["elapsed"], list(training["kept"])
+        self.optimizer.load_state_dict(training["optimizer"])
+        restore_rng(training["rng"])
+
+    def _checkpoint(self, *, info: dict, with_training: bool) -> Checkpoint:
+        run = self.run_state
+        training = None
+        if with_training:
+            training = {
+                "step": run.step,
+                "best_bleu": run.best_bleu,
+                "elapsed": run.elapsed,
+                "validations_without_gain": run.validations_without_gain,
+                "kept": run.kept,
+                "optimizer": self.optimizer.state_dict(),
+                "rng": capture_rng(),
+            }
+        return Checkpoint(
+            kind="translation",
+            recipe=recipe_to_dict(self.recipe),
+            tokenizer={name: tokenizer.to_dict() for name, tokenizer in self.tokenizers.items()},
+            weights=self.model.state_dict(),
+            info=info,
+            training=training,
+        )
+
+    def translator(self) -> Translator:
+        """The pipeline ``seqgen translate`` would build from the current weights."""
+        return Translator(
+            self.model, self.tokenizers["source"], self.tokenizers["target"], self.recipe, {}
+        )
+
+    def validate(self, translator: Translator | None = None) -> tuple[float, float]:
+        """BLEU and chrF of the validation split, decoded as ``seqgen translate`` does."""
+        beam_size = self.recipe.train.validation_beam_size or None
+        hypotheses = (translator or self.translator()).translate(
+            self.validation_sources, beam_size=beam_size
+        )
+        self.model.train()
+        return (
+            corpus_bleu(hypotheses, self.validation_references).score,
+            corpus_chrf(hypotheses, self.validation_references).score,
+        )
+
+    def _train_step(self) -> tuple[float, int]:
+        """One optimizer step; returns the loss per target token and the pieces it read."""
+        run, train = self.run_state, self.recipe.train
+        epoch, index = divmod(run.step, len(self.batches))
+        if epoch != self._epoch:
+            self._epoch, self._epoch_batches = epoch, self.batches.batch_indices(epoch)
+        batch = self.batches.make_batch(self._epoch_batches[index]).to(self.device)
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate_at(run.step, train)
+        with autocast(self.device, enabled=train.mixed_precision):
+            logits = self.model(batch.source_ids, batch.source_lengths, batch.target_in)
+            loss = (
+                functional.cross_entropy(
+                    logits.float().flatten(0, 1),
+                    batch.target_out.flatten(),
+                    ignore_index=0,
+                    label_smoothing=train.label_smoothing,
+                    reduction="sum",
+                )
+                / batch.num_tokens
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip)
+        self.optimizer.step()
+        run.step += 1
+        pieces = int(batch.source_lengths.sum()) + batch.num_tokens
+        return loss.item(), pieces
+
+    def _keep_for_averaging(self, checkpoint: Checkpoint) -> None:
+        run, keep = self.run_state, self.recipe.train.average_last
+        if keep < 2:
+            return
+        path = self.output_dir / f"step-{run.step:07d}.safetensors"
+        save_checkpoint(path, checkpoint)
+        run.kept.append(path.name)
+        while len(run.kept) > keep:
+            (self.output_dir / run.kept.pop(0)).unlink(missing_ok=True)
+
+    def _validate_and_save(self, progress: Progress) -> None:
+        run = self.run_state
+        bleu, chrf = self.validate()
+        self.metrics.append(
+            step=run.step, validation_bleu=bleu, validation_chrf=chrf, elapsed_seconds=run.elapsed
+        )
+        info = {
+            "step": run.step,
+            "validation": {"bleu": bleu, "chrf": chrf},
+            "elapsed_seconds": run.elapsed,
+        }
+        improved = bleu > run.best_bleu
+        run.validations_without_gain = 0 if improved else run.validations_without_gain + 1
+        plain = self._checkpoint(info=info, with_training=False)
+        if improved:
+            run.best_bleu = bleu
+            save_checkpoint(self.output_dir / "best.safetensors", plain)
+        self._keep_for_averaging(plain)
+        save_checkpoint(
+            self.output_dir / "last.safetensors", self._checkpoint(info=info, with_training=True)
+        )
+        progress.message(
+            f"step {run.step}: validation BLEU {bleu:.2f} chrF {chrf:.2f}"
+            f"{' (best)' if improved else ''}"
+        )
+
+    def _average(self, progress: Progress) -> None:
+        """Average the kept checkpoints; the average replaces best if it scores higher."""
+        paths = [self.output_dir / name for name in self.run_state.kept]
+        if len(paths) < 2:
+            return
+        averaged = average_checkpoints(paths)
+        self.model.load_state_dict({k: v.float() for k, v in averaged.weights.items()})
+        bleu, chrf = self.validate()
+        averaged.info["validation"] = {"bleu": bleu, "chrf": chrf}
+        save_checkpoint(self.output_dir / "averaged.safetensors", averaged)
+        better = bleu > self.run_state.best_bleu
+        if better:
+            self.run_state.best_bleu = bleu
+            save_checkpoint(self.output_dir / "best.safetensors", averaged)
+        progress.message(
+            f"average of the last {len(paths)} checkpoints: validation BLEU {bleu:.2f} "
+            f"chrF {chrf:.2f}{' (best)' if better else ''}"
+        )
+
+    def run(self, *, show_progress: bool = True) -> TranslationResult:
+        run, train = self.run_state, self.recipe.train
+        self.model.train()
+        progress = Progress(train.max_steps, enabled=show_progress, log_every=train.log_every)
+        started = time.perf_counter() - run.elapsed
+        window_start, window_pieces = time.perf_counter(), 0
+        while run.step < train.max_steps:
+            loss, pieces = self._train_step()
+            run.elapsed = time.perf_counter() - started
+            window_pieces += pieces
+            speed = window_pieces / (time.perf_counter() - window_start)
+            progress.update(run.step, loss=loss, tokens_per_second=speed)
+            if run.step % train.log_every == 0:
+                self.metrics.append(
+                    step=run.step,
+                    epoch=run.step / len(self.batches),
+                    train_loss=loss,
+                    learning_rate=learning_rate_at(run.step - 1, train),
+                    tokens_per_second=speed,
+                    elapsed_seconds=run.elapsed,
+                )
+                window_start, window_pieces = time.perf_counter(), 0
+            out_of_time = train.max_minutes > 0 and run.elapsed >= train.max_minutes * 60
+            if run.step % train.eval_every == 0 or run.step == train.max_steps or out_of_time:
+                self._validate_and_save(progress)
+                window_start, window_pieces = time.perf_counter(), 0
+            if train.patience and run.validations_without_gain >= train.patience:
+                progress.message(
+                    f"early stop at step {run.step}: no better BLEU in {train.patience} validations"
+                )
+                break
+            if out_of_time:
+                progress.message(f"stopping at step {run.step}: train.max_minutes reached")
+                break
+        self._average(progress)
+        return TranslationResult(self.output_dir, run.step, run.best_bleu)

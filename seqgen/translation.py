@@ -1,0 +1,158 @@
+"""The translation pipeline: sentences in, translations out, through the one search module.
+
+Sentences are sorted by length and decoded in batches, so little work goes to padding; the
+encoder masks padding exactly, so a sentence's translation does not depend on its batch.
+Validation during training calls this same code, so its BLEU is what ``seqgen translate``
+gets.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from seqgen.config import Recipe
+from seqgen.decoding.beam import beam_search
+from seqgen.decoding.search import Hypothesis, greedy_search
+from seqgen.decoding.torch_step import TranslatorStep
+from seqgen.errors import SeqgenError
+from seqgen.models.translator import Translator as TranslatorModel
+from seqgen.text import Tokenizer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ScoredTranslation:
+    text: str
+    score: float  # length-normalised log-probability (beam) or the plain sum (greedy)
+
+
+@dataclass(frozen=True)
+class TranslationOptions:
+    """Per-call decoding settings; ``None`` takes the model's stored decoding defaults."""
+
+    beam_size: int | None = None
+    n_best: int = 1
+    batch_size: int | None = None
+    max_length: int | None = None  # absolute cap on target pieces, on top of the ratio
+
+    def validate(self) -> None:
+        for name in ("beam_size", "batch_size", "max_length"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise SeqgenError(f"{name} = {value}; it must be at least 1")
+        beam = self.beam_size or 1
+        if self.n_best < 1 or (self.beam_size is not None and self.n_best > beam):
+            raise SeqgenError(
+                f"n_best = {self.n_best}; it must be between 1 and the beam size ({beam})"
+            )
+
+
+class Translator:
+    """A trained translation model with its source and target tokenizers."""
+
+    kind = "translation"
+
+    def __init__(
+        self,
+        model: TranslatorModel,
+        source_tokenizer: Tokenizer,
+        target_tokenizer: Tokenizer,
+        recipe: Recipe,
+        info: dict,
+    ) -> None:
+        self.model = model
+        self.source_tokenizer = source_tokenizer
+        self.target_tokenizer = target_tokenizer
+        self.recipe = recipe
+        self.info = info
+        self.step_function = TranslatorStep(model)
+
+    @property
+    def device(self) -> torch.device:
+        return self.step_function.device
+
+    @property
+    def max_source_length(self) -> int:
+        """Longer sources are cut to this many pieces (the longest seen in training)."""
+        return self.recipe.data.max_source_length
+
+    def translate(self, sentences: Sequence[str], **options: object) -> list[str]:
+        """Translate each sentence; empty sentences translate to empty strings.
+
+        Keyword options are the fields of :class:`TranslationOptions`.
+        """
+        return [best[0].text for best in self.translate_n_best(sentences, **options)]
+
+    def translate_n_best(
+        self, sentences: Sequence[str], **options: object
+    ) -> list[list[ScoredTranslation]]:
+        """The ``n_best`` translations of each sentence, best first."""
+        settings = TranslationOptions(**options)  # type: ignore[arg-type]
+        settings.validate()
+        sources = self._encode_sources(sentences)
+        results: list[list[ScoredTranslation]] = [[ScoredTranslation("", 0.0)] for _ in sources]
+        # Longest first: a batch's padding is then small, and its first batch shows the peak.
+        order = sorted((i for i, s in enumerate(sources) if s), key=lambda i: -len(sources[i]))
+        batch_size = settings.batch_size or self.recipe.decoding.batch_size
+        was_training = self.model.training
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            for row, hypotheses in zip(
+                rows, self._decode([sources[r] for r in rows], settings), strict=True
+            ):
+                results[row] = [
+                    ScoredTranslation(self.target_tokenizer.decode(h.tokens), h.normalized_score)
+                    for h in hypotheses
+                ]
+        self.model.train(was_training)
+        return results
+
+    def _encode_sources(self, sentences: Sequence[str]) -> list[list[int]]:
+        sources = [self.source_tokenizer.encode(s) if s.strip() else [] for s in sentences]
+        limit = self.max_source_length
+        too_long = sum(1 for s in sources if len(s) > limit)
+        if too_long:
+            logger.warning(
+                "%d sentence(s) longer than the model's limit of %d pieces were cut to it",
+                too_long,
+                limit,
+            )
+        return [s[:limit] for s in sources]
+
+    def _decode(
+        self, sources: list[list[int]], settings: TranslationOptions
+    ) -> list[list[Hypothesis]]:
+        """Search one batch; per source, its hypotheses best first."""
+        decoding = self.recipe.decoding
+        lengths = np.array([len(s) + 1 for s in sources])  # the encoder also reads EOS
+        max_new = np.ceil(decoding.max_length_ratio * lengths + decoding.max_length_offset)
+        if settings.max_length:
+            max_new = np.minimum(max_new, settings.max_length)
+        min_new = np.floor(decoding.min_length_ratio * lengths)
+        state, first_tokens = self.step_function.start(sources)
+        tokenizer = self.target_tokenizer
+        common = {
+            "max_new_tokens": max_new.astype(np.int64),
+            "min_new_tokens": np.minimum(min_new, max_new).astype(np.int64),
+            "eos_id": tokenizer.eos_id,
+            "no_repeat_ngram_size": decoding.no_repeat_ngram_size,
+            "banned_token_ids": (tokenizer.pad_id, tokenizer.bos_id, tokenizer.unk_id),
+        }
+        beam_size = settings.beam_size or decoding.beam_size
+        if beam_size == 1:
+            return [[h] for h in greedy_search(self.step_function, state, first_tokens, **common)]
+        return beam_search(
+            self.step_function,
+            state,
+            first_tokens,
+            beam_size=beam_size,
+            n_best=settings.n_best,
+            length_penalty=decoding.length_penalty,
+            **common,
+        )
