@@ -98,8 +98,11 @@ def train(
     result = run_training(
         loaded, output_dir, resume=resume, data_dir=data_dir, show_progress=not quiet
     )
-    best = result.best_validation_loss
-    summary = f"best validation loss {best:.4f} " if best is not None else ""
+    if hasattr(result, "best_bleu"):
+        summary = f"best validation BLEU {result.best_bleu:.2f} "
+    else:
+        best = result.best_validation_loss
+        summary = f"best validation loss {best:.4f} " if best is not None else ""
     click.echo(f"trained {result.steps} steps; {summary}-> {output_dir / 'best.safetensors'}")
 
 
@@ -149,7 +152,7 @@ def generate(
 
     generation = GenerationOptions(**options)  # type: ignore[arg-type]
     generation.validate()  # before loading the model: bad flags fail fast
-    generator = load(model_path, device=device)
+    generator = load(model_path, kind="language_model", device=device)
     if stream and generation.num_samples == 1 and generation.strategy != "beam":
         click.echo(prompt, nl=False)
         generator.generate(prompt, generation, on_text=lambda text: click.echo(text, nl=False))
@@ -159,6 +162,99 @@ def generate(
         if generation.num_samples > 1:
             click.echo(f"--- sample {index + 1}")
         click.echo(text)
+
+
+@main.command()
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(),
+    default=None,
+    help="Checkpoint file or run folder [default: the bundled translator].",
+)
+@click.option(
+    "--input",
+    "input_file",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    default="-",
+    help="UTF-8 sentences, one per line [default: stdin].",
+)
+@click.option(
+    "--output",
+    "output_file",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    default="-",
+    help="Where translations go, one per line, written atomically [default: stdout].",
+)
+@click.option("--beam-size", type=int, default=None, help="1 is greedy [default: the model's].")
+@click.option(
+    "--n-best",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Print the n best as 'line ||| translation ||| score'.",
+)
+@click.option("--batch-size", type=int, default=None, help="Sentences decoded together.")
+@click.option("--max-length", type=int, default=None, help="At most this many target pieces.")
+@device_option
+def translate(
+    model_path: str | None,
+    input_file: str,
+    output_file: str,
+    n_best: int,
+    device: str,
+    **options: int | None,
+) -> None:
+    """Translate sentences, one per line, keeping line alignment."""
+    from seqgen.pipelines import load
+    from seqgen.translation import TranslationOptions
+
+    settings = TranslationOptions(n_best=n_best, **options)
+    settings.validate()  # before loading the model: bad flags fail fast
+    translator = load(model_path, kind="translation", device=device)
+    lines = _read_lines(input_file)
+    results = translator.translate_n_best(lines, n_best=n_best, **options)
+    if n_best == 1:
+        text = "".join(f"{best[0].text}\n" for best in results)
+    else:
+        text = "".join(
+            f"{index} ||| {hypothesis.text} ||| {hypothesis.score:.4f}\n"
+            for index, hypotheses in enumerate(results)
+            for hypothesis in hypotheses
+        )
+    _write_text(output_file, text)
+
+
+def _read_lines(path: str) -> list[str]:
+    """Lines of a UTF-8 file or stdin (``-``), without their line endings."""
+    from seqgen.errors import DataError
+
+    try:
+        if path == "-":
+            data = click.get_binary_stream("stdin").read()
+        else:
+            data = Path(path).read_bytes()
+        text = data.decode("utf-8")
+    except FileNotFoundError:
+        raise DataError(f"no such file: {path}") from None
+    except UnicodeDecodeError as error:
+        name = "standard input" if path == "-" else path
+        raise DataError(
+            f"{name} is not UTF-8 (byte {error.start}); convert it, e.g. with iconv"
+        ) from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
+def _write_text(path: str, text: str) -> None:
+    if path == "-":
+        click.echo(text, nl=False)
+        return
+    from seqgen.training.checkpoint import atomic_write
+
+    atomic_write(Path(path), lambda temporary: Path(temporary).write_text(text, encoding="utf-8"))
 
 
 @main.command()
@@ -180,25 +276,59 @@ def generate(
     "text_file",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Score this UTF-8 text file instead of a split.",
+    help="Generators: score this UTF-8 text file instead of a split.",
 )
+@click.option(
+    "--source",
+    "source_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Translators: translate this file ...",
+)
+@click.option(
+    "--reference",
+    "reference_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="... and score it against this one.",
+)
+@click.option("--beam-size", type=int, default=None, help="Translators: 1 is greedy.")
 @data_dir_option
 @device_option
 def evaluate(
     model_path: str | None,
     split: str | None,
     text_file: str | None,
+    source_file: str | None,
+    reference_file: str | None,
+    beam_size: int | None,
     data_dir: str | None,
     device: str,
 ) -> None:
-    """Print loss (nats/token), perplexity and bits per token and character."""
-    from seqgen.data.corpora import load_text, read_text_file
-    from seqgen.data.splits import pick_split, text_splits
+    """Generators: loss, perplexity, bits per token/char. Translators: BLEU and chrF."""
     from seqgen.pipelines import load
 
-    if split and text_file:
-        raise SeqgenError("give --split or --file, not both")
-    generator = load(model_path, device=device)
+    if split and (text_file or source_file):
+        raise SeqgenError("give --split, or --file / --source and --reference, not both")
+    pipeline = load(model_path, device=device)
+    if pipeline.kind == "translation":
+        if text_file:
+            raise SeqgenError(
+                "--file scores a generator; a translator takes --source and --reference"
+            )
+        _evaluate_translator(pipeline, split, source_file, reference_file, beam_size, data_dir)
+        return
+    if source_file or reference_file:
+        raise SeqgenError("--source/--reference score a translator; a generator takes --file")
+    _evaluate_generator(pipeline, split, text_file, data_dir)
+
+
+def _evaluate_generator(
+    generator, split: str | None, text_file: str | None, data_dir: str | None
+) -> None:
+    from seqgen.data.corpora import load_text, read_text_file
+    from seqgen.data.splits import pick_split, text_splits
+
     if text_file:
         text, source = read_text_file(text_file), text_file
     else:
@@ -212,6 +342,46 @@ def evaluate(
         f"{scores.bits_per_token:.4f} bits/token | {scores.bits_per_character:.4f} bits/char | "
         f"{scores.tokens} tokens"
     )
+
+
+def _evaluate_translator(
+    translator,
+    split: str | None,
+    source_file: str | None,
+    reference_file: str | None,
+    beam_size: int | None,
+    data_dir: str | None,
+) -> None:
+    import time
+
+    from seqgen.data.corpora import load_parallel, read_parallel_files
+    from seqgen.evaluation.bleu import corpus_bleu, corpus_chrf
+
+    if source_file or reference_file:
+        if not (source_file and reference_file):
+            raise SeqgenError("give both --source and --reference")
+        sources, references = read_parallel_files(source_file, reference_file)
+        name = source_file
+    else:
+        data = translator.recipe.data
+        split = split or "val"
+        if not data.corpus:
+            raise SeqgenError(
+                "this model was trained on files; evaluate it with --source and --reference"
+            )
+        corpus_split = {"val": "val", "test": "test_2016_flickr"}[split]
+        sources, references = load_parallel(data.corpus, corpus_split, data_dir=data_dir)
+        name = f"{data.corpus}:{corpus_split}"
+    started = time.perf_counter()
+    hypotheses = translator.translate(sources, beam_size=beam_size)
+    seconds = time.perf_counter() - started
+    beam = beam_size or translator.recipe.decoding.beam_size
+    click.echo(
+        f"{name}: {len(sources)} sentences, beam {beam}, "
+        f"{seconds:.1f} s ({len(sources) / seconds:.0f} sentences/s)"
+    )
+    click.echo(str(corpus_bleu(hypotheses, references)))
+    click.echo(str(corpus_chrf(hypotheses, references)))
 
 
 def run() -> None:
