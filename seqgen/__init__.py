@@ -10,13 +10,20 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from seqgen.pipelines import TextGenerator
+    from seqgen.translation import Translator
 
 
-def load(path: str | Path | None = None, *, device: str = "auto") -> TextGenerator:
-    """Load a trained model (a checkpoint file or run folder); no path = the bundled generator."""
+def load(
+    path: str | Path | None = None, *, kind: str | None = None, device: str = "auto"
+) -> TextGenerator | Translator:
+    """Load a trained model (a checkpoint file or run folder) as a generator or translator.
+
+    Without a path, the bundled model of ``kind``: ``"language_model"`` (the default, the
+    Shakespeare generator) or ``"translation"`` (the de-en translator).
+    """
     from seqgen.pipelines import load as load_pipeline  # torch is imported only when needed
 
-    return load_pipeline(path, device=device)
+    return load_pipeline(path, kind=kind, device=device)
 
 
 __all__ = ["__version__", "load"]

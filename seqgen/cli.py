@@ -252,9 +252,15 @@ def _write_text(path: str, text: str) -> None:
     if path == "-":
         click.echo(text, nl=False)
         return
+    from seqgen.errors import DataError
     from seqgen.training.checkpoint import atomic_write
 
-    atomic_write(Path(path), lambda temporary: Path(temporary).write_text(text, encoding="utf-8"))
+    try:
+        atomic_write(
+            Path(path), lambda temporary: Path(temporary).write_text(text, encoding="utf-8")
+        )
+    except OSError as error:  # a parent that is a file, no permission, a full disk, ...
+        raise DataError(f"cannot write {path} ({error.strerror or error})") from None
 
 
 @main.command()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -95,22 +95,33 @@ class Translator:
         """The ``n_best`` translations of each sentence, best first."""
         settings = TranslationOptions(**options)  # type: ignore[arg-type]
         settings.validate()
+        # Check n_best against the beam actually used, which may be the model's default:
+        # beam search would raise a bare ValueError and greedy would return one silently.
+        settings = replace(settings, beam_size=settings.beam_size or self.recipe.decoding.beam_size)
+        settings.validate()
         sources = self._encode_sources(sentences)
         results: list[list[ScoredTranslation]] = [[ScoredTranslation("", 0.0)] for _ in sources]
         # Longest first: a batch's padding is then small, and its first batch shows the peak.
         order = sorted((i for i, s in enumerate(sources) if s), key=lambda i: -len(sources[i]))
         batch_size = settings.batch_size or self.recipe.decoding.batch_size
+        # Decode without dropout even if the caller left the model in training mode (the
+        # training loop validates mid-run); its mode is restored afterwards.
         was_training = self.model.training
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            for row, hypotheses in zip(
-                rows, self._decode([sources[r] for r in rows], settings), strict=True
-            ):
-                results[row] = [
-                    ScoredTranslation(self.target_tokenizer.decode(h.tokens), h.normalized_score)
-                    for h in hypotheses
-                ]
-        self.model.train(was_training)
+        self.model.eval()
+        try:
+            for start in range(0, len(order), batch_size):
+                rows = order[start : start + batch_size]
+                for row, hypotheses in zip(
+                    rows, self._decode([sources[r] for r in rows], settings), strict=True
+                ):
+                    results[row] = [
+                        ScoredTranslation(
+                            self.target_tokenizer.decode(h.tokens), h.normalized_score
+                        )
+                        for h in hypotheses
+                    ]
+        finally:
+            self.model.train(was_training)
         return results
 
     def _encode_sources(self, sentences: Sequence[str]) -> list[list[int]]:

@@ -217,26 +217,52 @@ def test_max_minutes_stops_early(tmp_path: Path, write_recipe) -> None:
 # --- every recipe runs ----------------------------------------------------------------------------
 
 
+def tiny_overrides(task: str, tmp_path: Path, corpus_file: Path) -> list[str]:
+    """Shrink any recipe to a few seconds on tiny data, whatever its task."""
+    common = ["train.max_steps=2", "train.device=cpu", "tokenizer.vocab_size=64"]
+    if task == "language_model":
+        return [
+            *common,
+            f"data.corpus={corpus_file}",
+            "model.embedding_size=16",
+            "model.hidden_size=16",
+            "model.num_layers=1",
+            "train.batch_size=4",
+            "train.sequence_length=16",
+            "train.eval_batch_size=4",
+        ]
+    words = corpus_file.read_text(encoding="utf-8").split()[:400]
+    lines = [" ".join(words[i : i + 5]) for i in range(0, len(words), 5)]
+    for name, side in (("source", lines), ("target", [line.upper() for line in lines])):
+        (tmp_path / f"pairs.{name}").write_text("\n".join(side) + "\n", encoding="utf-8")
+    files = [
+        f"data.{split}_{name}={tmp_path / f'pairs.{name}'}"
+        for split in ("train", "validation")
+        for name in ("source", "target")
+    ]
+    return [
+        *common,
+        "data.corpus=",
+        *files,
+        "model.embedding_size=16",
+        "model.encoder_hidden_size=8",
+        "model.decoder_hidden_size=16",
+        "train.batch_tokens=64",
+        "train.average_last=0",
+        "decoding.batch_size=16",
+        "decoding.beam_size=2",
+    ]
+
+
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda path: path.stem)
 def test_every_recipe_runs_two_steps(tmp_path: Path, recipe: Path, corpus_file: Path) -> None:
     run = tmp_path / "run"
-    result = run_training(
-        recipe,
-        run,
-        f"data.corpus={corpus_file}",
-        "tokenizer.vocab_size=64",
-        "model.embedding_size=16",
-        "model.hidden_size=16",
-        "model.num_layers=1",
-        "train.batch_size=4",
-        "train.sequence_length=16",
-        "train.eval_batch_size=4",
-        "train.max_steps=2",
-        "train.device=cpu",
-    )
+    task = load_recipe(recipe).task
+    result = run_training(recipe, run, *tiny_overrides(task, tmp_path, corpus_file))
     assert result.steps == 2
     assert (run / "best.safetensors").exists() and (run / "last.safetensors").exists()
     stored = load_checkpoint(run / "best.safetensors")
+    assert stored.kind == task
     assert stored.recipe["tokenizer"]["kind"] == load_recipe(recipe).tokenizer.kind
 
 

@@ -135,6 +135,14 @@ class TranslationTrainer:
         run.elapsed, run.kept = training["elapsed"], list(training["kept"])
         self.optimizer.load_state_dict(training["optimizer"])
         restore_rng(training["rng"])
+        # An average promoted to best when the earlier run ended scored higher than the
+        # best_bleu saved in last.safetensors: compare against best.safetensors itself, so a
+        # worse checkpoint never replaces it.
+        best = self.output_dir / "best.safetensors"
+        if best.exists():
+            stored = load_checkpoint(best).info.get("validation", {}).get("bleu")
+            if stored is not None:
+                run.best_bleu = max(run.best_bleu, float(stored))
 
     def _checkpoint(self, *, info: dict, with_training: bool) -> Checkpoint:
         run = self.run_state
