@@ -94,10 +94,9 @@ class Translator:
     ) -> list[list[ScoredTranslation]]:
         """The ``n_best`` translations of each sentence, best first."""
         settings = TranslationOptions(**options)  # type: ignore[arg-type]
-        settings.validate()
-        # Check n_best against the beam actually used, which may be the model's default:
-        # beam search would raise a bare ValueError and greedy would return one silently.
-        settings = replace(settings, beam_size=settings.beam_size or self.recipe.decoding.beam_size)
+        # Check n_best against the beam actually used, which may be the model's default.
+        if settings.beam_size is None:
+            settings = replace(settings, beam_size=self.recipe.decoding.beam_size)
         settings.validate()
         sources = self._encode_sources(sentences)
         results: list[list[ScoredTranslation]] = [[ScoredTranslation("", 0.0)] for _ in sources]
