@@ -149,7 +149,7 @@ def test_resume_after_an_interruption_is_exact(
     common = ("train.max_steps=8", "train.eval_every=4", "train.log_every=1", *DROPOUT)
     run_training(recipe, tmp_path / "straight", *common)
 
-    original_step = loop.LanguageModelTrainer._train_step
+    original_step = loop.LanguageModelTrainer.train_step
 
     def interrupt_after_step_5(self):
         if self.run_state.step == 5:
@@ -157,7 +157,7 @@ def test_resume_after_an_interruption_is_exact(
         return original_step(self)
 
     with monkeypatch.context() as patch:
-        patch.setattr(loop.LanguageModelTrainer, "_train_step", interrupt_after_step_5)
+        patch.setattr(loop.LanguageModelTrainer, "train_step", interrupt_after_step_5)
         with pytest.raises(KeyboardInterrupt):
             run_training(recipe, tmp_path / "interrupted", *common)
     assert load_checkpoint(tmp_path / "interrupted" / "last.safetensors").info["step"] == 4

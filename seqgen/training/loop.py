@@ -9,7 +9,6 @@ The run folder receives ``best.safetensors`` (lowest validation loss), ``last.sa
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +26,7 @@ from seqgen.models.language_model import LanguageModel
 from seqgen.text import Tokenizer, tokenizer_from_dict, train_tokenizer
 from seqgen.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from seqgen.training.device import autocast, resolve_device
+from seqgen.training.driver import drive
 from seqgen.training.metrics import MetricsLog
 from seqgen.training.progress import Progress
 from seqgen.training.run_folder import capture_rng, prepare_output_dir, restore_rng, resumed_recipe
@@ -137,6 +137,7 @@ class LanguageModelTrainer:
             self.model.load_state_dict({k: v.float() for k, v in last.weights.items()})
             _restore_training_state(last.training, self.run_state, self.optimizer, self.device)
         self.metrics = MetricsLog(output_dir / "metrics.csv")
+        self.last_scores: LanguageModelScores | None = None
         # Rows logged after the checkpoint we start from (or by a run that never reached
         # one) would otherwise repeat or mix with this run's.
         self.metrics.keep_until(self.run_state.step)
@@ -161,8 +162,8 @@ class LanguageModelTrainer:
             bos_id=self.tokenizer.bos_id,
         )
 
-    def _train_step(self) -> float:
-        """One optimizer step on the next window; returns the training loss."""
+    def train_step(self) -> tuple[float, int]:
+        """One optimizer step on the next window; returns the loss and the tokens read."""
         run, train = self.run_state, self.recipe.train
         index = run.step % len(self.batches)
         if index == 0:
@@ -181,11 +182,11 @@ class LanguageModelTrainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip)
         self.optimizer.step()
         run.step += 1
-        return loss.item()
+        return loss.item(), targets.numel()
 
-    def _validate_and_save(self, progress: Progress) -> LanguageModelScores:
+    def validate_and_save(self, progress: Progress) -> None:
         run = self.run_state
-        scores = self.validate()
+        scores = self.last_scores = self.validate()
         self.metrics.append(
             step=run.step,
             validation_loss=scores.loss,
@@ -208,44 +209,24 @@ class LanguageModelTrainer:
             f"step {run.step}: validation loss {scores.loss:.4f} ppl {scores.perplexity:.2f} "
             f"bits/token {scores.bits_per_token:.4f}{' (best)' if improved else ''}"
         )
-        return scores
+        self.model.train()
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.batches)
+
+    def early_stop_reason(self) -> str | None:
+        return None
 
     def run(self, *, show_progress: bool = True) -> TrainingResult:
-        run, train = self.run_state, self.recipe.train
         self.model.train()
-        progress = Progress(train.max_steps, enabled=show_progress, log_every=train.log_every)
-        tokens_per_step = train.batch_size * train.sequence_length
-        last_scores: LanguageModelScores | None = None
-        started = time.perf_counter() - run.elapsed
-        window_start, window_steps = time.perf_counter(), 0
-        while run.step < train.max_steps:
-            loss = self._train_step()
-            run.elapsed = time.perf_counter() - started
-            window_steps += 1
-            speed = window_steps * tokens_per_step / (time.perf_counter() - window_start)
-            progress.update(run.step, loss=loss, tokens_per_second=speed)
-            if run.step % train.log_every == 0:
-                self.metrics.append(
-                    step=run.step,
-                    epoch=run.step / len(self.batches),
-                    train_loss=loss,
-                    learning_rate=learning_rate_at(run.step - 1, train),
-                    tokens_per_second=speed,
-                    elapsed_seconds=run.elapsed,
-                )
-                window_start, window_steps = time.perf_counter(), 0
-            out_of_time = train.max_minutes > 0 and run.elapsed >= train.max_minutes * 60
-            if run.step % train.eval_every == 0 or run.step == train.max_steps or out_of_time:
-                last_scores = self._validate_and_save(progress)
-                self.model.train()
-            if out_of_time:
-                progress.message(f"stopping at step {run.step}: train.max_minutes reached")
-                break
+        drive(self, self.recipe.train, show_progress=show_progress)
+        run = self.run_state
         return TrainingResult(
             output_dir=self.output_dir,
             steps=run.step,
             best_validation_loss=run.best_loss if run.best_loss < float("inf") else None,
-            last_validation=last_scores,
+            last_validation=self.last_scores,
         )
 
 

@@ -10,7 +10,6 @@ higher. ``last.safetensors`` holds what ``--resume`` needs to continue bit for b
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from seqgen.text import Tokenizer, tokenizer_from_dict, train_tokenizer
 from seqgen.training.averaging import average_checkpoints
 from seqgen.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from seqgen.training.device import autocast, resolve_device
+from seqgen.training.driver import drive
 from seqgen.training.metrics import MetricsLog
 from seqgen.training.progress import Progress
 from seqgen.training.run_folder import (
@@ -184,7 +184,7 @@ class TranslationTrainer:
             corpus_chrf(hypotheses, self.validation_references).score,
         )
 
-    def _train_step(self) -> tuple[float, int]:
+    def train_step(self) -> tuple[float, int]:
         """One optimizer step; returns the loss per target token and the pieces it read."""
         run, train = self.run_state, self.recipe.train
         epoch, index = divmod(run.step, len(self.batches))
@@ -224,7 +224,7 @@ class TranslationTrainer:
         while len(run.kept) > keep:
             (self.output_dir / run.kept.pop(0)).unlink(missing_ok=True)
 
-    def _validate_and_save(self, progress: Progress) -> None:
+    def validate_and_save(self, progress: Progress) -> None:
         run = self.run_state
         bleu, chrf = self.validate()
         self.metrics.append(
@@ -269,39 +269,18 @@ class TranslationTrainer:
             f"chrF {chrf:.2f}{' (best)' if better else ''}"
         )
 
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.batches)
+
+    def early_stop_reason(self) -> str | None:
+        patience = self.recipe.train.patience
+        if patience and self.run_state.validations_without_gain >= patience:
+            return f"no better validation BLEU in {patience} validations (train.patience)"
+        return None
+
     def run(self, *, show_progress: bool = True) -> TranslationResult:
-        run, train = self.run_state, self.recipe.train
         self.model.train()
-        progress = Progress(train.max_steps, enabled=show_progress, log_every=train.log_every)
-        started = time.perf_counter() - run.elapsed
-        window_start, window_pieces = time.perf_counter(), 0
-        while run.step < train.max_steps:
-            loss, pieces = self._train_step()
-            run.elapsed = time.perf_counter() - started
-            window_pieces += pieces
-            speed = window_pieces / (time.perf_counter() - window_start)
-            progress.update(run.step, loss=loss, tokens_per_second=speed)
-            if run.step % train.log_every == 0:
-                self.metrics.append(
-                    step=run.step,
-                    epoch=run.step / len(self.batches),
-                    train_loss=loss,
-                    learning_rate=learning_rate_at(run.step - 1, train),
-                    tokens_per_second=speed,
-                    elapsed_seconds=run.elapsed,
-                )
-                window_start, window_pieces = time.perf_counter(), 0
-            out_of_time = train.max_minutes > 0 and run.elapsed >= train.max_minutes * 60
-            if run.step % train.eval_every == 0 or run.step == train.max_steps or out_of_time:
-                self._validate_and_save(progress)
-                window_start, window_pieces = time.perf_counter(), 0
-            if train.patience and run.validations_without_gain >= train.patience:
-                progress.message(
-                    f"early stop at step {run.step}: no better BLEU in {train.patience} validations"
-                )
-                break
-            if out_of_time:
-                progress.message(f"stopping at step {run.step}: train.max_minutes reached")
-                break
+        progress = drive(self, self.recipe.train, show_progress=show_progress)
         self._average(progress)
-        return TranslationResult(self.output_dir, run.step, run.best_bleu)
+        return TranslationResult(self.output_dir, self.run_state.step, self.run_state.best_bleu)

@@ -1,0 +1,70 @@
+"""The loop every trainer shares: step, log, validate on schedule, stop on steps or time."""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+from seqgen.config import LoopConfig
+from seqgen.training.metrics import MetricsLog
+from seqgen.training.progress import Progress
+from seqgen.training.schedule import learning_rate_at
+
+
+class RunState(Protocol):
+    step: int
+    elapsed: float
+
+
+class Trainer(Protocol):
+    """What :func:`drive` needs from a task's trainer."""
+
+    run_state: RunState
+    metrics: MetricsLog
+    steps_per_epoch: int
+
+    def train_step(self) -> tuple[float, int]:
+        """One optimizer step: the training loss and the tokens it read."""
+        ...
+
+    def validate_and_save(self, progress: Progress) -> None:
+        """Validate, write checkpoints, leave the model in training mode."""
+        ...
+
+    def early_stop_reason(self) -> str | None:
+        """Why training should stop now (checked after each step), or None."""
+        ...
+
+
+def drive(trainer: Trainer, config: LoopConfig, *, show_progress: bool) -> Progress:
+    """Train until ``max_steps`` or ``max_minutes``; validate every ``eval_every`` steps."""
+    run = trainer.run_state
+    progress = Progress(config.max_steps, enabled=show_progress, log_every=config.log_every)
+    started = time.perf_counter() - run.elapsed
+    window_start, window_tokens = time.perf_counter(), 0
+    while run.step < config.max_steps:
+        loss, tokens = trainer.train_step()
+        run.elapsed = time.perf_counter() - started
+        window_tokens += tokens
+        speed = window_tokens / (time.perf_counter() - window_start)
+        progress.update(run.step, loss=loss, tokens_per_second=speed)
+        if run.step % config.log_every == 0:
+            trainer.metrics.append(
+                step=run.step,
+                epoch=run.step / trainer.steps_per_epoch,
+                train_loss=loss,
+                learning_rate=learning_rate_at(run.step - 1, config),
+                tokens_per_second=speed,
+                elapsed_seconds=run.elapsed,
+            )
+            window_start, window_tokens = time.perf_counter(), 0
+        out_of_time = config.max_minutes > 0 and run.elapsed >= config.max_minutes * 60
+        if run.step % config.eval_every == 0 or run.step == config.max_steps or out_of_time:
+            trainer.validate_and_save(progress)
+            # Validation time is not training throughput.
+            window_start, window_tokens = time.perf_counter(), 0
+        reason = "train.max_minutes reached" if out_of_time else trainer.early_stop_reason()
+        if reason:
+            progress.message(f"stopping at step {run.step}: {reason}")
+            break
+    return progress
