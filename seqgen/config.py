@@ -143,7 +143,9 @@ class TranslationDataConfig:
     """A translator's parallel text: a named corpus or the user's own aligned files."""
 
     corpus: str = "multi30k:de-en"  # multi30k:SRC-TGT, or "" to read the files below
-    train_source: str = ""  # aligned files, one sentence per line (used when corpus = "")
+    # Aligned files, one sentence per line (used when corpus = ""); a *_source ending in .tsv
+    # with an empty *_target holds both sides, tab-separated.
+    train_source: str = ""
     train_target: str = ""
     validation_source: str = ""
     validation_target: str = ""
@@ -151,16 +153,10 @@ class TranslationDataConfig:
     max_target_length: int = 100
 
     def validate(self) -> None:
-        files = (
-            self.train_source,
-            self.train_target,
-            self.validation_source,
-            self.validation_target,
-        )
-        if not self.corpus and not all(files):
+        if not self.corpus and not (self.train_source and self.validation_source):
             raise ConfigError(
-                "data.corpus is empty, so data.train_source, data.train_target, "
-                "data.validation_source and data.validation_target must all name files"
+                "data.corpus is empty, so data.train_source and data.validation_source must name "
+                "files (with data.train_target and data.validation_target, or as .tsv files)"
             )
         _check_positive("data.max_source_length", self.max_source_length)
         _check_positive("data.max_target_length", self.max_target_length)

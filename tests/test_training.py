@@ -348,3 +348,25 @@ def test_constant_schedule_after_warmup() -> None:
 def test_no_warmup_starts_at_the_peak() -> None:
     assert learning_rate_at(0, schedule(warmup_steps=0)) == pytest.approx(1.0)
     assert learning_rate_at(0, schedule(warmup_steps=0, schedule="constant")) == 1.0
+
+
+def test_a_translator_trains_from_one_tsv_file(tmp_path: Path, corpus_file: Path) -> None:
+    words = corpus_file.read_text(encoding="utf-8").split()[:200]
+    lines = [" ".join(words[i : i + 5]) for i in range(0, len(words), 5)]
+    tsv = tmp_path / "pairs.tsv"
+    tsv.write_text("".join(f"{line}\t{line.upper()}\n" for line in lines), encoding="utf-8")
+    recipe = Path(__file__).parents[1] / "recipes" / "multi30k-de-en.toml"
+    overrides = [
+        o
+        for o in tiny_overrides("translation", tmp_path, corpus_file)
+        if "_source=" not in o and "_target=" not in o
+    ]
+    result = run_training(
+        recipe,
+        tmp_path / "run",
+        *overrides,
+        f"data.train_source={tsv}",
+        f"data.validation_source={tsv}",
+    )
+    assert result.steps == 2
+    assert load_checkpoint(tmp_path / "run").kind == "translation"

@@ -17,7 +17,7 @@ import torch
 from torch.nn import functional
 
 from seqgen.config import Recipe, recipe_from_dict, recipe_to_dict
-from seqgen.data.corpora import load_parallel, read_parallel_files
+from seqgen.data.corpora import load_parallel, read_parallel_files, read_tsv
 from seqgen.data.parallel import ParallelBatches
 from seqgen.evaluation.bleu import corpus_bleu, corpus_chrf
 from seqgen.models.translator import Translator as TranslatorModel
@@ -63,9 +63,14 @@ def load_pairs(recipe: Recipe, split: str, *, data_dir: str | None) -> tuple[lis
     data = recipe.data
     if data.corpus:
         return load_parallel(data.corpus, split, data_dir=data_dir)
-    if split == "train":
-        return read_parallel_files(data.train_source, data.train_target)
-    return read_parallel_files(data.validation_source, data.validation_target)
+    source, target = (
+        (data.train_source, data.train_target)
+        if split == "train"
+        else (data.validation_source, data.validation_target)
+    )
+    if not target and source.endswith(".tsv"):
+        return read_tsv(source)
+    return read_parallel_files(source, target)
 
 
 def train_tokenizers(
