@@ -225,6 +225,30 @@ def translate(
     _write_text(output_file, text)
 
 
+@main.command()
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(),
+    default=None,
+    help="Checkpoint file or run folder [default: the bundled Shakespeare model].",
+)
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="Bundle folder to write (ONNX graphs, tokenizer, manifest.json).",
+)
+@click.option("--fp16", is_flag=True, help="Half-precision weights and state, for GPUs.")
+def export(model_path: str | None, output: str, fp16: bool) -> None:
+    """Export a language model to an ONNX bundle that runs without PyTorch."""
+    from seqgen.onnx_export import export_bundle
+    from seqgen.pipelines import bundled_model_path
+
+    written = export_bundle(model_path or bundled_model_path(), output, fp16=fp16)
+    click.echo(f"wrote {written}; run it with: seqgen generate --model {written}")
+
+
 def _read_lines(path: str) -> list[str]:
     """Lines of a UTF-8 file or stdin (``-``), without their line endings."""
     from seqgen.errors import DataError

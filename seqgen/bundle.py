@@ -1,0 +1,203 @@
+"""Run an exported bundle with ONNX Runtime: load it, check it, generate text. No torch.
+
+A bundle is a folder written by ``seqgen.onnx_export``::
+
+    manifest.json    format name and version, kind, seqgen version, opset, precision,
+                     each graph's inputs and outputs (name, dtype, shape with symbolic
+                     "rows" and "time"), state names, special token ids, generation
+                     defaults and the ids generation bans
+    prime.onnx       token_ids (rows, time) int64 + state -> new_<state>
+    step.onnx        tokens (rows,) int64 + state -> log_probs (rows, vocab) float32 + new_<state>
+    tokenizer.json   the tokenizer's to_dict()
+
+This module, the adapter (``seqgen.decoding.onnx_step``), the search and the tokenizers
+import numpy, onnxruntime and sentencepiece only, so other apps can run a bundle without
+PyTorch installed.
+
+>>> generator = load_bundle("shakespeare-bundle")
+>>> print(generator.generate("ROMEO:", max_new_tokens=100, seed=1)[0])
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import onnxruntime
+
+from seqgen.decoding.onnx_step import OnnxLanguageModelStep, create_session, device_of
+from seqgen.errors import CheckpointError, SeqgenError
+from seqgen.generation import GenerationOptions, generate_text
+from seqgen.text import Tokenizer, tokenizer_from_dict
+
+FORMAT_NAME = "seqgen-bundle"
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+TOKENIZER_FILE = "tokenizer.json"
+GRAPH_FILES = {"prime": "prime.onnx", "step": "step.onnx"}
+ONNX_TYPE_NAMES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+}
+EXPORT_HINT = "export one with: seqgen export --model CHECKPOINT --output DIR"
+
+
+class BundleGenerator:
+    """A language model bundle: ONNX Runtime sessions, tokenizer and generation defaults."""
+
+    kind = "language_model"
+
+    def __init__(
+        self,
+        step_function: OnnxLanguageModelStep,
+        tokenizer: Tokenizer,
+        manifest: Mapping[str, Any],
+        defaults: GenerationOptions,
+    ) -> None:
+        self.step_function = step_function
+        self.tokenizer = tokenizer
+        self.manifest = manifest
+        self.defaults = defaults
+
+    @property
+    def device(self) -> str:
+        """``"cuda"`` or ``"cpu"``: where ONNX Runtime runs the graphs."""
+        return self.step_function.device
+
+    def generate(
+        self,
+        prompt: str = "",
+        options: GenerationOptions | None = None,
+        *,
+        on_text: Callable[[str], None] | None = None,
+        **overrides: object,
+    ) -> list[str]:
+        """Continue ``prompt``; returns ``num_samples`` texts, each prompt + continuation.
+
+        As :meth:`seqgen.pipelines.TextGenerator.generate`: ``options`` (default: the
+        bundle's defaults) with keyword ``overrides`` of :class:`GenerationOptions` fields;
+        ``on_text`` receives the continuation as it is produced.
+        """
+        options = (options or self.defaults).with_overrides(overrides)
+        return generate_text(self.step_function, self.tokenizer, prompt, options, on_text=on_text)
+
+
+def load_bundle(
+    path: str | Path, *, device: str = "auto", threads: int | None = None
+) -> BundleGenerator:
+    """Open a bundle folder on ``device`` (``auto``: CUDA when usable, else the CPU).
+
+    ``threads`` caps ONNX Runtime's CPU threads per operator (None: one per core).
+
+    Raises CheckpointError, in one line naming the problem, for a folder that is not a
+    bundle, a missing or unreadable file, a newer format version, or graphs whose inputs
+    and outputs are not those the manifest lists.
+    """
+    folder = Path(path)
+    manifest = read_manifest(folder)
+    tokenizer = tokenizer_from_dict(_read_json(folder / TOKENIZER_FILE))
+    prime = create_session(folder / GRAPH_FILES["prime"], device=device, threads=threads)
+    # Both graphs run where the first could, so the state never has to change device.
+    step = create_session(folder / GRAPH_FILES["step"], device=device_of(prime), threads=threads)
+    for name, session in (("prime", prime), ("step", step)):
+        check_graph(folder / GRAPH_FILES[name], session, manifest["graphs"][name])
+    return BundleGenerator(
+        OnnxLanguageModelStep(prime, step), tokenizer, manifest, _defaults(folder, manifest)
+    )
+
+
+def is_bundle(path: str | Path) -> bool:
+    """True when ``path`` is a folder with a seqgen bundle manifest (of any version)."""
+    try:
+        manifest = json.loads((Path(path) / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == FORMAT_NAME
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The manifest of a bundle folder, checked: format, version, kind and files present."""
+    if not (folder / MANIFEST_FILE).is_file():
+        what = "no such folder" if not folder.exists() else f"no {MANIFEST_FILE}"
+        raise CheckpointError(f"{folder} is not a seqgen bundle ({what}); {EXPORT_HINT}")
+    manifest = _read_json(folder / MANIFEST_FILE)
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise CheckpointError(
+            f"{folder / MANIFEST_FILE} is not a seqgen bundle manifest "
+            f"(no format {FORMAT_NAME!r}); {EXPORT_HINT}"
+        )
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{folder} has a damaged format_version {version!r}; re-export it")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{folder} has bundle format {version}, newer than this seqgen reads "
+            f"({FORMAT_VERSION}); upgrade seqgen"
+        )
+    if manifest.get("kind") != "language_model":
+        raise CheckpointError(
+            f"{folder} holds a {manifest.get('kind')!r} bundle; this seqgen runs language "
+            "model bundles only"
+        )
+    graphs = manifest.get("graphs")
+    if not isinstance(graphs, dict) or set(graphs) != set(GRAPH_FILES):
+        raise CheckpointError(
+            f"{folder / MANIFEST_FILE} is damaged: it must list the graphs "
+            f"{', '.join(GRAPH_FILES)}; re-export the bundle"
+        )
+    for name in (MANIFEST_FILE, TOKENIZER_FILE, *GRAPH_FILES.values()):
+        if not (folder / name).is_file():
+            raise CheckpointError(f"{folder} is missing {name}; re-export the bundle")
+    return manifest
+
+
+def check_graph(path: Path, session: onnxruntime.InferenceSession, listed: Any) -> None:
+    """CheckpointError unless the session's inputs and outputs are those the manifest lists."""
+    found = {"inputs": session.get_inputs(), "outputs": session.get_outputs()}
+    for side, nodes in found.items():
+        actual = [_describe(n.name, ONNX_TYPE_NAMES.get(n.type, n.type), n.shape) for n in nodes]
+        try:
+            expected = [_describe(e["name"], e["dtype"], e["shape"]) for e in listed[side]]
+        except (KeyError, TypeError):
+            raise CheckpointError(
+                f"the manifest's entry for {path.name} is damaged (no {side}); re-export the bundle"
+            ) from None
+        if actual != expected:
+            raise CheckpointError(
+                f"{path} does not match the manifest: its {side} are {', '.join(actual)}, "
+                f"the manifest lists {', '.join(expected)}; re-export the bundle"
+            )
+
+
+def _describe(name: str, dtype: str, shape: Any) -> str:
+    """``name:dtype[dim,...]``, e.g. ``tokens:int64[rows]``."""
+    return f"{name}:{dtype}[{','.join(str(d) for d in shape)}]"
+
+
+def _defaults(folder: Path, manifest: Mapping[str, Any]) -> GenerationOptions:
+    """The manifest's generation defaults; fields this seqgen does not know are ignored."""
+    listed = manifest.get("generation", {}).get("defaults", {})
+    known = {field.name for field in fields(GenerationOptions)}
+    try:
+        defaults = GenerationOptions(**{k: v for k, v in listed.items() if k in known})
+        defaults.validate()
+    except (SeqgenError, TypeError, AttributeError) as error:
+        raise CheckpointError(
+            f"{folder / MANIFEST_FILE} has bad generation defaults ({error}); re-export it"
+        ) from None
+    return defaults
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"{path.parent} is missing {path.name}; re-export the bundle"
+        ) from None
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{path} is not readable JSON ({error}); re-export it") from None
