@@ -255,7 +255,7 @@ def _read_lines(path: str) -> list[str]:
 
     try:
         if path == "-":
-            data = click.get_binary_stream("stdin").read()
+            data = sys.stdin.buffer.read()
         else:
             data = Path(path).read_bytes()
         text = data.decode("utf-8")

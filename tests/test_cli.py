@@ -133,13 +133,12 @@ def test_train_resume_from_the_cli(tmp_path: Path, write_recipe) -> None:
     assert "trained 6 steps" in result.stdout
 
 
-def test_train_default_output_folder(tmp_path: Path, write_recipe) -> None:
+def test_train_default_output_folder(tmp_path: Path, write_recipe, monkeypatch) -> None:
     recipe = write_recipe(name="tiny-run.toml")
-    runner = CliRunner()
-    with runner.isolated_filesystem(temp_dir=tmp_path):
-        result = runner.invoke(main, ["train", str(recipe), "--quiet"])
-        assert_ok(result)
-        assert Path("runs/tiny-run/best.safetensors").exists()
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["train", str(recipe), "--quiet"])
+    assert_ok(result)
+    assert (tmp_path / "runs/tiny-run/best.safetensors").exists()
 
 
 # --- generate -------------------------------------------------------------------------------------
