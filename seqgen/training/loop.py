@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch.nn import functional
 
-from seqgen.config import Recipe, recipe_from_dict, recipe_to_dict
+from seqgen.config import Recipe, recipe_to_dict
 from seqgen.data.batching import StreamBatches
 from seqgen.data.corpora import load_text
 from seqgen.data.splits import text_splits
@@ -24,12 +24,12 @@ from seqgen.errors import ConfigError, DataError
 from seqgen.evaluation.perplexity import LanguageModelScores, evaluate_language_model
 from seqgen.models.language_model import LanguageModel
 from seqgen.text import Tokenizer, tokenizer_from_dict, train_tokenizer
-from seqgen.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from seqgen.training.checkpoint import Checkpoint, save_checkpoint
 from seqgen.training.device import autocast, resolve_device
 from seqgen.training.driver import drive
 from seqgen.training.metrics import MetricsLog
 from seqgen.training.progress import Progress
-from seqgen.training.run_folder import capture_rng, prepare_output_dir, restore_rng, resumed_recipe
+from seqgen.training.run_folder import capture_rng, open_run, restore_rng
 from seqgen.training.schedule import learning_rate_at
 
 if TYPE_CHECKING:
@@ -89,21 +89,13 @@ class LanguageModelTrainer:
     def __init__(
         self, recipe: Recipe, output_dir: Path, *, resume: bool, data_dir: str | None
     ) -> None:
-        prepare_output_dir(output_dir, resume=resume)
+        recipe, last = open_run(recipe, output_dir, resume=resume)
         self.output_dir = output_dir
         self.device = resolve_device(recipe.train.device)
-        last = (
-            load_checkpoint(output_dir / "last.safetensors", with_training_state=True)
-            if resume
-            else None
-        )
-        if last is not None:
-            recipe = resumed_recipe(recipe_from_dict(last.recipe), recipe)
         if Path(recipe.data.corpus).is_file():
             # Stored absolute, so `evaluate --split val` works from any folder later.
             recipe.data.corpus = str(Path(recipe.data.corpus).resolve())
         self.recipe = recipe
-        torch.manual_seed(recipe.train.seed)
         self.splits = text_splits(load_text(recipe.data.corpus, data_dir=data_dir), recipe.data)
         if last is not None:
             self.tokenizer = tokenizer_from_dict(last.tokenizer)

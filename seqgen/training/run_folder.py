@@ -7,8 +7,9 @@ from pathlib import Path
 
 import torch
 
-from seqgen.config import Recipe, recipe_to_dict
+from seqgen.config import Recipe, recipe_from_dict, recipe_to_dict
 from seqgen.errors import SeqgenError
+from seqgen.training.checkpoint import Checkpoint, load_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -64,3 +65,17 @@ def restore_rng(state: dict) -> None:
     torch.set_rng_state(state["cpu"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def open_run(recipe: Recipe, output_dir: Path, *, resume: bool) -> tuple[Recipe, Checkpoint | None]:
+    """Prepare the run folder; on resume, the stored recipe and the last checkpoint.
+
+    Seeds torch's RNG from the recipe (a resumed run then restores the saved RNG state).
+    """
+    prepare_output_dir(output_dir, resume=resume)
+    last = None
+    if resume:
+        last = load_checkpoint(output_dir / "last.safetensors", with_training_state=True)
+        recipe = resumed_recipe(recipe_from_dict(last.recipe), recipe)
+    torch.manual_seed(recipe.train.seed)
+    return recipe, last

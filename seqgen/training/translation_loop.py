@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional
 
-from seqgen.config import Recipe, recipe_from_dict, recipe_to_dict
+from seqgen.config import Recipe, recipe_to_dict
 from seqgen.data.corpora import load_parallel, read_parallel_files, read_tsv
 from seqgen.data.parallel import ParallelBatches
 from seqgen.evaluation.bleu import corpus_bleu, corpus_chrf
@@ -30,9 +30,8 @@ from seqgen.training.metrics import MetricsLog
 from seqgen.training.progress import Progress
 from seqgen.training.run_folder import (
     capture_rng,
-    prepare_output_dir,
+    open_run,
     restore_rng,
-    resumed_recipe,
 )
 from seqgen.training.schedule import learning_rate_at
 from seqgen.translation import Translator
@@ -92,15 +91,10 @@ class TranslationTrainer:
     def __init__(
         self, recipe: Recipe, output_dir: Path, *, resume: bool, data_dir: str | None
     ) -> None:
-        prepare_output_dir(output_dir, resume=resume)
+        recipe, last = open_run(recipe, output_dir, resume=resume)
         self.output_dir = output_dir
         self.device = resolve_device(recipe.train.device)
-        last = None
-        if resume:
-            last = load_checkpoint(output_dir / "last.safetensors", with_training_state=True)
-            recipe = resumed_recipe(recipe_from_dict(last.recipe), recipe)
         self.recipe = recipe
-        torch.manual_seed(recipe.train.seed)
         train_sources, train_targets = load_pairs(recipe, "train", data_dir=data_dir)
         self.validation_sources, self.validation_references = load_pairs(
             recipe, "val", data_dir=data_dir
