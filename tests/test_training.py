@@ -370,3 +370,12 @@ def test_a_translator_trains_from_one_tsv_file(tmp_path: Path, corpus_file: Path
     )
     assert result.steps == 2
     assert load_checkpoint(tmp_path / "run").kind == "translation"
+
+
+def test_a_run_that_fails_before_writing_leaves_no_folder(tmp_path: Path, write_recipe) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+    run = tmp_path / "run"
+    with pytest.raises(DataError):
+        run_training(write_recipe(), run, f"data.corpus={empty}")
+    assert not run.exists()

@@ -231,10 +231,18 @@ def train(
     show_progress: bool = True,
 ) -> TrainingResult | TranslationResult:
     """Train the model a recipe describes; the entry point of ``seqgen train``."""
-    if recipe.task == "translation":
-        from seqgen.training.translation_loop import TranslationTrainer
+    output_dir = Path(output_dir)
+    existed = output_dir.exists()
+    try:
+        if recipe.task == "translation":
+            from seqgen.training.translation_loop import TranslationTrainer
 
-        translation = TranslationTrainer(recipe, Path(output_dir), resume=resume, data_dir=data_dir)
-        return translation.run(show_progress=show_progress)
-    trainer = LanguageModelTrainer(recipe, Path(output_dir), resume=resume, data_dir=data_dir)
-    return trainer.run(show_progress=show_progress)
+            translation = TranslationTrainer(recipe, output_dir, resume=resume, data_dir=data_dir)
+            return translation.run(show_progress=show_progress)
+        trainer = LanguageModelTrainer(recipe, output_dir, resume=resume, data_dir=data_dir)
+        return trainer.run(show_progress=show_progress)
+    except BaseException:
+        # A run that failed before writing anything leaves no empty folder behind.
+        if not existed and output_dir.is_dir() and not any(output_dir.iterdir()):
+            output_dir.rmdir()
+        raise
