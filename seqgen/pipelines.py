@@ -27,8 +27,6 @@ from seqgen.training.checkpoint import Checkpoint, load_checkpoint
 from seqgen.training.device import resolve_device
 from seqgen.translation import Translator
 
-BUNDLED_GENERATOR = "shakespeare-char.safetensors"
-
 
 class TextGenerator:
     """A trained language model with its tokenizer."""
@@ -84,7 +82,10 @@ class TextGenerator:
         )
 
 
-BUNDLED_MODELS = {"language_model": BUNDLED_GENERATOR, "translation": "multi30k-de-en.safetensors"}
+BUNDLED_MODELS = {
+    "language_model": "shakespeare-char.safetensors",
+    "translation": "multi30k-de-en.safetensors",
+}
 COMMANDS = {"language_model": "seqgen generate", "translation": "seqgen translate"}
 KIND_NAMES = {"language_model": "language model (generator)", "translation": "translation model"}
 
