@@ -99,20 +99,29 @@ class Decoder(nn.Module):
         """True when teacher forcing runs the whole target through the RNN in one call."""
         return not self.is_bahdanau and not self.config.input_feeding
 
-    def forward(self, target_in: torch.Tensor, state: DecoderState) -> torch.Tensor:
-        """Teacher forcing: logits for every target position.
+    def forward(
+        self, target_in: torch.Tensor, state: DecoderState, keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Teacher forcing: logits for every target position, or only the kept ones.
 
         Args:
             target_in: ``(rows, target_len)`` int64, BOS + the target (padding after).
             state: the initial state from ``Translator.start`` (never mutated).
+            keep: optional ``(rows, target_len)`` bool; True where logits are wanted.
 
         Returns:
-            logits ``(rows, target_len, vocab)``.
+            logits ``(rows, target_len, vocab)``, or ``(kept, vocab)`` in row-major order
+            when ``keep`` is given. The output layer is most of a training step's work, so
+            training keeps only real (non-pad) positions.
         """
         embedded = self.dropout(self.embedding(target_in))
         if self.is_fused:
-            return self._forward_fused(embedded, state)
-        return self._forward_stepwise(embedded, state)
+            attentional = self._forward_fused(embedded, state)
+        else:
+            attentional = self._forward_stepwise(embedded, state)
+        if keep is not None:
+            attentional = attentional[keep]
+        return self._logits(attentional)
 
     def step(self, tokens: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
         """One target position for every row.
@@ -134,20 +143,26 @@ class Decoder(nn.Module):
         return self._logits(attentional), new_state
 
     def _forward_fused(self, embedded: torch.Tensor, state: DecoderState) -> torch.Tensor:
-        """Luong attention without input feeding: one RNN call, attention batched over time."""
+        """Luong attention without input feeding: one RNN call, attention batched over time.
+
+        Returns the attentional vectors ``(rows, target_len, decoder_hidden)``.
+        """
         outputs, _ = self.rnn(embedded, self._layer_major(state))  # (rows, target_len, hidden)
         context, _ = self.attention(outputs, state["keys"], state["memory"], state["source_mask"])
-        return self._logits(self._attentional(context, outputs))
+        return self._attentional(context, outputs)
 
     def _forward_stepwise(self, embedded: torch.Tensor, state: DecoderState) -> torch.Tensor:
-        """Input feeding or Bahdanau: each position needs the previous one's result."""
+        """Input feeding or Bahdanau: each position needs the previous one's result.
+
+        Returns the attentional vectors ``(rows, target_len, decoder_hidden)``.
+        """
         rnn_state, feed = self._layer_major(state), state.get("feed")
         attentionals = []
         for position in range(embedded.shape[1]):
             feed, rnn_state = self._step(embedded[:, position], rnn_state, feed, state)
             attentionals.append(feed)
         # The output layer needs no recurrence: one large product instead of one per position.
-        return self._logits(torch.stack(attentionals, dim=1))
+        return torch.stack(attentionals, dim=1)
 
     def _step(
         self,

@@ -89,7 +89,11 @@ class Translator(nn.Module):
         return (*names, "memory", "keys", "source_mask")
 
     def forward(
-        self, source_ids: torch.Tensor, source_lengths: torch.Tensor, target_in: torch.Tensor
+        self,
+        source_ids: torch.Tensor,
+        source_lengths: torch.Tensor,
+        target_in: torch.Tensor,
+        keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Teacher-forced logits for training.
 
@@ -97,12 +101,14 @@ class Translator(nn.Module):
             source_ids: ``(rows, source_len)`` int64, padded with 0 after each source.
             source_lengths: ``(rows,)`` int64, each >= 1.
             target_in: ``(rows, target_len)`` int64, BOS + target, padded with 0.
+            keep: optional ``(rows, target_len)`` bool, the positions to score.
 
         Returns:
-            logits ``(rows, target_len, vocab)``; positions past a target's end are
-            meaningless and must be ignored by the loss (their target is PAD).
+            logits ``(rows, target_len, vocab)``, whose positions past a target's end are
+            meaningless and must be ignored by the loss (their target is PAD); or with
+            ``keep``, ``(kept, vocab)`` for the kept positions in row-major order.
         """
-        return self.decoder(target_in, self.start(source_ids, source_lengths))
+        return self.decoder(target_in, self.start(source_ids, source_lengths), keep)
 
     def start(self, source_ids: torch.Tensor, source_lengths: torch.Tensor) -> TranslatorState:
         """Encode the sources and build the first decoder state (names in the module doc).
