@@ -3,7 +3,9 @@
 Sentences are sorted by length and decoded in batches, so little work goes to padding; the
 encoder masks padding exactly, so a sentence's translation does not depend on its batch.
 Validation during training calls this same code, so its BLEU is what ``seqgen translate``
-gets.
+gets. The pipeline knows the model only through its step function: PyTorch
+(``seqgen.decoding.torch_step.TranslatorStep``) or ONNX Runtime
+(``seqgen.decoding.onnx_translator_step.OnnxTranslatorStep``); it imports no torch.
 """
 
 from __future__ import annotations
@@ -11,19 +13,26 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 import numpy as np
-import torch
 
 from seqgen.config import Recipe
 from seqgen.decoding.beam import beam_search
+from seqgen.decoding.contract import State, StepFunction
 from seqgen.decoding.search import Hypothesis, greedy_search
-from seqgen.decoding.torch_step import TranslatorStep
 from seqgen.errors import SeqgenError
-from seqgen.models.translator import Translator as TranslatorModel
 from seqgen.text import Tokenizer
 
 logger = logging.getLogger(__name__)
+
+
+class TranslatorStepFunction(StepFunction, Protocol):
+    """A step function that can also encode sources (both adapters are one)."""
+
+    device: Any
+
+    def start(self, sources: Sequence[Sequence[int]]) -> tuple[State, np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -54,27 +63,31 @@ class TranslationOptions:
 
 
 class Translator:
-    """A trained translation model with its source and target tokenizers."""
+    """A translation model's step function with its source and target tokenizers.
+
+    ``recipe`` supplies the decoding defaults, the source length limit and (for
+    ``seqgen evaluate``) the corpus; ``info`` is what training recorded.
+    """
 
     kind = "translation"
 
     def __init__(
         self,
-        model: TranslatorModel,
+        step_function: TranslatorStepFunction,
         source_tokenizer: Tokenizer,
         target_tokenizer: Tokenizer,
         recipe: Recipe,
         info: dict,
     ) -> None:
-        self.model = model
+        self.step_function = step_function
         self.source_tokenizer = source_tokenizer
         self.target_tokenizer = target_tokenizer
         self.recipe = recipe
         self.info = info
-        self.step_function = TranslatorStep(model)
 
     @property
-    def device(self) -> torch.device:
+    def device(self) -> Any:
+        """Where the model runs: a ``torch.device``, or ``"cpu"``/``"cuda"`` for a bundle."""
         return self.step_function.device
 
     @property
@@ -103,24 +116,15 @@ class Translator:
         # Longest first: a batch's padding is then small, and its first batch shows the peak.
         order = sorted((i for i, s in enumerate(sources) if s), key=lambda i: -len(sources[i]))
         batch_size = settings.batch_size or self.recipe.decoding.batch_size
-        # Decode without dropout even if the caller left the model in training mode (the
-        # training loop validates mid-run); its mode is restored afterwards.
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            for start in range(0, len(order), batch_size):
-                rows = order[start : start + batch_size]
-                for row, hypotheses in zip(
-                    rows, self._decode([sources[r] for r in rows], settings), strict=True
-                ):
-                    results[row] = [
-                        ScoredTranslation(
-                            self.target_tokenizer.decode(h.tokens), h.normalized_score
-                        )
-                        for h in hypotheses
-                    ]
-        finally:
-            self.model.train(was_training)
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            for row, hypotheses in zip(
+                rows, self._decode([sources[r] for r in rows], settings), strict=True
+            ):
+                results[row] = [
+                    ScoredTranslation(self.target_tokenizer.decode(h.tokens), h.normalized_score)
+                    for h in hypotheses
+                ]
         return results
 
     def _encode_sources(self, sentences: Sequence[str]) -> list[list[int]]:

@@ -403,12 +403,13 @@ def test_decoding_ignores_a_model_left_in_training_mode(
 ) -> None:
     """Dropout is off while decoding and the model's mode is restored afterwards."""
     expected = translator.translate(validation_sources)
-    translator.model.train()
+    model = translator.step_function.model
+    model.train()
     try:
         assert translator.translate(validation_sources) == expected
-        assert translator.model.training
+        assert model.training
     finally:
-        translator.model.eval()
+        model.eval()
 
 
 def test_empty_lines_translate_to_empty_lines(

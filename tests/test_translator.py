@@ -216,9 +216,11 @@ def test_translator_step_round_trip_with_select() -> None:
     log_probs, state = step_function.step(first_tokens, state)
     assert log_probs.shape == (3, TARGET_VOCAB) and log_probs.dtype == np.float32
     np.testing.assert_allclose(np.exp(log_probs).sum(-1), 1.0, rtol=1e-5)
-    before = {name: tensor.clone() for name, tensor in state.items()}
+    tensors = {name: t for name, t in state.items() if isinstance(t, torch.Tensor)}
+    assert set(tensors) == set(model.state_names)
+    before = {name: tensor.clone() for name, tensor in tensors.items()}
     chosen = step_function.select(state, np.array([2, 0, 0, 1]))
-    for name, tensor in state.items():
+    for name, tensor in tensors.items():
         assert torch.equal(tensor, before[name])
         assert chosen[name].shape[0] == 4
         assert torch.equal(chosen[name][0], tensor[2]) and torch.equal(chosen[name][3], tensor[1])
@@ -226,6 +228,12 @@ def test_translator_step_round_trip_with_select() -> None:
     expected, _ = step_function.step(np.array([5, 6, 4]), state)
     np.testing.assert_allclose(next_log_probs[1], next_log_probs[2], atol=1e-6)
     np.testing.assert_allclose(next_log_probs[[1, 3, 0]], expected, atol=1e-6)
+    # Reordering rows among the same sentences reuses the source side instead of copying it.
+    swapped = step_function.select(chosen, np.array([0, 2, 1, 3]))
+    assert swapped["memory"] is chosen["memory"] and swapped["keys"] is chosen["keys"]
+    assert torch.equal(swapped["hidden"][1], chosen["hidden"][2])
+    dropped = step_function.select(chosen, np.array([3]))
+    assert torch.equal(dropped["memory"][0], state["memory"][1])
 
 
 # Weight sharing, configuration and training

@@ -1,4 +1,4 @@
-"""PyTorch adapter of the decoding contract for language models.
+"""PyTorch adapters of the decoding contract: language models and translators.
 
 The state stays on the model's device as torch tensors; search only sees numpy
 log-probabilities ``(rows, vocab)`` and hands back numpy row indices.
@@ -6,17 +6,18 @@ log-probabilities ``(rows, vocab)`` and hands back numpy row indices.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 
-from seqgen.data.parallel import pad_batch
 from seqgen.decoding.contract import State
 from seqgen.decoding.priming import group_by_length
+from seqgen.decoding.source_rows import encoder_inputs, select_rows, with_sentences
 from seqgen.models.language_model import LanguageModel
 from seqgen.models.translator import Translator
-from seqgen.text.vocabulary import BOS_ID, EOS_ID, PAD_ID
+from seqgen.text.vocabulary import BOS_ID
 
 
 class LanguageModelStep:
@@ -68,11 +69,14 @@ class TranslatorStep:
     """``start`` encodes the sources; ``step`` predicts one target token per row.
 
     The state (names in :mod:`seqgen.models.translator`) stays on the model's device as
-    torch tensors; search sees numpy log-probabilities ``(rows, vocab)`` only.
+    torch tensors; search sees numpy log-probabilities ``(rows, vocab)`` only. The source
+    side is gathered only when rows change sentence (:mod:`seqgen.decoding.source_rows`).
+    The model decodes in eval mode (no dropout); a model in training mode (the training
+    loop validates mid-run) is put back in it after each call.
     """
 
     def __init__(self, model: Translator) -> None:
-        self.model = model.eval()
+        self.model = model
         self.device = next(model.parameters()).device
 
     @torch.inference_mode()
@@ -87,19 +91,36 @@ class TranslatorStep:
             the state (``(batch, ...)`` per name) and ``first_tokens`` ``(batch,)`` int64,
             all BOS.
         """
-        source_ids, source_lengths = pad_batch([[*source, EOS_ID] for source in sources], PAD_ID)
-        state = self.model.start(source_ids.to(self.device), source_lengths.to(self.device))
+        source_ids, source_lengths = (
+            torch.from_numpy(array).to(self.device) for array in encoder_inputs(sources)
+        )
+        with _eval_mode(self.model):
+            state = self.model.start(source_ids, source_lengths)
         first_tokens = np.full(len(sources), BOS_ID, dtype=np.int64)
-        return state, first_tokens
+        return with_sentences(state, len(sources)), first_tokens
 
     @torch.inference_mode()
     def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         token_ids = torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.int64)).to(self.device)
-        logits, new_state = self.model.step(token_ids, dict(state))
+        with _eval_mode(self.model):
+            logits, new_state = self.model.step(token_ids, dict(state))
         log_probs = torch.log_softmax(logits.float(), dim=-1)
         return log_probs.cpu().numpy(), new_state
 
     @torch.inference_mode()
     def select(self, state: State, rows: np.ndarray) -> State:
-        index = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64)).to(self.device)
-        return {name: tensor.index_select(0, index) for name, tensor in state.items()}
+        return select_rows(state, rows, self._gather)
+
+    def _gather(self, tensor: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+        return tensor.index_select(0, torch.from_numpy(rows).to(self.device))
+
+
+@contextlib.contextmanager
+def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Run ``model`` without dropout, then restore its mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)

@@ -19,6 +19,7 @@ from torch.nn import functional
 from seqgen.config import Recipe, recipe_to_dict
 from seqgen.data.corpora import load_parallel, read_parallel_files, read_tsv
 from seqgen.data.parallel import ParallelBatches
+from seqgen.decoding.torch_step import TranslatorStep
 from seqgen.evaluation.bleu import corpus_bleu, corpus_chrf
 from seqgen.models.translator import Translator as TranslatorModel
 from seqgen.text import Tokenizer, tokenizer_from_dict, train_tokenizer
@@ -168,7 +169,11 @@ class TranslationTrainer:
     def translator(self) -> Translator:
         """The pipeline ``seqgen translate`` would build from the current weights."""
         return Translator(
-            self.model, self.tokenizers["source"], self.tokenizers["target"], self.recipe, {}
+            TranslatorStep(self.model),
+            self.tokenizers["source"],
+            self.tokenizers["target"],
+            self.recipe,
+            {},
         )
 
     def validate(self, translator: Translator | None = None) -> tuple[float, float]:
@@ -193,12 +198,13 @@ class TranslationTrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate_at(run.step, train)
         with autocast(self.device, enabled=train.mixed_precision):
-            logits = self.model(batch.source_ids, batch.source_lengths, batch.target_in)
+            # Score only real target positions: padding would cost output-layer work.
+            real = batch.target_out != 0
+            logits = self.model(batch.source_ids, batch.source_lengths, batch.target_in, real)
             loss = (
                 functional.cross_entropy(
-                    logits.float().flatten(0, 1),
-                    batch.target_out.flatten(),
-                    ignore_index=0,
+                    logits.float(),
+                    batch.target_out[real],
                     label_smoothing=train.label_smoothing,
                     reduction="sum",
                 )

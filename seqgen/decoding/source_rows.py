@@ -1,0 +1,69 @@
+"""Translator state bookkeeping shared by the PyTorch and ONNX Runtime adapters (no torch).
+
+A translator's decoder state has two parts (names in :mod:`seqgen.models.translator`):
+
+- the recurrent part (``hidden``, ``cell``, ``feed``), which every step rewrites;
+- the source side (``memory``, ``keys``, ``source_mask``), fixed per *sentence*.
+
+Beam search reorders rows at every step, but only among the rows of one sentence, so the
+source side of a row does not change. Gathering ``memory`` and ``keys`` (the largest arrays)
+at each step would copy them for nothing: instead the state remembers which sentence each
+row decodes (``SENTENCE``) and the per-sentence source side (``SOURCES``), and the source
+side is gathered again only when the sentence of some row changes (beams opened, finished
+sentences dropped).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from seqgen.decoding.contract import State
+from seqgen.text.vocabulary import EOS_ID, PAD_ID
+
+SOURCE_NAMES = ("memory", "keys", "source_mask")
+SENTENCE = "_sentence"  # (rows,) int64 numpy: the encoded sentence each row decodes
+SOURCES = "_sources"  # name -> (sentences, ...) array, the encoder's source side
+
+
+def encoder_inputs(sources: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Append EOS to each source (as training does) and right-pad with PAD.
+
+    Returns:
+        ``source_ids`` ``(batch, max_len)`` int64 and ``source_lengths`` ``(batch,)`` int64
+        (each >= 1: an empty source is just EOS).
+    """
+    rows = [[*source, EOS_ID] for source in sources]
+    lengths = np.array([len(row) for row in rows], dtype=np.int64)
+    ids = np.full((len(rows), int(lengths.max(initial=1))), PAD_ID, dtype=np.int64)
+    real = np.arange(ids.shape[1]) < lengths[:, None]
+    if rows:
+        ids[real] = np.concatenate([np.asarray(row, dtype=np.int64) for row in rows])
+    return ids, lengths
+
+
+def with_sentences(state: dict[str, Any], rows: int) -> dict[str, Any]:
+    """Add the bookkeeping to a fresh encoder state of ``rows`` rows (row i: sentence i)."""
+    state[SENTENCE] = np.arange(rows, dtype=np.int64)
+    state[SOURCES] = {name: state[name] for name in SOURCE_NAMES if name in state}
+    return state
+
+
+def select_rows(state: State, rows: np.ndarray, gather: Callable[[Any, np.ndarray], Any]) -> State:
+    """``select`` of the contract: gather ``rows`` of the recurrent part, and of the source
+    side only where the rows' sentences changed. ``gather(array, rows)`` is the backend's."""
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    sentence = state[SENTENCE][rows]
+    sources = state[SOURCES]
+    unchanged = np.array_equal(sentence, state[SENTENCE])
+    selected: dict[str, Any] = {SENTENCE: sentence, SOURCES: sources}
+    for name, value in state.items():
+        if name in (SENTENCE, SOURCES):
+            continue
+        if name in sources:
+            selected[name] = value if unchanged else gather(sources[name], sentence)
+        else:
+            selected[name] = gather(value, rows)
+    return selected
