@@ -1,18 +1,30 @@
-"""Run an exported bundle with ONNX Runtime: load it, check it, generate text. No torch.
+"""Run an exported bundle with ONNX Runtime: load it, check it, generate or translate. No torch.
 
-A bundle is a folder written by ``seqgen.onnx_export``::
+A bundle is a folder written by ``seqgen.onnx_export``; ``export/README.md`` is its full
+contract. A language model bundle::
 
     manifest.json    format name and version, kind, seqgen version, opset, precision,
                      each graph's inputs and outputs (name, dtype, shape with symbolic
-                     "rows" and "time"), state names, special token ids, generation
-                     defaults and the ids generation bans
+                     axes such as "rows" and "time"), state names, special token ids,
+                     generation defaults and the ids generation bans
     prime.onnx       token_ids (rows, time) int64 + state -> new_<state>
     step.onnx        tokens (rows,) int64 + state -> log_probs (rows, vocab) float32 + new_<state>
     tokenizer.json   the tokenizer's to_dict()
 
-This module, the adapter (``seqgen.decoding.onnx_step``), the search and the tokenizers
-import numpy, onnxruntime and sentencepiece only, so other apps can run a bundle without
-PyTorch installed.
+A translator bundle::
+
+    manifest.json    as above, with the recipe (decoding defaults, source length limit)
+    encoder.onnx     source_ids (rows, source_len) int64 + source_lengths (rows,) int64
+                     -> the first decoder state
+    step.onnx        tokens (rows,) int64 + state -> log_probs (rows, vocab) float32
+                     + new_<recurrent state>
+    select.onnx      rows (new_rows,) int64 + state -> selected_<state> (for GPUs)
+    source_tokenizer.json, target_tokenizer.json   the tokenizers' to_dict()
+    source.model, target.model   the raw sentencepiece models, for other languages' ports
+
+This module, the adapters (``seqgen.decoding.onnx_step``, ``onnx_translator_step``), the
+search, the translation pipeline and the tokenizers import numpy, onnxruntime and
+sentencepiece only, so other apps can run a bundle without PyTorch installed.
 
 >>> generator = load_bundle("shakespeare-bundle")
 >>> print(generator.generate("ROMEO:", max_new_tokens=100, seed=1)[0])
@@ -28,20 +40,36 @@ from typing import Any
 
 import onnxruntime
 
-from seqgen.decoding.onnx_step import OnnxLanguageModelStep, create_session, device_of
-from seqgen.errors import CheckpointError, SeqgenError
+from seqgen.config import recipe_from_dict
+from seqgen.decoding.onnx_session import create_session, device_of
+from seqgen.decoding.onnx_step import OnnxLanguageModelStep
+from seqgen.decoding.onnx_translator_step import OnnxTranslatorStep
+from seqgen.errors import CheckpointError, ConfigError, SeqgenError
 from seqgen.generation import GenerationOptions, generate_text
 from seqgen.text import Tokenizer, tokenizer_from_dict
+from seqgen.translation import Translator
 
 FORMAT_NAME = "seqgen-bundle"
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"
-GRAPH_FILES = {"prime": "prime.onnx", "step": "step.onnx"}
+TRANSLATOR_TOKENIZER_FILES = {
+    "source": "source_tokenizer.json",
+    "target": "target_tokenizer.json",
+}
+GRAPH_FILES = {
+    "language_model": {"prime": "prime.onnx", "step": "step.onnx"},
+    "translation": {"encoder": "encoder.onnx", "step": "step.onnx", "select": "select.onnx"},
+}
+TOKENIZER_FILES = {
+    "language_model": (TOKENIZER_FILE,),
+    "translation": tuple(TRANSLATOR_TOKENIZER_FILES.values()),
+}
 ONNX_TYPE_NAMES = {
     "tensor(float)": "float32",
     "tensor(float16)": "float16",
     "tensor(int64)": "int64",
+    "tensor(bool)": "bool",
 }
 EXPORT_HINT = "export one with: seqgen export --model CHECKPOINT --output DIR"
 
@@ -87,11 +115,17 @@ class BundleGenerator:
 
 
 def load_bundle(
-    path: str | Path, *, device: str = "auto", threads: int | None = None
-) -> BundleGenerator:
+    path: str | Path,
+    *,
+    device: str = "auto",
+    threads: int | None = None,
+    io_binding: bool | None = None,
+) -> BundleGenerator | Translator:
     """Open a bundle folder on ``device`` (``auto``: CUDA when usable, else the CPU).
 
     ``threads`` caps ONNX Runtime's CPU threads per operator (None: one per core).
+    ``io_binding`` keeps a translator's state in ONNX Runtime's memory between steps
+    (None: on CUDA only).
 
     Raises CheckpointError, in one line naming the problem, for a folder that is not a
     bundle, a missing or unreadable file, a newer format version, or graphs whose inputs
@@ -99,24 +133,68 @@ def load_bundle(
     """
     folder = Path(path)
     manifest = read_manifest(folder)
+    if manifest["kind"] == "translation":
+        return _load_translator(folder, manifest, device, threads, io_binding)
+    files = GRAPH_FILES["language_model"]
     tokenizer = tokenizer_from_dict(_read_json(folder / TOKENIZER_FILE))
-    prime = create_session(folder / GRAPH_FILES["prime"], device=device, threads=threads)
+    prime = create_session(folder / files["prime"], device=device, threads=threads)
     # Both graphs run where the first could, so the state never has to change device.
-    step = create_session(folder / GRAPH_FILES["step"], device=device_of(prime), threads=threads)
+    step = create_session(folder / files["step"], device=device_of(prime), threads=threads)
     for name, session in (("prime", prime), ("step", step)):
-        check_graph(folder / GRAPH_FILES[name], session, manifest["graphs"][name])
+        check_graph(folder / files[name], session, manifest["graphs"][name])
     return BundleGenerator(
         OnnxLanguageModelStep(prime, step), tokenizer, manifest, _defaults(folder, manifest)
     )
 
 
+def _load_translator(
+    folder: Path,
+    manifest: dict[str, Any],
+    device: str,
+    threads: int | None,
+    io_binding: bool | None,
+) -> Translator:
+    """The translation pipeline on the bundle's graphs."""
+    files = GRAPH_FILES["translation"]
+    tokenizers = {
+        side: tokenizer_from_dict(_read_json(folder / file))
+        for side, file in TRANSLATOR_TOKENIZER_FILES.items()
+    }
+    step_function = OnnxTranslatorStep.from_files(
+        folder, files, device=device, threads=threads, io_binding=io_binding
+    )
+    sessions = {
+        "encoder": step_function.encoder_session,
+        "step": step_function.step_session,
+        "select": step_function.select_session,
+    }
+    for name, session in sessions.items():
+        if session is not None:
+            check_graph(folder / files[name], session, manifest["graphs"][name])
+    try:
+        recipe = recipe_from_dict(manifest["recipe"])
+    except (KeyError, TypeError, ConfigError) as error:
+        raise CheckpointError(
+            f"{folder / MANIFEST_FILE} has a damaged recipe ({error}); re-export the bundle"
+        ) from None
+    info = manifest.get("training_info", {})
+    return Translator(step_function, tokenizers["source"], tokenizers["target"], recipe, info)
+
+
 def is_bundle(path: str | Path) -> bool:
     """True when ``path`` is a folder with a seqgen bundle manifest (of any version)."""
+    return bundle_kind(path) is not None
+
+
+def bundle_kind(path: str | Path) -> str | None:
+    """The ``kind`` a bundle's manifest states (``""`` if none), or None for no bundle."""
     try:
         manifest = json.loads((Path(path) / MANIFEST_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return isinstance(manifest, dict) and manifest.get("format") == FORMAT_NAME
+        return None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        return None
+    return str(manifest.get("kind", ""))
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
@@ -138,18 +216,19 @@ def read_manifest(folder: Path) -> dict[str, Any]:
             f"{folder} has bundle format {version}, newer than this seqgen reads "
             f"({FORMAT_VERSION}); upgrade seqgen"
         )
-    if manifest.get("kind") != "language_model":
+    kind = manifest.get("kind")
+    if kind not in GRAPH_FILES:
         raise CheckpointError(
-            f"{folder} holds a {manifest.get('kind')!r} bundle; this seqgen runs language "
-            "model bundles only"
+            f"{folder} holds a {kind!r} bundle; this seqgen runs "
+            f"{' and '.join(GRAPH_FILES)} bundles"
         )
     graphs = manifest.get("graphs")
-    if not isinstance(graphs, dict) or set(graphs) != set(GRAPH_FILES):
+    if not isinstance(graphs, dict) or set(graphs) != set(GRAPH_FILES[kind]):
         raise CheckpointError(
             f"{folder / MANIFEST_FILE} is damaged: it must list the graphs "
-            f"{', '.join(GRAPH_FILES)}; re-export the bundle"
+            f"{', '.join(GRAPH_FILES[kind])}; re-export the bundle"
         )
-    for name in (MANIFEST_FILE, TOKENIZER_FILE, *GRAPH_FILES.values()):
+    for name in (MANIFEST_FILE, *TOKENIZER_FILES[kind], *GRAPH_FILES[kind].values()):
         if not (folder / name).is_file():
             raise CheckpointError(f"{folder} is missing {name}; re-export the bundle")
     return manifest

@@ -25,6 +25,14 @@ data_dir_option = click.option(
 device_option = click.option(
     "--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."
 )
+backend_option = click.option(
+    "--backend",
+    type=click.Choice(["auto", "torch", "onnx"]),
+    default="auto",
+    show_default=True,
+    help="torch, or onnx (ONNX Runtime; a checkpoint is exported once into the cache). "
+    "auto: onnx for a bundle folder, torch for a checkpoint.",
+)
 
 
 # click >= 8.2 reports a bare ``seqgen`` as this usage error whose message is the whole help.
@@ -112,7 +120,7 @@ def train(
     "model_path",
     type=click.Path(),
     default=None,
-    help="Checkpoint file or run folder [default: the bundled Shakespeare model].",
+    help="Checkpoint, run folder or ONNX bundle [default: the bundled Shakespeare model].",
 )
 @click.option("--prompt", default="", help="Text to continue; empty starts from the start token.")
 @click.option("--max-new-tokens", type=int, default=300, show_default=True)
@@ -144,15 +152,22 @@ def train(
 @click.option("--seed", type=int, default=None, help="Make sampling repeatable.")
 @click.option("--stream", is_flag=True, help="Print each token as it is produced.")
 @device_option
+@backend_option
 def generate(
-    model_path: str | None, prompt: str, stream: bool, device: str, **options: object
+    model_path: str | None,
+    prompt: str,
+    stream: bool,
+    device: str,
+    backend: str,
+    **options: object,
 ) -> None:
     """Continue a prompt with a language model."""
-    from seqgen.pipelines import GenerationOptions, load
+    from seqgen.generation import GenerationOptions
+    from seqgen.loading import load
 
     generation = GenerationOptions(**options)  # type: ignore[arg-type]
     generation.validate()  # before loading the model: bad flags fail fast
-    generator = load(model_path, kind="language_model", device=device)
+    generator = load(model_path, kind="language_model", device=device, backend=backend)
     if stream and generation.num_samples == 1 and generation.strategy != "beam":
         click.echo(prompt, nl=False)
         generator.generate(prompt, generation, on_text=lambda text: click.echo(text, nl=False))
@@ -170,7 +185,7 @@ def generate(
     "model_path",
     type=click.Path(),
     default=None,
-    help="Checkpoint file or run folder [default: the bundled translator].",
+    help="Checkpoint file, run folder or ONNX bundle folder [default: the bundled translator].",
 )
 @click.option(
     "--input",
@@ -197,21 +212,23 @@ def generate(
 @click.option("--batch-size", type=int, default=None, help="Sentences decoded together.")
 @click.option("--max-length", type=int, default=None, help="At most this many target pieces.")
 @device_option
+@backend_option
 def translate(
     model_path: str | None,
     input_file: str,
     output_file: str,
     n_best: int,
     device: str,
+    backend: str,
     **options: int | None,
 ) -> None:
     """Translate sentences, one per line, keeping line alignment."""
-    from seqgen.pipelines import load
+    from seqgen.loading import load
     from seqgen.translation import TranslationOptions
 
     settings = TranslationOptions(n_best=n_best, **options)
     settings.validate()  # before loading the model: bad flags fail fast
-    translator = load(model_path, kind="translation", device=device)
+    translator = load(model_path, kind="translation", device=device, backend=backend)
     lines = _read_lines(input_file)
     results = translator.translate_n_best(lines, n_best=n_best, **options)
     if n_best == 1:
@@ -241,12 +258,14 @@ def translate(
 )
 @click.option("--fp16", is_flag=True, help="Half-precision weights and state, for GPUs.")
 def export(model_path: str | None, output: str, fp16: bool) -> None:
-    """Export a language model to an ONNX bundle that runs without PyTorch."""
+    """Export a generator or translator to an ONNX bundle that runs without PyTorch."""
+    from seqgen.bundle import bundle_kind
     from seqgen.onnx_export import export_bundle
     from seqgen.pipelines import bundled_model_path
 
     written = export_bundle(model_path or bundled_model_path(), output, fp16=fp16)
-    click.echo(f"wrote {written}; run it with: seqgen generate --model {written}")
+    command = "translate" if bundle_kind(written) == "translation" else "generate"
+    click.echo(f"wrote {written}; run it with: seqgen {command} --model {written}")
 
 
 def _read_lines(path: str) -> list[str]:
@@ -293,7 +312,7 @@ def _write_text(path: str, text: str) -> None:
     "model_path",
     type=click.Path(),
     default=None,
-    help="Checkpoint file or run folder [default: the bundled Shakespeare model].",
+    help="Checkpoint, run folder or ONNX bundle [default: the bundled Shakespeare model].",
 )
 @click.option(
     "--split",
@@ -325,6 +344,7 @@ def _write_text(path: str, text: str) -> None:
 @click.option("--beam-size", type=int, default=None, help="Translators: 1 is greedy.")
 @data_dir_option
 @device_option
+@backend_option
 def evaluate(
     model_path: str | None,
     split: str | None,
@@ -334,13 +354,14 @@ def evaluate(
     beam_size: int | None,
     data_dir: str | None,
     device: str,
+    backend: str,
 ) -> None:
     """Generators: loss, perplexity, bits per token/char. Translators: BLEU and chrF."""
-    from seqgen.pipelines import load
+    from seqgen.loading import load
 
     if split and (text_file or source_file):
         raise SeqgenError("give --split, or --file / --source and --reference, not both")
-    pipeline = load(model_path, device=device)
+    pipeline = load(model_path, device=device, backend=backend)
     if pipeline.kind == "translation":
         if text_file:
             raise SeqgenError(
@@ -350,6 +371,10 @@ def evaluate(
         return
     if source_file or reference_file:
         raise SeqgenError("--source/--reference score a translator; a generator takes --file")
+    if not hasattr(pipeline, "evaluate"):
+        raise SeqgenError(
+            "scoring a generator needs PyTorch: evaluate the checkpoint it was exported from"
+        )
     _evaluate_generator(pipeline, split, text_file, data_dir)
 
 

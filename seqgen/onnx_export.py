@@ -1,10 +1,11 @@
-"""Export a language model checkpoint to a bundle ONNX Runtime runs without PyTorch.
+"""Export a checkpoint to a bundle ONNX Runtime runs without PyTorch.
 
-The graphs are exactly the callables the PyTorch adapter (``LanguageModelStep``) calls:
+A generator's graphs are exactly the callables the PyTorch adapter (``LanguageModelStep``) calls:
 ``prime`` is ``start``'s ``model(token_ids, state)`` for one group of equal-length prompts,
 and ``step`` is ``step``'s ``model(tokens[:, None], state)`` followed by the log-softmax.
 Inputs are named after the state keys and outputs ``new_<key>``; rows and the prompt's time
-axis are dynamic. The bundle layout and manifest are described in ``seqgen.bundle``.
+axis are dynamic. A translator's graphs are in ``seqgen.onnx_translator_export``. The
+bundle layout and manifest are described in ``seqgen.bundle`` and ``export/README.md``.
 
 PyTorch's LSTM/GRU export traps, as met with torch 2.13:
 
@@ -21,6 +22,7 @@ graphs against PyTorch at other lengths than the example's.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import json
@@ -29,6 +31,7 @@ import shutil
 import tempfile
 import uuid
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +53,8 @@ from seqgen.errors import CheckpointError, SeqgenError
 from seqgen.generation import banned_token_ids, default_options_dict
 from seqgen.models.language_model import LanguageModel
 from seqgen.pipelines import TextGenerator, load
+from seqgen.text import Tokenizer
+from seqgen.translation import Translator
 
 OPSET = 18  # the oldest the torch.export based exporter writes; ONNX Runtime >= 1.14 runs it
 EXAMPLE_ROWS, EXAMPLE_TIME = 3, 4  # not 0 or 1, which torch.export would freeze
@@ -85,41 +90,49 @@ class StepGraph(nn.Module):
         return (log_probs, *(new_state[name] for name in names))
 
 
+@dataclass(frozen=True)
+class GraphSpec:
+    """What to export: a module, example inputs, names, and each input's dynamic axes."""
+
+    module: nn.Module
+    inputs: dict[str, torch.Tensor]  # name -> example, in the order ``forward`` takes them
+    outputs: list[str]
+    dynamic: dict[str, dict[int, str]]  # input name -> {axis: axis name}
+    leading: dict[str, list[str]]  # output name -> the axis names it must start with
+
+
 def export_bundle(
     checkpoint_path: str | Path, output_dir: str | Path, *, fp16: bool = False
 ) -> Path:
-    """Write the bundle of a language model checkpoint to ``output_dir``; returns it.
+    """Write the bundle of a checkpoint (generator or translator) to ``output_dir``.
 
     ``fp16`` stores weights and state in float16 (for GPUs; log-probs stay float32). The
     bundle is written to a temporary folder and renamed into place, so a failure leaves
     nothing half-written. An existing ``output_dir`` must be empty or a previous bundle,
-    which is replaced. CheckpointError for a bad checkpoint or output folder.
+    which is replaced. CheckpointError for a bad checkpoint or output folder. Returns the
+    bundle's folder.
     """
+    from seqgen import onnx_translator_export  # the translator's graphs and manifest
+
     _check_dependencies()
     output = Path(output_dir)
     _check_output(output)
-    generator = _load_generator(Path(checkpoint_path))
-    if generator.model.config.cell not in EXPORTABLE_CELLS:
-        raise CheckpointError(
-            f"{checkpoint_path} is a plain RNN (cell {generator.model.config.cell!r}), which "
-            "cannot be exported yet: PyTorch's ONNX exporter fixes its prompt length; "
-            f"train with cell {' or '.join(EXPORTABLE_CELLS)}"
-        )
-    model = copy.deepcopy(generator.model).cpu().eval()
-    if fp16:
-        model = model.half()
+    pipeline = load(Path(checkpoint_path), device="cpu")
+    if isinstance(pipeline, TextGenerator):
+        write: Any = _write_language_model
+        model: nn.Module = pipeline.model
+    elif isinstance(pipeline, Translator):
+        write = onnx_translator_export.write_translator
+        model = pipeline.step_function.model
+    else:
+        raise CheckpointError(f"{checkpoint_path} is already an ONNX bundle; pass a checkpoint")
+    check_exportable(model, checkpoint_path)
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
     try:
-        graphs = {
-            "prime": _export_graph(PrimeGraph(model), staging / GRAPH_FILES["prime"]),
-            "step": _export_graph(StepGraph(model), staging / GRAPH_FILES["step"]),
-        }
-        if not fp16:
-            _check_parity(generator.model, staging)
-        tokenizer = generator.tokenizer.to_dict()
-        (staging / TOKENIZER_FILE).write_text(json.dumps(tokenizer), encoding="utf-8")
-        manifest = _manifest(generator, model, graphs, fp16=fp16)
+        exported = copy.deepcopy(model).cpu().eval()
+        manifest = write(pipeline, exported.half() if fp16 else exported, staging, fp16=fp16)
+        manifest = {**manifest_header(manifest.pop("kind"), fp16=fp16), **manifest}
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         _publish(staging, output)
     except BaseException:
@@ -128,21 +141,104 @@ def export_bundle(
     return output
 
 
+def check_exportable(model: nn.Module, path: str | Path) -> None:
+    """CheckpointError, before anything is written, for a model ONNX cannot carry."""
+    cell = model.config.cell
+    if cell not in EXPORTABLE_CELLS:
+        raise CheckpointError(
+            f"{path} uses plain RNN cells (cell {cell!r}), which cannot be exported yet: "
+            "PyTorch's ONNX exporter fixes their time axis; train with cell "
+            f"{' or '.join(EXPORTABLE_CELLS)}"
+        )
+
+
+def manifest_header(kind: str, *, fp16: bool) -> dict[str, Any]:
+    """The manifest entries every bundle starts with."""
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "seqgen_version": seqgen.__version__,
+        "opset": OPSET,
+        "precision": "float16" if fp16 else "float32",
+    }
+
+
+def _write_language_model(
+    generator: TextGenerator, model: LanguageModel, staging: Path, *, fp16: bool
+) -> dict[str, Any]:
+    """Write a generator's graphs and tokenizer into ``staging``; returns its manifest."""
+    files = GRAPH_FILES["language_model"]
+    dtype = next(model.parameters()).dtype
+    rows = EXAMPLE_ROWS
+    state = {
+        name: torch.zeros(rows, model.config.num_layers, model.config.hidden_size, dtype=dtype)
+        for name in model.state_names
+    }
+    state_axes = {name: {0: "rows"} for name in model.state_names}
+    new_state = [NEW_PREFIX + name for name in model.state_names]
+    specs = {
+        "prime": GraphSpec(
+            PrimeGraph(model),
+            {"token_ids": torch.zeros(rows, EXAMPLE_TIME, dtype=torch.long), **state},
+            new_state,
+            {"token_ids": {0: "rows", 1: "time"}, **state_axes},
+            {name: ["rows"] for name in new_state},
+        ),
+        "step": GraphSpec(
+            StepGraph(model),
+            {"tokens": torch.zeros(rows, dtype=torch.long), **state},
+            ["log_probs", *new_state],
+            {"tokens": {0: "rows"}, **state_axes},
+            {name: ["rows"] for name in ["log_probs", *new_state]},
+        ),
+    }
+    graphs = {name: export_graph(spec, staging / files[name]) for name, spec in specs.items()}
+    if not fp16:
+        _check_parity(generator.model, staging)
+    tokenizer = generator.tokenizer
+    (staging / TOKENIZER_FILE).write_text(json.dumps(tokenizer.to_dict()), encoding="utf-8")
+    config = model.config
+    return {
+        "kind": "language_model",
+        "model": {
+            "cell": config.cell,
+            "num_layers": config.num_layers,
+            "hidden_size": config.hidden_size,
+            "vocab_size": model.vocab_size,
+        },
+        "state": {
+            "names": list(model.state_names),
+            "shape": ["rows", config.num_layers, config.hidden_size],
+            "dtype": "float16" if fp16 else "float32",
+        },
+        "graphs": {name: {"file": files[name], **described} for name, described in graphs.items()},
+        "tokenizer": {"file": TOKENIZER_FILE, "kind": tokenizer.kind},
+        "special_ids": special_ids(tokenizer),
+        "generation": {
+            "defaults": default_options_dict(),
+            "prompt_starts_with": "bos",
+            "banned_token_ids": list(banned_token_ids(tokenizer)),
+            "eos_id": None,  # generated text ends at max_new_tokens, never at EOS
+        },
+        "training_info": generator.info,
+    }
+
+
+def special_ids(tokenizer: Tokenizer) -> dict[str, int]:
+    return {
+        "pad": tokenizer.pad_id,
+        "unk": tokenizer.unk_id,
+        "bos": tokenizer.bos_id,
+        "eos": tokenizer.eos_id,
+    }
+
+
 def _check_dependencies() -> None:
     """SeqgenError naming the fix when the exporter's packages are missing."""
     missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
     if missing:
         raise SeqgenError(f"exporting needs {' and '.join(missing)}: pip install 'seqgen[export]'")
-
-
-def _load_generator(path: Path) -> TextGenerator:
-    """The checkpoint as a ``TextGenerator`` on the CPU; CheckpointError for a translator."""
-    generator = load(path, device="cpu")
-    if not isinstance(generator, TextGenerator):
-        raise CheckpointError(
-            f"{path} is a translation model; exporting translation models is not supported yet"
-        )
-    return generator
 
 
 def _check_output(output: Path) -> None:
@@ -155,48 +251,84 @@ def _check_output(output: Path) -> None:
         )
 
 
-def _export_graph(module: PrimeGraph | StepGraph, path: Path) -> dict[str, list[dict]]:
-    """Export ``module`` to ``path`` with dynamic rows (and time); returns its inputs and
-    outputs as the manifest lists them. The checker and the dynamic axes are verified."""
+def export_graph(spec: GraphSpec, path: Path) -> dict[str, list[dict]]:
+    """Export ``spec`` to ``path`` with its dynamic axes; returns its inputs and outputs as
+    the manifest lists them. The checker and the dynamic axes are verified."""
     import onnx  # only exporting needs it (the ``export`` extra)
 
-    model = module.model
-    dtype = next(model.parameters()).dtype
-    state = [
-        torch.zeros(EXAMPLE_ROWS, model.config.num_layers, model.config.hidden_size, dtype=dtype)
-        for _ in model.state_names
-    ]
-    rows = torch.export.Dim("rows", min=1)
-    if isinstance(module, PrimeGraph):
-        tokens = torch.zeros(EXAMPLE_ROWS, EXAMPLE_TIME, dtype=torch.long)
-        first = ("token_ids", {0: rows, 1: torch.export.Dim("time", min=1)})
-        outputs = []
-    else:
-        tokens = torch.zeros(EXAMPLE_ROWS, dtype=torch.long)
-        first = ("tokens", {0: rows})
-        outputs = ["log_probs"]
-    outputs += [NEW_PREFIX + name for name in model.state_names]
+    dims: dict[str, torch.export.Dim] = {}
+    for axes in spec.dynamic.values():
+        for axis_name in axes.values():
+            dims.setdefault(axis_name, torch.export.Dim(axis_name, min=1))
+    dynamic_shapes = tuple(
+        {axis: dims[axis_name] for axis, axis_name in spec.dynamic.get(name, {}).items()}
+        for name in spec.inputs
+    )
     _forget_rnn_dispatch()
-    with warnings.catch_warnings():
+    # Each RNN call caches its kernel too: a second RNN module in one graph (a
+    # bidirectional encoder) would be unrolled, so the cache is cleared before every call.
+    hooks = [
+        module.register_forward_pre_hook(lambda *_: _forget_rnn_dispatch())
+        for module in spec.module.modules()
+        if isinstance(module, nn.RNNBase)
+    ]
+    with warnings.catch_warnings(), contextlib.ExitStack() as cleanup:
+        for hook in hooks:
+            cleanup.callback(hook.remove)
         # The exporter warns about its own internals (deprecations, tracing notes).
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module.eval(),
-            (tokens, *state),
+            _Positional(spec.module.eval()),
+            tuple(spec.inputs.values()),
             str(path),
-            input_names=[first[0], *model.state_names],
-            output_names=outputs,
-            dynamic_shapes=(first[1], tuple({0: rows} for _ in state)),
+            input_names=list(spec.inputs),
+            output_names=spec.outputs,
+            dynamic_shapes=(dynamic_shapes,),
             opset_version=OPSET,
             dynamo=True,
             external_data=False,
             verbose=False,
         )
     graph = onnx.load(str(path))
+    _name_output_axes(graph, spec.leading)
+    onnx.save(graph, str(path))
     onnx.checker.check_model(graph, full_check=True)
     described = {"inputs": _describe(graph.graph.input), "outputs": _describe(graph.graph.output)}
-    _check_dynamic_axes(path, described)
+    expected = {
+        **{name: [axes[a] for a in sorted(axes)] for name, axes in spec.dynamic.items()},
+        **spec.leading,
+    }
+    _check_dynamic_axes(path, described, expected)
     return described
+
+
+def _name_output_axes(graph: Any, leading: dict[str, list[str]]) -> None:
+    """Write the dynamic axes' names into the outputs' declared shapes.
+
+    The exporter sometimes declares an axis with the example's size (the time axis of a
+    bidirectional encoder's memory, after its LSTM's reshape) although the graph computes
+    it from the inputs. The declarations are only metadata, but ONNX Runtime reports an
+    output's shape from the intermediate ones (``value_info``), so those are dropped (ONNX
+    Runtime infers what it needs) and the outputs carry the axis names. The parity check
+    runs other sizes than the example's to prove the graph itself is dynamic.
+    """
+    del graph.graph.value_info[:]
+    for output in graph.graph.output:
+        dims = output.type.tensor_type.shape.dim
+        for dim, name in zip(dims, leading.get(output.name, []), strict=False):
+            dim.ClearField("dim_value")
+            dim.dim_param = name
+
+
+class _Positional(nn.Module):
+    """``forward(*inputs)``: one varargs signature, so one ``dynamic_shapes`` layout fits all."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.module(*inputs)
 
 
 def _forget_rnn_dispatch() -> None:
@@ -226,10 +358,12 @@ def _describe(values: Any) -> list[dict[str, Any]]:
     return described
 
 
-def _check_dynamic_axes(path: Path, described: dict[str, list[dict]]) -> None:
-    """SeqgenError where the exporter froze rows (or the prompt's time axis) to the example."""
+def _check_dynamic_axes(
+    path: Path, described: dict[str, list[dict]], expected: dict[str, list[str]]
+) -> None:
+    """SeqgenError where the exporter froze an axis that must stay dynamic."""
     for value in described["inputs"] + described["outputs"]:
-        wanted = ["rows", "time"] if value["name"] == "token_ids" else ["rows"]
+        wanted = expected.get(value["name"], [])
         if value["shape"][: len(wanted)] != wanted:
             raise SeqgenError(
                 f"exporting {path.name} froze {value['name']}'s shape to {value['shape']} "
@@ -244,8 +378,9 @@ def _check_parity(model: LanguageModel, folder: Path) -> None:
     The prompt lengths differ from the example's, which catches a frozen time axis that
     the shapes alone would not show.
     """
+    files = GRAPH_FILES["language_model"]
     onnx_step = OnnxLanguageModelStep.from_files(
-        folder / GRAPH_FILES["prime"], folder / GRAPH_FILES["step"], device="cpu", threads=1
+        folder / files["prime"], folder / files["step"], device="cpu", threads=1
     )
     generator = torch.Generator().manual_seed(0)
     worst = 0.0
@@ -266,50 +401,6 @@ def _check_parity(model: LanguageModel, folder: Path) -> None:
             f"the exported graphs disagree with PyTorch (max difference {worst:.2g} > "
             f"{PARITY_TOLERANCE}); this torch version's ONNX exporter is not supported"
         )
-
-
-def _manifest(
-    generator: TextGenerator, model: LanguageModel, graphs: dict[str, Any], *, fp16: bool
-) -> dict[str, Any]:
-    """The bundle's self-description; ``seqgen.bundle`` reads and checks it."""
-    tokenizer = generator.tokenizer
-    config = model.config
-    return {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "kind": "language_model",
-        "seqgen_version": seqgen.__version__,
-        "opset": OPSET,
-        "precision": "float16" if fp16 else "float32",
-        "model": {
-            "cell": config.cell,
-            "num_layers": config.num_layers,
-            "hidden_size": config.hidden_size,
-            "vocab_size": model.vocab_size,
-        },
-        "state": {
-            "names": list(model.state_names),
-            "shape": ["rows", config.num_layers, config.hidden_size],
-            "dtype": "float16" if fp16 else "float32",
-        },
-        "graphs": {
-            name: {"file": GRAPH_FILES[name], **described} for name, described in graphs.items()
-        },
-        "tokenizer": {"file": TOKENIZER_FILE, "kind": tokenizer.kind},
-        "special_ids": {
-            "pad": tokenizer.pad_id,
-            "unk": tokenizer.unk_id,
-            "bos": tokenizer.bos_id,
-            "eos": tokenizer.eos_id,
-        },
-        "generation": {
-            "defaults": default_options_dict(),
-            "prompt_starts_with": "bos",
-            "banned_token_ids": list(banned_token_ids(tokenizer)),
-            "eos_id": None,  # generated text ends at max_new_tokens, never at EOS
-        },
-        "training_info": generator.info,
-    }
 
 
 def _publish(staging: Path, output: Path) -> None:

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import torch
 
-from seqgen.bundle import BundleGenerator, is_bundle, load_bundle
+from seqgen.bundle import BundleGenerator
 from seqgen.config import Recipe, recipe_from_dict
-from seqgen.decoding.torch_step import LanguageModelStep
+from seqgen.decoding.torch_step import LanguageModelStep, TranslatorStep
 from seqgen.errors import CheckpointError, SeqgenError
 from seqgen.evaluation.perplexity import LanguageModelScores, evaluate_language_model
 from seqgen.generation import GenerationOptions, encode_prompt, generate_text
+from seqgen.loading import COMMANDS, KIND_NAMES
+from seqgen.loading import load as load_any
 from seqgen.models.language_model import LanguageModel
 from seqgen.models.translator import Translator as TranslatorModel
 from seqgen.text import Tokenizer, tokenizer_from_dict
@@ -86,8 +88,6 @@ BUNDLED_MODELS = {
     "language_model": "shakespeare-char.safetensors",
     "translation": "multi30k-de-en.safetensors",
 }
-COMMANDS = {"language_model": "seqgen generate", "translation": "seqgen translate"}
-KIND_NAMES = {"language_model": "language model (generator)", "translation": "translation model"}
 
 
 def bundled_model_path(kind: str = "language_model") -> Path:
@@ -128,29 +128,17 @@ def _build_translator(
         ) from None
     model = TranslatorModel(recipe.model, source.vocab_size, target.vocab_size)
     _load_weights(model, checkpoint, path, device)
-    return Translator(model.eval(), source, target, recipe, checkpoint.info)
+    return Translator(TranslatorStep(model.eval()), source, target, recipe, checkpoint.info)
 
 
 BUILDERS = {"language_model": _build_generator, "translation": _build_translator}
 
 
-def load(
-    path: str | Path | None = None, *, kind: str | None = None, device: str = "auto"
-) -> TextGenerator | Translator | BundleGenerator:
-    """Load a checkpoint (file or run folder) or an exported ONNX bundle folder.
-
-    Without a path, the bundled model of ``kind`` (default: the generator). With ``kind``,
-    a checkpoint of another kind is refused with a message naming the right command.
-    """
-    path = bundled_model_path(kind or "language_model") if path is None else Path(path)
-    if is_bundle(path):
-        # An exported ONNX bundle runs on ONNX Runtime (language models only, for now).
-        if kind not in (None, "language_model"):
-            raise CheckpointError(
-                f"{path} is a language-model bundle, not a {KIND_NAMES[kind]}; "
-                "use seqgen generate with it"
-            )
-        return load_bundle(path, device=device)
+def load_checkpoint_pipeline(
+    path: str | Path, *, kind: str | None = None, device: str = "auto"
+) -> TextGenerator | Translator:
+    """A checkpoint (file or run folder) on PyTorch. With ``kind``, a checkpoint of another
+    kind is refused with a message naming the right command."""
     checkpoint = load_checkpoint(path)
     if checkpoint.kind not in BUILDERS:
         raise CheckpointError(
@@ -162,4 +150,15 @@ def load(
             f"use {COMMANDS[checkpoint.kind]} with it"
         )
     recipe = recipe_from_dict(checkpoint.recipe)
-    return BUILDERS[checkpoint.kind](checkpoint, recipe, path, resolve_device(device))
+    return BUILDERS[checkpoint.kind](checkpoint, recipe, Path(path), resolve_device(device))
+
+
+def load(
+    path: str | Path | None = None,
+    *,
+    kind: str | None = None,
+    device: str = "auto",
+    backend: str = "auto",
+) -> TextGenerator | Translator | BundleGenerator:
+    """Load a checkpoint or an ONNX bundle: see :func:`seqgen.loading.load`."""
+    return load_any(path, kind=kind, device=device, backend=backend)  # type: ignore[return-value]

@@ -19,14 +19,13 @@ import torch
 
 import seqgen
 from seqgen.bundle import FORMAT_VERSION, BundleGenerator, load_bundle
-from seqgen.config import LanguageModelConfig, Recipe, recipe_from_dict, recipe_to_dict
+from seqgen.config import LanguageModelConfig, Recipe, recipe_to_dict
 from seqgen.decoding.beam import beam_search
 from seqgen.decoding.onnx_step import OnnxLanguageModelStep
 from seqgen.decoding.search import greedy_search
 from seqgen.errors import CheckpointError
 from seqgen.generation import banned_token_ids
 from seqgen.models.language_model import LanguageModel
-from seqgen.models.translator import Translator as TranslatorModel
 from seqgen.onnx_export import export_bundle
 from seqgen.pipelines import TextGenerator, load
 from seqgen.text import TokenizerConfig, train_tokenizer
@@ -321,26 +320,6 @@ def test_export_refuses_a_folder_holding_something_else(tmp_path: Path) -> None:
         export_bundle(tmp_path / "model.safetensors", tmp_path)
     assert_one_line(error, "not empty", "no seqgen bundle")
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
-
-
-def test_export_refuses_translation_models_for_now(tmp_path: Path) -> None:
-    recipe = recipe_from_dict(
-        {
-            "task": "translation",
-            "model": {"embedding_size": 8, "encoder_hidden_size": 8, "decoder_hidden_size": 8},
-        }
-    )
-    tokenizer = train_tokenizer(TokenizerConfig(kind="char"), TEXT)
-    model = TranslatorModel(recipe.model, tokenizer.vocab_size, tokenizer.vocab_size)
-    sides = {"source": tokenizer.to_dict(), "target": tokenizer.to_dict()}
-    path = tmp_path / "translator.safetensors"
-    save_checkpoint(
-        path, Checkpoint("translation", recipe_to_dict(recipe), sides, model.state_dict())
-    )
-    with pytest.raises(CheckpointError) as error:
-        export_bundle(path, tmp_path / "bundle")
-    assert_one_line(error, "exporting translation models is not supported yet")
-    assert not (tmp_path / "bundle").exists()
 
 
 def test_export_refuses_plain_rnns_whose_time_axis_the_exporter_freezes(tmp_path: Path) -> None:

@@ -25,12 +25,10 @@ import numpy as np
 import onnxruntime
 
 from seqgen.decoding.contract import State
+from seqgen.decoding.onnx_session import create_session, device_of
 from seqgen.decoding.priming import group_by_length
-from seqgen.errors import CheckpointError, SeqgenError
+from seqgen.errors import CheckpointError
 
-CPU = "CPUExecutionProvider"
-CUDA = "CUDAExecutionProvider"
-DEVICES = ("auto", "cpu", "cuda")
 NEW_PREFIX = "new_"
 ONNX_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
@@ -160,66 +158,3 @@ def _spec(node: onnxruntime.NodeArg) -> StateSpec:
             "(rows, num_layers, hidden_size) with fixed sizes after rows; re-export the bundle"
         )
     return StateSpec(node.name, row_shape, ONNX_DTYPES[node.type])
-
-
-def create_session(
-    path: str | Path, *, device: str = "auto", threads: int | None = None
-) -> onnxruntime.InferenceSession:
-    """An ONNX Runtime session on ``device``: ``auto``, ``cpu`` or ``cuda``.
-
-    ``auto`` takes CUDA only where ONNX Runtime lists it *and* a session actually starts on
-    it (a CUDA build without a usable driver or cuDNN lists it but fails), else the CPU,
-    without printing the provider errors of the failed try. ``cuda`` raises SeqgenError when
-    CUDA is not usable. ``threads`` caps the CPU threads of one operator (None: ONNX
-    Runtime's default, one per core). CheckpointError when the file is not a readable
-    ONNX graph.
-    """
-    if device not in DEVICES:
-        raise SeqgenError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
-    # Severity 3 (errors only): a failed CUDA try logs warnings we replace with a fallback.
-    onnxruntime.set_default_logger_severity(3)
-    if device != "cpu" and CUDA in onnxruntime.get_available_providers():
-        session = _try_cuda(path, threads)
-        if session is not None:
-            return session
-    if device == "cuda":
-        raise SeqgenError(
-            "CUDA is not usable by ONNX Runtime here (install onnxruntime-gpu with a CUDA "
-            "driver and cuDNN); use --device cpu"
-        )
-    return _open(path, [CPU], threads)
-
-
-def _try_cuda(path: str | Path, threads: int | None) -> onnxruntime.InferenceSession | None:
-    """A session on CUDA, or None where CUDA fails to start."""
-    try:
-        session = _open(path, [CUDA, CPU], threads)
-    except SeqgenError:
-        return None  # CUDA failed to start, or a bad file, which the CPU try then names
-    # ONNX Runtime may quietly drop a provider that fails to initialise.
-    return session if session.get_providers()[0] == CUDA else None
-
-
-def _open(
-    path: str | Path, providers: list[str], threads: int | None
-) -> onnxruntime.InferenceSession:
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    if threads is not None:
-        options.intra_op_num_threads = threads
-    if providers[0] == CPU:
-        # The layout optimisations of ORT_ENABLE_ALL are for convolutions, and ONNX Runtime
-        # 1.31 crashes (segfault) applying them to a float16 LSTM on the CPU.
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    try:
-        return onnxruntime.InferenceSession(str(path), options, providers=providers)
-    except Exception as error:  # ONNX Runtime raises its own types for bad files and devices
-        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(
-            f"ONNX Runtime cannot load {path} ({detail}); re-export the bundle"
-        ) from None
-
-
-def device_of(session: onnxruntime.InferenceSession) -> str:
-    """``"cuda"`` when the session runs on CUDA, else ``"cpu"``."""
-    return "cuda" if session.get_providers()[0] == CUDA else "cpu"

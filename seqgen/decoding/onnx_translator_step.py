@@ -1,0 +1,170 @@
+"""ONNX Runtime adapter of the decoding contract for translators (no torch).
+
+Two graphs, exported by ``seqgen.onnx_export`` from ``Translator.start`` and
+``Translator.step`` (names in :mod:`seqgen.models.translator`):
+
+- ``encoder``: ``source_ids`` ``(rows, source_len)`` int64 and ``source_lengths``
+  ``(rows,)`` int64 -> the first decoder state, one output per state name;
+- ``step``: ``tokens`` ``(rows,)`` int64 and the state -> ``log_probs`` ``(rows, vocab)``
+  float32 and ``new_<name>`` for the recurrent names (``hidden``, ``cell``, ``feed``); the
+  source side (``memory``, ``keys``, ``source_mask``) is an input only, since it never
+  changes.
+
+On the CPU the state is numpy arrays. On CUDA it stays on the GPU as ``OrtValue``s: the
+graphs' outputs are bound to device memory with I/O binding and passed straight to the next
+step, and ``select`` gathers rows with the bundle's third graph, ``select`` (``rows`` and
+the state -> ``selected_<name>``), on the device. Per step only the tokens and row indices
+go up and the log-probabilities come back. (I/O binding also runs on the CPU, which is how
+the tests cover it without a GPU.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+
+from seqgen.decoding.contract import State
+from seqgen.decoding.onnx_session import create_session, device_of
+from seqgen.decoding.onnx_step import NEW_PREFIX
+from seqgen.decoding.source_rows import (
+    SENTENCE,
+    SOURCE_NAMES,
+    SOURCES,
+    encoder_inputs,
+    select_rows,
+    with_sentences,
+)
+from seqgen.errors import CheckpointError
+from seqgen.text.vocabulary import BOS_ID
+
+ENCODER_INPUTS = ["source_ids", "source_lengths"]
+RECURRENT_NAMES = ("hidden", "cell", "feed")
+SELECTED_PREFIX = "selected_"
+
+
+class OnnxTranslatorStep:
+    """``start`` runs the ``encoder`` graph; ``step`` runs the ``step`` graph."""
+
+    def __init__(
+        self,
+        encoder: onnxruntime.InferenceSession,
+        step: onnxruntime.InferenceSession,
+        select: onnxruntime.InferenceSession | None = None,
+        *,
+        io_binding: bool | None = None,
+    ) -> None:
+        self.encoder_session = encoder
+        self.step_session = step
+        self.select_session = select
+        self.state_names, self.recurrent_names = translator_state_names(encoder, step)
+        self.device = device_of(step)
+        # Keep the state in the session's memory: by default only on CUDA, where it pays.
+        self.io_binding = self.device == "cuda" if io_binding is None else io_binding
+        if self.io_binding and select is None:
+            raise CheckpointError("the bundle has no select graph; re-export the bundle")
+
+    @classmethod
+    def from_files(
+        cls,
+        folder: str | Path,
+        files: dict[str, str],
+        *,
+        device: str = "auto",
+        threads: int | None = None,
+        io_binding: bool | None = None,
+    ) -> OnnxTranslatorStep:
+        """Open the graphs ``files`` (``encoder``, ``step``, ``select``) of ``folder``."""
+        folder = Path(folder)
+        encoder = create_session(folder / files["encoder"], device=device, threads=threads)
+        # Every graph runs where the first could, so the state never changes device.
+        where = device_of(encoder)
+        step = create_session(folder / files["step"], device=where, threads=threads)
+        select = None
+        if io_binding or (io_binding is None and where == "cuda"):
+            select = create_session(folder / files["select"], device=where, threads=threads)
+        return cls(encoder, step, select, io_binding=io_binding)
+
+    def start(self, sources: Sequence[Sequence[int]]) -> tuple[State, np.ndarray]:
+        """Encode a batch of sources (token ids without EOS; EOS is appended here).
+
+        Returns the state (``(batch, ...)`` per name) and ``first_tokens`` ``(batch,)``, BOS.
+        """
+        source_ids, source_lengths = encoder_inputs(sources)
+        inputs = {"source_ids": source_ids, "source_lengths": source_lengths}
+        if self.io_binding:
+            binding = self.encoder_session.io_binding()
+            for name, array in inputs.items():
+                binding.bind_cpu_input(name, array)
+            for name in self.state_names:
+                binding.bind_output(name, self.device)
+            self.encoder_session.run_with_iobinding(binding)
+            outputs = binding.get_outputs()
+        else:
+            outputs = self.encoder_session.run(list(self.state_names), inputs)
+        state = with_sentences(dict(zip(self.state_names, outputs, strict=True)), len(sources))
+        return state, np.full(len(sources), BOS_ID, dtype=np.int64)
+
+    def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        """``tokens`` ``(rows,)`` -> ``log_probs`` ``(rows, vocab)`` float32 and the new state."""
+        tokens = np.ascontiguousarray(tokens, dtype=np.int64)
+        new_names = [NEW_PREFIX + name for name in self.recurrent_names]
+        if self.io_binding:
+            binding = self.step_session.io_binding()
+            binding.bind_cpu_input("tokens", tokens)
+            for name in self.state_names:
+                binding.bind_ortvalue_input(name, state[name])
+            binding.bind_output("log_probs")  # to the host: search runs there
+            for name in new_names:
+                binding.bind_output(name, self.device)
+            self.step_session.run_with_iobinding(binding)
+            log_probs, *recurrent = binding.get_outputs()
+            log_probs = log_probs.numpy()
+        else:
+            inputs = {"tokens": tokens, **{name: state[name] for name in self.state_names}}
+            log_probs, *recurrent = self.step_session.run(["log_probs", *new_names], inputs)
+        new_state = dict(state)
+        new_state.update(zip(self.recurrent_names, recurrent, strict=True))
+        return log_probs, new_state
+
+    def select(self, state: State, rows: np.ndarray) -> State:
+        """Gather ``rows`` of the state (on the host, the source side only when sentences
+        change; on the device, everything in one run of the ``select`` graph)."""
+        if not self.io_binding:
+            return select_rows(state, rows, lambda array, index: array[index])
+        assert self.select_session is not None
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        binding = self.select_session.io_binding()
+        binding.bind_cpu_input("rows", rows)
+        for name in self.state_names:
+            binding.bind_ortvalue_input(name, state[name])
+            binding.bind_output(SELECTED_PREFIX + name, self.device)
+        self.select_session.run_with_iobinding(binding)
+        selected = dict(zip(self.state_names, binding.get_outputs(), strict=True))
+        return {**selected, SENTENCE: state[SENTENCE][rows], SOURCES: state[SOURCES]}
+
+
+def translator_state_names(
+    encoder: onnxruntime.InferenceSession, step: onnxruntime.InferenceSession
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The state names and their recurrent subset; CheckpointError if the graphs do not
+    have the inputs and outputs this adapter expects."""
+    names = tuple(o.name for o in encoder.get_outputs())
+    recurrent = tuple(n for n in names if n in RECURRENT_NAMES)
+    expected = {
+        "encoder": (ENCODER_INPUTS, list(names)),
+        "step": (["tokens", *names], ["log_probs", *(NEW_PREFIX + n for n in recurrent)]),
+    }
+    usable = "hidden" in recurrent and set(SOURCE_NAMES) <= set(names)
+    usable = usable and not {SENTENCE, SOURCES} & set(names)
+    for label, session in (("encoder", encoder), ("step", step)):
+        inputs = [i.name for i in session.get_inputs()]
+        outputs = [o.name for o in session.get_outputs()]
+        if not usable or (inputs, outputs) != expected[label]:
+            raise CheckpointError(
+                f"the {label} graph has inputs {inputs} and outputs {outputs}, expected "
+                f"{expected[label][0]} and {expected[label][1]}; re-export the bundle"
+            )
+    return names, recurrent

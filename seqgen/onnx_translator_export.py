@@ -1,0 +1,237 @@
+"""A translator's graphs, tokenizers and manifest in a bundle (called by ``onnx_export``).
+
+The graphs are the callables the PyTorch adapter (``TranslatorStep``) calls:
+
+- ``encoder``: ``Translator.start(source_ids, source_lengths)``, the first decoder state;
+- ``step``: ``Translator.step(tokens, state)`` and the log-softmax, returning the
+  recurrent part of the new state (``new_hidden``, ``new_cell``, ``new_feed``); the source
+  side (``memory``, ``keys``, ``source_mask``) never changes, so it is an input only;
+- ``select``: ``index_select`` of every state entry, so that a GPU runtime reorders beams
+  without copying the state to the host.
+
+Rows (batch x beam), the source length and the selected rows are dynamic axes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from seqgen.bundle import GRAPH_FILES, TRANSLATOR_TOKENIZER_FILES
+from seqgen.config import recipe_to_dict
+from seqgen.decoding.onnx_step import NEW_PREFIX
+from seqgen.decoding.onnx_translator_step import SELECTED_PREFIX, OnnxTranslatorStep
+from seqgen.decoding.source_rows import SOURCE_NAMES
+from seqgen.errors import SeqgenError
+from seqgen.models.translator import Translator as TranslatorModel
+from seqgen.onnx_export import (
+    EXAMPLE_ROWS,
+    PARITY_TOLERANCE,
+    GraphSpec,
+    export_graph,
+    special_ids,
+)
+from seqgen.translation import Translator
+
+EXAMPLE_SOURCE_LENGTH = 5  # differs from EXAMPLE_ROWS, so torch.export keeps them apart
+EXAMPLE_SELECTED_ROWS = 4
+RECURRENT = ("hidden", "cell", "feed")
+
+
+class EncoderGraph(nn.Module):
+    """``source_ids`` ``(rows, source_len)``, ``source_lengths`` ``(rows,)`` -> the state."""
+
+    def __init__(self, model: TranslatorModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, source_ids: torch.Tensor, source_lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        state = self.model.start(source_ids, source_lengths)
+        return tuple(state[name] for name in self.model.state_names)
+
+
+class TranslatorStepGraph(nn.Module):
+    """``tokens`` ``(rows,)`` + state -> ``log_probs`` ``(rows, vocab)`` float32 + the new
+    recurrent state."""
+
+    def __init__(self, model: TranslatorModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        names = self.model.state_names
+        logits, new_state = self.model.step(tokens, dict(zip(names, state, strict=True)))
+        # As TranslatorStep.step: log-softmax in float32, also for a float16 model.
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        return (log_probs, *(new_state[name] for name in names if name in RECURRENT))
+
+
+class SelectGraph(nn.Module):
+    """``rows`` ``(new_rows,)`` int64 + state -> every state entry's ``rows``."""
+
+    def forward(self, rows: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(tensor.index_select(0, rows) for tensor in state)
+
+
+def write_translator(
+    translator: Translator, model: TranslatorModel, staging: Path, *, fp16: bool
+) -> dict[str, Any]:
+    """Write the graphs and tokenizers into ``staging``; returns the manifest's entries."""
+    files = GRAPH_FILES["translation"]
+    specs = graph_specs(model)
+    graphs = {name: export_graph(spec, staging / files[name]) for name, spec in specs.items()}
+    if not fp16:
+        check_parity(translator.step_function.model, staging)
+    tokenizers = {"source": translator.source_tokenizer, "target": translator.target_tokenizer}
+    tokenizer_entries = {}
+    for side, tokenizer in tokenizers.items():
+        serialised = tokenizer.to_dict()
+        (staging / TRANSLATOR_TOKENIZER_FILES[side]).write_text(
+            json.dumps(serialised), encoding="utf-8"
+        )
+        entry = {"file": TRANSLATOR_TOKENIZER_FILES[side], "kind": tokenizer.kind}
+        if tokenizer.kind == "sentencepiece":
+            # The raw model too, for sentencepiece's ports in other languages.
+            (staging / f"{side}.model").write_bytes(base64.b64decode(serialised["model_proto"]))
+            entry["sentencepiece_model"] = f"{side}.model"
+            entry["lowercase"] = serialised["lowercase"]
+        tokenizer_entries[side] = entry
+    return {
+        "kind": "translation",
+        "model": _model_entry(model),
+        "state": _state_entry(model, specs["step"].inputs, fp16=fp16),
+        "graphs": {name: {"file": files[name], **described} for name, described in graphs.items()},
+        "tokenizers": tokenizer_entries,
+        "special_ids": special_ids(translator.target_tokenizer),
+        "decoding": {
+            **recipe_to_dict(translator.recipe)["decoding"],
+            "max_source_length": translator.recipe.data.max_source_length,
+            "source_ends_with": "eos",
+            "first_token": "bos",
+            "banned_token_ids": [
+                translator.target_tokenizer.pad_id,
+                translator.target_tokenizer.bos_id,
+                translator.target_tokenizer.unk_id,
+            ],
+        },
+        "recipe": recipe_to_dict(translator.recipe),
+        "training_info": translator.info,
+    }
+
+
+def graph_specs(model: TranslatorModel) -> dict[str, GraphSpec]:
+    """The three graphs with example inputs of the model's dtype and their dynamic axes."""
+    names = model.state_names
+    recurrent = [name for name in names if name in RECURRENT]
+    rows, length = EXAMPLE_ROWS, EXAMPLE_SOURCE_LENGTH
+    source_ids = torch.ones(rows, length, dtype=torch.long)
+    source_lengths = torch.tensor([length, 2, 1][:rows] + [1] * (rows - 3), dtype=torch.long)
+    with torch.inference_mode():
+        state = model.start(source_ids, source_lengths)
+    state = {name: state[name].clone() for name in names}
+    state_axes = {
+        name: {0: "rows", 1: "source_len"} if name in SOURCE_NAMES else {0: "rows"}
+        for name in names
+    }
+    new_recurrent = [NEW_PREFIX + name for name in recurrent]
+    selected = [SELECTED_PREFIX + name for name in names]
+    return {
+        "encoder": GraphSpec(
+            EncoderGraph(model),
+            {"source_ids": source_ids, "source_lengths": source_lengths},
+            list(names),
+            {"source_ids": {0: "rows", 1: "source_len"}, "source_lengths": {0: "rows"}},
+            {name: [state_axes[name][a] for a in sorted(state_axes[name])] for name in names},
+        ),
+        "step": GraphSpec(
+            TranslatorStepGraph(model),
+            {"tokens": torch.zeros(rows, dtype=torch.long), **state},
+            ["log_probs", *new_recurrent],
+            {"tokens": {0: "rows"}, **state_axes},
+            {name: ["rows"] for name in ["log_probs", *new_recurrent]},
+        ),
+        "select": GraphSpec(
+            SelectGraph(),
+            {"rows": torch.zeros(EXAMPLE_SELECTED_ROWS, dtype=torch.long), **state},
+            selected,
+            {"rows": {0: "new_rows"}, **state_axes},
+            {name: ["new_rows"] for name in selected},
+        ),
+    }
+
+
+def check_parity(model: TranslatorModel, folder: Path) -> None:
+    """Run the graphs on sources of other lengths than the example's and compare with
+    PyTorch; SeqgenError where they differ by more than ``PARITY_TOLERANCE``."""
+    onnx_step = OnnxTranslatorStep.from_files(
+        folder, GRAPH_FILES["translation"], device="cpu", threads=1, io_binding=True
+    )
+    generator = torch.Generator().manual_seed(0)
+    worst = 0.0
+    vocab = model.source_vocab_size
+    for lengths in ([1], [9, 3, 1, 7, 2]):
+        sources = [torch.randint(4, vocab, (n,), generator=generator).tolist() for n in lengths]
+        tokens = torch.randint(4, model.target_vocab_size, (len(lengths),), generator=generator)
+        state, _ = onnx_step.start(sources)
+        log_probs, stepped = onnx_step.step(tokens.numpy(), state)
+        stepped = onnx_step.select(stepped, np.arange(len(lengths))[::-1].copy())
+        with torch.inference_mode():
+            ids = [[*s, 3] for s in sources]  # EOS closes each source
+            source_ids = torch.zeros(len(ids), max(map(len, ids)), dtype=torch.long)
+            for row, source in enumerate(ids):
+                source_ids[row, : len(source)] = torch.tensor(source)
+            expected_state = model.start(source_ids, torch.tensor([len(s) for s in ids]))
+            logits, expected_state = model.step(tokens, expected_state)
+        pairs = [(log_probs, torch.log_softmax(logits, -1).numpy())]
+        for name in model.state_names:
+            got = stepped[name]
+            got = got.numpy() if hasattr(got, "numpy") else np.asarray(got)
+            pairs.append((got, expected_state[name].flip(0).numpy()))
+        for got, want in pairs:
+            worst = max(worst, float(np.abs(got.astype(np.float64) - want).max()))
+    if worst > PARITY_TOLERANCE:
+        raise SeqgenError(
+            f"the exported graphs disagree with PyTorch (max difference {worst:.2g} > "
+            f"{PARITY_TOLERANCE}); this torch version's ONNX exporter is not supported"
+        )
+
+
+def _model_entry(model: TranslatorModel) -> dict[str, Any]:
+    config = model.config
+    return {
+        "cell": config.cell,
+        "encoder_layers": config.encoder_layers,
+        "encoder_hidden_size": config.encoder_hidden_size,
+        "decoder_layers": config.decoder_layers,
+        "decoder_hidden_size": config.decoder_hidden_size,
+        "attention": config.attention,
+        "input_feeding": config.input_feeding,
+        "source_vocab_size": model.source_vocab_size,
+        "target_vocab_size": model.target_vocab_size,
+    }
+
+
+def _state_entry(
+    model: TranslatorModel, example: dict[str, torch.Tensor], *, fp16: bool
+) -> dict[str, Any]:
+    """Each state entry's shape and dtype, and which part of the state it is."""
+    entries = {}
+    for name in model.state_names:
+        axes = ["rows", "source_len"] if name in SOURCE_NAMES else ["rows"]
+        shape = [*axes, *example[name].shape[len(axes) :]]
+        dtype = str(example[name].dtype).removeprefix("torch.")
+        entries[name] = {"shape": shape, "dtype": {"float": "float32"}.get(dtype, dtype)}
+    return {
+        "names": list(model.state_names),
+        "recurrent": [name for name in model.state_names if name in RECURRENT],
+        "source_side": [name for name in model.state_names if name in SOURCE_NAMES],
+        "entries": entries,
+    }

@@ -1,0 +1,306 @@
+"""ONNX export of translators: the bundle, parity with PyTorch, the torch-free path, bad input.
+
+Two tiny translators (an LSTM with Luong attention and input feeding, a GRU with Bahdanau
+attention and a fused decoder) are exported once per module and shared. Their output layers
+are scaled up so that near-ties do not turn token comparisons into luck.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import seqgen
+from seqgen.bundle import load_bundle
+from seqgen.config import recipe_from_dict, recipe_to_dict
+from seqgen.decoding.beam import beam_search
+from seqgen.decoding.onnx_translator_step import OnnxTranslatorStep
+from seqgen.decoding.search import greedy_search
+from seqgen.errors import CheckpointError
+from seqgen.models.translator import Translator as TranslatorModel
+from seqgen.onnx_export import export_bundle
+from seqgen.pipelines import load
+from seqgen.text import TokenizerConfig, train_tokenizer
+from seqgen.training.checkpoint import Checkpoint, save_checkpoint
+from seqgen.translation import Translator
+
+onnx = pytest.importorskip("onnx", reason="exporting needs the export extra")
+pytest.importorskip("onnxscript", reason="exporting needs the export extra")
+
+SOURCE_TEXT = "ein mann fährt fahrrad. zwei hunde spielen im schnee.\n"
+TARGET_TEXT = "a man rides a bike. two dogs play in the snow.\n"
+SOURCE_LENGTHS = {  # batch size -> source lengths (pieces, before EOS), mixed in one batch
+    1: [100],
+    7: [1, 100, 2, 50, 3, 77, 100],
+    64: [int(n) for n in np.random.default_rng(0).permutation(np.linspace(1, 100, 64))],
+}
+MAX_NEW_TOKENS = 12
+VARIANTS = {
+    "lstm-general-feeding": {"cell": "lstm", "attention": "general", "input_feeding": True},
+    "gru-bahdanau-fused": {"cell": "gru", "attention": "bahdanau", "input_feeding": False},
+}
+
+
+def save_tiny_translator(path: Path, **model: object) -> Path:
+    torch.manual_seed(0)
+    sizes = {"embedding_size": 16, "encoder_hidden_size": 12, "decoder_hidden_size": 20}
+    recipe = recipe_from_dict(
+        {
+            "task": "translation",
+            "tokenizer": {"kind": "char"},
+            "model": {**sizes, "encoder_layers": 2, **model},
+        }
+    )
+    source = train_tokenizer(TokenizerConfig(kind="char"), SOURCE_TEXT)
+    target = train_tokenizer(TokenizerConfig(kind="char"), TARGET_TEXT)
+    translator = TranslatorModel(recipe.model, source.vocab_size, target.vocab_size)
+    with torch.no_grad():
+        translator.decoder.output.weight.mul_(8.0)
+    sides = {"source": source.to_dict(), "target": target.to_dict()}
+    save_checkpoint(
+        path, Checkpoint("translation", recipe_to_dict(recipe), sides, translator.state_dict())
+    )
+    return path
+
+
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
+def exported(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path]:
+    """``(checkpoint, bundle)`` of each tiny translator."""
+    folder = tmp_path_factory.mktemp(request.param)
+    checkpoint = save_tiny_translator(folder / "translator.safetensors", **VARIANTS[request.param])
+    return checkpoint, export_bundle(checkpoint, folder / "bundle")
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["host-state", "io-binding"])
+def runtimes(
+    request: pytest.FixtureRequest, exported: tuple[Path, Path]
+) -> tuple[Translator, Translator]:
+    """PyTorch and ONNX Runtime translators; the ONNX one keeps its state in numpy arrays or
+    (as on CUDA) in ONNX Runtime's memory with I/O binding and the select graph."""
+    checkpoint, bundle = exported
+    reference = load(checkpoint, device="cpu")
+    runtime = load_bundle(bundle, device="cpu", threads=1, io_binding=request.param)
+    assert isinstance(reference, Translator) and isinstance(runtime, Translator)
+    assert runtime.step_function.io_binding is request.param
+    return reference, runtime
+
+
+def make_sources(lengths: list[int], vocab_size: int) -> list[list[int]]:
+    generator = np.random.default_rng(len(lengths))
+    return [generator.integers(4, vocab_size, n).tolist() for n in lengths]
+
+
+def host(array: object) -> np.ndarray:
+    """A state entry as numpy, whether numpy already or an ONNX Runtime ``OrtValue``."""
+    return array.numpy() if hasattr(array, "numpy") else np.asarray(array)
+
+
+# --- the bundle -----------------------------------------------------------------------------
+
+
+def test_bundle_holds_checked_graphs_tokenizers_and_manifest(exported: tuple[Path, Path]) -> None:
+    checkpoint, bundle = exported
+    assert sorted(p.name for p in bundle.iterdir()) == [
+        "encoder.onnx",
+        "manifest.json",
+        "select.onnx",
+        "source_tokenizer.json",
+        "step.onnx",
+        "target_tokenizer.json",
+    ]
+    for graph in ("encoder.onnx", "step.onnx", "select.onnx"):
+        onnx.checker.check_model(onnx.load(str(bundle / graph)), full_check=True)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert (manifest["format"], manifest["kind"]) == ("seqgen-bundle", "translation")
+    assert manifest["seqgen_version"] == seqgen.__version__
+    model = load(checkpoint, device="cpu")
+    names = list(model.step_function.model.state_names)
+    assert manifest["state"]["names"] == names
+    recurrent = manifest["state"]["recurrent"]
+    assert set(recurrent) | set(manifest["state"]["source_side"]) == set(names)
+    graphs = manifest["graphs"]
+    encoder_inputs = [(i["name"], i["shape"]) for i in graphs["encoder"]["inputs"]]
+    assert encoder_inputs == [("source_ids", ["rows", "source_len"]), ("source_lengths", ["rows"])]
+    assert [o["name"] for o in graphs["encoder"]["outputs"]] == names
+    assert [i["name"] for i in graphs["step"]["inputs"]] == ["tokens", *names]
+    step_outputs = graphs["step"]["outputs"]
+    assert [o["name"] for o in step_outputs] == ["log_probs", *("new_" + n for n in recurrent)]
+    vocab = model.target_tokenizer.vocab_size
+    assert step_outputs[0] == {"name": "log_probs", "dtype": "float32", "shape": ["rows", vocab]}
+    memory = next(o for o in graphs["encoder"]["outputs"] if o["name"] == "memory")
+    assert memory["shape"] == ["rows", "source_len", 24]
+    assert [o["name"] for o in graphs["select"]["outputs"]] == ["selected_" + n for n in names]
+    assert manifest["special_ids"] == {"pad": 0, "unk": 1, "bos": 2, "eos": 3}
+    assert manifest["decoding"]["beam_size"] == model.recipe.decoding.beam_size
+    for side, tokenizer in (("source", model.source_tokenizer), ("target", model.target_tokenizer)):
+        assert json.loads((bundle / f"{side}_tokenizer.json").read_text()) == tokenizer.to_dict()
+
+
+# --- parity with PyTorch --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch", sorted(SOURCE_LENGTHS))
+def test_per_step_log_probs_and_state_agree_within_1e_4(
+    runtimes: tuple[Translator, Translator], batch: int
+) -> None:
+    torch_step, onnx_step = (runtime.step_function for runtime in runtimes)
+    sources = make_sources(SOURCE_LENGTHS[batch], runtimes[0].source_tokenizer.vocab_size)
+    torch_state, tokens = torch_step.start(sources)
+    onnx_state, onnx_tokens = onnx_step.start(sources)
+    np.testing.assert_array_equal(tokens, onnx_tokens)
+    generator = np.random.default_rng(1)
+    worst = 0.0
+    for position in range(MAX_NEW_TOKENS):
+        expected, torch_state = torch_step.step(tokens, torch_state)
+        log_probs, onnx_state = onnx_step.step(tokens, onnx_state)
+        assert log_probs.dtype == np.float32 and log_probs.shape == expected.shape
+        worst = max(worst, float(np.abs(log_probs - expected).max()))
+        tokens = expected.argmax(axis=1)  # both follow PyTorch's choices
+        if position in (3, 7):  # as beam search does: repeats, then rows of other sentences
+            rows = generator.integers(0, len(tokens), len(tokens) + position)
+            torch_state = torch_step.select(torch_state, rows)
+            onnx_state = onnx_step.select(onnx_state, rows)
+            tokens = tokens[rows]
+    for name in torch_step.model.state_names:
+        difference = np.abs(host(onnx_state[name]) - torch_state[name].numpy().astype(np.float32))
+        worst = max(worst, float(difference.max()))
+    assert worst < 1e-4, f"max difference {worst:.2e}"
+
+
+@pytest.mark.parametrize("batch", sorted(SOURCE_LENGTHS))
+def test_greedy_and_beam_5_are_token_identical(
+    runtimes: tuple[Translator, Translator], batch: int
+) -> None:
+    sources = make_sources(SOURCE_LENGTHS[batch], runtimes[0].source_tokenizer.vocab_size)
+    common = {"max_new_tokens": MAX_NEW_TOKENS, "eos_id": 3, "banned_token_ids": (0, 1, 2)}
+    greedy, beams = [], []
+    for runtime in runtimes:
+        step_function = runtime.step_function
+        greedy.append(greedy_search(step_function, *step_function.start(sources), **common))
+        beams.append(
+            beam_search(step_function, *step_function.start(sources), beam_size=5, **common)
+        )
+    for torch_result, onnx_result in zip(greedy[0], greedy[1], strict=True):
+        assert onnx_result.tokens == torch_result.tokens
+        np.testing.assert_allclose(onnx_result.score, torch_result.score, atol=1e-3)
+    for torch_best, onnx_best in zip(beams[0], beams[1], strict=True):
+        assert [h.tokens for h in onnx_best] == [h.tokens for h in torch_best]
+
+
+def test_translate_from_the_bundle_equals_pytorch(runtimes: tuple[Translator, Translator]) -> None:
+    reference, runtime = runtimes
+    sentences = ["ein mann", "", "zwei hunde spielen im schnee.", "fährt"]
+    for options in ({"beam_size": 1}, {"beam_size": 5, "n_best": 3}, {"batch_size": 1}):
+        expected = reference.translate_n_best(sentences, max_length=15, **options)
+        got = runtime.translate_n_best(sentences, max_length=15, **options)
+        assert [[h.text for h in best] for best in got] == [[h.text for h in e] for e in expected]
+        assert got[1][0].text == ""  # an empty line stays empty
+
+
+# --- no torch on the bundle's path ----------------------------------------------------------
+
+
+def test_a_translator_bundle_runs_where_torch_cannot_be_imported(
+    exported: tuple[Path, Path],
+) -> None:
+    checkpoint, bundle = exported
+    script = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import seqgen\n"
+        f"translator = seqgen.load({str(bundle)!r}, kind='translation')\n"
+        "print(translator.translate(['ein mann', 'zwei hunde'], max_length=15))\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'torch' and sys.modules[m]]\n"
+    )
+    root = Path(seqgen.__file__).parent.parent
+    environment = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=environment
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # no provider noise where CUDA is missing
+    expected = load(checkpoint, device="cpu").translate(["ein mann", "zwei hunde"], max_length=15)
+    assert result.stdout.strip() == repr(expected)
+
+
+# --- float16 --------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_fp16_translator_bundle_runs_close_to_float32(
+    exported: tuple[Path, Path], tmp_path: Path
+) -> None:
+    checkpoint, bundle = exported
+    half_bundle = export_bundle(checkpoint, tmp_path / "half", fp16=True)
+    manifest = json.loads((half_bundle / "manifest.json").read_text())
+    assert manifest["precision"] == "float16"
+    half = load_bundle(half_bundle, device="cpu", threads=1).step_function
+    full = load_bundle(bundle, device="cpu", threads=1).step_function
+    sources = make_sources(SOURCE_LENGTHS[7], 20)
+    state, tokens = half.start(sources)
+    assert host(state["hidden"]).dtype == np.float16
+    log_probs, _ = half.step(tokens, state)
+    expected, _ = full.step(tokens, full.start(sources)[0])
+    assert log_probs.dtype == np.float32
+    assert np.abs(log_probs - expected).max() < 0.05
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bundle_copy(exported: tuple[Path, Path], tmp_path: Path) -> Path:
+    return shutil.copytree(exported[1], tmp_path / "bundle")
+
+
+def assert_one_line(error: pytest.ExceptionInfo[Exception], *fragments: str) -> None:
+    message = str(error.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message
+
+
+@pytest.mark.parametrize("missing", ["encoder.onnx", "select.onnx", "target_tokenizer.json"])
+def test_a_missing_file_is_named(bundle_copy: Path, missing: str) -> None:
+    (bundle_copy / missing).unlink()
+    with pytest.raises(CheckpointError) as error:
+        load_bundle(bundle_copy)
+    assert_one_line(error, f"missing {missing}", "re-export")
+
+
+def test_a_graph_with_other_inputs_than_the_manifest_lists_is_refused(bundle_copy: Path) -> None:
+    shutil.copyfile(bundle_copy / "select.onnx", bundle_copy / "step.onnx")
+    with pytest.raises(CheckpointError) as error:
+        load_bundle(bundle_copy)
+    assert_one_line(error, "step graph has inputs", "expected ['tokens'")
+
+
+def test_a_damaged_recipe_in_the_manifest_is_named(bundle_copy: Path) -> None:
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    manifest["recipe"]["decoding"]["beem_size"] = 4
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError) as error:
+        load_bundle(bundle_copy)
+    assert_one_line(error, "damaged recipe", "re-export")
+
+
+def test_a_translator_bundle_given_to_generate_names_its_kind(bundle_copy: Path) -> None:
+    with pytest.raises(CheckpointError) as error:
+        load(bundle_copy, kind="language_model")
+    assert_one_line(error, "translation model bundle", "seqgen translate")
+
+
+def test_the_select_graph_is_needed_for_io_binding(bundle_copy: Path) -> None:
+    runtime = load_bundle(bundle_copy, device="cpu", io_binding=False).step_function
+    with pytest.raises(CheckpointError) as error:
+        OnnxTranslatorStep(runtime.encoder_session, runtime.step_session, None, io_binding=True)
+    assert_one_line(error, "no select graph")
