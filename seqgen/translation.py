@@ -111,7 +111,7 @@ class Translator:
         if settings.beam_size is None:
             settings = replace(settings, beam_size=self.recipe.decoding.beam_size)
         settings.validate()
-        sources = self._encode_sources(sentences)
+        sources = self.encode_sources(sentences)
         results: list[list[ScoredTranslation]] = [[ScoredTranslation("", 0.0)] for _ in sources]
         # Longest first: a batch's padding is then small, and its first batch shows the peak.
         order = sorted((i for i, s in enumerate(sources) if s), key=lambda i: -len(sources[i]))
@@ -119,7 +119,7 @@ class Translator:
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             for row, hypotheses in zip(
-                rows, self._decode([sources[r] for r in rows], settings), strict=True
+                rows, self.search([sources[r] for r in rows], settings), strict=True
             ):
                 results[row] = [
                     ScoredTranslation(self.target_tokenizer.decode(h.tokens), h.normalized_score)
@@ -127,7 +127,9 @@ class Translator:
                 ]
         return results
 
-    def _encode_sources(self, sentences: Sequence[str]) -> list[list[int]]:
+    def encode_sources(self, sentences: Sequence[str]) -> list[list[int]]:
+        """Source token ids (no EOS) per sentence, cut to the model's limit; ``[]`` for an
+        empty line."""
         sources = [self.source_tokenizer.encode(s) if s.strip() else [] for s in sentences]
         limit = self.max_source_length
         too_long = sum(1 for s in sources if len(s) > limit)
@@ -139,10 +141,11 @@ class Translator:
             )
         return [s[:limit] for s in sources]
 
-    def _decode(
+    def search(
         self, sources: list[list[int]], settings: TranslationOptions
     ) -> list[list[Hypothesis]]:
-        """Search one batch; per source, its hypotheses best first."""
+        """Search one batch of non-empty sources (token ids, see ``encode_sources``) with the
+        recipe's decoding settings; per source, its hypotheses best first."""
         decoding = self.recipe.decoding
         lengths = np.array([len(s) + 1 for s in sources])  # the encoder also reads EOS
         max_new = np.ceil(decoding.max_length_ratio * lengths + decoding.max_length_offset)
