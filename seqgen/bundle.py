@@ -8,7 +8,9 @@ contract. A language model bundle::
                      axes such as "rows" and "time"), state names, special token ids,
                      generation defaults and the ids generation bans
     prime.onnx       token_ids (rows, time) int64 + state -> new_<state>
-    step.onnx        tokens (rows,) int64 + state -> log_probs (rows, vocab) float32 + new_<state>
+    step.onnx        tokens (rows,) int64 + state -> log_probs (rows, vocab) float32,
+                     top_log_probs and top_ids (rows, 32 or vocab), new_<state>
+    select.onnx      rows (new_rows,) int64 + state -> selected_<state> (for GPUs)
     tokenizer.json   the tokenizer's to_dict()
 
 A translator bundle::
@@ -16,8 +18,8 @@ A translator bundle::
     manifest.json    as above, with the recipe (decoding defaults, source length limit)
     encoder.onnx     source_ids (rows, source_len) int64 + source_lengths (rows,) int64
                      -> the first decoder state
-    step.onnx        tokens (rows,) int64 + state -> log_probs (rows, vocab) float32
-                     + new_<recurrent state>
+    step.onnx        tokens (rows,) int64 + state -> log_probs, top_log_probs, top_ids
+                     as above + new_<recurrent state>
     select.onnx      rows (new_rows,) int64 + state -> selected_<state> (for GPUs)
     source_tokenizer.json, target_tokenizer.json   the tokenizers' to_dict()
     source.model, target.model   the raw sentencepiece models, for other languages' ports
@@ -41,7 +43,6 @@ from typing import Any
 import onnxruntime
 
 from seqgen.config import recipe_from_dict
-from seqgen.decoding.onnx_session import create_session, device_of
 from seqgen.decoding.onnx_step import OnnxLanguageModelStep
 from seqgen.decoding.onnx_translator_step import OnnxTranslatorStep
 from seqgen.errors import CheckpointError, ConfigError, SeqgenError
@@ -58,7 +59,7 @@ TRANSLATOR_TOKENIZER_FILES = {
     "target": "target_tokenizer.json",
 }
 GRAPH_FILES = {
-    "language_model": {"prime": "prime.onnx", "step": "step.onnx"},
+    "language_model": {"prime": "prime.onnx", "step": "step.onnx", "select": "select.onnx"},
     "translation": {"encoder": "encoder.onnx", "step": "step.onnx", "select": "select.onnx"},
 }
 TOKENIZER_FILES = {
@@ -124,8 +125,8 @@ def load_bundle(
     """Open a bundle folder on ``device`` (``auto``: CUDA when usable, else the CPU).
 
     ``threads`` caps ONNX Runtime's CPU threads per operator (None: one per core).
-    ``io_binding`` keeps a translator's state in ONNX Runtime's memory between steps
-    (None: on CUDA only).
+    ``io_binding`` keeps the state in ONNX Runtime's memory between steps (None: on CUDA
+    only).
 
     Raises CheckpointError, in one line naming the problem, for a folder that is not a
     bundle, a missing or unreadable file, a newer format version, or graphs whose inputs
@@ -137,14 +138,23 @@ def load_bundle(
         return _load_translator(folder, manifest, device, threads, io_binding)
     files = GRAPH_FILES["language_model"]
     tokenizer = tokenizer_from_dict(_read_json(folder / TOKENIZER_FILE))
-    prime = create_session(folder / files["prime"], device=device, threads=threads)
-    # Both graphs run where the first could, so the state never has to change device.
-    step = create_session(folder / files["step"], device=device_of(prime), threads=threads)
-    for name, session in (("prime", prime), ("step", step)):
-        check_graph(folder / files[name], session, manifest["graphs"][name])
-    return BundleGenerator(
-        OnnxLanguageModelStep(prime, step), tokenizer, manifest, _defaults(folder, manifest)
+    step_function = OnnxLanguageModelStep.from_files(
+        folder, files, device=device, threads=threads, io_binding=io_binding
     )
+    _check_graphs(folder, files, step_function.sessions, manifest)
+    return BundleGenerator(step_function, tokenizer, manifest, _defaults(folder, manifest))
+
+
+def _check_graphs(
+    folder: Path,
+    files: dict[str, str],
+    sessions: dict[str, onnxruntime.InferenceSession | None],
+    manifest: dict[str, Any],
+) -> None:
+    """CheckpointError where an open graph's inputs or outputs are not the manifest's."""
+    for name, session in sessions.items():
+        if session is not None:
+            check_graph(folder / files[name], session, manifest["graphs"][name])
 
 
 def _load_translator(
@@ -163,14 +173,7 @@ def _load_translator(
     step_function = OnnxTranslatorStep.from_files(
         folder, files, device=device, threads=threads, io_binding=io_binding
     )
-    sessions = {
-        "encoder": step_function.encoder_session,
-        "step": step_function.step_session,
-        "select": step_function.select_session,
-    }
-    for name, session in sessions.items():
-        if session is not None:
-            check_graph(folder / files[name], session, manifest["graphs"][name])
+    _check_graphs(folder, files, step_function.sessions, manifest)
     try:
         recipe = recipe_from_dict(manifest["recipe"])
     except (KeyError, TypeError, ConfigError) as error:

@@ -48,6 +48,7 @@ from seqgen.bundle import (
     TOKENIZER_FILE,
     is_bundle,
 )
+from seqgen.decoding.onnx_session import SELECTED_PREFIX, STEP_OUTPUTS
 from seqgen.decoding.onnx_step import NEW_PREFIX, OnnxLanguageModelStep
 from seqgen.errors import CheckpointError, SeqgenError
 from seqgen.generation import banned_token_ids, default_options_dict
@@ -58,8 +59,12 @@ from seqgen.translation import Translator
 
 OPSET = 18  # the oldest the torch.export based exporter writes; ONNX Runtime >= 1.14 runs it
 EXAMPLE_ROWS, EXAMPLE_TIME = 3, 4  # not 0 or 1, which torch.export would freeze
+EXAMPLE_SELECTED_ROWS = 6  # differs from the others, so torch.export keeps the axes apart
 PARITY_TOLERANCE = 1e-4
 EXPORTABLE_CELLS = ("lstm", "gru")
+# Step graphs also return each row's best log-probs: on a GPU, greedy and beam search (up to a
+# beam of 14 with three banned ids) then copy these to the host instead of the whole vocabulary.
+TOP_CANDIDATES = 32
 
 
 class PrimeGraph(nn.Module):
@@ -75,8 +80,16 @@ class PrimeGraph(nn.Module):
         return tuple(new_state[name] for name in names)
 
 
+def with_top_candidates(log_probs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``log_probs`` ``(rows, vocab)`` and its ``top_log_probs`` float32 and ``top_ids`` int64,
+    ``(rows, min(TOP_CANDIDATES, vocab))``, best first."""
+    top = torch.topk(log_probs, min(TOP_CANDIDATES, log_probs.shape[-1]), dim=-1)
+    return log_probs, top.values, top.indices
+
+
 class StepGraph(nn.Module):
-    """``tokens`` ``(rows,)`` int64 + state -> ``log_probs`` ``(rows, vocab)`` float32 + state."""
+    """``tokens`` ``(rows,)`` int64 + state -> ``log_probs`` ``(rows, vocab)`` float32, the top
+    candidates (:func:`with_top_candidates`) and the new state."""
 
     def __init__(self, model: LanguageModel) -> None:
         super().__init__()
@@ -87,7 +100,15 @@ class StepGraph(nn.Module):
         logits, new_state = self.model(tokens.unsqueeze(1), dict(zip(names, state, strict=True)))
         # As LanguageModelStep.step: log-softmax in float32, also for a float16 model.
         log_probs = torch.log_softmax(logits[:, 0].float(), dim=-1)
-        return (log_probs, *(new_state[name] for name in names))
+        return (*with_top_candidates(log_probs), *(new_state[name] for name in names))
+
+
+class SelectGraph(nn.Module):
+    """``rows`` ``(new_rows,)`` int64 + state -> every state entry's ``rows`` (a gather on
+    axis 0, run on the device where the state lives)."""
+
+    def forward(self, rows: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(tensor.index_select(0, rows) for tensor in state)
 
 
 @dataclass(frozen=True)
@@ -188,10 +209,11 @@ def _write_language_model(
         "step": GraphSpec(
             StepGraph(model),
             {"tokens": torch.zeros(rows, dtype=torch.long), **state},
-            ["log_probs", *new_state],
+            [*STEP_OUTPUTS, *new_state],
             {"tokens": {0: "rows"}, **state_axes},
-            {name: ["rows"] for name in ["log_probs", *new_state]},
+            {name: ["rows"] for name in [*STEP_OUTPUTS, *new_state]},
         ),
+        "select": select_spec(state, state_axes),
     }
     graphs = {name: export_graph(spec, staging / files[name]) for name, spec in specs.items()}
     if not fp16:
@@ -223,6 +245,18 @@ def _write_language_model(
         },
         "training_info": generator.info,
     }
+
+
+def select_spec(state: dict[str, torch.Tensor], state_axes: dict[str, dict[int, str]]) -> GraphSpec:
+    """The ``select`` graph over example ``state`` with its dynamic axes."""
+    selected = [SELECTED_PREFIX + name for name in state]
+    return GraphSpec(
+        SelectGraph(),
+        {"rows": torch.zeros(EXAMPLE_SELECTED_ROWS, dtype=torch.long), **state},
+        selected,
+        {"rows": {0: "new_rows"}, **state_axes},
+        {name: ["new_rows"] for name in selected},
+    )
 
 
 def special_ids(tokenizer: Tokenizer) -> dict[str, int]:
@@ -379,9 +413,7 @@ def _check_parity(model: LanguageModel, folder: Path) -> None:
     the shapes alone would not show.
     """
     files = GRAPH_FILES["language_model"]
-    onnx_step = OnnxLanguageModelStep.from_files(
-        folder / files["prime"], folder / files["step"], device="cpu", threads=1
-    )
+    onnx_step = OnnxLanguageModelStep.from_files(folder, files, device="cpu", threads=1)
     generator = torch.Generator().manual_seed(0)
     worst = 0.0
     for rows, time in ((1, 1), (EXAMPLE_ROWS + 2, EXAMPLE_TIME + 3)):

@@ -3,11 +3,12 @@
 The graphs are the callables the PyTorch adapter (``TranslatorStep``) calls:
 
 - ``encoder``: ``Translator.start(source_ids, source_lengths)``, the first decoder state;
-- ``step``: ``Translator.step(tokens, state)`` and the log-softmax, returning the
-  recurrent part of the new state (``new_hidden``, ``new_cell``, ``new_feed``); the source
-  side (``memory``, ``keys``, ``source_mask``) never changes, so it is an input only;
-- ``select``: ``index_select`` of every state entry, so that a GPU runtime reorders beams
-  without copying the state to the host.
+- ``step``: ``Translator.step(tokens, state)`` and the log-softmax (with each row's top
+  candidates, as the generator's step graph), returning the recurrent part of the new
+  state (``new_hidden``, ``new_cell``, ``new_feed``); the source side (``memory``, ``keys``,
+  ``source_mask``) never changes, so it is an input only;
+- ``select``: ``index_select`` of every state entry (``onnx_export.SelectGraph``), so that a
+  GPU runtime reorders beams without copying the state to the host.
 
 Rows (batch x beam), the source length and the selected rows are dynamic axes.
 """
@@ -25,8 +26,9 @@ from torch import nn
 
 from seqgen.bundle import GRAPH_FILES, TRANSLATOR_TOKENIZER_FILES
 from seqgen.config import recipe_to_dict
+from seqgen.decoding.onnx_session import STEP_OUTPUTS
 from seqgen.decoding.onnx_step import NEW_PREFIX
-from seqgen.decoding.onnx_translator_step import SELECTED_PREFIX, OnnxTranslatorStep
+from seqgen.decoding.onnx_translator_step import OnnxTranslatorStep
 from seqgen.decoding.source_rows import SOURCE_NAMES
 from seqgen.errors import SeqgenError
 from seqgen.models.translator import Translator as TranslatorModel
@@ -35,12 +37,13 @@ from seqgen.onnx_export import (
     PARITY_TOLERANCE,
     GraphSpec,
     export_graph,
+    select_spec,
     special_ids,
+    with_top_candidates,
 )
 from seqgen.translation import Translator
 
 EXAMPLE_SOURCE_LENGTH = 5  # differs from EXAMPLE_ROWS, so torch.export keeps them apart
-EXAMPLE_SELECTED_ROWS = 4
 RECURRENT = ("hidden", "cell", "feed")
 
 
@@ -59,8 +62,8 @@ class EncoderGraph(nn.Module):
 
 
 class TranslatorStepGraph(nn.Module):
-    """``tokens`` ``(rows,)`` + state -> ``log_probs`` ``(rows, vocab)`` float32 + the new
-    recurrent state."""
+    """``tokens`` ``(rows,)`` + state -> ``log_probs`` ``(rows, vocab)`` float32, the top
+    candidates (``with_top_candidates``) and the new recurrent state."""
 
     def __init__(self, model: TranslatorModel) -> None:
         super().__init__()
@@ -71,14 +74,8 @@ class TranslatorStepGraph(nn.Module):
         logits, new_state = self.model.step(tokens, dict(zip(names, state, strict=True)))
         # As TranslatorStep.step: log-softmax in float32, also for a float16 model.
         log_probs = torch.log_softmax(logits.float(), dim=-1)
-        return (log_probs, *(new_state[name] for name in names if name in RECURRENT))
-
-
-class SelectGraph(nn.Module):
-    """``rows`` ``(new_rows,)`` int64 + state -> every state entry's ``rows``."""
-
-    def forward(self, rows: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(tensor.index_select(0, rows) for tensor in state)
+        recurrent = (new_state[name] for name in names if name in RECURRENT)
+        return (*with_top_candidates(log_probs), *recurrent)
 
 
 def write_translator(
@@ -142,7 +139,6 @@ def graph_specs(model: TranslatorModel) -> dict[str, GraphSpec]:
         for name in names
     }
     new_recurrent = [NEW_PREFIX + name for name in recurrent]
-    selected = [SELECTED_PREFIX + name for name in names]
     return {
         "encoder": GraphSpec(
             EncoderGraph(model),
@@ -154,17 +150,11 @@ def graph_specs(model: TranslatorModel) -> dict[str, GraphSpec]:
         "step": GraphSpec(
             TranslatorStepGraph(model),
             {"tokens": torch.zeros(rows, dtype=torch.long), **state},
-            ["log_probs", *new_recurrent],
+            [*STEP_OUTPUTS, *new_recurrent],
             {"tokens": {0: "rows"}, **state_axes},
-            {name: ["rows"] for name in ["log_probs", *new_recurrent]},
+            {name: ["rows"] for name in [*STEP_OUTPUTS, *new_recurrent]},
         ),
-        "select": GraphSpec(
-            SelectGraph(),
-            {"rows": torch.zeros(EXAMPLE_SELECTED_ROWS, dtype=torch.long), **state},
-            selected,
-            {"rows": {0: "new_rows"}, **state_axes},
-            {name: ["new_rows"] for name in selected},
-        ),
+        "select": select_spec(state, state_axes),
     }
 
 

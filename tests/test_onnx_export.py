@@ -74,12 +74,19 @@ def exported(
     return checkpoint, export_bundle(checkpoint, folder / "bundle")
 
 
-@pytest.fixture(scope="module")
-def runtimes(exported: tuple[Path, Path]) -> tuple[TextGenerator, BundleGenerator]:
+@pytest.fixture(scope="module", params=[False, True], ids=["host-state", "io-binding"])
+def runtimes(
+    request: pytest.FixtureRequest, exported: tuple[Path, Path]
+) -> tuple[TextGenerator, BundleGenerator]:
+    """PyTorch and ONNX Runtime generators; the ONNX one keeps its state in numpy arrays or
+    (as on CUDA) in ONNX Runtime's memory with I/O binding, the select graph and narrowed
+    log-probs."""
     checkpoint, bundle = exported
     generator = load(checkpoint, device="cpu")
     assert isinstance(generator, TextGenerator)
-    return generator, load_bundle(bundle, device="cpu", **ONNX_RUNS_FAST)
+    runtime = load_bundle(bundle, device="cpu", io_binding=request.param, **ONNX_RUNS_FAST)
+    assert runtime.step_function.io_binding is request.param
+    return generator, runtime
 
 
 def make_prompts(lengths: list[int], vocab_size: int, bos_id: int) -> list[list[int]]:
@@ -95,10 +102,11 @@ def test_bundle_holds_checked_graphs_tokenizer_and_manifest(exported: tuple[Path
     assert sorted(p.name for p in bundle.iterdir()) == [
         "manifest.json",
         "prime.onnx",
+        "select.onnx",
         "step.onnx",
         "tokenizer.json",
     ]
-    for graph in ("prime.onnx", "step.onnx"):
+    for graph in ("prime.onnx", "step.onnx", "select.onnx"):
         onnx.checker.check_model(onnx.load(str(bundle / graph)), full_check=True)
     manifest = json.loads((bundle / "manifest.json").read_text())
     cell = manifest["model"]["cell"]
@@ -108,12 +116,24 @@ def test_bundle_holds_checked_graphs_tokenizer_and_manifest(exported: tuple[Path
     vocab = manifest["model"]["vocab_size"]
     token_ids = {"name": "token_ids", "dtype": "int64", "shape": ["rows", "time"]}
     log_probs = {"name": "log_probs", "dtype": "float32", "shape": ["rows", vocab]}
+    top = min(32, vocab)
+    top_log_probs = {"name": "top_log_probs", "dtype": "float32", "shape": ["rows", top]}
+    top_ids = {"name": "top_ids", "dtype": "int64", "shape": ["rows", top]}
+    selected = [
+        {**entry, "name": "selected_" + entry["name"], "shape": ["new_rows", 2, 24]}
+        for entry in state
+    ]
     assert manifest["graphs"] == {
         "prime": {"file": "prime.onnx", "inputs": [token_ids, *state], "outputs": new_state},
         "step": {
             "file": "step.onnx",
             "inputs": [{"name": "tokens", "dtype": "int64", "shape": ["rows"]}, *state],
-            "outputs": [log_probs, *new_state],
+            "outputs": [log_probs, top_log_probs, top_ids, *new_state],
+        },
+        "select": {
+            "file": "select.onnx",
+            "inputs": [{"name": "rows", "dtype": "int64", "shape": ["new_rows"]}, *state],
+            "outputs": selected,
         },
     }
     assert manifest["format"] == "seqgen-bundle"
@@ -332,7 +352,18 @@ def test_a_graph_with_other_inputs_than_the_manifest_lists_is_refused(bundle_cop
     shutil.copyfile(bundle_copy / "prime.onnx", bundle_copy / "step.onnx")
     with pytest.raises(CheckpointError) as error:
         load_bundle(bundle_copy)
-    assert_one_line(error, "step.onnx does not match the manifest", "token_ids:int64[rows,time]")
+    assert_one_line(error, "the step graph has inputs ['token_ids'", "re-export the bundle")
+
+
+def test_a_manifest_that_lists_other_shapes_than_the_graph_has_is_refused(
+    bundle_copy: Path,
+) -> None:
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    manifest["graphs"]["step"]["inputs"][1]["shape"] = ["rows", 3, 24]
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError) as error:
+        load_bundle(bundle_copy)
+    assert_one_line(error, "step.onnx does not match the manifest", "[rows,2,24]")
 
 
 def test_a_graph_without_the_expected_names_is_refused(bundle_copy: Path) -> None:

@@ -36,7 +36,8 @@ onnx = pytest.importorskip("onnx", reason="exporting needs the export extra")
 pytest.importorskip("onnxscript", reason="exporting needs the export extra")
 
 SOURCE_TEXT = "ein mann fährt fahrrad. zwei hunde spielen im schnee.\n"
-TARGET_TEXT = "a man rides a bike. two dogs play in the snow.\n"
+# Capitals too: a target vocabulary larger than the step graph's 32 top candidates.
+TARGET_TEXT = "a man rides a bike. two dogs play in the snow.\nABCDEFGHIJKLMNOPQRSTUVWXYZ\n"
 SOURCE_LENGTHS = {  # batch size -> source lengths (pieces, before EOS), mixed in one batch
     1: [100],
     7: [1, 100, 2, 50, 3, 77, 100],
@@ -134,9 +135,11 @@ def test_bundle_holds_checked_graphs_tokenizers_and_manifest(exported: tuple[Pat
     assert [o["name"] for o in graphs["encoder"]["outputs"]] == names
     assert [i["name"] for i in graphs["step"]["inputs"]] == ["tokens", *names]
     step_outputs = graphs["step"]["outputs"]
-    assert [o["name"] for o in step_outputs] == ["log_probs", *("new_" + n for n in recurrent)]
+    top = ["log_probs", "top_log_probs", "top_ids"]
+    assert [o["name"] for o in step_outputs] == [*top, *("new_" + n for n in recurrent)]
     vocab = model.target_tokenizer.vocab_size
     assert step_outputs[0] == {"name": "log_probs", "dtype": "float32", "shape": ["rows", vocab]}
+    assert step_outputs[2] == {"name": "top_ids", "dtype": "int64", "shape": ["rows", 32]}
     memory = next(o for o in graphs["encoder"]["outputs"] if o["name"] == "memory")
     assert memory["shape"] == ["rows", "source_len", 24]
     assert [o["name"] for o in graphs["select"]["outputs"]] == ["selected_" + n for n in names]
@@ -195,6 +198,29 @@ def test_greedy_and_beam_5_are_token_identical(
         np.testing.assert_allclose(onnx_result.score, torch_result.score, atol=1e-3)
     for torch_best, onnx_best in zip(beams[0], beams[1], strict=True):
         assert [h.tokens for h in onnx_best] == [h.tokens for h in torch_best]
+
+
+def test_narrowed_steps_bring_only_the_top_candidates_to_the_host(
+    exported: tuple[Path, Path],
+) -> None:
+    """With I/O binding, a search that reads few log-probs per row gets the graph's top 32
+    exactly and -inf elsewhere, so only those cross from the device."""
+    _, bundle = exported
+    full = load_bundle(bundle, device="cpu", threads=1, io_binding=True).step_function
+    sources = make_sources(SOURCE_LENGTHS[7], 20)
+    state, tokens = full.start(sources)
+    expected, _ = full.step(tokens, state)
+    assert expected.shape[1] > 32 and np.isfinite(expected).all()
+    narrow = full.narrowed(13)
+    assert full.candidates is None  # a view: the step function itself is unchanged
+    log_probs, _ = narrow.step(tokens, state)
+    finite = np.isfinite(log_probs)
+    assert (finite.sum(axis=1) == 32).all()
+    np.testing.assert_allclose(log_probs[finite], expected[finite], atol=1e-6)
+    best = np.argsort(-expected, axis=1)[:, :32]
+    assert np.take_along_axis(finite, best, axis=1).all()
+    wide, _ = full.narrowed(33).step(tokens, state)  # more than the graph holds: all of them
+    assert np.isfinite(wide).all()
 
 
 def test_translate_from_the_bundle_equals_pytorch(runtimes: tuple[Translator, Translator]) -> None:

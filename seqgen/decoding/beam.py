@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from seqgen.decoding.contract import State, StepFunction
+from seqgen.decoding.contract import State, StepFunction, narrowed
 from seqgen.decoding.search import Hypothesis, apply_bans, check_lengths
 
 
@@ -50,6 +50,9 @@ def beam_search(
     first_tokens, max_new, min_new = check_lengths(
         first_tokens, max_new_tokens, min_new_tokens, no_repeat_ngram_size
     )
+    # Each row's 2 * beam best extensions, past the banned ids and EOS (see greedy_search).
+    candidates = None if no_repeat_ngram_size > 0 else 2 * beam_size + len(banned_token_ids) + 1
+    step_fn = narrowed(step_fn, candidates)
     batch = first_tokens.shape[0]
     kept: list[list[Hypothesis]] = [[] for _ in range(batch)]
     for sentence in np.flatnonzero(max_new == 0):

@@ -12,6 +12,11 @@ adapter offers its own ``start`` that returns ``(state, first_tokens)``.
 
 Search (``seqgen.decoding.search``) depends on this module and numpy only, so it runs
 without torch.
+
+Greedy and beam search read only the few best log-probabilities of each row. A step
+function may offer ``narrowed(candidates)`` (see :func:`narrowed`): on a GPU, the ONNX
+Runtime adapter then copies ``candidates`` numbers per row to the host instead of the whole
+vocabulary.
 """
 
 from __future__ import annotations
@@ -52,3 +57,16 @@ class StepFunction(Protocol):
             a state with ``new_rows`` rows.
         """
         ...
+
+
+def narrowed(step_fn: StepFunction, candidates: int | None) -> StepFunction:
+    """``step_fn``, told that search reads only each row's ``candidates`` best log-probs.
+
+    A step function that offers ``narrowed(candidates)`` returns one whose ``log_probs`` are
+    exact on (at least) each row's ``candidates`` highest entries and may be ``-inf``
+    elsewhere; any other step function, or ``candidates`` None (search reads them all), gives
+    ``step_fn`` itself. Search asks for enough candidates that its bans (which only remove
+    candidates) never leave it short, so the result is the same as with every log-prob.
+    """
+    narrow = getattr(step_fn, "narrowed", None)
+    return step_fn if candidates is None or narrow is None else narrow(candidates)

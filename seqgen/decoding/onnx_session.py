@@ -1,12 +1,16 @@
-"""Opening ONNX Runtime sessions on CUDA or the CPU, quietly, and moving arrays to them.
+"""Opening ONNX Runtime sessions on CUDA or the CPU, quietly, and running them with the
+state kept in device memory (I/O binding).
 
 Shared by the language-model and translator adapters; no torch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import onnxruntime
 
 from seqgen.errors import CheckpointError, SeqgenError
@@ -14,6 +18,9 @@ from seqgen.errors import CheckpointError, SeqgenError
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 DEVICES = ("auto", "cpu", "cuda")
+# A step graph's first outputs: the log-probs and each row's best ones (their ids too).
+STEP_OUTPUTS = ("log_probs", "top_log_probs", "top_ids")
+SELECTED_PREFIX = "selected_"  # outputs of a select graph
 # Set once CUDA failed to start for a file the CPU then opened: later sessions skip the try,
 # which costs a second or more (ONNX Runtime loads the CUDA libraries each time).
 _cuda_unusable = False
@@ -89,3 +96,96 @@ def _open(
 def device_of(session: onnxruntime.InferenceSession) -> str:
     """``"cuda"`` when the session runs on CUDA, else ``"cpu"``."""
     return "cuda" if session.get_providers()[0] == CUDA else "cpu"
+
+
+def run_session(
+    session: onnxruntime.InferenceSession,
+    inputs: Mapping[str, Any],
+    *,
+    host_outputs: Sequence[str],
+    device_outputs: Sequence[str] = (),
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Run ``session``: ``host_outputs`` come back as numpy arrays, ``device_outputs`` too
+    when ``device`` is None, else as ``OrtValue``s left in ``device``'s memory (I/O binding).
+
+    With ``device``, numpy inputs are copied in and ``OrtValue`` inputs (outputs of earlier
+    runs) are used where they are, so a recurrent state never leaves the device.
+    """
+    if device is None:
+        names = [*host_outputs, *device_outputs]
+        return dict(zip(names, session.run(names, dict(inputs)), strict=True))
+    binding = session.io_binding()
+    for name, value in inputs.items():
+        if isinstance(value, np.ndarray):
+            binding.bind_cpu_input(name, value)
+        else:
+            binding.bind_ortvalue_input(name, value)
+    for name in host_outputs:
+        binding.bind_output(name)  # host memory
+    for name in device_outputs:
+        binding.bind_output(name, device)
+    session.run_with_iobinding(binding)
+    values = dict(zip([*host_outputs, *device_outputs], binding.get_outputs(), strict=True))
+    return {name: values[name].numpy() if name in host_outputs else values[name] for name in values}
+
+
+def to_device(array: np.ndarray, device: str) -> onnxruntime.OrtValue:
+    """A host array copied into ``device``'s memory (``"cpu"`` or ``"cuda"``)."""
+    return onnxruntime.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), device, 0)
+
+
+def run_step(
+    session: onnxruntime.InferenceSession,
+    inputs: Mapping[str, Any],
+    state_outputs: Sequence[str],
+    *,
+    device: str | None,
+    candidates: int | None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Run a step graph (outputs ``STEP_OUTPUTS``, then ``state_outputs``).
+
+    Returns ``log_probs`` ``(rows, vocab)`` float32 and the state outputs by name. With
+    ``device`` (I/O binding) the state stays there, and when search reads only ``candidates``
+    per row (see ``contract.narrowed``) and the graph's top candidates hold that many, only
+    those come to the host, scattered into ``-inf``: exact wherever search looks.
+    """
+    log_probs_name, values_name, ids_name = STEP_OUTPUTS
+    if device is None:
+        outputs = run_session(session, inputs, host_outputs=[log_probs_name, *state_outputs])
+        return outputs.pop(log_probs_name), outputs
+    described = {node.name: node.shape for node in session.get_outputs()}
+    use_top = candidates is not None and candidates <= described[ids_name][1]
+    host = [values_name, ids_name] if use_top else [log_probs_name]
+    outputs = run_session(
+        session,
+        inputs,
+        host_outputs=host,
+        device_outputs=[*(n for n in STEP_OUTPUTS if n not in host), *state_outputs],
+        device=device,
+    )
+    if use_top:
+        ids = outputs[ids_name]
+        log_probs = np.full((ids.shape[0], described[log_probs_name][1]), -np.inf, np.float32)
+        np.put_along_axis(log_probs, ids, outputs[values_name], axis=1)
+    else:
+        log_probs = outputs[log_probs_name]
+    return log_probs, {name: outputs[name] for name in state_outputs}
+
+
+def run_select(
+    session: onnxruntime.InferenceSession,
+    state: Mapping[str, Any],
+    names: Sequence[str],
+    rows: np.ndarray,
+    device: str,
+) -> dict[str, Any]:
+    """Gather ``rows`` of the state entries ``names`` on the device with a select graph."""
+    outputs = run_session(
+        session,
+        {"rows": np.ascontiguousarray(rows, dtype=np.int64), **{n: state[n] for n in names}},
+        host_outputs=(),
+        device_outputs=[SELECTED_PREFIX + name for name in names],
+        device=device,
+    )
+    return {name: outputs[SELECTED_PREFIX + name] for name in names}

@@ -1,22 +1,23 @@
 """ONNX Runtime adapter of the decoding contract for language models (no torch).
 
-Two graphs, exported by ``seqgen.onnx_export`` from the callables the PyTorch adapter runs:
+Three graphs, exported by ``seqgen.onnx_export`` from the callables the PyTorch adapter runs:
 
 - ``prime``: ``token_ids`` ``(rows, time)`` int64 and the state -> the state after them;
 - ``step``: ``tokens`` ``(rows,)`` int64 and the state -> ``log_probs`` ``(rows, vocab)``
-  float32 and the new state.
+  float32, each row's ``top_log_probs`` and ``top_ids``, and the new state;
+- ``select``: ``rows`` and the state -> ``selected_<name>``, a gather of rows.
 
 State inputs are named after the state keys (``hidden``, and ``cell`` for an LSTM), each
 ``(rows, num_layers, hidden_size)``; the graphs' state outputs carry the prefix ``new_``.
-Here the state is numpy arrays on the host; search only asks for ``step`` and ``select``.
-On CUDA that means ONNX Runtime copies the state to the GPU and back at every step: correct,
-not yet fast. A device-resident path would keep the state as ``OrtValue``s bound with I/O
-binding (``initial_state``, ``prime``, ``step`` and ``select`` are the only places that touch
-it) and needs a gather graph for ``select``.
+On the CPU the state is numpy arrays. With I/O binding (by default on CUDA) it stays in
+ONNX Runtime's memory as ``OrtValue``s from one step to the next and ``select`` gathers it
+there; per step only the tokens go in and, for greedy and beam search (``narrowed``), each
+row's top candidates come out. Prompts are primed on the host once, then the state moves.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,14 @@ import numpy as np
 import onnxruntime
 
 from seqgen.decoding.contract import State
-from seqgen.decoding.onnx_session import create_session, device_of
+from seqgen.decoding.onnx_session import (
+    STEP_OUTPUTS,
+    create_session,
+    device_of,
+    run_select,
+    run_step,
+    to_device,
+)
 from seqgen.decoding.priming import group_by_length
 from seqgen.errors import CheckpointError
 
@@ -46,26 +54,51 @@ class OnnxLanguageModelStep:
     """``start`` primes the ``prime`` graph with prompts; ``step`` runs the ``step`` graph."""
 
     def __init__(
-        self, prime: onnxruntime.InferenceSession, step: onnxruntime.InferenceSession
+        self,
+        prime: onnxruntime.InferenceSession,
+        step: onnxruntime.InferenceSession,
+        select: onnxruntime.InferenceSession | None = None,
+        *,
+        io_binding: bool | None = None,
     ) -> None:
         self.prime_session = prime
         self.step_session = step
+        self.select_session = select
         self.state_specs = state_specs(prime, step)
+        # Keep the state in the session's memory: by default only on CUDA, where it pays.
+        self.io_binding = self.device == "cuda" if io_binding is None else io_binding
+        if self.io_binding and select is None:
+            raise CheckpointError("the bundle has no select graph; re-export the bundle")
+        self.candidates: int | None = None  # see narrowed()
 
     @classmethod
     def from_files(
         cls,
-        prime_path: str | Path,
-        step_path: str | Path,
+        folder: str | Path,
+        files: dict[str, str],
         *,
         device: str = "auto",
         threads: int | None = None,
+        io_binding: bool | None = None,
     ) -> OnnxLanguageModelStep:
-        """Open both graphs on ``device``; arguments as in :func:`create_session`."""
-        prime = create_session(prime_path, device=device, threads=threads)
-        # Both graphs run where the first one could, so their state never changes device.
-        step = create_session(step_path, device=device_of(prime), threads=threads)
-        return cls(prime, step)
+        """Open the graphs ``files`` (``prime``, ``step``, ``select``) of ``folder``."""
+        folder = Path(folder)
+        prime = create_session(folder / files["prime"], device=device, threads=threads)
+        # Every graph runs where the first could, so the state never changes device.
+        where = device_of(prime)
+        step = create_session(folder / files["step"], device=where, threads=threads)
+        select = None
+        if io_binding or (io_binding is None and where == "cuda"):
+            select = create_session(folder / files["select"], device=where, threads=threads)
+        return cls(prime, step, select, io_binding=io_binding)
+
+    @property
+    def sessions(self) -> dict[str, onnxruntime.InferenceSession | None]:
+        return {
+            "prime": self.prime_session,
+            "step": self.step_session,
+            "select": self.select_session,
+        }
 
     @property
     def device(self) -> str:
@@ -75,6 +108,12 @@ class OnnxLanguageModelStep:
     @property
     def state_names(self) -> tuple[str, ...]:
         return tuple(spec.name for spec in self.state_specs)
+
+    def narrowed(self, candidates: int) -> OnnxLanguageModelStep:
+        """This step function, for a search that reads ``candidates`` log-probs per row."""
+        view = copy.copy(self)
+        view.candidates = candidates
+        return view
 
     def initial_state(self, rows: int) -> dict[str, np.ndarray]:
         """Zeros, ``(rows, num_layers, hidden_size)`` per state name."""
@@ -100,6 +139,8 @@ class OnnxLanguageModelStep:
             for name, array in group_state.items():
                 state[name][rows] = array
         first_tokens = np.array([p[-1] for p in prompts], dtype=np.int64)
+        if self.io_binding:
+            return {n: to_device(a, self.device) for n, a in state.items()}, first_tokens
         return state, first_tokens
 
     def prime(self, token_ids: np.ndarray, state: State) -> dict[str, np.ndarray]:
@@ -112,14 +153,20 @@ class OnnxLanguageModelStep:
     def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """``tokens`` ``(rows,)`` -> ``log_probs`` ``(rows, vocab)`` float32 and the new state."""
         tokens = np.ascontiguousarray(tokens, dtype=np.int64)
-        log_probs, *new_state = self.step_session.run(
-            ["log_probs", *(NEW_PREFIX + name for name in self.state_names)],
+        log_probs, outputs = run_step(
+            self.step_session,
             {"tokens": tokens, **state},
+            [NEW_PREFIX + name for name in self.state_names],
+            device=self.device if self.io_binding else None,
+            candidates=self.candidates,
         )
-        return log_probs, dict(zip(self.state_names, new_state, strict=True))
+        return log_probs, {name: outputs[NEW_PREFIX + name] for name in self.state_names}
 
     def select(self, state: State, rows: np.ndarray) -> State:
-        """Gather ``rows`` ``(new_rows,)`` on axis 0 of every state array (a copy)."""
+        """Gather ``rows`` ``(new_rows,)`` on axis 0 of every state array."""
+        if self.io_binding:
+            assert self.select_session is not None  # checked in __init__
+            return run_select(self.select_session, state, self.state_names, rows, self.device)
         rows = np.asarray(rows, dtype=np.int64)
         return {name: array[rows] for name, array in state.items()}
 
@@ -130,13 +177,13 @@ def state_specs(
     """The state entries the graphs share; CheckpointError if they are not the expected ones.
 
     ``prime`` must take ``token_ids`` and the state and return ``new_<name>`` per entry;
-    ``step`` must take ``tokens`` and the state and return ``log_probs`` then the same.
+    ``step`` must take ``tokens`` and the state and return ``STEP_OUTPUTS`` then the same.
     """
     prime_inputs = [i.name for i in prime.get_inputs()]
     names = tuple(prime_inputs[1:])
     expected = {
         "prime": (["token_ids", *names], [NEW_PREFIX + n for n in names]),
-        "step": (["tokens", *names], ["log_probs", *(NEW_PREFIX + n for n in names)]),
+        "step": (["tokens", *names], [*STEP_OUTPUTS, *(NEW_PREFIX + n for n in names)]),
     }
     for label, session in (("prime", prime), ("step", step)):
         inputs = [i.name for i in session.get_inputs()]

@@ -6,7 +6,8 @@ Two graphs, exported by ``seqgen.onnx_export`` from ``Translator.start`` and
 - ``encoder``: ``source_ids`` ``(rows, source_len)`` int64 and ``source_lengths``
   ``(rows,)`` int64 -> the first decoder state, one output per state name;
 - ``step``: ``tokens`` ``(rows,)`` int64 and the state -> ``log_probs`` ``(rows, vocab)``
-  float32 and ``new_<name>`` for the recurrent names (``hidden``, ``cell``, ``feed``); the
+  float32, each row's ``top_log_probs`` and ``top_ids``, and ``new_<name>`` for the recurrent
+  names (``hidden``, ``cell``, ``feed``); the
   source side (``memory``, ``keys``, ``source_mask``) is an input only, since it never
   changes.
 
@@ -14,12 +15,13 @@ On the CPU the state is numpy arrays. On CUDA it stays on the GPU as ``OrtValue`
 graphs' outputs are bound to device memory with I/O binding and passed straight to the next
 step, and ``select`` gathers rows with the bundle's third graph, ``select`` (``rows`` and
 the state -> ``selected_<name>``), on the device. Per step only the tokens and row indices
-go up and the log-probabilities come back. (I/O binding also runs on the CPU, which is how
-the tests cover it without a GPU.)
+go up, and for greedy and beam search (``narrowed``) only each row's top candidates come
+back. (I/O binding also runs on the CPU, which is how the tests cover it without a GPU.)
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,7 +29,14 @@ import numpy as np
 import onnxruntime
 
 from seqgen.decoding.contract import State
-from seqgen.decoding.onnx_session import create_session, device_of
+from seqgen.decoding.onnx_session import (
+    STEP_OUTPUTS,
+    create_session,
+    device_of,
+    run_select,
+    run_session,
+    run_step,
+)
 from seqgen.decoding.onnx_step import NEW_PREFIX
 from seqgen.decoding.source_rows import (
     SENTENCE,
@@ -42,7 +51,6 @@ from seqgen.text.vocabulary import BOS_ID
 
 ENCODER_INPUTS = ["source_ids", "source_lengths"]
 RECURRENT_NAMES = ("hidden", "cell", "feed")
-SELECTED_PREFIX = "selected_"
 
 
 class OnnxTranslatorStep:
@@ -65,6 +73,7 @@ class OnnxTranslatorStep:
         self.io_binding = self.device == "cuda" if io_binding is None else io_binding
         if self.io_binding and select is None:
             raise CheckpointError("the bundle has no select graph; re-export the bundle")
+        self.candidates: int | None = None  # see narrowed()
 
     @classmethod
     def from_files(
@@ -87,46 +96,48 @@ class OnnxTranslatorStep:
             select = create_session(folder / files["select"], device=where, threads=threads)
         return cls(encoder, step, select, io_binding=io_binding)
 
+    @property
+    def sessions(self) -> dict[str, onnxruntime.InferenceSession | None]:
+        return {
+            "encoder": self.encoder_session,
+            "step": self.step_session,
+            "select": self.select_session,
+        }
+
+    def narrowed(self, candidates: int) -> OnnxTranslatorStep:
+        """This step function, for a search that reads ``candidates`` log-probs per row."""
+        view = copy.copy(self)
+        view.candidates = candidates
+        return view
+
     def start(self, sources: Sequence[Sequence[int]]) -> tuple[State, np.ndarray]:
         """Encode a batch of sources (token ids without EOS; EOS is appended here).
 
         Returns the state (``(batch, ...)`` per name) and ``first_tokens`` ``(batch,)``, BOS.
         """
         source_ids, source_lengths = encoder_inputs(sources)
-        inputs = {"source_ids": source_ids, "source_lengths": source_lengths}
-        if self.io_binding:
-            binding = self.encoder_session.io_binding()
-            for name, array in inputs.items():
-                binding.bind_cpu_input(name, array)
-            for name in self.state_names:
-                binding.bind_output(name, self.device)
-            self.encoder_session.run_with_iobinding(binding)
-            outputs = binding.get_outputs()
-        else:
-            outputs = self.encoder_session.run(list(self.state_names), inputs)
-        state = with_sentences(dict(zip(self.state_names, outputs, strict=True)), len(sources))
+        outputs = run_session(
+            self.encoder_session,
+            {"source_ids": source_ids, "source_lengths": source_lengths},
+            host_outputs=() if self.io_binding else self.state_names,
+            device_outputs=self.state_names if self.io_binding else (),
+            device=self.device if self.io_binding else None,
+        )
+        state = with_sentences(outputs, len(sources))
         return state, np.full(len(sources), BOS_ID, dtype=np.int64)
 
     def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """``tokens`` ``(rows,)`` -> ``log_probs`` ``(rows, vocab)`` float32 and the new state."""
         tokens = np.ascontiguousarray(tokens, dtype=np.int64)
-        new_names = [NEW_PREFIX + name for name in self.recurrent_names]
-        if self.io_binding:
-            binding = self.step_session.io_binding()
-            binding.bind_cpu_input("tokens", tokens)
-            for name in self.state_names:
-                binding.bind_ortvalue_input(name, state[name])
-            binding.bind_output("log_probs")  # to the host: search runs there
-            for name in new_names:
-                binding.bind_output(name, self.device)
-            self.step_session.run_with_iobinding(binding)
-            log_probs, *recurrent = binding.get_outputs()
-            log_probs = log_probs.numpy()
-        else:
-            inputs = {"tokens": tokens, **{name: state[name] for name in self.state_names}}
-            log_probs, *recurrent = self.step_session.run(["log_probs", *new_names], inputs)
+        log_probs, outputs = run_step(
+            self.step_session,
+            {"tokens": tokens, **{name: state[name] for name in self.state_names}},
+            [NEW_PREFIX + name for name in self.recurrent_names],
+            device=self.device if self.io_binding else None,
+            candidates=self.candidates,
+        )
         new_state = dict(state)
-        new_state.update(zip(self.recurrent_names, recurrent, strict=True))
+        new_state.update((name, outputs[NEW_PREFIX + name]) for name in self.recurrent_names)
         return log_probs, new_state
 
     def select(self, state: State, rows: np.ndarray) -> State:
@@ -134,15 +145,9 @@ class OnnxTranslatorStep:
         change; on the device, everything in one run of the ``select`` graph)."""
         if not self.io_binding:
             return select_rows(state, rows, lambda array, index: array[index])
-        assert self.select_session is not None
+        assert self.select_session is not None  # checked in __init__
         rows = np.ascontiguousarray(rows, dtype=np.int64)
-        binding = self.select_session.io_binding()
-        binding.bind_cpu_input("rows", rows)
-        for name in self.state_names:
-            binding.bind_ortvalue_input(name, state[name])
-            binding.bind_output(SELECTED_PREFIX + name, self.device)
-        self.select_session.run_with_iobinding(binding)
-        selected = dict(zip(self.state_names, binding.get_outputs(), strict=True))
+        selected = run_select(self.select_session, state, self.state_names, rows, self.device)
         return {**selected, SENTENCE: state[SENTENCE][rows], SOURCES: state[SOURCES]}
 
 
@@ -155,7 +160,7 @@ def translator_state_names(
     recurrent = tuple(n for n in names if n in RECURRENT_NAMES)
     expected = {
         "encoder": (ENCODER_INPUTS, list(names)),
-        "step": (["tokens", *names], ["log_probs", *(NEW_PREFIX + n for n in recurrent)]),
+        "step": (["tokens", *names], [*STEP_OUTPUTS, *(NEW_PREFIX + n for n in recurrent)]),
     }
     usable = "hidden" in recurrent and set(SOURCE_NAMES) <= set(names)
     usable = usable and not {SENTENCE, SOURCES} & set(names)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from seqgen.decoding.contract import State, StepFunction
+from seqgen.decoding.contract import State, StepFunction, narrowed
 from seqgen.decoding.processors import (
     apply_temperature,
     ban_tokens,
@@ -88,8 +88,11 @@ def greedy_search(
     streaming caller learns that a row ended). A row whose every token is banned (n-gram bans
     can exhaust a small vocabulary) ends there, unfinished.
     """
+    # The best token, past the banned ids and EOS (banned before min_new_tokens); n-gram bans
+    # are unbounded, so with them every log-prob is read.
+    candidates = None if no_repeat_ngram_size > 0 else len(banned_token_ids) + 2
     return _decode_paths(
-        step_fn,
+        narrowed(step_fn, candidates),
         state,
         first_tokens,
         lambda scores: np.argmax(scores, axis=-1),
