@@ -7,7 +7,7 @@ per-step log-probabilities along PyTorch's greedy path. The translator is also r
 synthetic sources of 1 to 100 pieces.
 
     SEQGEN_DATA_DIR=../shared/data python export/parity.py [--translator-bundle DIR]
-        [--generator-bundle DIR] [--batch-sizes 1,7,64] [--json FILE]
+        [--generator-bundle DIR] [--batch-sizes 1,7,64] [--io-binding] [--json FILE]
 
 Bundles are exported from the bundled checkpoints when not given. Exit code 1 when any
 output differs or a log-probability differs by 1e-4 or more.
@@ -50,9 +50,11 @@ def forced_difference(torch_step, onnx_step, starts, steps: int) -> float:
     return worst
 
 
-def check_translator(bundle: Path, batch_sizes: list[int], data_dir: str | None) -> dict:
+def check_translator(
+    bundle: Path, batch_sizes: list[int], data_dir: str | None, io_binding: bool
+) -> dict:
     reference = load_checkpoint_pipeline(bundled_model_path("translation"), device="cpu")
-    runtime = load_bundle(bundle, device="cpu")
+    runtime = load_bundle(bundle, device="cpu", io_binding=io_binding)
     sentences, _ = load_parallel("multi30k:de-en", "test_2016_flickr", data_dir=data_dir)
     sources = [s for s in reference.encode_sources(sentences) if s]
     rng = np.random.default_rng(0)
@@ -88,9 +90,11 @@ def check_translator(bundle: Path, batch_sizes: list[int], data_dir: str | None)
     return report
 
 
-def check_generator(bundle: Path, batch_sizes: list[int], data_dir: str | None) -> dict:
+def check_generator(
+    bundle: Path, batch_sizes: list[int], data_dir: str | None, io_binding: bool
+) -> dict:
     reference = load_checkpoint_pipeline(bundled_model_path("language_model"), device="cpu")
-    runtime = load_bundle(bundle, device="cpu")
+    runtime = load_bundle(bundle, device="cpu", io_binding=io_binding)
     tokenizer = reference.tokenizer
     text = load_text("tinyshakespeare", data_dir=data_dir)
     validation = text[int(0.9 * len(text)) :]
@@ -143,6 +147,11 @@ def main() -> int:
     parser.add_argument("--batch-sizes", default="1,7,64")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--json", type=Path, help="also write the report here")
+    parser.add_argument(
+        "--io-binding",
+        action="store_true",
+        help="run the bundles as on CUDA: state in ONNX Runtime memory, top-32 log-probs",
+    )
     arguments = parser.parse_args()
     batch_sizes = [int(b) for b in arguments.batch_sizes.split(",")]
     report = {}
@@ -153,7 +162,7 @@ def main() -> int:
         ):
             started = time.perf_counter()
             bundle = given or export_bundle(bundled_model_path(kind), Path(scratch) / kind)
-            report[kind] = check(bundle, batch_sizes, arguments.data_dir)
+            report[kind] = check(bundle, batch_sizes, arguments.data_dir, arguments.io_binding)
             report[kind]["seconds"] = round(time.perf_counter() - started, 1)
     if arguments.json:
         arguments.json.write_text(json.dumps(report, indent=2))

@@ -29,7 +29,7 @@ from seqgen.config import recipe_to_dict
 from seqgen.decoding.onnx_session import STEP_OUTPUTS
 from seqgen.decoding.onnx_step import NEW_PREFIX
 from seqgen.decoding.onnx_translator_step import OnnxTranslatorStep
-from seqgen.decoding.source_rows import SOURCE_NAMES
+from seqgen.decoding.source_rows import SOURCE_NAMES, encoder_inputs
 from seqgen.errors import SeqgenError
 from seqgen.models.translator import Translator as TranslatorModel
 from seqgen.onnx_export import (
@@ -174,11 +174,8 @@ def check_parity(model: TranslatorModel, folder: Path) -> None:
         log_probs, stepped = onnx_step.step(tokens.numpy(), state)
         stepped = onnx_step.select(stepped, np.arange(len(lengths))[::-1].copy())
         with torch.inference_mode():
-            ids = [[*s, 3] for s in sources]  # EOS closes each source
-            source_ids = torch.zeros(len(ids), max(map(len, ids)), dtype=torch.long)
-            for row, source in enumerate(ids):
-                source_ids[row, : len(source)] = torch.tensor(source)
-            expected_state = model.start(source_ids, torch.tensor([len(s) for s in ids]))
+            source_ids, source_lengths = map(torch.from_numpy, encoder_inputs(sources))
+            expected_state = model.start(source_ids, source_lengths)
             logits, expected_state = model.step(tokens, expected_state)
         pairs = [(log_probs, torch.log_softmax(logits, -1).numpy())]
         for name in model.state_names:

@@ -6,6 +6,7 @@ Shared by the language-model and translator adapters; no torch.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -189,3 +190,58 @@ def run_select(
         device=device,
     )
     return {name: outputs[SELECTED_PREFIX + name] for name in names}
+
+
+def open_graphs(
+    folder: str | Path,
+    files: Mapping[str, str],
+    *,
+    device: str = "auto",
+    threads: int | None = None,
+    io_binding: bool | None = None,
+) -> dict[str, onnxruntime.InferenceSession | None]:
+    """Sessions for a bundle's graphs ``files`` (name -> file name, ``select`` among them).
+
+    The first graph opens on ``device`` (see :func:`create_session`) and the others where it
+    could, so the state never changes device. ``select`` is opened only where I/O binding
+    will use it (``io_binding`` True, or None on CUDA), else it is None.
+    """
+    sessions: dict[str, onnxruntime.InferenceSession | None] = {}
+    where = device
+    for name, file in files.items():  # "select" is last, where the device is known
+        if name == "select" and not (io_binding if io_binding is not None else where == "cuda"):
+            sessions[name] = None
+            continue
+        session = create_session(Path(folder) / file, device=where, threads=threads)
+        sessions[name], where = session, device_of(session)
+    return sessions
+
+
+class DeviceState:
+    """What the ONNX Runtime adapters share: where the state lives between steps, and how
+    many log-probs per row the search reads (``narrowed``)."""
+
+    device: str
+    io_binding: bool
+    candidates: int | None
+
+    def _keep_state_on_device(
+        self, select: onnxruntime.InferenceSession | None, io_binding: bool | None
+    ) -> None:
+        # Keep the state in the session's memory: by default only on CUDA, where it pays.
+        self.io_binding = self.device == "cuda" if io_binding is None else io_binding
+        if self.io_binding and select is None:
+            raise CheckpointError("the bundle has no select graph; re-export the bundle")
+        self.candidates = None
+
+    @property
+    def bound_device(self) -> str | None:
+        """Where the state lives between steps with I/O binding; None: numpy on the host."""
+        return self.device if self.io_binding else None
+
+    def narrowed(self, candidates: int) -> Any:
+        """This step function, for a search that reads ``candidates`` log-probs per row
+        (``seqgen.decoding.contract.narrowed``); a shallow copy, the original unchanged."""
+        view = copy.copy(self)
+        view.candidates = candidates
+        return view

@@ -17,7 +17,6 @@ row's top candidates come out. Prompts are primed on the host once, then the sta
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +27,9 @@ import onnxruntime
 from seqgen.decoding.contract import State
 from seqgen.decoding.onnx_session import (
     STEP_OUTPUTS,
-    create_session,
+    DeviceState,
     device_of,
+    open_graphs,
     run_select,
     run_step,
     to_device,
@@ -50,7 +50,7 @@ class StateSpec:
     dtype: type[np.floating]
 
 
-class OnnxLanguageModelStep:
+class OnnxLanguageModelStep(DeviceState):
     """``start`` primes the ``prime`` graph with prompts; ``step`` runs the ``step`` graph."""
 
     def __init__(
@@ -65,11 +65,8 @@ class OnnxLanguageModelStep:
         self.step_session = step
         self.select_session = select
         self.state_specs = state_specs(prime, step)
-        # Keep the state in the session's memory: by default only on CUDA, where it pays.
-        self.io_binding = self.device == "cuda" if io_binding is None else io_binding
-        if self.io_binding and select is None:
-            raise CheckpointError("the bundle has no select graph; re-export the bundle")
-        self.candidates: int | None = None  # see narrowed()
+        self.device = device_of(step)
+        self._keep_state_on_device(select, io_binding)
 
     @classmethod
     def from_files(
@@ -82,15 +79,8 @@ class OnnxLanguageModelStep:
         io_binding: bool | None = None,
     ) -> OnnxLanguageModelStep:
         """Open the graphs ``files`` (``prime``, ``step``, ``select``) of ``folder``."""
-        folder = Path(folder)
-        prime = create_session(folder / files["prime"], device=device, threads=threads)
-        # Every graph runs where the first could, so the state never changes device.
-        where = device_of(prime)
-        step = create_session(folder / files["step"], device=where, threads=threads)
-        select = None
-        if io_binding or (io_binding is None and where == "cuda"):
-            select = create_session(folder / files["select"], device=where, threads=threads)
-        return cls(prime, step, select, io_binding=io_binding)
+        sessions = open_graphs(folder, files, device=device, threads=threads, io_binding=io_binding)
+        return cls(sessions["prime"], sessions["step"], sessions["select"], io_binding=io_binding)
 
     @property
     def sessions(self) -> dict[str, onnxruntime.InferenceSession | None]:
@@ -101,19 +91,8 @@ class OnnxLanguageModelStep:
         }
 
     @property
-    def device(self) -> str:
-        """``"cuda"`` or ``"cpu"``: where the sessions run."""
-        return device_of(self.step_session)
-
-    @property
     def state_names(self) -> tuple[str, ...]:
         return tuple(spec.name for spec in self.state_specs)
-
-    def narrowed(self, candidates: int) -> OnnxLanguageModelStep:
-        """This step function, for a search that reads ``candidates`` log-probs per row."""
-        view = copy.copy(self)
-        view.candidates = candidates
-        return view
 
     def initial_state(self, rows: int) -> dict[str, np.ndarray]:
         """Zeros, ``(rows, num_layers, hidden_size)`` per state name."""
@@ -157,7 +136,7 @@ class OnnxLanguageModelStep:
             self.step_session,
             {"tokens": tokens, **state},
             [NEW_PREFIX + name for name in self.state_names],
-            device=self.device if self.io_binding else None,
+            device=self.bound_device,
             candidates=self.candidates,
         )
         return log_probs, {name: outputs[NEW_PREFIX + name] for name in self.state_names}

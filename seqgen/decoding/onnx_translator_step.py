@@ -21,7 +21,6 @@ back. (I/O binding also runs on the CPU, which is how the tests cover it without
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,8 +30,9 @@ import onnxruntime
 from seqgen.decoding.contract import State
 from seqgen.decoding.onnx_session import (
     STEP_OUTPUTS,
-    create_session,
+    DeviceState,
     device_of,
+    open_graphs,
     run_select,
     run_session,
     run_step,
@@ -53,7 +53,7 @@ ENCODER_INPUTS = ["source_ids", "source_lengths"]
 RECURRENT_NAMES = ("hidden", "cell", "feed")
 
 
-class OnnxTranslatorStep:
+class OnnxTranslatorStep(DeviceState):
     """``start`` runs the ``encoder`` graph; ``step`` runs the ``step`` graph."""
 
     def __init__(
@@ -69,11 +69,7 @@ class OnnxTranslatorStep:
         self.select_session = select
         self.state_names, self.recurrent_names = translator_state_names(encoder, step)
         self.device = device_of(step)
-        # Keep the state in the session's memory: by default only on CUDA, where it pays.
-        self.io_binding = self.device == "cuda" if io_binding is None else io_binding
-        if self.io_binding and select is None:
-            raise CheckpointError("the bundle has no select graph; re-export the bundle")
-        self.candidates: int | None = None  # see narrowed()
+        self._keep_state_on_device(select, io_binding)
 
     @classmethod
     def from_files(
@@ -86,15 +82,8 @@ class OnnxTranslatorStep:
         io_binding: bool | None = None,
     ) -> OnnxTranslatorStep:
         """Open the graphs ``files`` (``encoder``, ``step``, ``select``) of ``folder``."""
-        folder = Path(folder)
-        encoder = create_session(folder / files["encoder"], device=device, threads=threads)
-        # Every graph runs where the first could, so the state never changes device.
-        where = device_of(encoder)
-        step = create_session(folder / files["step"], device=where, threads=threads)
-        select = None
-        if io_binding or (io_binding is None and where == "cuda"):
-            select = create_session(folder / files["select"], device=where, threads=threads)
-        return cls(encoder, step, select, io_binding=io_binding)
+        sessions = open_graphs(folder, files, device=device, threads=threads, io_binding=io_binding)
+        return cls(sessions["encoder"], sessions["step"], sessions["select"], io_binding=io_binding)
 
     @property
     def sessions(self) -> dict[str, onnxruntime.InferenceSession | None]:
@@ -103,12 +92,6 @@ class OnnxTranslatorStep:
             "step": self.step_session,
             "select": self.select_session,
         }
-
-    def narrowed(self, candidates: int) -> OnnxTranslatorStep:
-        """This step function, for a search that reads ``candidates`` log-probs per row."""
-        view = copy.copy(self)
-        view.candidates = candidates
-        return view
 
     def start(self, sources: Sequence[Sequence[int]]) -> tuple[State, np.ndarray]:
         """Encode a batch of sources (token ids without EOS; EOS is appended here).
@@ -119,9 +102,9 @@ class OnnxTranslatorStep:
         outputs = run_session(
             self.encoder_session,
             {"source_ids": source_ids, "source_lengths": source_lengths},
-            host_outputs=() if self.io_binding else self.state_names,
-            device_outputs=self.state_names if self.io_binding else (),
-            device=self.device if self.io_binding else None,
+            host_outputs=(),
+            device_outputs=self.state_names,
+            device=self.bound_device,
         )
         state = with_sentences(outputs, len(sources))
         return state, np.full(len(sources), BOS_ID, dtype=np.int64)
@@ -133,7 +116,7 @@ class OnnxTranslatorStep:
             self.step_session,
             {"tokens": tokens, **{name: state[name] for name in self.state_names}},
             [NEW_PREFIX + name for name in self.recurrent_names],
-            device=self.device if self.io_binding else None,
+            device=self.bound_device,
             candidates=self.candidates,
         )
         new_state = dict(state)

@@ -128,7 +128,7 @@ def resolve_checkpoint_path(path: str | Path) -> Path:
         path = path / "best.safetensors"
     if not path.exists():
         raise CheckpointError(
-            f"no such checkpoint: {path}; pass a .safetensors file or a run folder"
+            f"no such checkpoint: {path}; pass a .safetensors file, a run folder or a bundle folder"
         )
     return path
 
