@@ -66,7 +66,7 @@ class SeqgenGroup(click.Group):
 @click.group(cls=SeqgenGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="seqgen")
 def main() -> None:
-    """Train, run and ship recurrent sequence models for text generation."""
+    """Train, run and ship recurrent sequence models for text generation and translation."""
 
 
 @main.command()
@@ -437,6 +437,84 @@ def _evaluate_translator(
     )
     click.echo(str(corpus_bleu(hypotheses, references)))
     click.echo(str(corpus_chrf(hypotheses, references)))
+
+
+@main.command()
+@click.option("--quick", is_flag=True, help="A smoke test: small runs, under a minute on a CPU.")
+@click.option("--repeats", type=int, default=3, show_default=True, help="Timed runs per figure.")
+@click.option(
+    "--generator",
+    "generator",
+    type=click.Path(),
+    default=None,
+    help="Generator checkpoint [default: the bundled one].",
+)
+@click.option(
+    "--translator",
+    "translator",
+    type=click.Path(),
+    default=None,
+    help="Translator checkpoint [default: the bundled one].",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="MODEL.KEY=VALUE",
+    help="Override a recipe value, e.g. --set translator.train.batch_tokens=4096 "
+    "(MODEL is generator or translator; repeatable).",
+)
+@click.option(
+    "--json",
+    "json_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write the report here as JSON.",
+)
+@data_dir_option
+@device_option
+def bench(
+    quick: bool,
+    repeats: int,
+    generator: str | None,
+    translator: str | None,
+    overrides: tuple[str, ...],
+    json_file: str | None,
+    data_dir: str | None,
+    device: str,
+) -> None:
+    """Measure training and decoding speed on this device; print a table, write JSON."""
+    import json
+
+    from seqgen.benchmark import BenchOptions, format_table, run_benchmark
+
+    if repeats < 1:
+        raise SeqgenError(f"--repeats must be at least 1, got {repeats}")
+    split: dict[str, list[str]] = {"generator": [], "translator": []}
+    for item in overrides:
+        model, dot, rest = item.partition(".")
+        if model not in split or not dot:
+            raise SeqgenError(
+                f"--set {item!r} must start with generator. or translator. "
+                "(e.g. translator.train.batch_tokens=4096)"
+            )
+        split[model].append(rest)
+    options = BenchOptions(
+        quick=quick,
+        device=device,
+        repeats=repeats,
+        generator=generator,
+        translator=translator,
+        generator_overrides=tuple(split["generator"]),
+        translator_overrides=tuple(split["translator"]),
+        data_dir=data_dir,
+    )
+    report = run_benchmark(
+        options, on_result=lambda r: click.echo(f"  {r.name}: {r.value:,.1f} {r.unit}", err=True)
+    )
+    click.echo(format_table(report))
+    if json_file:
+        _write_text(json_file, json.dumps(report, indent=2) + "\n")
 
 
 def run() -> None:

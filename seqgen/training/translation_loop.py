@@ -90,8 +90,16 @@ class TranslationTrainer:
     """Holds the pieces of one run; :meth:`run` is the loop."""
 
     def __init__(
-        self, recipe: Recipe, output_dir: Path, *, resume: bool, data_dir: str | None
+        self,
+        recipe: Recipe,
+        output_dir: Path,
+        *,
+        resume: bool,
+        data_dir: str | None,
+        tokenizers: dict[str, Tokenizer] | None = None,
     ) -> None:
+        """``tokenizers`` (``source``, ``target``), when given, are used instead of training
+        new ones (``seqgen bench`` reuses the bundled model's)."""
         recipe, last = open_run(recipe, output_dir, resume=resume)
         self.output_dir = output_dir
         self.device = resolve_device(recipe.train.device)
@@ -102,6 +110,8 @@ class TranslationTrainer:
         )
         if last is not None:
             self.tokenizers = {k: tokenizer_from_dict(v) for k, v in last.tokenizer.items()}
+        elif tokenizers is not None:
+            self.tokenizers = tokenizers
         else:
             self.tokenizers = train_tokenizers(recipe, train_sources, train_targets)
         self.batches = ParallelBatches(

@@ -1,0 +1,57 @@
+"""Timing helpers for ``seqgen bench``: medians of repeated runs, rows counted per step, memory."""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+
+def median_rate(run: Callable[[], float], *, repeats: int, warmup: int = 1) -> tuple[float, float]:
+    """``run()`` does some work and returns how much; after ``warmup`` untimed calls, the
+    median over ``repeats`` calls of work per second, and the median seconds per call."""
+    for _ in range(warmup):
+        run()
+    rates, times = [], []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        work = run()
+        seconds = time.perf_counter() - started
+        rates.append(work / seconds)
+        times.append(seconds)
+    return statistics.median(rates), statistics.median(times)
+
+
+class CountingStep:
+    """A step function that counts the rows it steps (for FLOPs) and otherwise delegates.
+
+    Search narrows step functions (``contract.narrowed``); the narrowed view is wrapped too,
+    so every step is counted.
+    """
+
+    def __init__(self, inner: Any, counts: dict[str, int] | None = None) -> None:
+        self.inner = inner
+        self.counts = counts if counts is not None else {"rows": 0, "steps": 0}
+
+    def step(self, tokens: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
+        self.counts["rows"] += int(tokens.shape[0])
+        self.counts["steps"] += 1
+        return self.inner.step(tokens, state)
+
+    def narrowed(self, candidates: int) -> CountingStep:
+        narrow = getattr(self.inner, "narrowed", None)
+        return CountingStep(narrow(candidates) if narrow else self.inner, self.counts)
+
+    def __getattr__(self, name: str) -> Any:  # start, select, device, model, ...
+        return getattr(self.inner, name)
+
+
+def peak_memory_bytes() -> int:
+    """This process's peak resident memory so far."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB

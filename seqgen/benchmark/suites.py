@@ -1,0 +1,198 @@
+"""The measurements of ``seqgen bench``, each returning :class:`Result` rows.
+
+Models and batch sizes come from the recipes stored in the checkpoints (by default the
+bundled ones, whose recipes are ``recipes/shakespeare-char-lstm.toml`` and
+``recipes/multi30k-de-en.toml``), with ``--set`` overrides on top. Training runs real
+optimizer steps of the real trainers on the real corpora, in a temporary run folder.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seqgen.benchmark import flops
+from seqgen.benchmark.measure import CountingStep, median_rate
+from seqgen.config import apply_overrides, recipe_from_dict
+from seqgen.data.corpora import load_parallel
+from seqgen.text import tokenizer_from_dict
+from seqgen.training.checkpoint import load_checkpoint
+
+
+@dataclass(frozen=True)
+class Result:
+    """One measured figure: ``value`` in ``unit``, and its FLOP/s where counted."""
+
+    name: str
+    value: float
+    unit: str
+    flops_per_second: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _recipe(checkpoint_path: Path, device: torch.device, overrides: Sequence[str]) -> Any:
+    checkpoint = load_checkpoint(checkpoint_path)
+    values = apply_overrides(checkpoint.recipe, [f"train.device={device}", *overrides])
+    return checkpoint, recipe_from_dict(values)
+
+
+def generator_training(
+    checkpoint_path: Path,
+    device: torch.device,
+    *,
+    steps: int,
+    repeats: int,
+    overrides: Sequence[str],
+    data_dir: str | None,
+) -> Result:
+    """Optimizer steps of the language-model trainer: target tokens per second."""
+    from seqgen.training.loop import LanguageModelTrainer
+
+    _, recipe = _recipe(checkpoint_path, device, overrides)
+    with tempfile.TemporaryDirectory() as folder:
+        trainer = LanguageModelTrainer(
+            recipe, Path(folder) / "run", resume=False, data_dir=data_dir
+        )
+        trainer.model.train()
+        rate, _ = median_rate(
+            lambda: sum(trainer.train_step()[1] for _ in range(steps)), repeats=repeats
+        )
+        per_token = flops.language_model_token(recipe.model, trainer.tokenizer.vocab_size)
+    shape = f"batch {recipe.train.batch_size} x {recipe.train.sequence_length}"
+    return Result(
+        "generator training",
+        rate,
+        "tokens/s",
+        rate * per_token * flops.TRAINING_PASSES,
+        {"model": _describe(recipe.model), "batch": shape},
+    )
+
+
+def translator_training(
+    checkpoint_path: Path,
+    device: torch.device,
+    *,
+    steps: int,
+    repeats: int,
+    overrides: Sequence[str],
+    data_dir: str | None,
+) -> Result:
+    """Optimizer steps of the translation trainer: source + target pieces per second."""
+    from seqgen.training.translation_loop import TranslationTrainer
+
+    checkpoint, recipe = _recipe(checkpoint_path, device, overrides)
+    tokenizers = {side: tokenizer_from_dict(data) for side, data in checkpoint.tokenizer.items()}
+    with tempfile.TemporaryDirectory() as folder:
+        trainer = TranslationTrainer(
+            recipe, Path(folder) / "run", resume=False, data_dir=data_dir, tokenizers=tokenizers
+        )
+        trainer.model.train()
+        rate, _ = median_rate(
+            lambda: sum(trainer.train_step()[1] for _ in range(steps)), repeats=repeats
+        )
+        sources = sum(len(s) + 1 for s in trainer.batches.sources)  # EOS too
+        targets = sum(len(t) + 1 for t in trainer.batches.targets)
+    vocab = tokenizers["target"].vocab_size
+    mean_source = sources / len(trainer.batches.sources)
+    per_piece = (
+        sources * flops.encoder_token(recipe.model)
+        + targets * flops.decoder_token(recipe.model, vocab, mean_source)
+    ) / (sources + targets)
+    return Result(
+        "translator training",
+        rate,
+        "pieces/s",
+        rate * per_piece * flops.TRAINING_PASSES,
+        {"model": _describe(recipe.model), "batch": f"{recipe.train.batch_tokens} tokens"},
+    )
+
+
+def translation_decoding(
+    checkpoint_path: Path,
+    device: torch.device,
+    *,
+    sentences: int | None,
+    repeats: int,
+    data_dir: str | None,
+) -> list[Result]:
+    """test_2016_flickr translated by both backends, greedy and beam 5."""
+    from seqgen.bundle import load_bundle
+    from seqgen.loading import exported_bundle
+    from seqgen.pipelines import load_checkpoint_pipeline
+
+    reference = load_checkpoint_pipeline(checkpoint_path, kind="translation", device=str(device))
+    corpus = reference.recipe.data.corpus or "multi30k:de-en"
+    lines, _ = load_parallel(corpus, "test_2016_flickr", data_dir=data_dir)
+    lines = lines[:sentences] if sentences else lines
+    bundle = exported_bundle(checkpoint_path, kind="translation")
+    backends = {
+        "torch": reference,
+        "onnx": load_bundle(bundle, device="cuda" if device.type == "cuda" else "cpu"),
+    }
+    sources = reference.encode_sources(lines)
+    source_tokens = sum(len(s) + 1 for s in sources if s)
+    model = reference.recipe.model
+    vocab = reference.target_tokenizer.vocab_size
+    results = []
+    for backend, translator in backends.items():
+        for beam in (1, 5):
+            counting = CountingStep(translator.step_function)
+            translator.step_function = counting
+            outputs: list[str] = []
+
+            def run(translator: Any = translator, beam: int = beam, outputs: list = outputs) -> int:
+                outputs[:] = translator.translate(lines, beam_size=beam)
+                return len(lines)
+
+            rate, seconds = median_rate(run, repeats=repeats)
+            translator.step_function = counting.inner
+            rows_per_run = counting.counts["rows"] / (repeats + 1)
+            work = rows_per_run * flops.decoder_token(model, vocab, source_tokens / len(lines))
+            work += source_tokens * flops.encoder_token(model)
+            tokens = sum(len(reference.target_tokenizer.encode(o)) + 1 for o in outputs)
+            label = "greedy" if beam == 1 else f"beam {beam}"
+            results.append(
+                Result(
+                    f"translation {label}, {backend}",
+                    rate,
+                    "sentences/s",
+                    work / seconds,
+                    {"tokens_per_second": tokens / seconds, "sentences": len(lines)},
+                )
+            )
+    return results
+
+
+def generator_sampling(
+    checkpoint_path: Path, device: torch.device, *, rows: int, new_tokens: int, repeats: int
+) -> Result:
+    """Sampling ``rows`` continuations of ``new_tokens`` at once (PyTorch)."""
+    from seqgen.pipelines import load_checkpoint_pipeline
+
+    generator = load_checkpoint_pipeline(checkpoint_path, kind="language_model", device=str(device))
+
+    def run() -> int:
+        generator.generate(
+            "ROMEO:", strategy="sample", num_samples=rows, max_new_tokens=new_tokens, seed=0
+        )
+        return rows * new_tokens
+
+    rate, _ = median_rate(run, repeats=repeats)
+    per_token = flops.language_model_token(generator.model.config, generator.tokenizer.vocab_size)
+    return Result(
+        "generator sampling, torch",
+        rate,
+        "tokens/s",
+        rate * per_token,
+        {"rows": rows, "new_tokens": new_tokens},
+    )
+
+
+def _describe(config: Any) -> str:
+    fields = ("cell", "num_layers", "hidden_size", "encoder_hidden_size", "decoder_hidden_size")
+    return ", ".join(f"{f} {getattr(config, f)}" for f in fields if hasattr(config, f))

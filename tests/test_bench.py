@@ -1,0 +1,103 @@
+"""seqgen bench: the FLOP counts, the timing helpers, and `seqgen bench --quick` as a smoke test."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from seqgen.benchmark import flops
+from seqgen.benchmark.measure import CountingStep, median_rate
+from seqgen.cli import main
+from seqgen.config import LanguageModelConfig, TranslatorConfig
+
+
+def test_language_model_flops_count_every_matrix_product() -> None:
+    config = LanguageModelConfig(cell="lstm", embedding_size=3, hidden_size=5, num_layers=2)
+    first = 2 * 4 * 5 * (3 + 5)
+    second = 2 * 4 * 5 * (5 + 5)
+    assert flops.language_model_token(config, vocab_size=7) == first + second + 2 * 5 * 7
+    gru = LanguageModelConfig(cell="gru", embedding_size=3, hidden_size=5, num_layers=1)
+    assert flops.language_model_token(gru, vocab_size=7) == 2 * 3 * 5 * (3 + 5) + 2 * 5 * 7
+
+
+def test_translator_flops_follow_the_architecture() -> None:
+    config = TranslatorConfig(
+        embedding_size=4,
+        encoder_hidden_size=3,
+        decoder_hidden_size=5,
+        attention="general",
+        input_feeding=True,
+    )
+    both_directions = 2 * (2 * 4 * 3 * (4 + 3))
+    keys = 2 * 6 * 5
+    assert flops.encoder_token(config) == both_directions + keys
+    rnn = 2 * 4 * 5 * ((4 + 5) + 5)  # input feeding widens the first input
+    attention = 2 * 10 * (5 + 6)  # scores and context over 10 source positions
+    attentional = 2 * (6 + 5) * 5
+    assert flops.decoder_token(config, 9, 10) == rnn + attention + attentional + 2 * 5 * 9
+
+
+def test_median_rate_is_work_over_time_after_a_warmup() -> None:
+    calls = []
+    rate, seconds = median_rate(lambda: calls.append(1) or 10.0, repeats=3, warmup=2)
+    assert len(calls) == 5
+    assert rate > 0 and seconds > 0 and rate == pytest.approx(10.0 / seconds, rel=0.5)
+
+
+def test_counting_step_counts_rows_also_through_narrowed_views() -> None:
+    class Step:
+        device = "cpu"
+
+        def step(self, tokens: np.ndarray, state: dict) -> tuple[np.ndarray, dict]:
+            return np.zeros((tokens.shape[0], 3), np.float32), state
+
+        def narrowed(self, candidates: int) -> Step:
+            return self
+
+    counting = CountingStep(Step())
+    counting.step(np.zeros(4, np.int64), {})
+    counting.narrowed(5).step(np.zeros(2, np.int64), {})
+    assert counting.counts == {"rows": 6, "steps": 2}
+    assert counting.device == "cpu"
+
+
+def test_cpu_peak_is_positive_or_says_why() -> None:
+    peak, how = flops.cpu_peak()
+    assert (peak is None) == ("FLOP/cycle" not in how)
+    if peak is not None:
+        assert peak > 1e9
+
+
+def test_bench_rejects_overrides_without_a_model_name() -> None:
+    result = CliRunner().invoke(main, ["bench", "--quick", "--set", "train.batch_size=4"])
+    assert result.exit_code != 0
+    assert "must start with generator. or translator." in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_bench_quick_prints_a_table_and_writes_json(data_dir: str, tmp_path: Path) -> None:
+    report_file = tmp_path / "bench.json"
+    arguments = ["bench", "--quick", "--data-dir", data_dir, "--json", str(report_file)]
+    arguments += ["--set", "translator.train.batch_tokens=512"]
+    result = CliRunner().invoke(main, arguments, env={"SEQGEN_CACHE_DIR": str(tmp_path)})
+    assert result.exit_code == 0, result.output
+    report = json.loads(report_file.read_text())
+    names = [row["name"] for row in report["results"]]
+    assert names == [
+        "generator training",
+        "translator training",
+        "translation greedy, torch",
+        "translation beam 5, torch",
+        "translation greedy, onnx",
+        "translation beam 5, onnx",
+        "generator sampling, torch",
+    ]
+    assert all(row["value"] > 0 for row in report["results"])
+    assert report["results"][1]["extra"]["batch"] == "512 tokens"
+    assert report["peak_memory_bytes"] > 0
+    assert "translation beam 5, onnx" in result.output and "GFLOP/s" in result.output
