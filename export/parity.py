@@ -6,7 +6,7 @@ from ONNX Runtime against PyTorch, at batch sizes 1, 7 and 64, and the largest d
 per-step log-probabilities along PyTorch's greedy path. The translator is also run on
 synthetic sources of 1 to 100 pieces.
 
-    SEQGEN_DATA_DIR=../shared/data python export/parity.py [--translator-bundle DIR]
+    SEQGEN_DATA_DIR=MIRROR python export/parity.py [--translator-bundle DIR]
         [--generator-bundle DIR] [--batch-sizes 1,7,64] [--io-binding] [--json FILE]
 
 Bundles are exported from the bundled checkpoints when not given. Exit code 1 when any

@@ -14,14 +14,13 @@ from pathlib import Path
 
 import torch
 
-from seqgen.bundle import BundleGenerator
 from seqgen.config import Recipe, recipe_from_dict
 from seqgen.decoding.torch_step import LanguageModelStep, TranslatorStep
 from seqgen.errors import CheckpointError, SeqgenError
 from seqgen.evaluation.perplexity import LanguageModelScores, evaluate_language_model
 from seqgen.generation import GenerationOptions, encode_prompt, generate_text
 from seqgen.loading import COMMANDS, KIND_NAMES
-from seqgen.loading import load as load_any
+from seqgen.loading import load as load  # re-exported: seqgen.pipelines.load is public
 from seqgen.models.language_model import LanguageModel
 from seqgen.models.translator import Translator as TranslatorModel
 from seqgen.text import Tokenizer, tokenizer_from_dict
@@ -151,14 +150,3 @@ def load_checkpoint_pipeline(
         )
     recipe = recipe_from_dict(checkpoint.recipe)
     return BUILDERS[checkpoint.kind](checkpoint, recipe, Path(path), resolve_device(device))
-
-
-def load(
-    path: str | Path | None = None,
-    *,
-    kind: str | None = None,
-    device: str = "auto",
-    backend: str = "auto",
-) -> TextGenerator | Translator | BundleGenerator:
-    """Load a checkpoint or an ONNX bundle: see :func:`seqgen.loading.load`."""
-    return load_any(path, kind=kind, device=device, backend=backend)  # type: ignore[return-value]
