@@ -136,44 +136,6 @@ def to_device(array: np.ndarray, device: str) -> onnxruntime.OrtValue:
     return onnxruntime.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), device, 0)
 
 
-def run_step(
-    session: onnxruntime.InferenceSession,
-    inputs: Mapping[str, Any],
-    state_outputs: Sequence[str],
-    *,
-    device: str | None,
-    candidates: int | None,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Run a step graph (outputs ``STEP_OUTPUTS``, then ``state_outputs``).
-
-    Returns ``log_probs`` ``(rows, vocab)`` float32 and the state outputs by name. With
-    ``device`` (I/O binding) the state stays there, and when search reads only ``candidates``
-    per row (see ``contract.narrowed``) and the graph's top candidates hold that many, only
-    those come to the host, scattered into ``-inf``: exact wherever search looks.
-    """
-    log_probs_name, values_name, ids_name = STEP_OUTPUTS
-    if device is None:
-        outputs = run_session(session, inputs, host_outputs=[log_probs_name, *state_outputs])
-        return outputs.pop(log_probs_name), outputs
-    described = {node.name: node.shape for node in session.get_outputs()}
-    use_top = candidates is not None and candidates <= described[ids_name][1]
-    host = [values_name, ids_name] if use_top else [log_probs_name]
-    outputs = run_session(
-        session,
-        inputs,
-        host_outputs=host,
-        device_outputs=[*(n for n in STEP_OUTPUTS if n not in host), *state_outputs],
-        device=device,
-    )
-    if use_top:
-        ids = outputs[ids_name]
-        log_probs = np.full((ids.shape[0], described[log_probs_name][1]), -np.inf, np.float32)
-        np.put_along_axis(log_probs, ids, outputs[values_name], axis=1)
-    else:
-        log_probs = outputs[log_probs_name]
-    return log_probs, {name: outputs[name] for name in state_outputs}
-
-
 def run_select(
     session: onnxruntime.InferenceSession,
     state: Mapping[str, Any],
@@ -218,12 +180,34 @@ def open_graphs(
 
 
 class DeviceState:
-    """What the ONNX Runtime adapters share: where the state lives between steps, and how
-    many log-probs per row the search reads (``narrowed``)."""
+    """What the ONNX Runtime adapters share: their graphs' sessions (``GRAPHS``, each held as
+    ``<name>_session``), where the state lives between steps, and how many log-probs per row
+    the search reads (``narrowed``). A subclass sets ``step_session`` and ``device`` and then
+    calls ``_keep_state_on_device``."""
 
+    GRAPHS: tuple[str, ...] = ()
+    step_session: onnxruntime.InferenceSession
     device: str
     io_binding: bool
     candidates: int | None
+
+    @classmethod
+    def from_files(
+        cls,
+        folder: str | Path,
+        files: Mapping[str, str],
+        *,
+        device: str = "auto",
+        threads: int | None = None,
+        io_binding: bool | None = None,
+    ) -> Any:
+        """Open the graphs ``files`` (name -> file, the names of ``GRAPHS``) of ``folder``."""
+        sessions = open_graphs(folder, files, device=device, threads=threads, io_binding=io_binding)
+        return cls(*(sessions[name] for name in cls.GRAPHS), io_binding=io_binding)
+
+    @property
+    def sessions(self) -> dict[str, onnxruntime.InferenceSession | None]:
+        return {name: getattr(self, f"{name}_session") for name in self.GRAPHS}
 
     def _keep_state_on_device(
         self, select: onnxruntime.InferenceSession | None, io_binding: bool | None
@@ -233,6 +217,10 @@ class DeviceState:
         if self.io_binding and select is None:
             raise CheckpointError("the bundle has no select graph; re-export the bundle")
         self.candidates = None
+        # Read once, not at every step: (rows, vocab) and (rows, K) of the step graph.
+        shapes = {node.name: node.shape for node in self.step_session.get_outputs()}
+        self._vocab_size = shapes[STEP_OUTPUTS[0]][1]
+        self._top_count = shapes[STEP_OUTPUTS[2]][1]
 
     @property
     def bound_device(self) -> str | None:
@@ -245,3 +233,36 @@ class DeviceState:
         view = copy.copy(self)
         view.candidates = candidates
         return view
+
+    def _run_step(
+        self, inputs: Mapping[str, Any], state_outputs: Sequence[str]
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Run the step graph (outputs ``STEP_OUTPUTS``, then ``state_outputs``).
+
+        Returns ``log_probs`` ``(rows, vocab)`` float32 and the state outputs by name. With
+        I/O binding the state stays on the device, and when search reads only ``candidates``
+        per row and the graph's top candidates hold that many, only those come to the host,
+        scattered into ``-inf``: exact wherever search looks.
+        """
+        log_probs_name, values_name, ids_name = STEP_OUTPUTS
+        device = self.bound_device
+        if device is None:
+            outputs = run_session(
+                self.step_session, inputs, host_outputs=[log_probs_name, *state_outputs]
+            )
+            return outputs.pop(log_probs_name), outputs
+        use_top = self.candidates is not None and self.candidates <= self._top_count
+        host = [values_name, ids_name] if use_top else [log_probs_name]
+        outputs = run_session(
+            self.step_session,
+            inputs,
+            host_outputs=host,
+            device_outputs=[*(n for n in STEP_OUTPUTS if n not in host), *state_outputs],
+            device=device,
+        )
+        if not use_top:
+            return outputs[log_probs_name], {name: outputs[name] for name in state_outputs}
+        ids = outputs[ids_name]
+        log_probs = np.full((ids.shape[0], self._vocab_size), -np.inf, dtype=np.float32)
+        np.put_along_axis(log_probs, ids, outputs[values_name], axis=1)
+        return log_probs, {name: outputs[name] for name in state_outputs}

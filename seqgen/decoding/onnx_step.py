@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import onnxruntime
@@ -29,9 +28,7 @@ from seqgen.decoding.onnx_session import (
     STEP_OUTPUTS,
     DeviceState,
     device_of,
-    open_graphs,
     run_select,
-    run_step,
     to_device,
 )
 from seqgen.decoding.priming import group_by_length
@@ -53,6 +50,8 @@ class StateSpec:
 class OnnxLanguageModelStep(DeviceState):
     """``start`` primes the ``prime`` graph with prompts; ``step`` runs the ``step`` graph."""
 
+    GRAPHS = ("prime", "step", "select")
+
     def __init__(
         self,
         prime: onnxruntime.InferenceSession,
@@ -67,28 +66,6 @@ class OnnxLanguageModelStep(DeviceState):
         self.state_specs = state_specs(prime, step)
         self.device = device_of(step)
         self._keep_state_on_device(select, io_binding)
-
-    @classmethod
-    def from_files(
-        cls,
-        folder: str | Path,
-        files: dict[str, str],
-        *,
-        device: str = "auto",
-        threads: int | None = None,
-        io_binding: bool | None = None,
-    ) -> OnnxLanguageModelStep:
-        """Open the graphs ``files`` (``prime``, ``step``, ``select``) of ``folder``."""
-        sessions = open_graphs(folder, files, device=device, threads=threads, io_binding=io_binding)
-        return cls(sessions["prime"], sessions["step"], sessions["select"], io_binding=io_binding)
-
-    @property
-    def sessions(self) -> dict[str, onnxruntime.InferenceSession | None]:
-        return {
-            "prime": self.prime_session,
-            "step": self.step_session,
-            "select": self.select_session,
-        }
 
     @property
     def state_names(self) -> tuple[str, ...]:
@@ -132,12 +109,9 @@ class OnnxLanguageModelStep(DeviceState):
     def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """``tokens`` ``(rows,)`` -> ``log_probs`` ``(rows, vocab)`` float32 and the new state."""
         tokens = np.ascontiguousarray(tokens, dtype=np.int64)
-        log_probs, outputs = run_step(
-            self.step_session,
+        log_probs, outputs = self._run_step(
             {"tokens": tokens, **state},
             [NEW_PREFIX + name for name in self.state_names],
-            device=self.bound_device,
-            candidates=self.candidates,
         )
         return log_probs, {name: outputs[NEW_PREFIX + name] for name in self.state_names}
 

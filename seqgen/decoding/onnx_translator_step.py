@@ -22,7 +22,6 @@ back. (I/O binding also runs on the CPU, which is how the tests cover it without
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import onnxruntime
@@ -32,10 +31,8 @@ from seqgen.decoding.onnx_session import (
     STEP_OUTPUTS,
     DeviceState,
     device_of,
-    open_graphs,
     run_select,
     run_session,
-    run_step,
 )
 from seqgen.decoding.onnx_step import NEW_PREFIX
 from seqgen.decoding.source_rows import (
@@ -56,6 +53,8 @@ RECURRENT_NAMES = ("hidden", "cell", "feed")
 class OnnxTranslatorStep(DeviceState):
     """``start`` runs the ``encoder`` graph; ``step`` runs the ``step`` graph."""
 
+    GRAPHS = ("encoder", "step", "select")
+
     def __init__(
         self,
         encoder: onnxruntime.InferenceSession,
@@ -70,28 +69,6 @@ class OnnxTranslatorStep(DeviceState):
         self.state_names, self.recurrent_names = translator_state_names(encoder, step)
         self.device = device_of(step)
         self._keep_state_on_device(select, io_binding)
-
-    @classmethod
-    def from_files(
-        cls,
-        folder: str | Path,
-        files: dict[str, str],
-        *,
-        device: str = "auto",
-        threads: int | None = None,
-        io_binding: bool | None = None,
-    ) -> OnnxTranslatorStep:
-        """Open the graphs ``files`` (``encoder``, ``step``, ``select``) of ``folder``."""
-        sessions = open_graphs(folder, files, device=device, threads=threads, io_binding=io_binding)
-        return cls(sessions["encoder"], sessions["step"], sessions["select"], io_binding=io_binding)
-
-    @property
-    def sessions(self) -> dict[str, onnxruntime.InferenceSession | None]:
-        return {
-            "encoder": self.encoder_session,
-            "step": self.step_session,
-            "select": self.select_session,
-        }
 
     def start(self, sources: Sequence[Sequence[int]]) -> tuple[State, np.ndarray]:
         """Encode a batch of sources (token ids without EOS; EOS is appended here).
@@ -112,12 +89,9 @@ class OnnxTranslatorStep(DeviceState):
     def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """``tokens`` ``(rows,)`` -> ``log_probs`` ``(rows, vocab)`` float32 and the new state."""
         tokens = np.ascontiguousarray(tokens, dtype=np.int64)
-        log_probs, outputs = run_step(
-            self.step_session,
+        log_probs, outputs = self._run_step(
             {"tokens": tokens, **{name: state[name] for name in self.state_names}},
             [NEW_PREFIX + name for name in self.recurrent_names],
-            device=self.bound_device,
-            candidates=self.candidates,
         )
         new_state = dict(state)
         new_state.update((name, outputs[NEW_PREFIX + name]) for name in self.recurrent_names)
