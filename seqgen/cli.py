@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -107,10 +108,12 @@ def train(
         loaded, output_dir, resume=resume, data_dir=data_dir, show_progress=not quiet
     )
     if hasattr(result, "best_bleu"):
-        summary = f"best validation BLEU {result.best_bleu:.2f} "
+        summary, unit = f"best validation BLEU {result.best_bleu:.2f} ", "pieces"
     else:
         best = result.best_validation_loss
         summary = f"best validation loss {best:.4f} " if best is not None else ""
+        unit = "tokens"
+    click.echo(result.loop.summary(unit))
     click.echo(f"trained {result.steps} steps; {summary}-> {output_dir / 'best.safetensors'}")
 
 
@@ -211,6 +214,9 @@ def generate(
 )
 @click.option("--batch-size", type=int, default=None, help="Sentences decoded together.")
 @click.option("--max-length", type=int, default=None, help="At most this many target pieces.")
+@click.option(
+    "--timing", is_flag=True, help="Report the model's load time and the decoding speed on stderr."
+)
 @device_option
 @backend_option
 def translate(
@@ -218,6 +224,7 @@ def translate(
     input_file: str,
     output_file: str,
     n_best: int,
+    timing: bool,
     device: str,
     backend: str,
     **options: int | None,
@@ -228,9 +235,18 @@ def translate(
 
     settings = TranslationOptions(n_best=n_best, **options)
     settings.validate()  # before loading the model: bad flags fail fast
+    started = time.perf_counter()
     translator = load(model_path, kind="translation", device=device, backend=backend)
+    loaded = time.perf_counter()
     lines = _read_lines(input_file)
     results = translator.translate_n_best(lines, n_best=n_best, **options)
+    if timing:
+        seconds = time.perf_counter() - loaded
+        click.echo(
+            f"model loaded in {loaded - started:.3f} s; decode: {seconds:.3f} s for "
+            f"{len(lines)} lines ({len(lines) / max(seconds, 1e-9):.1f} sentences/s)",
+            err=True,
+        )
     if n_best == 1:
         text = "".join(f"{best[0].text}\n" for best in results)
     else:

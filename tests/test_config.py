@@ -142,7 +142,10 @@ def test_unknown_task(tmp_path: Path) -> None:
         ("data.validation_fraction=0", r"data\.validation_fraction must be > 0"),
         ("data.test_fraction=0.95", r"data\.validation_fraction \+ data\.test_fraction"),
         ("train.device=tpu", r"train\.device = 'tpu'.*cuda:N"),
-        ("tokenizer.kind=bytes", r"tokenizer\.kind = 'bytes'.*char, word, sentencepiece"),
+        (
+            "tokenizer.kind=bytes",
+            r"tokenizer\.kind = 'bytes'.*char, word, whitespace, sentencepiece",
+        ),
     ],
 )
 def test_bad_override_values(write_recipe, override: str, pattern: str) -> None:

@@ -91,3 +91,16 @@ def test_an_oversized_pair_gets_a_batch_alone_and_bad_arguments_are_rejected() -
         ParallelBatches([[4]], [], batch_tokens=4)
     with pytest.raises(ValueError, match="batch_tokens"):
         ParallelBatches([[4]], [[5]], batch_tokens=0)
+
+
+def test_sentence_batches_hold_a_fixed_number_of_pairs() -> None:
+    # As OpenNMT-py and JoeyNMT batch: 64 sentences (here 8), sorted by length, shuffled.
+    sources, targets = make_pairs(count=42)
+    batches = ParallelBatches(sources, targets, batch_tokens=1, batch_sentences=8, seed=3)
+    sizes = sorted(len(indices) for indices in batches.batch_indices(0))
+    assert sizes == [2, 8, 8, 8, 8, 8] and len(batches) == 6
+    seen = sorted(index for indices in batches.batch_indices(1) for index in indices)
+    assert seen == list(range(42))
+    for indices in batches.batch_indices(0):  # length-sorted: neighbours in one batch
+        lengths = [len(sources[index]) for index in indices]
+        assert max(lengths) - min(lengths) <= 3

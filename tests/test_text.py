@@ -31,6 +31,7 @@ REPO_ROOT = Path(__file__).parents[1]
 CONFIGS = {
     "char": TokenizerConfig(kind="char"),
     "word": TokenizerConfig(kind="word"),
+    "whitespace": TokenizerConfig(kind="whitespace"),
     "bpe": TokenizerConfig(kind="sentencepiece", vocab_size=120, model_type="bpe"),
     "unigram": TokenizerConfig(kind="sentencepiece", vocab_size=90, model_type="unigram"),
 }
@@ -119,7 +120,7 @@ def test_training_is_deterministic(
     assert train_tokenizer(CONFIGS[name], list(sentences)).to_dict() == first
 
 
-@pytest.mark.parametrize("kind", ["char", "word", "sentencepiece"])
+@pytest.mark.parametrize("kind", ["char", "word", "whitespace", "sentencepiece"])
 def test_empty_corpus_is_a_data_error(kind: str) -> None:
     config = TokenizerConfig(kind=kind, vocab_size=50)
     with pytest.raises(DataError, match="empty"):
@@ -179,6 +180,20 @@ def test_word_decode_rebuilds_readable_text() -> None:
     assert (
         tokenizer.decode(tokenizer.encode(messy)) == "Hello, world! (Yes) it's\nfine: really; ok?"
     )
+
+
+def test_whitespace_tokens_are_another_pipelines_pieces() -> None:
+    # Sentencepiece pieces as the peer benchmark gives them: a piece line in, the same out.
+    lines = ["\u2581Ein \u2581Mann \u2581f\u00e4hrt \u2581Fahr rad .", "\u2581Zwei \u2581Hunde ."]
+    tokenizer = train_tokenizer(TokenizerConfig(kind="whitespace"), lines)
+    assert tokenizer.vocab_size == 4 + 8
+    for line in lines:
+        assert tokenizer.decode(tokenizer.encode(line)) == line
+    assert tokenizer.decode(tokenizer.encode("  \u2581Zwei\t\u2581Katzen  .")) == (
+        "\u2581Zwei <unk> ."
+    )
+    capped = train_tokenizer(TokenizerConfig(kind="whitespace", vocab_size=6), lines)
+    assert capped.vocab_size == 6  # the two most frequent tokens: "." and "\u2581Zwei"...
 
 
 def test_word_round_trip_up_to_whitespace(trained: dict[str, Tokenizer], corpus: str) -> None:
@@ -253,7 +268,7 @@ def test_sentencepiece_vocab_below_the_alphabet_is_a_config_error(sentences: lis
 @pytest.mark.parametrize(
     ("changes", "expected"),
     [
-        ({"kind": "bytes"}, r"tokenizer\.kind = 'bytes'.*char, word, sentencepiece"),
+        ({"kind": "bytes"}, r"tokenizer\.kind = 'bytes'.*char, word, whitespace, sentencepiece"),
         ({"vocab_size": -1}, r"tokenizer\.vocab_size = -1.*>= 0"),
         ({"vocab_size": True}, r"tokenizer\.vocab_size = True"),
         ({"kind": "word", "vocab_size": 3}, r"tokenizer\.vocab_size = 3.*word"),

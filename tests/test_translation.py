@@ -25,7 +25,7 @@ from seqgen.config import load_recipe
 from seqgen.errors import CheckpointError, SeqgenError
 from seqgen.evaluation.bleu import corpus_bleu, corpus_chrf
 from seqgen.pipelines import load as load_pipeline
-from seqgen.training import loop
+from seqgen.training import device, loop
 from seqgen.training.checkpoint import load_checkpoint, save_checkpoint
 from seqgen.translation import ScoredTranslation, Translator
 
@@ -229,7 +229,11 @@ def test_train_reports_bleu_and_writes_the_run_folder(
     trained_translation: tuple[Path, Result], translator_run: Path
 ) -> None:
     stdout = trained_translation[1].stdout
-    assert stdout.startswith("trained 80 steps; best validation BLEU ")
+    loop_line, summary = stdout.strip().splitlines()
+    assert re.fullmatch(
+        r"training loop: 80 steps in [\d.]+ s \(validation excluded\), [\d,]+ pieces/s", loop_line
+    )
+    assert summary.startswith("trained 80 steps; best validation BLEU ")
     assert stdout.rstrip().endswith(str(translator_run / "best.safetensors"))
     assert sorted(os.listdir(translator_run)) == [
         "averaged.safetensors",
@@ -301,7 +305,9 @@ def test_resume_through_the_cli(tmp_path: Path, recipe_file: Path) -> None:
     assert_ok(invoke(*args, "train.max_steps=3", "--set", "train.eval_every=3"))
     result = invoke(*args, "train.max_steps=5", "--resume")
     assert_ok(result)
-    assert result.stdout.startswith("trained 5 steps; best validation BLEU")
+    # The loop figure counts this invocation's steps; the summary counts the run's.
+    assert result.stdout.startswith("training loop: 2 steps in ")
+    assert "\ntrained 5 steps; best validation BLEU" in result.stdout
 
 
 def test_resume_never_replaces_a_better_best(tmp_path: Path, recipe_file: Path) -> None:
@@ -340,6 +346,50 @@ def test_patience_stops_when_bleu_stops_improving(tmp_path: Path, recipe_file: P
     assert list(bleus) == [2, 4] and bleus[2] == bleus[4]
     assert load_checkpoint(run / "best.safetensors").info["step"] == 2
     assert sorted(os.listdir(run)) == ["best.safetensors", "last.safetensors", "metrics.csv"]
+
+
+def test_sentence_batches_of_pieces_in_bf16(tmp_path: Path, recipe_file: Path) -> None:
+    """The peer benchmark's settings: piece files, batches of N sentences, bf16 on the CPU."""
+    if not device.cpu_has_bf16():
+        pytest.skip("this CPU has no native bf16 matrix products")
+    folder = recipe_file.parent
+    for name in ("train.de", "train.en", "val.de", "val.en"):  # one piece per word
+        lines = (folder / name).read_text(encoding="utf-8").splitlines()
+        pieces = [" ".join("\u2581" + word for word in line.split()) for line in lines]
+        write_lines(tmp_path / name, pieces)
+    sets = [f"data.{side}={tmp_path}/{name}" for side, name in (
+        ("train_source", "train.de"), ("train_target", "train.en"),
+        ("validation_source", "val.de"), ("validation_target", "val.en"),
+    )]  # fmt: skip
+    sets += ["tokenizer.kind=whitespace", "tokenizer.vocab_size=0"]
+    sets += ["train.batch_sentences=16", "train.cpu_mixed_precision=true", "train.max_steps=10"]
+    run = tmp_path / "run"
+    result = run_training(recipe_file, run, *sets, "train.eval_every=10")
+    assert result.steps == 10 and result.loop.steps == 10 and result.loop.tokens > 0
+    weights = load_checkpoint(run / "last.safetensors").weights
+    assert all(tensor.dtype == torch.float32 for tensor in weights.values())  # bf16 compute only
+    first = metric_rows(run)[0]
+    assert float(first["epoch"]) == pytest.approx(5 / 5)  # 80 pairs / 16 = 5 batches an epoch
+    out = translate(run, "--input", tmp_path / "val.de", "--timing", "--beam-size", "1")
+    assert_ok(out)
+    assert len(out.stdout.splitlines()) == 12
+    assert all(piece.startswith("\u2581") for piece in out.stdout.split())
+    assert re.fullmatch(
+        r"model loaded in [\d.]+ s; decode: [\d.]+ s for 12 lines \([\d.]+ sentences/s\)\n",
+        out.stderr,
+    )
+
+
+def test_cpu_bf16_is_refused_where_the_cpu_lacks_it(
+    tmp_path: Path, recipe_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: False)
+    result = invoke(
+        "train", recipe_file, "--output", tmp_path / "run", "--set",
+        "train.cpu_mixed_precision=true",
+    )  # fmt: skip
+    assert_one_line_error(result, "train.cpu_mixed_precision", "bf16", "= false")
+    assert not (tmp_path / "run").exists()
 
 
 def test_unknown_language_pair_lists_the_valid_ones(tmp_path: Path, recipe_file: Path) -> None:

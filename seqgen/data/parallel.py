@@ -2,10 +2,11 @@
 
 Pairs are filtered by length, sorted by ``(source_len, target_len)`` so that a batch holds
 sentences of nearly equal length (little padding, as in fairseq and OpenNMT-py), and cut so
-that ``rows * longest_padded_length <= batch_tokens``. Every epoch breaks ties between
-equal lengths with a fresh seeded permutation (so a batch's company changes between epochs)
-and shuffles the batch order. The lengths alone decide where batches are cut, so every epoch
-has the same number of batches.
+that ``rows * longest_padded_length <= batch_tokens`` (or, with ``batch_sentences``, into
+batches of that many pairs, as OpenNMT-py's and JoeyNMT's sentence batches). Every epoch
+breaks ties between equal lengths with a fresh seeded permutation (so a batch's company
+changes between epochs) and shuffles the batch order. The lengths alone decide where batches
+are cut, so every epoch has the same number of batches.
 
 Layout of a :class:`ParallelBatch` (0 = PAD, ignored by the loss and by attention):
 
@@ -77,6 +78,8 @@ class ParallelBatches:
             counting the added BOS/EOS (a single pair longer than that gets a batch alone).
         max_source_length, max_target_length: longer pairs are dropped (counted before
             BOS/EOS); empty sources or targets are dropped too.
+        batch_sentences: when > 0, batches of exactly this many pairs (the last one of an
+            epoch may be smaller) instead of the token budget.
         seed: with the epoch (see :meth:`set_epoch`), fixes the batches and their order.
         shuffle: False keeps batches sorted by length (e.g. for validation loss).
     """
@@ -89,6 +92,7 @@ class ParallelBatches:
         batch_tokens: int,
         max_source_length: int = 100,
         max_target_length: int = 100,
+        batch_sentences: int = 0,
         seed: int = 0,
         shuffle: bool = True,
     ) -> None:
@@ -99,6 +103,7 @@ class ParallelBatches:
         self.sources = sources
         self.targets = targets
         self.batch_tokens = batch_tokens
+        self.batch_sentences = batch_sentences
         self.seed = seed
         self.shuffle = shuffle
         self.epoch = 0
@@ -139,6 +144,9 @@ class ParallelBatches:
 
     def _cut(self, order: list[int]) -> list[list[int]]:
         """Split length-sorted pairs greedily so that ``rows * longest <= batch_tokens``."""
+        if self.batch_sentences > 0:
+            size = self.batch_sentences
+            return [order[start : start + size] for start in range(0, len(order), size)]
         batches: list[list[int]] = []
         current: list[int] = []
         longest = 0

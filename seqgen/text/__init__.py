@@ -1,4 +1,4 @@
-"""Tokenizers (char, word, sentencepiece) behind one small protocol; no torch needed."""
+"""Tokenizers (char, word, whitespace, sentencepiece) behind one small protocol; no torch needed."""
 
 from seqgen.text.char import CharTokenizer
 from seqgen.text.sentencepiece import SentencePieceTokenizer
@@ -9,6 +9,7 @@ from seqgen.text.tokenizer import (
     train_tokenizer,
 )
 from seqgen.text.vocabulary import Vocabulary
+from seqgen.text.whitespace import WhitespaceTokenizer
 from seqgen.text.word import WordTokenizer
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "Tokenizer",
     "TokenizerConfig",
     "Vocabulary",
+    "WhitespaceTokenizer",
     "WordTokenizer",
     "tokenizer_from_dict",
     "train_tokenizer",

@@ -15,9 +15,10 @@ from seqgen.errors import CheckpointError, ConfigError
 from seqgen.text.char import CharTokenizer
 from seqgen.text.sentencepiece import NEWLINE_ID, SentencePieceTokenizer
 from seqgen.text.vocabulary import SPECIAL_TOKENS
+from seqgen.text.whitespace import WhitespaceTokenizer
 from seqgen.text.word import WordTokenizer
 
-TOKENIZER_KINDS = ("char", "word", "sentencepiece")
+TOKENIZER_KINDS = ("char", "word", "whitespace", "sentencepiece")
 MODEL_TYPES = ("bpe", "unigram")
 
 
@@ -27,7 +28,7 @@ class Tokenizer(Protocol):
 
     @property
     def kind(self) -> str:
-        """``"char"``, ``"word"`` or ``"sentencepiece"``."""
+        """``"char"``, ``"word"``, ``"whitespace"`` or ``"sentencepiece"``."""
         ...
 
     @property
@@ -58,9 +59,10 @@ class Tokenizer(Protocol):
 class TokenizerConfig:
     """How to train a tokenizer.
 
-    ``vocab_size`` is the sentencepiece vocabulary size, or for ``word`` the largest
-    vocabulary kept (specials included; 0 keeps every word); ``char`` ignores it.
-    ``min_frequency`` applies to char and word; ``model_type`` and
+    ``vocab_size`` is the sentencepiece vocabulary size, or for ``word`` and ``whitespace``
+    the largest vocabulary kept (specials included; 0 keeps every token); ``char`` ignores
+    it. ``whitespace`` is for text already split into tokens by another pipeline.
+    ``min_frequency`` applies to char, word and whitespace; ``model_type`` and
     ``character_coverage`` to sentencepiece only.
     """
 
@@ -79,8 +81,8 @@ class TokenizerConfig:
         if not is_integer(self.vocab_size) or self.vocab_size < 0:
             raise ConfigError(invalid("vocab_size", self.vocab_size, "an integer >= 0"))
         smallest = len(SPECIAL_TOKENS) + 1
-        if self.kind == "word" and 0 < self.vocab_size < smallest:
-            expected = f"0 (unlimited) or an integer >= {smallest} for word"
+        if self.kind in ("word", "whitespace") and 0 < self.vocab_size < smallest:
+            expected = f"0 (unlimited) or an integer >= {smallest} for {self.kind}"
             raise ConfigError(invalid("vocab_size", self.vocab_size, expected))
         if self.kind == "sentencepiece" and self.vocab_size <= NEWLINE_ID + 1:
             expected = f"an integer >= {NEWLINE_ID + 2} for sentencepiece"
@@ -121,8 +123,9 @@ def train_tokenizer(config: TokenizerConfig, texts: Iterable[str] | str) -> Toke
         return CharTokenizer.train(
             texts, min_frequency=config.min_frequency, lowercase=config.lowercase
         )
-    if config.kind == "word":
-        return WordTokenizer.train(
+    if config.kind in ("word", "whitespace"):
+        kind = WordTokenizer if config.kind == "word" else WhitespaceTokenizer
+        return kind.train(
             texts,
             max_size=config.vocab_size or None,
             min_frequency=config.min_frequency,
@@ -140,6 +143,7 @@ def train_tokenizer(config: TokenizerConfig, texts: Iterable[str] | str) -> Toke
 LOADERS: dict[str, Callable[[Mapping[str, Any]], Tokenizer]] = {
     "char": CharTokenizer.from_dict,
     "word": WordTokenizer.from_dict,
+    "whitespace": WhitespaceTokenizer.from_dict,
     "sentencepiece": SentencePieceTokenizer.from_dict,
 }
 

@@ -20,9 +20,31 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def autocast(device: torch.device, *, enabled: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when asked for (no loss scaling needed); a no-op on CPU."""
-    if device.type != "cuda" or not enabled:
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast(device_type="cuda", dtype=dtype)
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN runs bf16 matrix products natively here (AVX512-BF16 or AMX)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def check_cpu_bf16(device: torch.device, enabled: bool) -> None:
+    """Refuse ``train.cpu_mixed_precision`` where bf16 matrix products would be emulated."""
+    if enabled and device.type == "cpu" and not cpu_has_bf16():
+        raise ConfigError(
+            "train.cpu_mixed_precision = true needs a CPU with bf16 instructions (AVX512-BF16 "
+            "or AMX) and this one has none; set train.cpu_mixed_precision = false"
+        )
+
+
+def autocast(
+    device: torch.device, *, enabled: bool, cpu_enabled: bool = False
+) -> contextlib.AbstractContextManager:
+    """bf16 autocast: on CUDA when ``enabled``, on CPU when ``cpu_enabled``; else a no-op.
+
+    Weights, optimizer state and the loss stay float32; only matrix products and the
+    recurrent kernels run in bf16, so no loss scaling is needed.
+    """
+    if device.type == "cuda" and enabled:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast(device_type="cuda", dtype=dtype)
+    if device.type == "cpu" and cpu_enabled:
+        return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Protocol
 
 from seqgen.config import LoopConfig
@@ -14,6 +15,25 @@ from seqgen.training.schedule import learning_rate_at
 class RunState(Protocol):
     step: int
     elapsed: float
+
+
+@dataclass
+class LoopStats:
+    """What this invocation's training steps did, validation and checkpoints excluded."""
+
+    steps: int = 0
+    seconds: float = 0.0
+    tokens: int = 0  # tokens read (translators: source + target pieces)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+    def summary(self, unit: str) -> str:
+        return (
+            f"training loop: {self.steps} steps in {self.seconds:.1f} s (validation excluded), "
+            f"{self.tokens_per_second:,.0f} {unit}/s"
+        )
 
 
 class Trainer(Protocol):
@@ -36,14 +56,21 @@ class Trainer(Protocol):
         ...
 
 
-def drive(trainer: Trainer, config: LoopConfig, *, show_progress: bool) -> Progress:
+def drive(
+    trainer: Trainer, config: LoopConfig, *, show_progress: bool
+) -> tuple[Progress, LoopStats]:
     """Train until ``max_steps`` or ``max_minutes``; validate every ``eval_every`` steps."""
     run = trainer.run_state
     progress = Progress(config.max_steps, enabled=show_progress, log_every=config.log_every)
+    stats = LoopStats()
     started = time.perf_counter() - run.elapsed
     window_start, window_tokens = time.perf_counter(), 0
     while run.step < config.max_steps:
+        step_start = time.perf_counter()
         loss, tokens = trainer.train_step()
+        stats.seconds += time.perf_counter() - step_start
+        stats.steps += 1
+        stats.tokens += tokens
         run.elapsed = time.perf_counter() - started
         window_tokens += tokens
         speed = window_tokens / (time.perf_counter() - window_start)
@@ -67,4 +94,4 @@ def drive(trainer: Trainer, config: LoopConfig, *, show_progress: bool) -> Progr
         if reason:
             progress.message(f"stopping at step {run.step}: {reason}")
             break
-    return progress
+    return progress, stats

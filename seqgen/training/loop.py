@@ -25,8 +25,8 @@ from seqgen.evaluation.perplexity import LanguageModelScores, evaluate_language_
 from seqgen.models.language_model import LanguageModel
 from seqgen.text import Tokenizer, tokenizer_from_dict, train_tokenizer
 from seqgen.training.checkpoint import Checkpoint, save_checkpoint
-from seqgen.training.device import autocast, resolve_device
-from seqgen.training.driver import drive
+from seqgen.training.device import autocast, check_cpu_bf16, resolve_device
+from seqgen.training.driver import LoopStats, drive
 from seqgen.training.metrics import MetricsLog
 from seqgen.training.progress import Progress
 from seqgen.training.run_folder import capture_rng, open_run, restore_rng
@@ -44,6 +44,7 @@ class TrainingResult:
     steps: int
     best_validation_loss: float | None  # nats per token, of best.safetensors
     last_validation: LanguageModelScores | None
+    loop: LoopStats
 
 
 @dataclass
@@ -92,6 +93,7 @@ class LanguageModelTrainer:
         recipe, last = open_run(recipe, output_dir, resume=resume)
         self.output_dir = output_dir
         self.device = resolve_device(recipe.train.device)
+        check_cpu_bf16(self.device, recipe.train.cpu_mixed_precision)
         if Path(recipe.data.corpus).is_file():
             # Stored absolute, so `evaluate --split val` works from any folder later.
             recipe.data.corpus = str(Path(recipe.data.corpus).resolve())
@@ -163,7 +165,9 @@ class LanguageModelTrainer:
         inputs, targets = (t.to(self.device) for t in self.batches.window(index))
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate_at(run.step, train)
-        with autocast(self.device, enabled=train.mixed_precision):
+        with autocast(
+            self.device, enabled=train.mixed_precision, cpu_enabled=train.cpu_mixed_precision
+        ):
             logits, carried = self.model(inputs, run.carried)
             loss = functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
         # Truncated BPTT: keep the state's values, cut its history.
@@ -212,13 +216,14 @@ class LanguageModelTrainer:
 
     def run(self, *, show_progress: bool = True) -> TrainingResult:
         self.model.train()
-        drive(self, self.recipe.train, show_progress=show_progress)
+        _, loop = drive(self, self.recipe.train, show_progress=show_progress)
         run = self.run_state
         return TrainingResult(
             output_dir=self.output_dir,
             steps=run.step,
             best_validation_loss=run.best_loss if run.best_loss < float("inf") else None,
             last_validation=self.last_scores,
+            loop=loop,
         )
 
 

@@ -25,8 +25,8 @@ from seqgen.models.translator import Translator as TranslatorModel
 from seqgen.text import Tokenizer, tokenizer_from_dict, train_tokenizer
 from seqgen.training.averaging import average_checkpoints
 from seqgen.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from seqgen.training.device import autocast, resolve_device
-from seqgen.training.driver import drive
+from seqgen.training.device import autocast, check_cpu_bf16, resolve_device
+from seqgen.training.driver import LoopStats, drive
 from seqgen.training.metrics import MetricsLog
 from seqgen.training.progress import Progress
 from seqgen.training.run_folder import (
@@ -45,6 +45,7 @@ class TranslationResult:
     output_dir: Path
     steps: int
     best_bleu: float
+    loop: LoopStats
 
 
 @dataclass
@@ -103,6 +104,7 @@ class TranslationTrainer:
         recipe, last = open_run(recipe, output_dir, resume=resume)
         self.output_dir = output_dir
         self.device = resolve_device(recipe.train.device)
+        check_cpu_bf16(self.device, recipe.train.cpu_mixed_precision)
         self.recipe = recipe
         train_sources, train_targets = load_pairs(recipe, "train", data_dir=data_dir)
         self.validation_sources, self.validation_references = load_pairs(
@@ -118,6 +120,7 @@ class TranslationTrainer:
             [self.tokenizers["source"].encode(s) for s in train_sources],
             [self.tokenizers["target"].encode(t) for t in train_targets],
             batch_tokens=recipe.train.batch_tokens,
+            batch_sentences=recipe.train.batch_sentences,
             max_source_length=recipe.data.max_source_length,
             max_target_length=recipe.data.max_target_length,
             seed=recipe.train.seed,
@@ -207,7 +210,9 @@ class TranslationTrainer:
         batch = self.batches.make_batch(self._epoch_batches[index]).to(self.device)
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate_at(run.step, train)
-        with autocast(self.device, enabled=train.mixed_precision):
+        with autocast(
+            self.device, enabled=train.mixed_precision, cpu_enabled=train.cpu_mixed_precision
+        ):
             # Score only real target positions: padding would cost output-layer work.
             real = batch.target_out != 0
             logits = self.model(batch.source_ids, batch.source_lengths, batch.target_in, real)
@@ -296,6 +301,8 @@ class TranslationTrainer:
 
     def run(self, *, show_progress: bool = True) -> TranslationResult:
         self.model.train()
-        progress = drive(self, self.recipe.train, show_progress=show_progress)
+        progress, loop = drive(self, self.recipe.train, show_progress=show_progress)
         self._average(progress)
-        return TranslationResult(self.output_dir, self.run_state.step, self.run_state.best_bleu)
+        return TranslationResult(
+            self.output_dir, self.run_state.step, self.run_state.best_bleu, loop
+        )

@@ -1,0 +1,114 @@
+"""seqgen as a system of the peer benchmark harness (``../shared/bench/peers``).
+
+Not imported by seqgen: the harness executes this file (``--plugin`` or ``BENCH_PLUGINS``)
+with its own directory on ``sys.path``, so ``peerbench`` imports. From the repository root::
+
+    export PEERS=/tmp/peers SEQGEN_DATA_DIR=../shared/data
+    P=seqgen/benchmark/peer_plugin.py; H=../shared/bench/peers
+    bash $H/speed_train.sh --plugin $P --systems onmt,seqgen --repeats 3
+    bash $H/speed_decode.sh --plugin $P --systems onmt,seqgen,seqgen-onnx --repeats 5
+
+Two systems share one training (``seqgen``, the PyTorch backend, and ``seqgen-onnx``, its
+checkpoint exported once to an ONNX bundle, before any timing). Both train
+``recipes/peer-comparison.toml``: the harness's comparison model on its piece files, batches
+of 64 sentences. The seqgen command is ``$SEQGEN`` when set, else ``seqgen`` on the PATH.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+
+from peerbench import DATA, System, base_env, count_pieces
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RECIPE = os.path.join(HERE, "..", "..", "recipes", "peer-comparison.toml")
+BATCH_SENTENCES = 64
+
+
+def seqgen_command() -> str:
+    found = os.environ.get("SEQGEN") or shutil.which("seqgen")
+    if not found:
+        raise FileNotFoundError("no seqgen command: pip install -e . or set SEQGEN=/path/seqgen")
+    return found
+
+
+class SeqGen(System):
+    name = "seqgen"
+    version = "dev"
+    backend = "torch"
+
+    def env(self):
+        return base_env()  # 2 threads, no CUDA: the peers' conditions
+
+    def train_cmd(self, run_dir, train_prefix, steps, one_epoch, bucket=None):
+        if one_epoch:  # one pass: every sentence once, in batches of 64
+            pairs = count_pieces(f"{train_prefix}.{self.src}")["lines"]
+            steps = -(-pairs // BATCH_SENTENCES)
+        sets = {
+            "data.train_source": f"{train_prefix}.{self.src}",
+            "data.train_target": f"{train_prefix}.{self.tgt}",
+            "data.validation_source": os.path.join(DATA, "sp", f"val.{self.src}"),
+            "data.validation_target": os.path.join(DATA, "sp", f"val.{self.tgt}"),
+            "train.max_steps": int(steps),
+        }
+        command = [seqgen_command(), "train", RECIPE, "--output", run_dir, "--quiet"]
+        for key, value in sets.items():
+            command += ["--set", f"{key}={value}"]
+        return command
+
+    def parse_train_log(self, log_path):
+        with open(log_path, errors="replace") as log:
+            found = re.findall(r"training loop: (\d+) steps in ([\d.]+) s", log.read())
+        if not found:
+            return {"loop_s": None, "steps": 0}
+        steps, seconds = found[-1]
+        return {"loop_s": float(seconds), "steps": int(steps)}
+
+    def checkpoint(self, run_dir):
+        path = os.path.join(run_dir, "last.safetensors")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(path)
+        return path
+
+    def decode_cmd(self, run_dir, ckpt, src_path, out_path, beam, batch, max_len):
+        command = [
+            seqgen_command(), "translate", "--model", self.model_path(ckpt),
+            "--input", src_path, "--output", out_path, "--beam-size", str(beam),
+            "--batch-size", str(batch), "--max-length", str(max_len),
+            "--device", "cpu", "--backend", self.backend, "--timing",
+        ]  # fmt: skip
+        return command, None, None
+
+    def model_path(self, ckpt):
+        return ckpt
+
+    def parse_decode_log(self, log_path):
+        with open(log_path, errors="replace") as log:
+            found = re.findall(r"decode: ([\d.]+) s", log.read())
+        return {"own_s": float(found[-1])} if found else {}
+
+
+class SeqGenOnnx(SeqGen):
+    """The same checkpoint, exported once to an ONNX bundle and run by ONNX Runtime."""
+
+    name = "seqgen-onnx"
+    backend = "onnx"
+
+    def train_cmd(self, run_dir, train_prefix, steps, one_epoch, bucket=None):
+        raise RuntimeError("seqgen-onnx decodes seqgen's checkpoints; train 'seqgen' instead")
+
+    def checkpoint(self, run_dir):
+        # runs/seqgen-onnx/<run> -> the checkpoint that 'seqgen' trained in runs/seqgen/<run>
+        parent, run = os.path.split(run_dir)
+        return super().checkpoint(os.path.join(os.path.dirname(parent), "seqgen", run))
+
+    def model_path(self, ckpt):
+        bundle = os.path.join(os.path.dirname(ckpt), "onnx-bundle")
+        if not os.path.isfile(os.path.join(bundle, "manifest.json")):
+            command = [seqgen_command(), "export", "--model", ckpt, "--output", bundle]
+            subprocess.run(command, check=True, env=self.env(), stdout=subprocess.DEVNULL)
+        return bundle
+
+
+SYSTEMS = {"seqgen": SeqGen(), "seqgen-onnx": SeqGenOnnx()}
