@@ -22,6 +22,7 @@ import seqgen
 from seqgen.bundle import load_bundle
 from seqgen.config import recipe_from_dict, recipe_to_dict
 from seqgen.decoding.beam import beam_search
+from seqgen.decoding.contract import TopLogProbs
 from seqgen.decoding.onnx_translator_step import OnnxTranslatorStep
 from seqgen.decoding.search import greedy_search
 from seqgen.errors import CheckpointError
@@ -200,27 +201,35 @@ def test_greedy_and_beam_5_are_token_identical(
         assert [h.tokens for h in onnx_best] == [h.tokens for h in torch_best]
 
 
+@pytest.mark.parametrize("io_binding", [False, True])
 def test_narrowed_steps_bring_only_the_top_candidates_to_the_host(
-    exported: tuple[Path, Path],
+    exported: tuple[Path, Path], io_binding: bool
 ) -> None:
-    """With I/O binding, a search that reads few log-probs per row gets the graph's top 32
-    exactly and -inf elsewhere, so only those cross from the device."""
-    _, bundle = exported
-    full = load_bundle(bundle, device="cpu", threads=1, io_binding=True).step_function
+    """A search that reads few log-probs per row gets the graph's top 32, best first, as
+    TopLogProbs: only those cross to the host (from the device, with I/O binding)."""
+    checkpoint, bundle = exported
+    full = load_bundle(bundle, device="cpu", threads=1, io_binding=io_binding).step_function
     sources = make_sources(SOURCE_LENGTHS[7], 20)
     state, tokens = full.start(sources)
     expected, _ = full.step(tokens, state)
     assert expected.shape[1] > 32 and np.isfinite(expected).all()
     narrow = full.narrowed(13)
     assert full.candidates is None  # a view: the step function itself is unchanged
-    log_probs, _ = narrow.step(tokens, state)
-    finite = np.isfinite(log_probs)
-    assert (finite.sum(axis=1) == 32).all()
-    np.testing.assert_allclose(log_probs[finite], expected[finite], atol=1e-6)
+    top, _ = narrow.step(tokens, state)
+    assert isinstance(top, TopLogProbs) and top.shape == (7, 32)
     best = np.argsort(-expected, axis=1)[:, :32]
-    assert np.take_along_axis(finite, best, axis=1).all()
+    np.testing.assert_array_equal(top.token_ids, best)
+    np.testing.assert_allclose(top.values, np.take_along_axis(expected, best, axis=1), atol=1e-6)
+    np.testing.assert_allclose(top.dense(expected.shape[1])[:, best[0, 0]], expected[:, best[0, 0]])
     wide, _ = full.narrowed(33).step(tokens, state)  # more than the graph holds: all of them
-    assert np.isfinite(wide).all()
+    assert isinstance(wide, np.ndarray) and np.isfinite(wide).all()
+    # The PyTorch adapter narrows the same way, to exactly the candidates asked for.
+    torch_step = seqgen.load(checkpoint, device="cpu", backend="torch").step_function
+    torch_state, _ = torch_step.start(sources)
+    torch_top, _ = torch_step.narrowed(13).step(tokens, torch_state)
+    assert isinstance(torch_top, TopLogProbs) and torch_top.shape == (7, 13)
+    np.testing.assert_array_equal(torch_top.token_ids, best[:, :13])
+    np.testing.assert_allclose(torch_top.values, top.values[:, :13], atol=1e-4)
 
 
 def test_translate_from_the_bundle_equals_pytorch(runtimes: tuple[Translator, Translator]) -> None:

@@ -64,7 +64,7 @@ def beam_search(
         if beams.sentences.size == 0:
             break
         log_probs, state = step_fn.step(beams.last_tokens, state)
-        scores = apply_bans(
+        scores, _, columns = apply_bans(
             log_probs,
             eos_id=eos_id,
             eos_banned=(position < min_new[beams.sentences]).repeat(beam_size),
@@ -72,13 +72,13 @@ def beam_search(
             no_repeat_ngram_size=no_repeat_ngram_size,
             banned_token_ids=banned_token_ids,
         )
-        candidates = _Candidates.top(beams.scores, scores, beam_size, eos_id)
+        candidates = _Candidates.top(beams.scores, scores, columns, beam_size, eos_id)
         # Where bans leave no extension at all, the beams end here, unfinished.
         _keep_beams(
             kept, beams, np.flatnonzero(np.isneginf(candidates.scores[:, 0])), length_penalty
         )
-        _keep_eos_candidates(kept, beams, candidates, log_probs, eos_id, length_penalty)
-        parent_rows, beams = beams.advance(candidates, log_probs)
+        _keep_eos_candidates(kept, beams, candidates, length_penalty)
+        parent_rows, beams = beams.advance(candidates)
         at_max = position + 1 >= max_new[beams.sentences]
         _keep_beams(kept, beams, np.flatnonzero(at_max), length_penalty)
         done = at_max | _cannot_improve(kept, beams, max_new, length_penalty)
@@ -100,26 +100,35 @@ class _Candidates:
     """The ``2 * beam`` best (beam, token) extensions of each sentence, best first.
 
     Attributes are ``(sentences, 2 * beam)``: ``scores`` (cumulative), ``beams`` (index
-    within the sentence), ``token_ids`` and ``is_eos``.
+    within the sentence), ``token_ids``, ``step_log_probs`` (the token's own log-prob) and
+    ``is_eos``.
     """
 
     scores: np.ndarray
     beams: np.ndarray
     token_ids: np.ndarray
+    step_log_probs: np.ndarray
     is_eos: np.ndarray
 
     @classmethod
     def top(
-        cls, beam_scores: np.ndarray, scores: np.ndarray, beam_size: int, eos_id: int | None
+        cls,
+        beam_scores: np.ndarray,
+        scores: np.ndarray,
+        columns: np.ndarray | None,
+        beam_size: int,
+        eos_id: int | None,
     ) -> _Candidates:
-        """Rank ``(sentences, beam)`` cumulative scores plus ``(rows, vocab)`` step scores."""
-        sentences, vocab = beam_scores.shape[0], scores.shape[1]
+        """Rank ``(sentences, beam)`` cumulative scores plus ``(rows, width)`` step scores,
+        whose columns are the tokens ``columns`` ``(rows, width)`` (None: column = token)."""
+        sentences, width = beam_scores.shape[0], scores.shape[1]
         # The best 2 * beam of a sentence are among the best 2 * beam of each of its rows, so
-        # a per-row argpartition (O(vocab), in the step's float32) leaves only
+        # a per-row argpartition (O(width), in the step's float32) leaves only
         # (rows, 2 * beam) cumulative sums to form and rank.
-        per_row = min(2 * beam_size, vocab)
-        row_best = np.argpartition(scores, vocab - per_row, axis=1)[:, vocab - per_row :]
-        totals = beam_scores.reshape(-1, 1) + np.take_along_axis(scores, row_best, axis=1)
+        per_row = min(2 * beam_size, width)
+        row_best = np.argpartition(scores, width - per_row, axis=1)[:, width - per_row :]
+        row_scores = np.take_along_axis(scores, row_best, axis=1)
+        totals = beam_scores.reshape(-1, 1) + row_scores
         totals = totals.reshape(sentences, beam_size * per_row)
         count = min(2 * beam_size, totals.shape[1])
         best = np.argpartition(-totals, count - 1, axis=1)[:, :count]
@@ -127,9 +136,14 @@ class _Candidates:
         best = np.take_along_axis(best, order, axis=1)  # (sentences, count), best first
         beams = best // per_row
         rows = np.arange(sentences)[:, None] * beam_size + beams
-        token_ids = row_best[rows, best % per_row]
+        chosen = row_best[rows, best % per_row]  # columns of `scores`
+        token_ids = chosen if columns is None else columns[rows, chosen]
+        # Bans only set -inf, so a finite candidate's step score is the model's log-prob.
+        step_log_probs = row_scores[rows, best % per_row].astype(np.float64)
         is_eos = token_ids == eos_id if eos_id is not None else np.zeros(best.shape, bool)
-        return cls(np.take_along_axis(totals, best, axis=1), beams, token_ids, is_eos)
+        return cls(
+            np.take_along_axis(totals, best, axis=1), beams, token_ids, step_log_probs, is_eos
+        )
 
 
 @dataclass(frozen=True)
@@ -174,7 +188,7 @@ class _Beams:
         """Per row, the first token and the tokens generated so far (for n-gram bans)."""
         return np.concatenate([self.first_tokens[:, None], self.token_ids], axis=1).tolist()
 
-    def advance(self, candidates: _Candidates, log_probs: np.ndarray) -> tuple[np.ndarray, _Beams]:
+    def advance(self, candidates: _Candidates) -> tuple[np.ndarray, _Beams]:
         """The best ``beam`` non-EOS candidates of each sentence become its beams.
 
         Returns ``(rows,)`` parent rows (into the current rows) and the new beams.
@@ -186,7 +200,7 @@ class _Beams:
         parents = np.arange(sentences)[:, None] * beam_size
         parent_rows = (parents + np.take_along_axis(candidates.beams, alive, axis=1)).ravel()
         token_ids = np.take_along_axis(candidates.token_ids, alive, axis=1).ravel()
-        step_log_probs = log_probs[parent_rows, token_ids].astype(np.float64)
+        step_log_probs = np.take_along_axis(candidates.step_log_probs, alive, axis=1).ravel()
         # (Only a vocabulary of EOS alone could leave an EOS here: such a beam is dead.)
         is_eos = np.take_along_axis(candidates.is_eos, alive, axis=1)
         scores = np.where(is_eos, -np.inf, np.take_along_axis(candidates.scores, alive, axis=1))
@@ -219,12 +233,7 @@ def _keep(kept: list[Hypothesis], hypothesis: Hypothesis, limit: int) -> None:
 
 
 def _keep_eos_candidates(
-    kept: list[list[Hypothesis]],
-    beams: _Beams,
-    candidates: _Candidates,
-    log_probs: np.ndarray,
-    eos_id: int | None,
-    length_penalty: float,
+    kept: list[list[Hypothesis]], beams: _Beams, candidates: _Candidates, length_penalty: float
 ) -> None:
     """Turn each EOS candidate of finite score into a finished hypothesis of its sentence."""
     beam_size = beams.scores.shape[1]
@@ -243,7 +252,10 @@ def _keep_eos_candidates(
         hypothesis = Hypothesis(
             tokens=tuple(beams.token_ids[row].tolist()),
             score=score,
-            token_log_probs=(*beams.token_log_probs[row].tolist(), float(log_probs[row, eos_id])),
+            token_log_probs=(
+                *beams.token_log_probs[row].tolist(),
+                float(candidates.step_log_probs[sentence, rank]),
+            ),
             finished=True,
             normalized_score=score / penalty,
         )

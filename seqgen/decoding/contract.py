@@ -14,20 +14,45 @@ Search (``seqgen.decoding.search``) depends on this module and numpy only, so it
 without torch.
 
 Greedy and beam search read only the few best log-probabilities of each row. A step
-function may offer ``narrowed(candidates)`` (see :func:`narrowed`): on a GPU, the ONNX
-Runtime adapter then copies ``candidates`` numbers per row to the host instead of the whole
-vocabulary.
+function may offer ``narrowed(candidates)`` (see :func:`narrowed`), whose ``step`` returns
+each row's best log-probs as :class:`TopLogProbs` ``(rows, K)`` instead of ``(rows, vocab)``:
+the model's adapters take them from the step itself (a top-k in the ONNX graph, or in torch),
+so only ``K`` numbers per row reach the host and the search ranks ``K``, not ``vocab``,
+candidates per row.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
 State = Mapping[str, Any]
 """Decoder state: name -> batch-major array. Names equal the ONNX graph's input names."""
+
+
+@dataclass(frozen=True)
+class TopLogProbs:
+    """Each row's ``K`` highest log-probs, best first: what a narrowed step may return.
+
+    Every other token's log-prob is below the row's last value (and is not needed: search
+    asked for at most ``K`` candidates).
+    """
+
+    values: np.ndarray  # (rows, K) float32, descending along axis 1
+    token_ids: np.ndarray  # (rows, K) int64, the token of each value
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.values.shape
+
+    def dense(self, vocab_size: int) -> np.ndarray:
+        """``(rows, vocab_size)`` log-probs, ``-inf`` outside the top ``K``."""
+        full = np.full((self.values.shape[0], vocab_size), -np.inf, dtype=self.values.dtype)
+        np.put_along_axis(full, self.token_ids, self.values, axis=1)
+        return full
 
 
 class StepFunction(Protocol):
@@ -42,7 +67,8 @@ class StepFunction(Protocol):
 
         Returns:
             ``log_probs``: ``(rows, vocab)`` float32 numpy array, log-softmax of the
-            next-token scores; and the new state (same rows, same order).
+            next-token scores (a narrowed view may give :class:`TopLogProbs` instead); and
+            the new state (same rows, same order).
         """
         ...
 
@@ -62,11 +88,12 @@ class StepFunction(Protocol):
 def narrowed(step_fn: StepFunction, candidates: int | None) -> StepFunction:
     """``step_fn``, told that search reads only each row's ``candidates`` best log-probs.
 
-    A step function that offers ``narrowed(candidates)`` returns one whose ``log_probs`` are
-    exact on (at least) each row's ``candidates`` highest entries and may be ``-inf``
-    elsewhere; any other step function, or ``candidates`` None (search reads them all), gives
-    ``step_fn`` itself. Search asks for enough candidates that its bans (which only remove
-    candidates) never leave it short, so the result is the same as with every log-prob.
+    A step function that offers ``narrowed(candidates)`` returns one whose ``step`` gives
+    :class:`TopLogProbs` of ``K >= candidates`` per row (or, where it cannot, the full
+    ``(rows, vocab)`` log-probs); any other step function, or ``candidates`` None (search
+    reads them all), gives ``step_fn`` itself. Search asks for enough candidates that its
+    bans (which only remove candidates) never leave it short, so the result is the same as
+    with every log-prob.
     """
     narrow = getattr(step_fn, "narrowed", None)
     return step_fn if candidates is None or narrow is None else narrow(candidates)

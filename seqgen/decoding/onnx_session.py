@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import onnxruntime
 
+from seqgen.decoding.contract import TopLogProbs
 from seqgen.errors import CheckpointError, SeqgenError
 
 CPU = "CPUExecutionProvider"
@@ -236,33 +237,29 @@ class DeviceState:
 
     def _run_step(
         self, inputs: Mapping[str, Any], state_outputs: Sequence[str]
-    ) -> tuple[np.ndarray, dict[str, Any]]:
+    ) -> tuple[np.ndarray | TopLogProbs, dict[str, Any]]:
         """Run the step graph (outputs ``STEP_OUTPUTS``, then ``state_outputs``).
 
-        Returns ``log_probs`` ``(rows, vocab)`` float32 and the state outputs by name. With
-        I/O binding the state stays on the device, and when search reads only ``candidates``
-        per row and the graph's top candidates hold that many, only those come to the host,
-        scattered into ``-inf``: exact wherever search looks.
+        Returns the log-probs and the state outputs by name. The log-probs are ``(rows,
+        vocab)`` float32, or, when search reads only ``candidates`` per row and the graph's
+        top candidates hold that many, the graph's top candidates (:class:`TopLogProbs`): only
+        those come to the host. With I/O binding the state stays on the device.
         """
         log_probs_name, values_name, ids_name = STEP_OUTPUTS
-        device = self.bound_device
-        if device is None:
-            outputs = run_session(
-                self.step_session, inputs, host_outputs=[log_probs_name, *state_outputs]
-            )
-            return outputs.pop(log_probs_name), outputs
         use_top = self.candidates is not None and self.candidates <= self._top_count
         host = [values_name, ids_name] if use_top else [log_probs_name]
-        outputs = run_session(
-            self.step_session,
-            inputs,
-            host_outputs=host,
-            device_outputs=[*(n for n in STEP_OUTPUTS if n not in host), *state_outputs],
-            device=device,
-        )
+        device = self.bound_device
+        if device is None:
+            outputs = run_session(self.step_session, inputs, host_outputs=[*host, *state_outputs])
+        else:
+            outputs = run_session(
+                self.step_session,
+                inputs,
+                host_outputs=host,
+                device_outputs=[*(n for n in STEP_OUTPUTS if n not in host), *state_outputs],
+                device=device,
+            )
+        state = {name: outputs[name] for name in state_outputs}
         if not use_top:
-            return outputs[log_probs_name], {name: outputs[name] for name in state_outputs}
-        ids = outputs[ids_name]
-        log_probs = np.full((ids.shape[0], self._vocab_size), -np.inf, dtype=np.float32)
-        np.put_along_axis(log_probs, ids, outputs[values_name], axis=1)
-        return log_probs, {name: outputs[name] for name in state_outputs}
+            return outputs[log_probs_name], state
+        return TopLogProbs(outputs[values_name], outputs[ids_name]), state

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from seqgen.decoding.contract import State, StepFunction, narrowed
+from seqgen.decoding.contract import State, StepFunction, TopLogProbs, narrowed
 from seqgen.decoding.processors import (
     apply_temperature,
     ban_tokens,
@@ -211,7 +211,7 @@ def _decode_paths(
         if active.size == 0:
             break
         log_probs, state = step_fn.step(tokens, state)
-        scores = apply_bans(
+        scores, raw, columns = apply_bans(
             log_probs,
             eos_id=eos_id,
             eos_banned=position < min_new[active],
@@ -219,12 +219,15 @@ def _decode_paths(
             no_repeat_ngram_size=no_repeat_ngram_size,
             banned_token_ids=banned_token_ids,
         )
-        next_tokens = np.asarray(choose(scores), dtype=np.int64)
+        rows = np.arange(active.size)
+        chosen = np.asarray(choose(scores), dtype=np.int64)  # a column of `scores`
+        next_tokens = chosen if columns is None else columns[rows, chosen]
         # A row whose every token is banned (n-gram bans can exhaust a small vocabulary) gets
         # a -inf "choice": it ends there, without that token.
-        produced = np.isfinite(scores[np.arange(active.size), next_tokens])
+        produced = np.isfinite(scores[rows, chosen])
         at_eos = next_tokens == eos_id if eos_id is not None else np.zeros(active.size, bool)
-        paths.record(position, active[produced], next_tokens[produced], log_probs[produced])
+        chosen_log_probs = raw[rows[produced], chosen[produced]]
+        paths.record(position, active[produced], next_tokens[produced], chosen_log_probs)
         paths.ended_with_eos[active[produced & at_eos]] = True
         if on_step is not None:
             on_step(active[produced], next_tokens[produced])
@@ -271,10 +274,10 @@ class _Paths:
     def record(
         self, position: int, rows: np.ndarray, tokens: np.ndarray, log_probs: np.ndarray
     ) -> None:
-        """Store ``tokens`` ``(n,)`` of original ``rows`` ``(n,)`` given their ``(n, vocab)``
-        log-probs."""
+        """Store ``tokens`` ``(n,)`` of original ``rows`` ``(n,)`` and their log-probs
+        ``(n,)``."""
         self.token_ids[rows, position] = tokens
-        self.token_log_probs[rows, position] = log_probs[np.arange(rows.size), tokens]
+        self.token_log_probs[rows, position] = log_probs
         self.lengths[rows] = position + 1
         if self.histories is not None:
             for row, token in zip(rows.tolist(), tokens.tolist(), strict=True):
@@ -307,17 +310,26 @@ def _drop_rows(step_fn: StepFunction, state: State, kept: np.ndarray, rows: int)
 
 
 def apply_bans(
-    log_probs: np.ndarray,
+    log_probs: np.ndarray | TopLogProbs,
     *,
     eos_id: int | None,
     eos_banned: np.ndarray,
     histories: Sequence[Sequence[int]] | None,
     no_repeat_ngram_size: int,
     banned_token_ids: Sequence[int] = (),
-) -> np.ndarray:
-    """``(rows, vocab)`` log-probs with EOS banned where ``eos_banned`` (``(rows,)`` bool) and
-    repeated n-grams banned given each row's ``histories``; ``log_probs`` itself when no ban
-    applies (processors never mutate, so sharing it is safe)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """A step's candidates with the bans applied: ``(scores, raw, columns)``.
+
+    ``scores`` are the log-probs with ``banned_token_ids``, EOS where ``eos_banned``
+    (``(rows,)`` bool) and repeated n-grams (given each row's ``histories``) set to ``-inf``;
+    ``raw`` the log-probs as the step gave them; both ``(rows, vocab)``, or ``(rows, K)`` for
+    :class:`TopLogProbs`, whose token ids ``columns`` ``(rows, K)`` say which token each
+    column is (None: column = token id). Processors never mutate, so ``scores`` may be ``raw``
+    itself when no ban applies.
+    """
+    if isinstance(log_probs, TopLogProbs):
+        return _ban_top(log_probs, eos_id, eos_banned, histories, no_repeat_ngram_size,
+                        banned_token_ids)  # fmt: skip
     scores = log_probs
     if banned_token_ids:
         scores = ban_tokens(scores, banned_token_ids)
@@ -325,7 +337,28 @@ def apply_bans(
         scores = ban_tokens(scores, [eos_id], eos_banned)
     if histories is not None and no_repeat_ngram_size > 0:
         scores = ban_tokens_per_row(scores, no_repeat_ngram_bans(histories, no_repeat_ngram_size))
-    return scores
+    return scores, log_probs, None
+
+
+def _ban_top(
+    top: TopLogProbs,
+    eos_id: int | None,
+    eos_banned: np.ndarray,
+    histories: Sequence[Sequence[int]] | None,
+    no_repeat_ngram_size: int,
+    banned_token_ids: Sequence[int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`apply_bans` on each row's top candidates: the same bans, by token id."""
+    ids = top.token_ids
+    banned = np.isin(ids, np.asarray(banned_token_ids, dtype=np.int64))
+    if eos_id is not None and eos_banned.any():
+        banned |= (ids == eos_id) & eos_banned[:, None]
+    if histories is not None and no_repeat_ngram_size > 0:
+        for row, row_bans in enumerate(no_repeat_ngram_bans(histories, no_repeat_ngram_size)):
+            if len(row_bans):
+                banned[row] |= np.isin(ids[row], np.asarray(row_bans, dtype=np.int64))
+    scores = np.where(banned, np.float32(-np.inf), top.values) if banned.any() else top.values
+    return scores, top.values, ids
 
 
 def check_lengths(

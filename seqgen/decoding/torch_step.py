@@ -1,18 +1,21 @@
 """PyTorch adapters of the decoding contract: language models and translators.
 
 The state stays on the model's device as torch tensors; search only sees numpy
-log-probabilities ``(rows, vocab)`` and hands back numpy row indices.
+log-probabilities ``(rows, vocab)``, or for greedy and beam search (``narrowed``) each row's
+top candidates (:class:`~seqgen.decoding.contract.TopLogProbs`), and hands back numpy row
+indices.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 
-from seqgen.decoding.contract import State
+from seqgen.decoding.contract import State, TopLogProbs
 from seqgen.decoding.priming import group_by_length
 from seqgen.decoding.source_rows import encoder_inputs, select_rows, with_sentences
 from seqgen.models.language_model import LanguageModel
@@ -20,7 +23,30 @@ from seqgen.models.translator import Translator
 from seqgen.text.vocabulary import BOS_ID
 
 
-class LanguageModelStep:
+class _Narrowing:
+    """``narrowed`` for both adapters: log-probs of every token, or of each row's best."""
+
+    candidates: int | None = None
+
+    def narrowed(self, candidates: int) -> _Narrowing:
+        """A view whose steps return each row's ``candidates`` best log-probs
+        (``seqgen.decoding.contract.narrowed``); the original is unchanged."""
+        view = copy.copy(self)
+        view.candidates = candidates
+        return view
+
+    def _log_probs(self, logits: torch.Tensor) -> np.ndarray | TopLogProbs:
+        """``(rows, vocab)`` logits -> numpy log-probs, all of them or the top candidates."""
+        logits = logits.float()
+        if self.candidates is None or self.candidates >= logits.shape[-1]:
+            return torch.log_softmax(logits, dim=-1).cpu().numpy()
+        # The top-k of the logits and one log-sum-exp: the full log-softmax is never written.
+        values, token_ids = torch.topk(logits, self.candidates, dim=-1)
+        values -= torch.logsumexp(logits, dim=-1, keepdim=True)
+        return TopLogProbs(values.cpu().numpy(), token_ids.cpu().numpy())
+
+
+class LanguageModelStep(_Narrowing):
     """``start`` primes the model with prompts; ``step`` predicts one token per row."""
 
     def __init__(self, model: LanguageModel) -> None:
@@ -53,11 +79,10 @@ class LanguageModelStep:
         return state, first_tokens
 
     @torch.inference_mode()
-    def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+    def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray | TopLogProbs, State]:
         token_ids = torch.from_numpy(tokens).to(self.device).unsqueeze(1)
         logits, new_state = self.model(token_ids, dict(state))
-        log_probs = torch.log_softmax(logits[:, 0].float(), dim=-1)
-        return log_probs.cpu().numpy(), new_state
+        return self._log_probs(logits[:, 0]), new_state
 
     @torch.inference_mode()
     def select(self, state: State, rows: np.ndarray) -> State:
@@ -65,7 +90,7 @@ class LanguageModelStep:
         return {name: tensor.index_select(0, index) for name, tensor in state.items()}
 
 
-class TranslatorStep:
+class TranslatorStep(_Narrowing):
     """``start`` encodes the sources; ``step`` predicts one target token per row.
 
     The state (names in :mod:`seqgen.models.translator`) stays on the model's device as
@@ -100,12 +125,11 @@ class TranslatorStep:
         return with_sentences(state, len(sources)), first_tokens
 
     @torch.inference_mode()
-    def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+    def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray | TopLogProbs, State]:
         token_ids = torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.int64)).to(self.device)
         with _eval_mode(self.model):
             logits, new_state = self.model.step(token_ids, dict(state))
-        log_probs = torch.log_softmax(logits.float(), dim=-1)
-        return log_probs.cpu().numpy(), new_state
+        return self._log_probs(logits), new_state
 
     @torch.inference_mode()
     def select(self, state: State, rows: np.ndarray) -> State:
