@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from seqgen.decoding.beam import beam_search
+from seqgen.decoding.contract import TopLogProbs
 from seqgen.decoding.search import Hypothesis, greedy_search, sample
 
 BOS, EOS, A, B, C, D = range(6)
@@ -86,6 +87,28 @@ class ScriptedStep:
     def select(self, state: Mapping[str, np.ndarray], rows: np.ndarray):
         self.selected.append(np.array(rows))
         return {name: array[rows] for name, array in state.items()}
+
+
+class NarrowingStep(ScriptedStep):
+    """A scripted step that, once narrowed, returns each row's top candidates only, as the
+    model adapters do (``TopLogProbs``, best first)."""
+
+    candidates: int | None = None
+    asked: list[int | None] = []
+
+    def narrowed(self, candidates: int) -> NarrowingStep:
+        view = NarrowingStep(self.probs_for)
+        view.step_rows, view.selected, view.candidates = self.step_rows, self.selected, candidates
+        self.asked.append(candidates)
+        return view
+
+    def step(self, tokens: np.ndarray, state: Mapping[str, np.ndarray]):
+        log_probs, state = super().step(tokens, state)
+        if self.candidates is None:
+            return log_probs, state
+        # Best first; among equal log-probs the lower token id first, as a stable sort gives.
+        ids = np.argsort(-log_probs, axis=1, kind="stable")[:, : self.candidates]
+        return TopLogProbs(np.take_along_axis(log_probs, ids, axis=1), ids), state
 
 
 def decode(search: Callable, probs_for: Callable, first_tokens: list[int], **kwargs):
@@ -580,6 +603,36 @@ def test_search_imports_without_torch() -> None:
     subprocess.run(
         [sys.executable, "-c", code], cwd=Path(__file__).parents[1], check=True, timeout=60
     )
+
+
+@pytest.mark.parametrize(
+    ("search", "kwargs"),
+    [
+        (greedy_search, {}),
+        (greedy_search, {"banned_token_ids": [A, D]}),
+        (beam_search, {"beam_size": 2, "n_best": 2}),
+        (beam_search, {"beam_size": 3, "n_best": 3, "length_penalty": 0.6}),
+        (beam_search, {"beam_size": 2, "banned_token_ids": [B]}),
+    ],
+)
+def test_narrowed_steps_give_the_same_result_as_full_log_probs(
+    search: Callable, kwargs: dict
+) -> None:
+    """Search asks for enough candidates per row that the top ones decide as all would."""
+    vocab = 12
+    probs_for = random_distributions(vocab=vocab)
+    first_tokens = [BOS] * 5
+    lengths = {
+        "max_new_tokens": np.array([6, 2, 8, 5, 7]),
+        "min_new_tokens": np.array([0, 1, 3, 0, 2]),
+    }
+    full, _ = decode(search, probs_for, first_tokens, eos_id=EOS, **lengths, **kwargs)
+    NarrowingStep.asked = []
+    narrow_fn = NarrowingStep(probs_for)
+    state, first = narrow_fn.start(first_tokens)
+    narrow = search(narrow_fn, state, first, eos_id=EOS, **lengths, **kwargs)
+    assert NarrowingStep.asked and all(k is not None and k < vocab for k in NarrowingStep.asked)
+    assert narrow == full
 
 
 @pytest.mark.parametrize("search", [greedy_search, beam_search])
