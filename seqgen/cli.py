@@ -312,7 +312,7 @@ def _write_text(path: str, text: str) -> None:
         click.echo(text, nl=False)
         return
     from seqgen.errors import DataError
-    from seqgen.training.checkpoint import atomic_write
+    from seqgen.files import atomic_write
 
     try:
         atomic_write(

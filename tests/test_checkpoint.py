@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 
 from seqgen.config import LanguageModelConfig, Recipe, recipe_from_dict, recipe_to_dict
 from seqgen.errors import CheckpointError
+from seqgen.files import atomic_write
 from seqgen.models.language_model import LanguageModel
 from seqgen.text import TokenizerConfig, tokenizer_from_dict, train_tokenizer
 from seqgen.training.checkpoint import (
@@ -19,7 +20,6 @@ from seqgen.training.checkpoint import (
     FORMAT_VERSION,
     TRAINING_PREFIX,
     Checkpoint,
-    atomic_write,
     load_checkpoint,
     resolve_checkpoint_path,
     save_checkpoint,

@@ -267,6 +267,31 @@ def test_a_translator_bundle_runs_where_torch_cannot_be_imported(
     assert result.stdout.strip() == repr(expected)
 
 
+def test_translate_command_with_a_bundle_never_imports_torch(
+    exported: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # import torch is most of a second and a half of start-up: writing --output must not pull it in
+    checkpoint, bundle = exported
+    source, output = tmp_path / "source.txt", tmp_path / "output.txt"
+    source.write_text("ein mann\nzwei hunde\n", encoding="utf-8")
+    script = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from seqgen.cli import main\n"
+        "main(standalone_mode=False)\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'torch' and sys.modules[m]]\n"
+    )
+    arguments = ["translate", "--model", str(bundle), "--input", str(source)]
+    arguments += ["--output", str(output), "--max-length", "15", "--device", "cpu"]
+    root = Path(seqgen.__file__).parent.parent
+    environment = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", script, *arguments], capture_output=True, text=True, env=environment
+    )
+    assert result.returncode == 0, result.stderr
+    expected = load(checkpoint, device="cpu").translate(["ein mann", "zwei hunde"], max_length=15)
+    assert output.read_text(encoding="utf-8").splitlines() == expected
+
+
 # --- float16 --------------------------------------------------------------------------------
 
 

@@ -12,8 +12,6 @@ a half-written checkpoint.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from seqgen.errors import CheckpointError
+from seqgen.files import atomic_write
 
 FORMAT_NAME = "seqgen-checkpoint"
 FORMAT_VERSION = 1
@@ -39,23 +38,6 @@ class Checkpoint:
     weights: dict[str, torch.Tensor]
     info: dict[str, Any] = field(default_factory=dict)  # step, validation metrics, ...
     training: dict[str, Any] | None = None  # resume state, only in "last" checkpoints
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(temporary_path)``, then rename it onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        write(temporary)
-        # mkstemp makes the file private (0600); give it the usual umask-based mode.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _flatten_training_state(training: dict[str, Any]) -> tuple[dict[str, torch.Tensor], Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from seqgen.training.checkpoint import atomic_write
+from seqgen.files import atomic_write
 
 COLUMNS = (
     "step",
