@@ -40,6 +40,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnxruntime
 
 from seqgen.config import recipe_from_dict
@@ -174,6 +175,8 @@ def _load_translator(
         folder, files, device=device, threads=threads, io_binding=io_binding
     )
     _check_graphs(folder, files, step_function.sessions, manifest)
+    if step_function.takes_output_ids:
+        step_function.use_shortlist(*_read_shortlist(folder, manifest))
     try:
         recipe = recipe_from_dict(manifest["recipe"])
     except (KeyError, TypeError, ConfigError) as error:
@@ -182,6 +185,26 @@ def _load_translator(
         ) from None
     info = manifest.get("training_info", {})
     return Translator(step_function, tokenizers["source"], tokenizers["target"], recipe, info)
+
+
+def _read_shortlist(folder: Path, manifest: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, int]:
+    """The lexical shortlist of a translator bundle: its table ``(source vocab, K)``, its
+    frequent tokens ``(N,)`` (int64) and the target vocabulary's size."""
+    try:
+        entry, model = manifest["shortlist"], manifest["model"]
+        stored = _read_json(folder / entry["file"])
+        table = np.asarray(stored["table"], dtype=np.int64)
+        frequent = np.asarray(stored["frequent"], dtype=np.int64)
+        vocab_size = int(model["target_vocab_size"])
+        shapes_agree = table.shape == (int(model["source_vocab_size"]), entry["per_source"])
+    except (KeyError, TypeError, ValueError):
+        shapes_agree = False
+    if not shapes_agree or frequent.ndim != 1 or not 0 <= table.min() <= table.max() < vocab_size:
+        raise CheckpointError(
+            f"{folder / MANIFEST_FILE}: the step graph takes a shortlist, but the bundle's "
+            "shortlist is missing or damaged; re-export the bundle"
+        )
+    return table, frequent, vocab_size
 
 
 def is_bundle(path: str | Path) -> bool:

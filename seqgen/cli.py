@@ -34,6 +34,12 @@ backend_option = click.option(
     help="torch, or onnx (ONNX Runtime; a checkpoint is exported once into the cache). "
     "auto: onnx for a bundle folder, torch for a checkpoint.",
 )
+shortlist_option = click.option(
+    "--shortlist/--no-shortlist",
+    default=True,
+    show_default=True,
+    help="Translators with a lexical shortlist: score only the tokens it allows (faster).",
+)
 
 
 # click >= 8.2 reports a bare ``seqgen`` as this usage error whose message is the whole help.
@@ -217,6 +223,7 @@ def generate(
 @click.option(
     "--timing", is_flag=True, help="Report the model's load time and the decoding speed on stderr."
 )
+@shortlist_option
 @device_option
 @backend_option
 def translate(
@@ -227,7 +234,7 @@ def translate(
     timing: bool,
     device: str,
     backend: str,
-    **options: int | None,
+    **options: int | bool | None,
 ) -> None:
     """Translate sentences, one per line, keeping line alignment."""
     from seqgen.loading import load
@@ -358,6 +365,7 @@ def _write_text(path: str, text: str) -> None:
     help="... and score it against this one.",
 )
 @click.option("--beam-size", type=int, default=None, help="Translators: 1 is greedy.")
+@shortlist_option
 @data_dir_option
 @device_option
 @backend_option
@@ -368,6 +376,7 @@ def evaluate(
     source_file: str | None,
     reference_file: str | None,
     beam_size: int | None,
+    shortlist: bool,
     data_dir: str | None,
     device: str,
     backend: str,
@@ -383,7 +392,9 @@ def evaluate(
             raise SeqgenError(
                 "--file scores a generator; a translator takes --source and --reference"
             )
-        _evaluate_translator(pipeline, split, source_file, reference_file, beam_size, data_dir)
+        _evaluate_translator(
+            pipeline, split, source_file, reference_file, beam_size, shortlist, data_dir
+        )
         return
     if source_file or reference_file:
         raise SeqgenError("--source/--reference score a translator; a generator takes --file")
@@ -421,6 +432,7 @@ def _evaluate_translator(
     source_file: str | None,
     reference_file: str | None,
     beam_size: int | None,
+    shortlist: bool,
     data_dir: str | None,
 ) -> None:
     import time
@@ -444,7 +456,7 @@ def _evaluate_translator(
         sources, references = load_parallel(data.corpus, corpus_split, data_dir=data_dir)
         name = f"{data.corpus}:{corpus_split}"
     started = time.perf_counter()
-    hypotheses = translator.translate(sources, beam_size=beam_size)
+    hypotheses = translator.translate(sources, beam_size=beam_size, shortlist=shortlist)
     seconds = time.perf_counter() - started
     beam = beam_size or translator.recipe.decoding.beam_size
     click.echo(

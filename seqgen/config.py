@@ -209,6 +209,9 @@ class DecodingConfig:
             _check_positive(f"decoding.{name}", getattr(self, name), allow_zero=True)
 
 
+MIN_SHORTLIST_FREQUENT = 32  # = seqgen.onnx_export.TOP_CANDIDATES
+
+
 @dataclass
 class TranslatorConfig:
     """An attentional encoder-decoder: a bidirectional RNN encoder and an RNN decoder.
@@ -231,9 +234,23 @@ class TranslatorConfig:
     # embedding_size != decoder_hidden_size a projection to embedding_size comes first.
     tie_target_embeddings: bool = False
     share_embeddings: bool = False  # one embedding for source and target (a joint vocabulary)
+    # A lexical shortlist for decoding (seqgen.decoding.shortlist): the target tokens that
+    # co-occur most with each source token in the training pairs (shortlist of them, 0 = no
+    # shortlist) plus the shortlist_frequent most frequent ones; decoding then scores only
+    # the batch's union of them instead of the whole vocabulary.
+    shortlist: int = 0
+    shortlist_frequent: int = 200
 
     def validate(self) -> None:
         _check_choice("model.cell", self.cell, ("lstm", "gru"))
+        for name in ("shortlist", "shortlist_frequent"):
+            _check_positive(f"model.{name}", getattr(self, name), allow_zero=True)
+        if self.shortlist and self.shortlist_frequent < MIN_SHORTLIST_FREQUENT:
+            # A step graph's top-k reads 32 candidates per row, which the union must hold.
+            raise ConfigError(
+                f"model.shortlist_frequent = {self.shortlist_frequent} is too small; with "
+                f"model.shortlist it must be at least {MIN_SHORTLIST_FREQUENT}"
+            )
         _check_choice("model.attention", self.attention, ("bahdanau", "dot", "general"))
         for name in (
             "embedding_size",

@@ -35,6 +35,7 @@ from seqgen.models.translator import Translator as TranslatorModel
 from seqgen.onnx_export import (
     EXAMPLE_ROWS,
     PARITY_TOLERANCE,
+    TOP_CANDIDATES,
     GraphSpec,
     export_graph,
     select_spec,
@@ -44,6 +45,8 @@ from seqgen.onnx_export import (
 from seqgen.translation import Translator
 
 EXAMPLE_SOURCE_LENGTH = 5  # differs from EXAMPLE_ROWS, so torch.export keeps them apart
+EXAMPLE_SHORTLIST = 40  # at least the top-k's 32 candidates, and unlike the other sizes
+SHORTLIST_FILE = "shortlist.json"
 RECURRENT = ("hidden", "cell", "feed")
 
 
@@ -63,19 +66,34 @@ class EncoderGraph(nn.Module):
 
 class TranslatorStepGraph(nn.Module):
     """``tokens`` ``(rows,)`` + state -> ``log_probs`` ``(rows, vocab)`` float32, the top
-    candidates (``with_top_candidates``) and the new recurrent state."""
+    candidates (``with_top_candidates``) and the new recurrent state.
+
+    A model with a lexical shortlist takes ``output_ids`` ``(M,)`` int64 last (the batch's
+    shortlist, :func:`seqgen.decoding.shortlist.shortlist_ids`): ``log_probs`` is then
+    ``(rows, M)``, over those tokens, and ``top_ids`` are token ids all the same.
+    """
 
     def __init__(self, model: TranslatorModel) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, tokens: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, tokens: torch.Tensor, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         names = self.model.state_names
-        logits, new_state = self.model.step(tokens, dict(zip(names, state, strict=True)))
+        state = dict(zip(names, inputs[: len(names)], strict=True))
+        output_ids = inputs[len(names)] if self.model.has_shortlist else None
+        logits, new_state = self.model.step(tokens, state, output_ids)
         # As TranslatorStep.step: log-softmax in float32, also for a float16 model.
         log_probs = torch.log_softmax(logits.float(), dim=-1)
+        if output_ids is None:
+            log_probs, top_values, top_ids = with_top_candidates(log_probs)
+        else:
+            # A fixed K (a shortlist holds at least this many tokens, see
+            # MIN_SHORTLIST_FREQUENT), so the top outputs keep a static width.
+            count = min(TOP_CANDIDATES, self.model.target_vocab_size)
+            top_values, top_columns = torch.topk(log_probs, count, dim=-1)
+            top_ids = output_ids[top_columns]
         recurrent = (new_state[name] for name in names if name in RECURRENT)
-        return (*with_top_candidates(log_probs), *recurrent)
+        return (log_probs, top_values, top_ids, *recurrent)
 
 
 def write_translator(
@@ -101,7 +119,20 @@ def write_translator(
             entry["sentencepiece_model"] = f"{side}.model"
             entry["lowercase"] = serialised["lowercase"]
         tokenizer_entries[side] = entry
+    extra = {}
+    if model.has_shortlist:
+        table = {
+            "table": model.shortlist_table.tolist(),
+            "frequent": model.shortlist_frequent.tolist(),
+        }
+        (staging / SHORTLIST_FILE).write_text(json.dumps(table), encoding="utf-8")
+        extra["shortlist"] = {
+            "file": SHORTLIST_FILE,
+            "per_source": model.config.shortlist,
+            "frequent": model.config.shortlist_frequent,
+        }
     return {
+        **extra,
         "kind": "translation",
         "model": _model_entry(model),
         "state": _state_entry(model, specs["step"].inputs, fp16=fp16),
@@ -139,6 +170,11 @@ def graph_specs(model: TranslatorModel) -> dict[str, GraphSpec]:
         for name in names
     }
     new_recurrent = [NEW_PREFIX + name for name in recurrent]
+    step_inputs, step_axes = {"tokens": torch.zeros(rows, dtype=torch.long), **state}, {}
+    if model.has_shortlist:
+        # Any ids of a size unlike the other axes', so the exporter keeps the axis dynamic.
+        step_inputs["output_ids"] = torch.arange(EXAMPLE_SHORTLIST, dtype=torch.long)
+        step_axes["output_ids"] = {0: "shortlist"}
     return {
         "encoder": GraphSpec(
             EncoderGraph(model),
@@ -149,9 +185,9 @@ def graph_specs(model: TranslatorModel) -> dict[str, GraphSpec]:
         ),
         "step": GraphSpec(
             TranslatorStepGraph(model),
-            {"tokens": torch.zeros(rows, dtype=torch.long), **state},
+            step_inputs,
             [*STEP_OUTPUTS, *new_recurrent],
-            {"tokens": {0: "rows"}, **state_axes},
+            {"tokens": {0: "rows"}, **state_axes, **step_axes},
             {name: ["rows"] for name in [*STEP_OUTPUTS, *new_recurrent]},
         ),
         "select": select_spec(state, state_axes),
@@ -164,6 +200,9 @@ def check_parity(model: TranslatorModel, folder: Path) -> None:
     onnx_step = OnnxTranslatorStep.from_files(
         folder, GRAPH_FILES["translation"], device="cpu", threads=1, io_binding=True
     )
+    if model.has_shortlist:
+        table, frequent = model.shortlist_table.numpy(), model.shortlist_frequent.numpy()
+        onnx_step.use_shortlist(table, frequent, model.target_vocab_size)
     generator = torch.Generator().manual_seed(0)
     worst = 0.0
     vocab = model.source_vocab_size
@@ -176,14 +215,23 @@ def check_parity(model: TranslatorModel, folder: Path) -> None:
         with torch.inference_mode():
             source_ids, source_lengths = map(torch.from_numpy, encoder_inputs(sources))
             expected_state = model.start(source_ids, source_lengths)
-            logits, expected_state = model.step(tokens, expected_state)
-        pairs = [(log_probs, torch.log_softmax(logits, -1).numpy())]
+            output_ids = model.output_ids(source_ids) if model.has_shortlist else None
+            logits, expected_state = model.step(tokens, expected_state, output_ids)
+        expected = torch.log_softmax(logits, -1)
+        if output_ids is not None:  # the adapter hands the whole vocabulary to search
+            full = expected.new_full((len(lengths), model.target_vocab_size), -torch.inf)
+            expected = full.index_copy_(1, output_ids, expected)
+        pairs = [(log_probs, expected.numpy())]
         for name in model.state_names:
             got = stepped[name]
             got = got.numpy() if hasattr(got, "numpy") else np.asarray(got)
             pairs.append((got, expected_state[name].flip(0).numpy()))
         for got, want in pairs:
-            worst = max(worst, float(np.abs(got.astype(np.float64) - want).max()))
+            if not np.array_equal(np.isneginf(got), np.isneginf(want)):
+                worst = np.inf  # not the same shortlist
+                continue
+            finite = ~np.isneginf(want)
+            worst = max(worst, float(np.abs(got[finite].astype(np.float64) - want[finite]).max()))
     if worst > PARITY_TOLERANCE:
         raise SeqgenError(
             f"the exported graphs disagree with PyTorch (max difference {worst:.2g} > "

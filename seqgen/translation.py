@@ -32,7 +32,9 @@ class TranslatorStepFunction(StepFunction, Protocol):
 
     device: Any
 
-    def start(self, sources: Sequence[Sequence[int]]) -> tuple[State, np.ndarray]: ...
+    def start(
+        self, sources: Sequence[Sequence[int]], *, shortlist: bool = True
+    ) -> tuple[State, np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class TranslationOptions:
     n_best: int = 1
     batch_size: int | None = None
     max_length: int | None = None  # absolute cap on target pieces, on top of the ratio
+    shortlist: bool = True  # score only shortlisted tokens, where the model has a shortlist
 
     def validate(self) -> None:
         for name in ("beam_size", "batch_size", "max_length"):
@@ -152,7 +155,7 @@ class Translator:
         if settings.max_length:
             max_new = np.minimum(max_new, settings.max_length)
         min_new = np.floor(decoding.min_length_ratio * lengths)
-        state, first_tokens = self.step_function.start(sources)
+        state, first_tokens = self.step_function.start(sources, shortlist=settings.shortlist)
         tokenizer = self.target_tokenizer
         common = {
             "max_new_tokens": max_new.astype(np.int64),

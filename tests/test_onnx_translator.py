@@ -30,7 +30,7 @@ from seqgen.models.translator import Translator as TranslatorModel
 from seqgen.onnx_export import export_bundle
 from seqgen.pipelines import load
 from seqgen.text import TokenizerConfig, train_tokenizer
-from seqgen.training.checkpoint import Checkpoint, save_checkpoint
+from seqgen.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from seqgen.translation import Translator
 
 onnx = pytest.importorskip("onnx", reason="exporting needs the export extra")
@@ -364,3 +364,72 @@ def test_the_select_graph_is_needed_for_io_binding(bundle_copy: Path) -> None:
     with pytest.raises(CheckpointError) as error:
         OnnxTranslatorStep(runtime.encoder_session, runtime.step_session, None, io_binding=True)
     assert_one_line(error, "no select graph")
+
+
+# --- a lexical shortlist ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shortlisted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """``(checkpoint, bundle)`` of a tiny translator with a lexical shortlist that leaves out
+    part of its target vocabulary."""
+    folder = tmp_path_factory.mktemp("shortlisted")
+    path = save_tiny_translator(
+        folder / "translator.safetensors", shortlist=2, shortlist_frequent=32, input_feeding=False
+    )
+    checkpoint = load_checkpoint(path)
+    weights = checkpoint.weights
+    vocab = weights["decoder.output.weight"].shape[0]
+    generator = torch.Generator().manual_seed(2)
+    shape = weights["shortlist_table"].shape
+    weights["shortlist_table"] = torch.randint(4, vocab, shape, generator=generator)
+    weights["shortlist_frequent"] = torch.randperm(vocab - 4, generator=generator)[:32] + 4
+    save_checkpoint(path, checkpoint)
+    return path, export_bundle(path, folder / "bundle")
+
+
+@pytest.mark.parametrize("io_binding", [False, True])
+def test_a_shortlisted_bundle_decodes_as_pytorch_does(
+    shortlisted: tuple[Path, Path], io_binding: bool
+) -> None:
+    checkpoint, bundle = shortlisted
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["shortlist"] == {"file": "shortlist.json", "per_source": 2, "frequent": 32}
+    step_inputs = manifest["graphs"]["step"]["inputs"]
+    assert step_inputs[-1] == {"name": "output_ids", "dtype": "int64", "shape": ["shortlist"]}
+    reference = load(checkpoint, device="cpu")
+    runtime = load_bundle(bundle, device="cpu", threads=1, io_binding=io_binding)
+    vocab = reference.target_tokenizer.vocab_size
+    sources = make_sources(SOURCE_LENGTHS[7], reference.source_tokenizer.vocab_size)
+    torch_state, tokens = reference.step_function.start(sources)
+    onnx_state, _ = runtime.step_function.start(sources)
+    expected, _ = reference.step_function.step(tokens, torch_state)
+    got, _ = runtime.step_function.step(tokens, onnx_state)
+    outside = np.isneginf(expected)
+    assert expected.shape == got.shape == (7, vocab) and 0 < outside.sum(axis=1).min()
+    np.testing.assert_array_equal(np.isneginf(got), outside)
+    assert np.abs(got[~outside] - expected[~outside]).max() < 1e-4
+    sentences = ["ein mann", "", "zwei hunde spielen im schnee.", "fährt"]
+    for options in ({"beam_size": 1}, {"beam_size": 5, "n_best": 3}):
+        for shortlist in (True, False):
+            settings = {"max_length": 15, "shortlist": shortlist, **options}
+            want = reference.translate_n_best(sentences, **settings)
+            have = runtime.translate_n_best(sentences, **settings)
+            assert [[h.text for h in b] for b in have] == [[h.text for h in b] for b in want]
+    full, _ = runtime.step_function.start(sources, shortlist=False)
+    unlisted, _ = runtime.step_function.step(tokens, full)
+    assert np.isfinite(unlisted).all()  # the whole vocabulary on request
+
+
+def test_a_bundle_without_its_shortlist_file_is_refused(
+    shortlisted: tuple[Path, Path], tmp_path: Path
+) -> None:
+    bundle = shutil.copytree(shortlisted[1], tmp_path / "bundle")
+    (bundle / "shortlist.json").write_text('{"table": [[1, 2]], "frequent": []}')
+    with pytest.raises(CheckpointError) as error:
+        load_bundle(bundle)
+    assert_one_line(error, "shortlist is missing or damaged", "re-export")
+    (bundle / "shortlist.json").unlink()
+    with pytest.raises(CheckpointError) as error:
+        load_bundle(bundle)
+    assert_one_line(error, "missing shortlist.json", "re-export")

@@ -25,6 +25,7 @@ from seqgen.config import load_recipe
 from seqgen.errors import CheckpointError, SeqgenError
 from seqgen.evaluation.bleu import corpus_bleu, corpus_chrf
 from seqgen.pipelines import load as load_pipeline
+from seqgen.text import tokenizer_from_dict
 from seqgen.training import device, loop
 from seqgen.training.checkpoint import load_checkpoint, save_checkpoint
 from seqgen.translation import ScoredTranslation, Translator
@@ -378,6 +379,30 @@ def test_sentence_batches_of_pieces_in_bf16(tmp_path: Path, recipe_file: Path) -
         r"model loaded in [\d.]+ s; decode: [\d.]+ s for 12 lines \([\d.]+ sentences/s\)\n",
         out.stderr,
     )
+
+
+def test_training_builds_a_shortlist_from_its_pairs_and_decoding_uses_it(
+    tmp_path: Path, recipe_file: Path, validation_sources: list[str]
+) -> None:
+    run = tmp_path / "run"
+    sets = ["model.shortlist=4", "model.shortlist_frequent=40", "train.max_steps=20"]
+    run_training(recipe_file, run, *sets, "train.eval_every=20")
+    checkpoint = load_checkpoint(run / "best.safetensors")
+    weights = checkpoint.weights
+    table, frequent = weights["shortlist_table"], weights["shortlist_frequent"]
+    assert table.shape == (120, 4) and frequent.shape == (40,)
+    german = tokenizer_from_dict(checkpoint.tokenizer["source"])
+    english = tokenizer_from_dict(checkpoint.tokenizer["target"])
+    # The toy corpus is word for word: "park" (one piece) always comes with "park".
+    (park,) = german.encode("park")
+    assert english.decode(table[park, :1].tolist()) == "park"
+    # Every target starts with "The" and ends with "."
+    assert {english.decode([token]) for token in frequent[:2].tolist()} == {"The", "."}
+    with_list = translate(run, "--input", recipe_file.parent / "val.de")
+    without = translate(run, "--input", recipe_file.parent / "val.de", "--no-shortlist")
+    assert_ok(with_list)
+    assert_ok(without)
+    assert len(with_list.stdout.splitlines()) == len(validation_sources)
 
 
 def test_cpu_bf16_is_refused_where_the_cpu_lacks_it(

@@ -17,6 +17,12 @@ step, and ``select`` gathers rows with the bundle's third graph, ``select`` (``r
 the state -> ``selected_<name>``), on the device. Per step only the tokens and row indices
 go up, and for greedy and beam search (``narrowed``) only each row's top candidates come
 back. (I/O binding also runs on the CPU, which is how the tests cover it without a GPU.)
+
+A model with a lexical shortlist has a step graph that also takes ``output_ids`` ``(M,)``
+int64, the tokens to score (:mod:`seqgen.decoding.shortlist`); its ``log_probs`` are then
+``(rows, M)``. ``start`` computes the batch's ids from the bundle's table
+(:meth:`OnnxTranslatorStep.use_shortlist`), or passes every token id for
+``shortlist=False``; search still sees token ids and ``(rows, vocab)`` log-probs.
 """
 
 from __future__ import annotations
@@ -35,7 +41,9 @@ from seqgen.decoding.onnx_session import (
     run_session,
 )
 from seqgen.decoding.onnx_step import NEW_PREFIX
+from seqgen.decoding.shortlist import shortlist_ids
 from seqgen.decoding.source_rows import (
+    OUTPUT_IDS,
     SENTENCE,
     SOURCE_NAMES,
     SOURCES,
@@ -48,6 +56,7 @@ from seqgen.text.vocabulary import BOS_ID
 
 ENCODER_INPUTS = ["source_ids", "source_lengths"]
 RECURRENT_NAMES = ("hidden", "cell", "feed")
+SHORTLIST_INPUT = "output_ids"  # the step graph's last input, for a shortlisted model
 
 
 class OnnxTranslatorStep(DeviceState):
@@ -67,13 +76,27 @@ class OnnxTranslatorStep(DeviceState):
         self.step_session = step
         self.select_session = select
         self.state_names, self.recurrent_names = translator_state_names(encoder, step)
+        self.takes_output_ids = step.get_inputs()[-1].name == SHORTLIST_INPUT
+        self.shortlist: tuple[np.ndarray, np.ndarray] | None = None
+        self.vocab_size = 0
         self.device = device_of(step)
         self._keep_state_on_device(select, io_binding)
 
-    def start(self, sources: Sequence[Sequence[int]]) -> tuple[State, np.ndarray]:
+    def use_shortlist(self, table: np.ndarray, frequent: np.ndarray, vocab_size: int) -> None:
+        """Give the shortlist of a step graph that takes ``output_ids``: ``table`` ``(source
+        vocab, K)`` and ``frequent`` ``(N,)`` int64 (the bundle's shortlist file) and the
+        target vocabulary's size."""
+        self.shortlist = (table, frequent)
+        self.vocab_size = vocab_size
+
+    def start(
+        self, sources: Sequence[Sequence[int]], *, shortlist: bool = True
+    ) -> tuple[State, np.ndarray]:
         """Encode a batch of sources (token ids without EOS; EOS is appended here).
 
-        Returns the state (``(batch, ...)`` per name) and ``first_tokens`` ``(batch,)``, BOS.
+        ``shortlist``: with a shortlisted graph, score only the batch's shortlist (False:
+        every token). Returns the state (``(batch, ...)`` per name) and ``first_tokens``
+        ``(batch,)``, BOS.
         """
         source_ids, source_lengths = encoder_inputs(sources)
         outputs = run_session(
@@ -84,15 +107,32 @@ class OnnxTranslatorStep(DeviceState):
             device=self.bound_device,
         )
         state = with_sentences(outputs, len(sources))
+        if self.takes_output_ids:
+            if self.shortlist is None:
+                raise CheckpointError(
+                    "the step graph takes a shortlist but the bundle has none; re-export it"
+                )
+            state[OUTPUT_IDS] = (
+                shortlist_ids(*self.shortlist, source_ids)
+                if shortlist
+                else np.arange(self.vocab_size, dtype=np.int64)
+            )
         return state, np.full(len(sources), BOS_ID, dtype=np.int64)
 
     def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """``tokens`` ``(rows,)`` -> ``log_probs`` ``(rows, vocab)`` float32 and the new state."""
         tokens = np.ascontiguousarray(tokens, dtype=np.int64)
+        inputs = {"tokens": tokens, **{name: state[name] for name in self.state_names}}
+        if self.takes_output_ids:
+            inputs[SHORTLIST_INPUT] = state[OUTPUT_IDS]
         log_probs, outputs = self._run_step(
-            {"tokens": tokens, **{name: state[name] for name in self.state_names}},
-            [NEW_PREFIX + name for name in self.recurrent_names],
+            inputs, [NEW_PREFIX + name for name in self.recurrent_names]
         )
+        if self.takes_output_ids and isinstance(log_probs, np.ndarray):
+            # (rows, M) over the shortlist -> (rows, vocab), -inf for the other tokens
+            full = np.full((len(tokens), self.vocab_size), -np.inf, dtype=log_probs.dtype)
+            full[:, state[OUTPUT_IDS]] = log_probs
+            log_probs = full
         new_state = dict(state)
         new_state.update((name, outputs[NEW_PREFIX + name]) for name in self.recurrent_names)
         return log_probs, new_state
@@ -105,7 +145,10 @@ class OnnxTranslatorStep(DeviceState):
         assert self.select_session is not None  # checked in __init__
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         selected = run_select(self.select_session, state, self.state_names, rows, self.device)
-        return {**selected, SENTENCE: state[SENTENCE][rows], SOURCES: state[SOURCES]}
+        selected = {**selected, SENTENCE: state[SENTENCE][rows], SOURCES: state[SOURCES]}
+        if OUTPUT_IDS in state:
+            selected[OUTPUT_IDS] = state[OUTPUT_IDS]
+        return selected
 
 
 def translator_state_names(
@@ -115,9 +158,12 @@ def translator_state_names(
     have the inputs and outputs this adapter expects."""
     names = tuple(o.name for o in encoder.get_outputs())
     recurrent = tuple(n for n in names if n in RECURRENT_NAMES)
+    step_inputs = ["tokens", *names]
+    if step.get_inputs()[-1].name == SHORTLIST_INPUT:
+        step_inputs.append(SHORTLIST_INPUT)
     expected = {
         "encoder": (ENCODER_INPUTS, list(names)),
-        "step": (["tokens", *names], [*STEP_OUTPUTS, *(NEW_PREFIX + n for n in recurrent)]),
+        "step": (step_inputs, [*STEP_OUTPUTS, *(NEW_PREFIX + n for n in recurrent)]),
     }
     usable = "hidden" in recurrent and set(SOURCE_NAMES) <= set(names)
     usable = usable and not {SENTENCE, SOURCES} & set(names)

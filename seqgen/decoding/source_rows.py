@@ -26,6 +26,9 @@ from seqgen.text.vocabulary import EOS_ID, PAD_ID
 SOURCE_NAMES = ("memory", "keys", "source_mask")
 SENTENCE = "_sentence"  # (rows,) int64 numpy: the encoded sentence each row decodes
 SOURCES = "_sources"  # name -> (sentences, ...) array, the encoder's source side
+# (M,) int64, the batch's shortlist (seqgen.decoding.shortlist), when the model has one
+OUTPUT_IDS = "_output_ids"
+BATCH_ENTRIES = (SENTENCE, SOURCES, OUTPUT_IDS)  # not one entry per row
 
 
 def encoder_inputs(sources: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -59,8 +62,10 @@ def select_rows(state: State, rows: np.ndarray, gather: Callable[[Any, np.ndarra
     sources = state[SOURCES]
     unchanged = np.array_equal(sentence, state[SENTENCE])
     selected: dict[str, Any] = {SENTENCE: sentence, SOURCES: sources}
+    if OUTPUT_IDS in state:
+        selected[OUTPUT_IDS] = state[OUTPUT_IDS]
     for name, value in state.items():
-        if name in (SENTENCE, SOURCES):
+        if name in BATCH_ENTRIES:
             continue
         if name in sources:
             selected[name] = value if unchanged else gather(sources[name], sentence)

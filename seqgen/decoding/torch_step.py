@@ -17,7 +17,7 @@ import torch
 
 from seqgen.decoding.contract import State, TopLogProbs
 from seqgen.decoding.priming import group_by_length
-from seqgen.decoding.source_rows import encoder_inputs, select_rows, with_sentences
+from seqgen.decoding.source_rows import OUTPUT_IDS, encoder_inputs, select_rows, with_sentences
 from seqgen.models.language_model import LanguageModel
 from seqgen.models.translator import Translator
 from seqgen.text.vocabulary import BOS_ID
@@ -35,14 +35,27 @@ class _Narrowing:
         view.candidates = candidates
         return view
 
-    def _log_probs(self, logits: torch.Tensor) -> np.ndarray | TopLogProbs:
-        """``(rows, vocab)`` logits -> numpy log-probs, all of them or the top candidates."""
+    def _log_probs(
+        self, logits: torch.Tensor, output_ids: torch.Tensor | None = None, vocab_size: int = 0
+    ) -> np.ndarray | TopLogProbs:
+        """``(rows, vocab)`` logits -> numpy log-probs, all of them or the top candidates.
+
+        With ``output_ids`` ``(M,)`` the logits are ``(rows, M)``, of those tokens only (a
+        shortlist): the log-probs are normalised over them, and all of them come back as
+        ``(rows, vocab_size)`` with ``-inf`` for the tokens outside the shortlist.
+        """
         logits = logits.float()
         if self.candidates is None or self.candidates >= logits.shape[-1]:
-            return torch.log_softmax(logits, dim=-1).cpu().numpy()
+            log_probs = torch.log_softmax(logits, dim=-1)
+            if output_ids is not None:
+                full = log_probs.new_full((log_probs.shape[0], vocab_size), -torch.inf)
+                log_probs = full.index_copy_(1, output_ids, log_probs)
+            return log_probs.cpu().numpy()
         # The top-k of the logits and one log-sum-exp: the full log-softmax is never written.
         values, token_ids = torch.topk(logits, self.candidates, dim=-1)
         values -= torch.logsumexp(logits, dim=-1, keepdim=True)
+        if output_ids is not None:
+            token_ids = output_ids[token_ids]
         return TopLogProbs(values.cpu().numpy(), token_ids.cpu().numpy())
 
 
@@ -96,6 +109,8 @@ class TranslatorStep(_Narrowing):
     The state (names in :mod:`seqgen.models.translator`) stays on the model's device as
     torch tensors; search sees numpy log-probabilities ``(rows, vocab)`` only. The source
     side is gathered only when rows change sentence (:mod:`seqgen.decoding.source_rows`).
+    A model with a lexical shortlist scores only the batch's shortlisted tokens (the
+    state's ``OUTPUT_IDS``), unless ``start`` is told ``shortlist=False``.
     The model decodes in eval mode (no dropout); a model in training mode (the training
     loop validates mid-run) is put back in it after each call.
     """
@@ -105,12 +120,16 @@ class TranslatorStep(_Narrowing):
         self.device = next(model.parameters()).device
 
     @torch.inference_mode()
-    def start(self, sources: Sequence[Sequence[int]]) -> tuple[State, np.ndarray]:
+    def start(
+        self, sources: Sequence[Sequence[int]], *, shortlist: bool = True
+    ) -> tuple[State, np.ndarray]:
         """Encode a batch of sources.
 
         Args:
             sources: ``batch`` token id lists without BOS or EOS (EOS is appended here, as
                 ``ParallelBatches`` does in training; an empty source is just EOS).
+            shortlist: score only the batch's shortlisted tokens, where the model has a
+                shortlist (False: the whole vocabulary).
 
         Returns:
             the state (``(batch, ...)`` per name) and ``first_tokens`` ``(batch,)`` int64,
@@ -122,14 +141,18 @@ class TranslatorStep(_Narrowing):
         with _eval_mode(self.model):
             state = self.model.start(source_ids, source_lengths)
         first_tokens = np.full(len(sources), BOS_ID, dtype=np.int64)
-        return with_sentences(state, len(sources)), first_tokens
+        state = with_sentences(state, len(sources))
+        if shortlist and self.model.has_shortlist:
+            state[OUTPUT_IDS] = self.model.output_ids(source_ids)
+        return state, first_tokens
 
     @torch.inference_mode()
     def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray | TopLogProbs, State]:
         token_ids = torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.int64)).to(self.device)
+        output_ids = state.get(OUTPUT_IDS)
         with _eval_mode(self.model):
-            logits, new_state = self.model.step(token_ids, dict(state))
-        return self._log_probs(logits), new_state
+            logits, new_state = self.model.step(token_ids, dict(state), output_ids)
+        return self._log_probs(logits, output_ids, self.model.target_vocab_size), new_state
 
     @torch.inference_mode()
     def select(self, state: State, rows: np.ndarray) -> State:

@@ -123,15 +123,20 @@ class Decoder(nn.Module):
             attentional = attentional[keep]
         return self._logits(attentional)
 
-    def step(self, tokens: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
+    def step(
+        self, tokens: torch.Tensor, state: DecoderState, output_ids: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, DecoderState]:
         """One target position for every row.
 
         Args:
             tokens: ``(rows,)`` int64, the previous target token of each row.
             state: the state after the previous step (never mutated).
+            output_ids: optional ``(M,)`` int64, the target tokens to score (a shortlist);
+                None scores the whole vocabulary.
 
         Returns:
-            logits ``(rows, vocab)`` and the new state (same names and shapes).
+            logits ``(rows, vocab)`` (``(rows, M)`` with ``output_ids``, column j scoring
+            token ``output_ids[j]``) and the new state (same names and shapes).
         """
         embedded = self.dropout(self.embedding(tokens))
         feed = state.get("feed")
@@ -140,7 +145,7 @@ class Decoder(nn.Module):
         new_state.update(self._batch_major(rnn_state))
         if self.config.input_feeding:
             new_state["feed"] = attentional
-        return self._logits(attentional), new_state
+        return self._logits(attentional, output_ids), new_state
 
     def _forward_fused(self, embedded: torch.Tensor, state: DecoderState) -> torch.Tensor:
         """Luong attention without input feeding: one RNN call, attention batched over time.
@@ -205,9 +210,18 @@ class Decoder(nn.Module):
         """
         return self.dropout(torch.tanh(self.combine(torch.cat([context, top], dim=-1))))
 
-    def _logits(self, attentional: torch.Tensor) -> torch.Tensor:
-        """``(rows, [time,] decoder_hidden) -> (rows, [time,] vocab)``."""
-        return self.output(self.output_projection(attentional))
+    def _logits(
+        self, attentional: torch.Tensor, output_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``(rows, [time,] decoder_hidden) -> (rows, [time,] vocab)``, or ``(..., M)`` for
+        the ``M`` tokens of ``output_ids``."""
+        projected = self.output_projection(attentional)
+        if output_ids is None:
+            return self.output(projected)
+        # Only the output layer's rows of the shortlisted tokens: M x hidden instead of
+        # vocab x hidden multiply-adds per row.
+        bias = None if self.output.bias is None else self.output.bias[output_ids]
+        return nn.functional.linear(projected, self.output.weight[output_ids], bias)
 
     def _layer_major(self, state: DecoderState) -> RnnState:
         """Batch-major ``(rows, layers, hidden)`` -> PyTorch's ``(layers, rows, hidden)``."""

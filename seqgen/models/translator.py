@@ -20,6 +20,12 @@ name            shape                                                 present
 
 ``memory``, ``keys`` and ``source_mask`` never change during decoding; ``step`` passes
 them through so that beam search can reorder every entry with one gather on axis 0.
+
+With ``model.shortlist`` the model also holds a lexical shortlist (buffers
+``shortlist_table`` ``(source_vocab, K)`` and ``shortlist_frequent`` ``(N,)``, filled from
+the training pairs by :meth:`Translator.set_shortlist`); :meth:`Translator.output_ids` gives
+the tokens a batch may produce and ``step`` scores only those
+(:mod:`seqgen.decoding.shortlist`).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from seqgen.config import TranslatorConfig
 from seqgen.errors import ConfigError
 from seqgen.models.decoder import Decoder, DecoderState
 from seqgen.models.encoder import Bridge, Encoder, length_mask
-from seqgen.text.vocabulary import PAD_ID
+from seqgen.text.vocabulary import EOS_ID, PAD_ID, SPECIAL_TOKENS
 
 TranslatorState = DecoderState
 
@@ -79,6 +85,31 @@ class Translator(nn.Module):
             memory_size=self.encoder.memory_size,
             target_vocab_size=target_vocab_size,
         )
+        if config.shortlist:
+            # Placeholders of the right shape, so a checkpoint's buffers load into them;
+            # training fills them from its pairs (set_shortlist).
+            table = torch.full((source_vocab_size, config.shortlist), EOS_ID, dtype=torch.long)
+            self.register_buffer("shortlist_table", table)
+            # Distinct ids: even an unfilled shortlist holds the step graph's top candidates.
+            frequent = torch.arange(config.shortlist_frequent) % target_vocab_size
+            self.register_buffer("shortlist_frequent", frequent)
+
+    @property
+    def has_shortlist(self) -> bool:
+        return bool(self.config.shortlist)
+
+    def set_shortlist(self, table: torch.Tensor, frequent: torch.Tensor) -> None:
+        """Fill the shortlist buffers (``(source_vocab, K)`` and ``(N,)`` int64)."""
+        self.shortlist_table.copy_(table)
+        self.shortlist_frequent.copy_(frequent)
+
+    def output_ids(self, source_ids: torch.Tensor) -> torch.Tensor:
+        """The sorted ``(M,)`` target ids the sources ``(rows, source_len)`` may produce:
+        the special tokens, the frequent ones and each source token's table row (the same
+        union as :func:`seqgen.decoding.shortlist.shortlist_ids`)."""
+        specials = torch.arange(len(SPECIAL_TOKENS), device=source_ids.device)
+        table = self.shortlist_table[source_ids].flatten()
+        return torch.unique(torch.cat([specials, self.shortlist_frequent, table]))
 
     @property
     def state_names(self) -> tuple[str, ...]:
@@ -128,15 +159,19 @@ class Translator(nn.Module):
         return state
 
     def step(
-        self, tokens: torch.Tensor, state: TranslatorState
+        self,
+        tokens: torch.Tensor,
+        state: TranslatorState,
+        output_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, TranslatorState]:
         """One target token per row.
 
         Args:
             tokens: ``(rows,)`` int64, each row's previous target token (BOS first).
             state: the state from :meth:`start` or the previous step; never mutated.
+            output_ids: optional ``(M,)`` int64 from :meth:`output_ids`: score only these.
 
         Returns:
-            logits ``(rows, vocab)`` and the new state.
+            logits ``(rows, vocab)``, or ``(rows, M)`` with ``output_ids``, and the new state.
         """
-        return self.decoder.step(tokens, state)
+        return self.decoder.step(tokens, state, output_ids)

@@ -1,0 +1,101 @@
+"""Lexical shortlists: score only the target tokens a batch's sources make likely (no torch).
+
+At each decoding step the output layer (``decoder_hidden x vocab`` per row), its
+log-softmax and its top-k are most of a translator's work. Most of those 8,000 tokens
+never stand a chance for a given source: a shortlist keeps, for each source token, the
+target tokens that co-occur with it most in the training pairs, plus the most frequent
+target tokens, and decoding scores only the union of them over the batch's sources
+(the lexical shortlists of Marian, Junczys-Dowmunt et al., 2018, with co-occurrence
+counts instead of word alignments). Log-probabilities are normalised over that union.
+
+The table is built once from the training pairs (:func:`build_shortlist`), stored with
+the model's weights (buffers ``shortlist_table`` and ``shortlist_frequent``) and in an
+ONNX bundle, and read by both backends through :func:`shortlist_ids` (numpy here, the same
+union in torch in :meth:`seqgen.models.translator.Translator.output_ids`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from seqgen.text.vocabulary import EOS_ID, SPECIAL_TOKENS
+
+# The ids every shortlist holds: the special tokens (EOS ends every hypothesis).
+SPECIAL_IDS = np.arange(len(SPECIAL_TOKENS), dtype=np.int64)
+
+
+def build_shortlist(
+    sources: Sequence[Sequence[int]],
+    targets: Sequence[Sequence[int]],
+    *,
+    source_vocab_size: int,
+    target_vocab_size: int,
+    per_source: int,
+    frequent: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Count co-occurrences in the training pairs and keep each source token's best.
+
+    A pair of tokens scores ``count(s, t) / (count(s) + count(t))`` (the Dice coefficient
+    without its factor 2; counts are of sentence pairs holding the token), which prefers a
+    token's translations over tokens that are merely everywhere; the everywhere tokens come
+    in through ``frequent``.
+
+    Args:
+        sources, targets: the training pairs as token id lists (no BOS or EOS).
+        per_source: target tokens kept per source token (K).
+        frequent: the most frequent target tokens, kept for every batch (N).
+
+    Returns:
+        ``table`` ``(source_vocab_size, K)`` int64, each row best first and padded with EOS
+        where a token co-occurs with fewer than K targets, and ``frequent`` ``(N,)`` int64.
+    """
+    table = np.full((source_vocab_size, per_source), EOS_ID, dtype=np.int64)
+    source_sets = [np.unique(np.asarray(s, dtype=np.int64)) for s in sources]
+    target_sets = [np.unique(np.asarray(t, dtype=np.int64)) for t in targets]
+    pairs = [
+        (s[:, None] * target_vocab_size + t[None, :]).ravel()
+        for s, t in zip(source_sets, target_sets, strict=True)
+    ]
+    codes, counts = np.unique(np.concatenate([np.empty(0, np.int64), *pairs]), return_counts=True)
+    source_counts = np.bincount(
+        np.concatenate([np.empty(0, np.int64), *source_sets]), minlength=source_vocab_size
+    )
+    target_counts = np.bincount(
+        np.concatenate([np.empty(0, np.int64), *target_sets]), minlength=target_vocab_size
+    )
+    source_ids, target_ids = np.divmod(codes, target_vocab_size)
+    score = counts / (source_counts[source_ids] + target_counts[target_ids])
+    order = np.lexsort((-score, source_ids))  # by source token, best score first
+    source_ids, target_ids = source_ids[order], target_ids[order]
+    starts = np.searchsorted(source_ids, np.arange(source_vocab_size))
+    ends = np.searchsorted(source_ids, np.arange(source_vocab_size), side="right")
+    for token, (start, end) in enumerate(zip(starts, ends, strict=True)):
+        kept = target_ids[start : min(end, start + per_source)]
+        table[token, : len(kept)] = kept
+    occurrences = np.bincount(
+        np.concatenate([np.empty(0, np.int64), *(np.asarray(t, dtype=np.int64) for t in targets)]),
+        minlength=target_vocab_size,
+    )
+    # A stable sort: equally frequent tokens keep id order, so the table is reproducible.
+    most_frequent = np.full(frequent, EOS_ID, dtype=np.int64)  # EOS pads a small vocabulary
+    ranked = np.argsort(-occurrences, kind="stable")[:frequent]
+    most_frequent[: len(ranked)] = ranked
+    return table, most_frequent
+
+
+def shortlist_ids(table: np.ndarray, frequent: np.ndarray, source_ids: np.ndarray) -> np.ndarray:
+    """The sorted target ids a batch may produce.
+
+    Args:
+        table: ``(source_vocab, K)`` int64, from :func:`build_shortlist`.
+        frequent: ``(N,)`` int64.
+        source_ids: ``(rows, source_len)`` int64, the encoder's input (padding included:
+            the PAD row of the table holds only EOS).
+
+    Returns:
+        ``(M,)`` int64, ascending: the special tokens, ``frequent`` and the table rows of
+        every source token, each once.
+    """
+    return np.unique(np.concatenate([SPECIAL_IDS, frequent, table[source_ids].ravel()]))
