@@ -13,6 +13,7 @@ from seqgen.benchmark import flops
 from seqgen.benchmark.measure import CountingStep, median_rate
 from seqgen.cli import main
 from seqgen.config import LanguageModelConfig, TranslatorConfig
+from seqgen.decoding.source_rows import OUTPUT_IDS
 
 
 def test_language_model_flops_count_every_matrix_product() -> None:
@@ -48,7 +49,7 @@ def test_median_rate_is_work_over_time_after_a_warmup() -> None:
     assert rate > 0 and seconds > 0 and rate == pytest.approx(10.0 / seconds, rel=0.5)
 
 
-def test_counting_step_counts_rows_also_through_narrowed_views() -> None:
+def test_counting_step_counts_rows_and_scored_tokens_also_through_narrowed_views() -> None:
     class Step:
         device = "cpu"
 
@@ -58,10 +59,11 @@ def test_counting_step_counts_rows_also_through_narrowed_views() -> None:
         def narrowed(self, candidates: int) -> Step:
             return self
 
-    counting = CountingStep(Step())
+    counting = CountingStep(Step(), vocab_size=3)
     counting.step(np.zeros(4, np.int64), {})
-    counting.narrowed(5).step(np.zeros(2, np.int64), {})
-    assert counting.counts == {"rows": 6, "steps": 2}
+    # A shortlisted step scores only the batch's shortlist: 2 tokens per row here.
+    counting.narrowed(5).step(np.zeros(2, np.int64), {OUTPUT_IDS: np.array([3, 7])})
+    assert counting.counts == {"rows": 6, "steps": 2, "scored": 4 * 3 + 2 * 2}
     assert counting.device == "cpu"
 
 

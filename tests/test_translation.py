@@ -28,6 +28,7 @@ from seqgen.pipelines import load as load_pipeline
 from seqgen.text import tokenizer_from_dict
 from seqgen.training import device, loop
 from seqgen.training.checkpoint import load_checkpoint, save_checkpoint
+from seqgen.training.shortlists import add_shortlist
 from seqgen.translation import ScoredTranslation, Translator
 
 LEXICON = {
@@ -382,7 +383,7 @@ def test_sentence_batches_of_pieces_in_bf16(tmp_path: Path, recipe_file: Path) -
 
 
 def test_training_builds_a_shortlist_from_its_pairs_and_decoding_uses_it(
-    tmp_path: Path, recipe_file: Path, validation_sources: list[str]
+    tmp_path: Path, recipe_file: Path, validation_sources: list[str], translator_run: Path
 ) -> None:
     run = tmp_path / "run"
     sets = ["model.shortlist=4", "model.shortlist_frequent=40", "train.max_steps=20"]
@@ -398,6 +399,13 @@ def test_training_builds_a_shortlist_from_its_pairs_and_decoding_uses_it(
     assert english.decode(table[park, :1].tolist()) == "park"
     # Every target starts with "The" and ends with "."
     assert {english.decode([token]) for token in frequent[:2].tolist()} == {"The", "."}
+    # A checkpoint trained without a shortlist gets the same table afterwards.
+    without = translator_run / "best.safetensors"
+    added = add_shortlist(without, tmp_path / "added.safetensors", per_source=4, frequent=40)
+    added_weights = load_checkpoint(added).weights
+    assert torch.equal(added_weights["shortlist_table"], table)
+    assert torch.equal(added_weights["shortlist_frequent"], frequent)
+    assert load_checkpoint(added).recipe["model"]["shortlist"] == 4
     with_list = translate(run, "--input", recipe_file.parent / "val.de")
     without = translate(run, "--input", recipe_file.parent / "val.de", "--no-shortlist")
     assert_ok(with_list)

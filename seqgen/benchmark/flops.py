@@ -49,10 +49,16 @@ def decoder_token(config: TranslatorConfig, vocab_size: int, source_length: floa
     flops += (config.decoder_layers - 1) * _rnn_layer(config.cell, hidden, hidden)
     flops += int(2 * source_length * (hidden + memory))  # scores and the context
     flops += 2 * (memory + hidden) * hidden  # the attentional vector
-    output_size = config.embedding_size if config.tie_target_embeddings else hidden
     if config.tie_target_embeddings:
         flops += 2 * hidden * config.embedding_size
-    return flops + 2 * output_size * vocab_size
+    return flops + output_token(config) * vocab_size
+
+
+def output_token(config: TranslatorConfig) -> int:
+    """Forward FLOPs of the output layer per row and per scored token (a shortlist scores
+    fewer than the vocabulary)."""
+    tied = config.tie_target_embeddings
+    return 2 * (config.embedding_size if tied else config.decoder_hidden_size)
 
 
 def cpu_peak() -> tuple[float | None, str]:

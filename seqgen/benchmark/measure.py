@@ -6,10 +6,12 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+
+from seqgen.decoding.source_rows import OUTPUT_IDS
 
 
 def median_rate(run: Callable[[], float], *, repeats: int, warmup: int = 1) -> tuple[float, float]:
@@ -34,18 +36,26 @@ class CountingStep:
     so every step is counted.
     """
 
-    def __init__(self, inner: Any, counts: dict[str, int] | None = None) -> None:
+    def __init__(
+        self, inner: Any, counts: dict[str, int] | None = None, *, vocab_size: int = 0
+    ) -> None:
         self.inner = inner
-        self.counts = counts if counts is not None else {"rows": 0, "steps": 0}
+        self.vocab_size = vocab_size
+        # scored: rows x the tokens each row scores (the vocabulary, or a batch's shortlist)
+        self.counts = counts if counts is not None else {"rows": 0, "steps": 0, "scored": 0}
 
     def step(self, tokens: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
-        self.counts["rows"] += int(tokens.shape[0])
+        rows = int(tokens.shape[0])
+        shortlist = state.get(OUTPUT_IDS) if isinstance(state, Mapping) else None
+        self.counts["rows"] += rows
         self.counts["steps"] += 1
+        self.counts["scored"] += rows * (self.vocab_size if shortlist is None else len(shortlist))
         return self.inner.step(tokens, state)
 
     def narrowed(self, candidates: int) -> CountingStep:
         narrow = getattr(self.inner, "narrowed", None)
-        return CountingStep(narrow(candidates) if narrow else self.inner, self.counts)
+        inner = narrow(candidates) if narrow else self.inner
+        return CountingStep(inner, self.counts, vocab_size=self.vocab_size)
 
     def __getattr__(self, name: str) -> Any:  # start, select, device, model, ...
         return getattr(self.inner, name)

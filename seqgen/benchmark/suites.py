@@ -141,7 +141,7 @@ def translation_decoding(
     results = []
     for backend, translator in backends.items():
         for beam in (1, 5):
-            counting = CountingStep(translator.step_function)
+            counting = CountingStep(translator.step_function, vocab_size=vocab)
             translator.step_function = counting
             outputs: list[str] = []
 
@@ -151,8 +151,13 @@ def translation_decoding(
 
             rate, seconds = median_rate(run, repeats=repeats)
             translator.step_function = counting.inner
-            rows_per_run = counting.counts["rows"] / (repeats + 1)
-            work = rows_per_run * flops.decoder_token(model, vocab, source_tokens / len(lines))
+            runs = repeats + 1  # the warm-up too
+            work = (
+                counting.counts["rows"]
+                / runs
+                * flops.decoder_token(model, 0, source_tokens / len(lines))
+            )
+            work += counting.counts["scored"] / runs * flops.output_token(model)
             work += source_tokens * flops.encoder_token(model)
             tokens = sum(len(reference.target_tokenizer.encode(o)) + 1 for o in outputs)
             label = "greedy" if beam == 1 else f"beam {beam}"
