@@ -25,7 +25,7 @@ from seqgen.evaluation.perplexity import LanguageModelScores, evaluate_language_
 from seqgen.models.language_model import LanguageModel
 from seqgen.text import Tokenizer, tokenizer_from_dict, train_tokenizer
 from seqgen.training.checkpoint import Checkpoint, save_checkpoint
-from seqgen.training.device import autocast, check_cpu_bf16, resolve_device
+from seqgen.training.device import adamw, autocast, check_cpu_bf16, resolve_device
 from seqgen.training.driver import LoopStats, drive
 from seqgen.training.metrics import MetricsLog
 from seqgen.training.progress import Progress
@@ -123,8 +123,11 @@ class LanguageModelTrainer:
             bos_id=self.tokenizer.bos_id,
         )
         self.model = LanguageModel(recipe.model, self.tokenizer.vocab_size).to(self.device)
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=train.learning_rate, weight_decay=train.weight_decay
+        self.optimizer = adamw(
+            self.model.parameters(),
+            self.device,
+            lr=train.learning_rate,
+            weight_decay=train.weight_decay,
         )
         self.run_state = _RunState()
         if last is not None:

@@ -26,7 +26,7 @@ from seqgen.models.translator import Translator as TranslatorModel
 from seqgen.text import Tokenizer, tokenizer_from_dict, train_tokenizer
 from seqgen.training.averaging import average_checkpoints
 from seqgen.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from seqgen.training.device import autocast, check_cpu_bf16, resolve_device
+from seqgen.training.device import adamw, autocast, check_cpu_bf16, resolve_device
 from seqgen.training.driver import LoopStats, drive
 from seqgen.training.metrics import MetricsLog
 from seqgen.training.progress import Progress
@@ -131,8 +131,9 @@ class TranslationTrainer:
         self.model = TranslatorModel(
             recipe.model, self.tokenizers["source"].vocab_size, self.tokenizers["target"].vocab_size
         ).to(self.device)
-        self.optimizer = torch.optim.AdamW(
+        self.optimizer = adamw(
             self.model.parameters(),
+            self.device,
             lr=recipe.train.learning_rate,
             weight_decay=recipe.train.weight_decay,
         )
