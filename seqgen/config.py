@@ -25,6 +25,7 @@ from typing import Any
 
 import tomllib
 
+from seqgen.decoding.contract import TOP_CANDIDATES
 from seqgen.errors import ConfigError
 from seqgen.text import TokenizerConfig
 
@@ -209,9 +210,6 @@ class DecodingConfig:
             _check_positive(f"decoding.{name}", getattr(self, name), allow_zero=True)
 
 
-MIN_SHORTLIST_FREQUENT = 32  # = seqgen.onnx_export.TOP_CANDIDATES
-
-
 @dataclass
 class TranslatorConfig:
     """An attentional encoder-decoder: a bidirectional RNN encoder and an RNN decoder.
@@ -245,11 +243,11 @@ class TranslatorConfig:
         _check_choice("model.cell", self.cell, ("lstm", "gru"))
         for name in ("shortlist", "shortlist_frequent"):
             _check_positive(f"model.{name}", getattr(self, name), allow_zero=True)
-        if self.shortlist and self.shortlist_frequent < MIN_SHORTLIST_FREQUENT:
-            # A step graph's top-k reads 32 candidates per row, which the union must hold.
+        if self.shortlist and self.shortlist_frequent < TOP_CANDIDATES:
+            # A step graph's top-k reads TOP_CANDIDATES per row, which the union must hold.
             raise ConfigError(
                 f"model.shortlist_frequent = {self.shortlist_frequent} is too small; with "
-                f"model.shortlist it must be at least {MIN_SHORTLIST_FREQUENT}"
+                f"model.shortlist it must be at least {TOP_CANDIDATES}"
             )
         _check_choice("model.attention", self.attention, ("bahdanau", "dot", "general"))
         for name in (

@@ -48,6 +48,7 @@ from seqgen.bundle import (
     TOKENIZER_FILE,
     is_bundle,
 )
+from seqgen.decoding.contract import TOP_CANDIDATES
 from seqgen.decoding.onnx_session import SELECTED_PREFIX, STEP_OUTPUTS
 from seqgen.decoding.onnx_step import NEW_PREFIX, OnnxLanguageModelStep
 from seqgen.errors import CheckpointError, SeqgenError
@@ -62,9 +63,7 @@ EXAMPLE_ROWS, EXAMPLE_TIME = 3, 4  # not 0 or 1, which torch.export would freeze
 EXAMPLE_SELECTED_ROWS = 6  # differs from the others, so torch.export keeps the axes apart
 PARITY_TOLERANCE = 1e-4
 EXPORTABLE_CELLS = ("lstm", "gru")
-# Step graphs also return each row's best log-probs: on a GPU, greedy and beam search (up to a
-# beam of 14 with three banned ids) then copy these to the host instead of the whole vocabulary.
-TOP_CANDIDATES = 32
+# Step graphs also return each row's TOP_CANDIDATES best log-probs (seqgen.decoding.contract).
 
 
 class PrimeGraph(nn.Module):

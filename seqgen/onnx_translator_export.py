@@ -81,14 +81,16 @@ class TranslatorStepGraph(nn.Module):
         names = self.model.state_names
         state = dict(zip(names, inputs[: len(names)], strict=True))
         output_ids = inputs[len(names)] if self.model.has_shortlist else None
-        logits, new_state = self.model.step(tokens, state, output_ids)
+        # In the graph the rows are gathered at every step: output_ids is an input.
+        output = None if output_ids is None else self.model.decoder.output_rows(output_ids)
+        logits, new_state = self.model.step(tokens, state, output)
         # As TranslatorStep.step: log-softmax in float32, also for a float16 model.
         log_probs = torch.log_softmax(logits.float(), dim=-1)
         if output_ids is None:
             log_probs, top_values, top_ids = with_top_candidates(log_probs)
         else:
-            # A fixed K (a shortlist holds at least this many tokens, see
-            # MIN_SHORTLIST_FREQUENT), so the top outputs keep a static width.
+            # A fixed K (a shortlist holds at least this many tokens: the config checks
+            # shortlist_frequent), so the top outputs keep a static width.
             count = min(TOP_CANDIDATES, self.model.target_vocab_size)
             top_values, top_columns = torch.topk(log_probs, count, dim=-1)
             top_ids = output_ids[top_columns]
@@ -215,8 +217,11 @@ def check_parity(model: TranslatorModel, folder: Path) -> None:
         with torch.inference_mode():
             source_ids, source_lengths = map(torch.from_numpy, encoder_inputs(sources))
             expected_state = model.start(source_ids, source_lengths)
-            output_ids = model.output_ids(source_ids) if model.has_shortlist else None
-            logits, expected_state = model.step(tokens, expected_state, output_ids)
+            output_ids, output = None, None
+            if model.has_shortlist:
+                output_ids = torch.from_numpy(model.shortlist_ids(source_ids.numpy()))
+                output = model.decoder.output_rows(output_ids)
+            logits, expected_state = model.step(tokens, expected_state, output)
         expected = torch.log_softmax(logits, -1)
         if output_ids is not None:  # the adapter hands the whole vocabulary to search
             full = expected.new_full((len(lengths), model.target_vocab_size), -torch.inf)

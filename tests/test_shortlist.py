@@ -93,7 +93,7 @@ def test_a_shortlisted_step_scores_exactly_the_full_logits_of_its_tokens() -> No
     model = tiny_translator(per_source=2).step_function.model
     source_ids = torch.tensor([[5, 6, 7, 3], [8, 3, 0, 0]])
     state = model.start(source_ids, torch.tensor([4, 2]))
-    output_ids = model.output_ids(source_ids)
+    output_ids = torch.from_numpy(model.shortlist_ids(source_ids.numpy()))
     expected = shortlist_ids(
         model.shortlist_table.numpy(), model.shortlist_frequent.numpy(), source_ids.numpy()
     )
@@ -102,7 +102,7 @@ def test_a_shortlisted_step_scores_exactly_the_full_logits_of_its_tokens() -> No
     tokens = torch.tensor([2, 2])
     with torch.inference_mode():
         full, _ = model.step(tokens, state)
-        narrow, _ = model.step(tokens, state, output_ids)
+        narrow, _ = model.step(tokens, state, model.decoder.output_rows(output_ids))
     torch.testing.assert_close(narrow, full[:, output_ids])
 
 
@@ -117,7 +117,7 @@ def test_translations_use_only_shortlisted_tokens_and_the_full_vocabulary_on_req
         others = [t for t in range(4, model.target_vocab_size) if t not in used_by_full]
         table = torch.tensor(others[-1:]).expand(model.source_vocab_size, 1)
         model.set_shortlist(table, torch.tensor(others[:32]))
-        allowed = set(model.output_ids(_source_ids(translator, sources)).tolist())
+        allowed = set(model.shortlist_ids(_source_ids(translator, sources)).tolist())
         assert not allowed & (used_by_full - {EOS})
         shortlisted = translator.search(sources, _options(beam_size, shortlist=True))
         used = {token for best in shortlisted for token in best[0].tokens}
@@ -150,5 +150,5 @@ def _options(beam_size: int, *, shortlist: bool) -> TranslationOptions:
     return TranslationOptions(beam_size=beam_size, max_length=12, shortlist=shortlist)
 
 
-def _source_ids(translator: Translator, sources: list[list[int]]) -> torch.Tensor:
-    return torch.from_numpy(encoder_inputs(sources)[0])
+def _source_ids(translator: Translator, sources: list[list[int]]) -> np.ndarray:
+    return encoder_inputs(sources)[0]

@@ -3,7 +3,8 @@
 Not imported by seqgen: the harness executes this file (``--plugin`` or ``BENCH_PLUGINS``)
 with its own directory on ``sys.path``, so ``peerbench`` imports. From the repository root::
 
-    export PEERS=/tmp/peers SEQGEN_DATA_DIR=<the corpus mirror>   # H: the harness's folder
+    export PEERS=<the harness's work folder> SEQGEN_DATA_DIR=<the corpus mirror>
+    H=<the harness's folder>
     P=seqgen/benchmark/peer_plugin.py
     bash $H/speed_train.sh --plugin $P --systems onmt,seqgen --repeats 3
     bash $H/speed_decode.sh --plugin $P --systems onmt,seqgen,seqgen-onnx --repeats 5

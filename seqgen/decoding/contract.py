@@ -29,6 +29,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+# The best log-probs per row an exported step graph also returns: on a GPU, greedy and beam
+# search (up to a beam of 14 with three banned ids) copy these to the host, not the vocabulary.
+TOP_CANDIDATES = 32
+
 State = Mapping[str, Any]
 """Decoder state: name -> batch-major array. Names equal the ONNX graph's input names."""
 

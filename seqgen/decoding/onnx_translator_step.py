@@ -48,6 +48,7 @@ from seqgen.decoding.source_rows import (
     SOURCE_NAMES,
     SOURCES,
     encoder_inputs,
+    per_batch,
     select_rows,
     with_sentences,
 )
@@ -145,10 +146,7 @@ class OnnxTranslatorStep(DeviceState):
         assert self.select_session is not None  # checked in __init__
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         selected = run_select(self.select_session, state, self.state_names, rows, self.device)
-        selected = {**selected, SENTENCE: state[SENTENCE][rows], SOURCES: state[SOURCES]}
-        if OUTPUT_IDS in state:
-            selected[OUTPUT_IDS] = state[OUTPUT_IDS]
-        return selected
+        return {**selected, SENTENCE: state[SENTENCE][rows], **per_batch(state)}
 
 
 def translator_state_names(

@@ -10,8 +10,7 @@ counts instead of word alignments). Log-probabilities are normalised over that u
 
 The table is built once from the training pairs (:func:`build_shortlist`), stored with
 the model's weights (buffers ``shortlist_table`` and ``shortlist_frequent``) and in an
-ONNX bundle, and read by both backends through :func:`shortlist_ids` (numpy here, the same
-union in torch in :meth:`seqgen.models.translator.Translator.output_ids`).
+ONNX bundle, and read by both backends through :func:`shortlist_ids`.
 """
 
 from __future__ import annotations

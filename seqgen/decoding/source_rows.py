@@ -28,7 +28,14 @@ SENTENCE = "_sentence"  # (rows,) int64 numpy: the encoded sentence each row dec
 SOURCES = "_sources"  # name -> (sentences, ...) array, the encoder's source side
 # (M,) int64, the batch's shortlist (seqgen.decoding.shortlist), when the model has one
 OUTPUT_IDS = "_output_ids"
-BATCH_ENTRIES = (SENTENCE, SOURCES, OUTPUT_IDS)  # not one entry per row
+# PyTorch only: the output layer's rows of OUTPUT_IDS, gathered once per batch, not per step
+OUTPUT_LAYER = "_output_layer"
+PER_BATCH = (SOURCES, OUTPUT_IDS, OUTPUT_LAYER)  # entries that are not one per row
+
+
+def per_batch(state: State) -> dict[str, Any]:
+    """The state's per-batch entries, which ``select`` passes on as they are."""
+    return {name: state[name] for name in PER_BATCH if name in state}
 
 
 def encoder_inputs(sources: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -61,11 +68,9 @@ def select_rows(state: State, rows: np.ndarray, gather: Callable[[Any, np.ndarra
     sentence = state[SENTENCE][rows]
     sources = state[SOURCES]
     unchanged = np.array_equal(sentence, state[SENTENCE])
-    selected: dict[str, Any] = {SENTENCE: sentence, SOURCES: sources}
-    if OUTPUT_IDS in state:
-        selected[OUTPUT_IDS] = state[OUTPUT_IDS]
+    selected: dict[str, Any] = {SENTENCE: sentence, **per_batch(state)}
     for name, value in state.items():
-        if name in BATCH_ENTRIES:
+        if name == SENTENCE or name in PER_BATCH:
             continue
         if name in sources:
             selected[name] = value if unchanged else gather(sources[name], sentence)

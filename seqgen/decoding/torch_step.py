@@ -17,7 +17,13 @@ import torch
 
 from seqgen.decoding.contract import State, TopLogProbs
 from seqgen.decoding.priming import group_by_length
-from seqgen.decoding.source_rows import OUTPUT_IDS, encoder_inputs, select_rows, with_sentences
+from seqgen.decoding.source_rows import (
+    OUTPUT_IDS,
+    OUTPUT_LAYER,
+    encoder_inputs,
+    select_rows,
+    with_sentences,
+)
 from seqgen.models.language_model import LanguageModel
 from seqgen.models.translator import Translator
 from seqgen.text.vocabulary import BOS_ID
@@ -135,24 +141,27 @@ class TranslatorStep(_Narrowing):
             the state (``(batch, ...)`` per name) and ``first_tokens`` ``(batch,)`` int64,
             all BOS.
         """
+        host_ids, host_lengths = encoder_inputs(sources)
         source_ids, source_lengths = (
-            torch.from_numpy(array).to(self.device) for array in encoder_inputs(sources)
+            torch.from_numpy(array).to(self.device) for array in (host_ids, host_lengths)
         )
         with _eval_mode(self.model):
             state = self.model.start(source_ids, source_lengths)
         first_tokens = np.full(len(sources), BOS_ID, dtype=np.int64)
         state = with_sentences(state, len(sources))
         if shortlist and self.model.has_shortlist:
-            state[OUTPUT_IDS] = self.model.output_ids(source_ids)
+            output_ids = torch.from_numpy(self.model.shortlist_ids(host_ids)).to(self.device)
+            state[OUTPUT_IDS] = output_ids
+            state[OUTPUT_LAYER] = self.model.decoder.output_rows(output_ids)
         return state, first_tokens
 
     @torch.inference_mode()
     def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray | TopLogProbs, State]:
         token_ids = torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.int64)).to(self.device)
-        output_ids = state.get(OUTPUT_IDS)
         with _eval_mode(self.model):
-            logits, new_state = self.model.step(token_ids, dict(state), output_ids)
-        return self._log_probs(logits, output_ids, self.model.target_vocab_size), new_state
+            logits, new_state = self.model.step(token_ids, dict(state), state.get(OUTPUT_LAYER))
+        vocab_size = self.model.target_vocab_size
+        return self._log_probs(logits, state.get(OUTPUT_IDS), vocab_size), new_state
 
     @torch.inference_mode()
     def select(self, state: State, rows: np.ndarray) -> State:

@@ -27,6 +27,8 @@ source_len)`` bool (True = real token). Nothing is cached on the module.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -36,6 +38,15 @@ from seqgen.models.language_model import RNN_CLASSES
 
 DecoderState = dict[str, torch.Tensor]
 RnnState = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # layer-major, as nn.RNNBase wants
+
+
+@dataclass(frozen=True)
+class OutputRows:
+    """The output layer's rows of ``M`` target tokens (a batch's shortlist), gathered once:
+    ``weight`` ``(M, output_size)``, ``bias`` ``(M,)`` or None."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
 
 
 class Decoder(nn.Module):
@@ -124,19 +135,19 @@ class Decoder(nn.Module):
         return self._logits(attentional)
 
     def step(
-        self, tokens: torch.Tensor, state: DecoderState, output_ids: torch.Tensor | None = None
+        self, tokens: torch.Tensor, state: DecoderState, output: OutputRows | None = None
     ) -> tuple[torch.Tensor, DecoderState]:
         """One target position for every row.
 
         Args:
             tokens: ``(rows,)`` int64, the previous target token of each row.
             state: the state after the previous step (never mutated).
-            output_ids: optional ``(M,)`` int64, the target tokens to score (a shortlist);
-                None scores the whole vocabulary.
+            output: optional :meth:`output_rows` of ``M`` target tokens (a shortlist), the
+                only ones scored; None scores the whole vocabulary.
 
         Returns:
-            logits ``(rows, vocab)`` (``(rows, M)`` with ``output_ids``, column j scoring
-            token ``output_ids[j]``) and the new state (same names and shapes).
+            logits ``(rows, vocab)`` (``(rows, M)`` with ``output``, column j scoring its
+            j-th token) and the new state (same names and shapes).
         """
         embedded = self.dropout(self.embedding(tokens))
         feed = state.get("feed")
@@ -145,7 +156,7 @@ class Decoder(nn.Module):
         new_state.update(self._batch_major(rnn_state))
         if self.config.input_feeding:
             new_state["feed"] = attentional
-        return self._logits(attentional, output_ids), new_state
+        return self._logits(attentional, output), new_state
 
     def _forward_fused(self, embedded: torch.Tensor, state: DecoderState) -> torch.Tensor:
         """Luong attention without input feeding: one RNN call, attention batched over time.
@@ -210,18 +221,20 @@ class Decoder(nn.Module):
         """
         return self.dropout(torch.tanh(self.combine(torch.cat([context, top], dim=-1))))
 
-    def _logits(
-        self, attentional: torch.Tensor, output_ids: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """``(rows, [time,] decoder_hidden) -> (rows, [time,] vocab)``, or ``(..., M)`` for
-        the ``M`` tokens of ``output_ids``."""
-        projected = self.output_projection(attentional)
-        if output_ids is None:
-            return self.output(projected)
-        # Only the output layer's rows of the shortlisted tokens: M x hidden instead of
-        # vocab x hidden multiply-adds per row.
+    def output_rows(self, output_ids: torch.Tensor) -> OutputRows:
+        """The output layer's rows of the tokens ``output_ids`` ``(M,)``: gathered once per
+        batch, not at every step (the gather costs as much as the product at 100 rows)."""
         bias = None if self.output.bias is None else self.output.bias[output_ids]
-        return nn.functional.linear(projected, self.output.weight[output_ids], bias)
+        return OutputRows(self.output.weight[output_ids], bias)
+
+    def _logits(self, attentional: torch.Tensor, output: OutputRows | None = None) -> torch.Tensor:
+        """``(rows, [time,] decoder_hidden) -> (rows, [time,] vocab)``, or ``(..., M)`` for
+        the ``M`` tokens of ``output``."""
+        projected = self.output_projection(attentional)
+        if output is None:
+            return self.output(projected)
+        # Only the shortlisted tokens: M x hidden instead of vocab x hidden per row.
+        return nn.functional.linear(projected, output.weight, output.bias)
 
     def _layer_major(self, state: DecoderState) -> RnnState:
         """Batch-major ``(rows, layers, hidden)`` -> PyTorch's ``(layers, rows, hidden)``."""

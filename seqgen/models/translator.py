@@ -23,21 +23,23 @@ them through so that beam search can reorder every entry with one gather on axis
 
 With ``model.shortlist`` the model also holds a lexical shortlist (buffers
 ``shortlist_table`` ``(source_vocab, K)`` and ``shortlist_frequent`` ``(N,)``, filled from
-the training pairs by :meth:`Translator.set_shortlist`); :meth:`Translator.output_ids` gives
-the tokens a batch may produce and ``step`` scores only those
-(:mod:`seqgen.decoding.shortlist`).
+the training pairs by :meth:`Translator.set_shortlist`); the tokens a batch may produce come
+from :func:`seqgen.decoding.shortlist.shortlist_ids`, and ``step`` given their output rows
+(``Decoder.output_rows``) scores only those.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
 from seqgen.config import TranslatorConfig
+from seqgen.decoding.shortlist import shortlist_ids
 from seqgen.errors import ConfigError
-from seqgen.models.decoder import Decoder, DecoderState
+from seqgen.models.decoder import Decoder, DecoderState, OutputRows
 from seqgen.models.encoder import Bridge, Encoder, length_mask
-from seqgen.text.vocabulary import EOS_ID, PAD_ID, SPECIAL_TOKENS
+from seqgen.text.vocabulary import EOS_ID, PAD_ID
 
 TranslatorState = DecoderState
 
@@ -103,13 +105,11 @@ class Translator(nn.Module):
         self.shortlist_table.copy_(table)
         self.shortlist_frequent.copy_(frequent)
 
-    def output_ids(self, source_ids: torch.Tensor) -> torch.Tensor:
-        """The sorted ``(M,)`` target ids the sources ``(rows, source_len)`` may produce:
-        the special tokens, the frequent ones and each source token's table row (the same
-        union as :func:`seqgen.decoding.shortlist.shortlist_ids`)."""
-        specials = torch.arange(len(SPECIAL_TOKENS), device=source_ids.device)
-        table = self.shortlist_table[source_ids].flatten()
-        return torch.unique(torch.cat([specials, self.shortlist_frequent, table]))
+    def shortlist_ids(self, source_ids: np.ndarray) -> np.ndarray:
+        """The sorted ``(M,)`` target ids the sources ``(rows, source_len)`` may produce
+        (:func:`seqgen.decoding.shortlist.shortlist_ids` of this model's table)."""
+        table, frequent = self.shortlist_table.cpu().numpy(), self.shortlist_frequent.cpu().numpy()
+        return shortlist_ids(table, frequent, source_ids)
 
     @property
     def state_names(self) -> tuple[str, ...]:
@@ -162,16 +162,16 @@ class Translator(nn.Module):
         self,
         tokens: torch.Tensor,
         state: TranslatorState,
-        output_ids: torch.Tensor | None = None,
+        output: OutputRows | None = None,
     ) -> tuple[torch.Tensor, TranslatorState]:
         """One target token per row.
 
         Args:
             tokens: ``(rows,)`` int64, each row's previous target token (BOS first).
             state: the state from :meth:`start` or the previous step; never mutated.
-            output_ids: optional ``(M,)`` int64 from :meth:`output_ids`: score only these.
+            output: optional ``Decoder.output_rows`` of ``M`` tokens: score only these.
 
         Returns:
-            logits ``(rows, vocab)``, or ``(rows, M)`` with ``output_ids``, and the new state.
+            logits ``(rows, vocab)``, or ``(rows, M)`` with ``output``, and the new state.
         """
-        return self.decoder.step(tokens, state, output_ids)
+        return self.decoder.step(tokens, state, output)
