@@ -238,9 +238,18 @@ class TranslatorConfig:
     # the batch's union of them instead of the whole vocabulary.
     shortlist: int = 0
     shortlist_frequent: int = 200
+    # The decoder's first state from the encoder's final states: "learned" (Linear + tanh,
+    # seqgen.models.encoder.Bridge) or "copy" (the states as they are, OpenNMT-py's default;
+    # needs decoder_hidden_size == 2 * encoder_hidden_size).
+    bridge: str = "learned"
+    # 0 keeps PyTorch's initialisation; > 0 draws every parameter from U(-init_range,
+    # init_range), as OpenNMT-py's param_init does (0.1 in its RNN recipes).
+    init_range: float = 0.0
 
     def validate(self) -> None:
         _check_choice("model.cell", self.cell, ("lstm", "gru"))
+        _check_choice("model.bridge", self.bridge, ("learned", "copy"))
+        _check_positive("model.init_range", self.init_range, allow_zero=True)
         for name in ("shortlist", "shortlist_frequent"):
             _check_positive(f"model.{name}", getattr(self, name), allow_zero=True)
         if self.shortlist and self.shortlist_frequent < TOP_CANDIDATES:
@@ -265,6 +274,12 @@ class TranslatorConfig:
                 "model.attention = 'dot' needs model.decoder_hidden_size == "
                 f"2 * model.encoder_hidden_size (got {self.decoder_hidden_size} and "
                 f"2 * {self.encoder_hidden_size}); use 'general' for different sizes"
+            )
+        if self.bridge == "copy" and self.decoder_hidden_size != memory_size:
+            raise ConfigError(
+                "model.bridge = 'copy' needs model.decoder_hidden_size == "
+                f"2 * model.encoder_hidden_size (got {self.decoder_hidden_size} and "
+                f"2 * {self.encoder_hidden_size}); use 'learned' for different sizes"
             )
 
 

@@ -1,8 +1,9 @@
 """ONNX export of translators: the bundle, parity with PyTorch, the torch-free path, bad input.
 
-Two tiny translators (an LSTM with Luong attention and input feeding, a GRU with Bahdanau
-attention and a fused decoder) are exported once per module and shared. Their output layers
-are scaled up so that near-ties do not turn token comparisons into luck.
+Two tiny translators (an LSTM with Luong attention, input feeding and the copy bridge, a GRU
+with Bahdanau attention, a fused decoder and the learned bridge) are exported once per module
+and shared. Their output layers are scaled up so that near-ties do not turn token comparisons
+into luck.
 """
 
 from __future__ import annotations
@@ -46,7 +47,13 @@ SOURCE_LENGTHS = {  # batch size -> source lengths (pieces, before EOS), mixed i
 }
 MAX_NEW_TOKENS = 12
 VARIANTS = {
-    "lstm-general-feeding": {"cell": "lstm", "attention": "general", "input_feeding": True},
+    "lstm-general-feeding": {
+        "cell": "lstm",
+        "attention": "general",
+        "input_feeding": True,
+        "bridge": "copy",  # needs decoder_hidden_size == 2 x encoder_hidden_size
+        "decoder_hidden_size": 24,
+    },
     "gru-bahdanau-fused": {"cell": "gru", "attention": "bahdanau", "input_feeding": False},
 }
 

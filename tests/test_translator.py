@@ -261,7 +261,53 @@ def test_config_rejects_bad_values() -> None:
         TranslatorConfig(cell="rnn").validate()
     with pytest.raises(ConfigError, match="decoder_hidden_size"):
         TranslatorConfig(attention="dot", decoder_hidden_size=100).validate()
+    with pytest.raises(ConfigError, match="model.bridge = 'copy' needs"):
+        TranslatorConfig(bridge="copy", decoder_hidden_size=100).validate()
+    with pytest.raises(ConfigError, match="model.bridge"):
+        TranslatorConfig(bridge="linear").validate()
+    with pytest.raises(ConfigError, match="model.init_range"):
+        TranslatorConfig(init_range=-0.1).validate()
     TranslatorConfig().validate()
+    TranslatorConfig(bridge="copy", init_range=0.1).validate()
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_the_cell_functions_step_as_the_whole_rnn_does(cell: str, layers: int) -> None:
+    model = make_translator(cell=cell, decoder_layers=layers)
+    decoder = model.decoder
+    with torch.no_grad():
+        state = decoder._layer_major(model.start(*source_batch()))
+        inputs = torch.randn(3, decoder.rnn.input_size)
+        top, new_state = decoder._rnn_step(inputs, state)
+        outputs, expected = decoder.rnn(inputs.unsqueeze(1), state)
+    torch.testing.assert_close(top, outputs[:, 0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(new_state, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_copy_bridge_starts_the_decoder_from_the_encoder_final_states(cell: str) -> None:
+    model = make_translator(cell=cell, bridge="copy")
+    assert not list(model.bridge.parameters())
+    source_ids, source_lengths = source_batch()
+    with torch.no_grad():
+        _, final = model.encoder(source_ids, source_lengths)
+        state = model.start(source_ids, source_lengths)
+    for name in model.decoder.rnn_state_names:
+        assert state[name].shape == (3, 2, 12)  # every decoder layer starts from the top's
+        for layer in range(2):
+            torch.testing.assert_close(state[name][:, layer], final[name])
+
+
+def test_uniform_initialisation_bounds_every_parameter_and_keeps_padding_zero() -> None:
+    model = make_translator(init_range=0.05, tie_target_embeddings=False)
+    for name, parameter in model.named_parameters():
+        assert parameter.abs().max() <= 0.05, name
+        assert parameter.std() > 0.01, name  # drawn, not left at zero
+    for embedding in (model.encoder.embedding, model.decoder.embedding):
+        assert not embedding.weight[0].any()
+    default = make_translator()
+    assert default.encoder.embedding.weight.abs().max() > 1.0  # PyTorch's N(0, 1)
 
 
 @pytest.mark.parametrize("attention", ["general", "bahdanau"])

@@ -14,7 +14,7 @@ Teacher forcing (:meth:`Decoder.forward`) has two paths:
   in ONE call and attention, ``W_c`` and the output layer run batched over time;
 - stepwise, otherwise: input feeding (Luong 3.3) feeds the previous ``h~`` into the next
   step's input, and Bahdanau's query is the previous state, so each target position waits
-  for the last; a Python loop makes one fused multi-layer RNN call per position, and the
+  for the last; a Python loop runs the RNN cells once per position (``_rnn_step``), and the
   output layer then runs once over all positions.
 
 Both compute exactly what :meth:`Decoder.step` computes one token at a time.
@@ -206,12 +206,46 @@ class Decoder(nn.Module):
             # Luong et al. (2015), 3.3: the previous h~ joins the input, so the model knows
             # what it attended to before.
             inputs.append(feed)
-        outputs, rnn_state = self.rnn(torch.cat(inputs, dim=-1).unsqueeze(1), rnn_state)
-        top = outputs[:, 0]
+        top, rnn_state = self._rnn_step(torch.cat(inputs, dim=-1), rnn_state)
         if not self.is_bahdanau:
             # Luong et al. (2015), 3.1: attend from the current top hidden state h_t.
             context, _ = self.attention(top, keys, memory, mask)
         return self._attentional(context, top), rnn_state
+
+    def _rnn_step(self, inputs: torch.Tensor, rnn_state: RnnState) -> tuple[torch.Tensor, RnnState]:
+        """The RNN stack on one position: ``(rows, input_size)`` -> the top hidden state
+        ``(rows, decoder_hidden)`` and the new layer-major state.
+
+        PyTorch runs the cell functions (``torch.lstm_cell`` / ``torch.gru_cell``) on the
+        stack's own weights: for one position they cost about half of a whole ``nn.LSTM``
+        call, whose oneDNN kernel is set up for sequences (training's stepwise path makes
+        one call per target position). The ONNX export keeps the ``nn.LSTM`` call, which
+        becomes one LSTM/GRU node that ONNX Runtime runs as a whole.
+        """
+        if torch.onnx.is_in_onnx_export():
+            outputs, rnn_state = self.rnn(inputs.unsqueeze(1), rnn_state)
+            return outputs[:, 0], rnn_state
+        is_lstm = self.config.cell == "lstm"
+        hidden, cell = rnn_state if isinstance(rnn_state, tuple) else (rnn_state, None)
+        hiddens, cells = [], []
+        layer_input = inputs
+        for layer in range(self.config.decoder_layers):
+            weights = [
+                getattr(self.rnn, f"{name}_l{layer}")
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            ]
+            if is_lstm:
+                new_hidden, new_cell = torch.lstm_cell(
+                    layer_input, (hidden[layer], cell[layer]), *weights
+                )
+                cells.append(new_cell)
+            else:
+                new_hidden = torch.gru_cell(layer_input, hidden[layer], *weights)
+            hiddens.append(new_hidden)
+            # nn.LSTM's dropout: between layers, not after the top one.
+            layer_input = nn.functional.dropout(new_hidden, self.rnn.dropout, self.training)
+        stacked = torch.stack(hiddens)
+        return hiddens[-1], ((stacked, torch.stack(cells)) if is_lstm else stacked)
 
     def _attentional(self, context: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
         """``h~ = tanh(W_c [context; h])`` (Luong eq. 5), ``(rows, [time,] decoder_hidden)``.

@@ -191,26 +191,44 @@ class Encoder(nn.Module):
 
 
 class Bridge(nn.Module):
-    """Initial decoder state from the encoder's final states: ``tanh(W [forward; backward] + b)``.
+    """Initial decoder state from the encoder's final states.
 
-    One Linear + tanh per state name (``hidden``, and ``cell`` for an LSTM) maps the top
-    encoder layer's final states to every decoder layer's initial state, as OpenNMT-py's
-    ``bridge`` and JoeyNMT's decoder initialisation do; sizes need not match.
+    ``kind = "learned"``: ``tanh(W [forward; backward] + b)``, one Linear + tanh per state name
+    (``hidden``, and ``cell`` for an LSTM), as OpenNMT-py's ``bridge`` and JoeyNMT's decoder
+    initialisation do; sizes need not match. ``kind = "copy"``: the final states as they are
+    (OpenNMT-py's default), which needs ``decoder_hidden_size == memory_size``. Either way the
+    top encoder layer's final states start every decoder layer.
     """
 
     def __init__(
-        self, *, memory_size: int, decoder_hidden_size: int, decoder_layers: int, cell: str
+        self,
+        *,
+        memory_size: int,
+        decoder_hidden_size: int,
+        decoder_layers: int,
+        cell: str,
+        kind: str = "learned",
     ) -> None:
         super().__init__()
         self.decoder_hidden_size = decoder_hidden_size
         self.decoder_layers = decoder_layers
-        names = ("hidden", "cell") if cell == "lstm" else ("hidden",)
-        self.layers = nn.ModuleDict(
-            {name: nn.Linear(memory_size, decoder_layers * decoder_hidden_size) for name in names}
-        )
+        self.names = ("hidden", "cell") if cell == "lstm" else ("hidden",)
+        self.layers = nn.ModuleDict()
+        if kind == "learned":
+            self.layers.update(
+                {
+                    name: nn.Linear(memory_size, decoder_layers * decoder_hidden_size)
+                    for name in self.names
+                }
+            )
 
     def forward(self, final: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``(rows, memory_size)`` per name -> ``(rows, decoder_layers, decoder_hidden)``."""
+        if not self.layers:
+            shape = (-1, self.decoder_layers, self.decoder_hidden_size)
+            return {
+                name: final[name].unsqueeze(1).expand(shape).contiguous() for name in self.names
+            }
         shape = (-1, self.decoder_layers, self.decoder_hidden_size)
         return {
             name: torch.tanh(layer(final[name])).view(shape) for name, layer in self.layers.items()

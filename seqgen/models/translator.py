@@ -44,6 +44,18 @@ from seqgen.text.vocabulary import EOS_ID, PAD_ID
 TranslatorState = DecoderState
 
 
+def initialise_uniform(module: nn.Module, init_range: float) -> None:
+    """Every parameter from ``U(-init_range, init_range)`` (OpenNMT-py's ``param_init``),
+    then the embeddings' padding rows back to zero, as ``nn.Embedding(padding_idx=...)``
+    keeps them."""
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.uniform_(-init_range, init_range)
+        for embedding in module.modules():
+            if isinstance(embedding, nn.Embedding) and embedding.padding_idx is not None:
+                embedding.weight[embedding.padding_idx].zero_()
+
+
 class Translator(nn.Module):
     """Source token ids -> target logits, with attention (Luong et al., 2015).
 
@@ -80,6 +92,7 @@ class Translator(nn.Module):
             decoder_hidden_size=config.decoder_hidden_size,
             decoder_layers=config.decoder_layers,
             cell=config.cell,
+            kind=config.bridge,
         )
         self.decoder = Decoder(
             config,
@@ -87,6 +100,8 @@ class Translator(nn.Module):
             memory_size=self.encoder.memory_size,
             target_vocab_size=target_vocab_size,
         )
+        if config.init_range:
+            initialise_uniform(self, config.init_range)
         if config.shortlist:
             # Placeholders of the right shape, so a checkpoint's buffers load into them;
             # training fills them from its pairs (set_shortlist).
