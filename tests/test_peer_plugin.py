@@ -86,6 +86,17 @@ def test_one_epoch_of_sentence_batches_then_decoding(harness: tuple[dict, Path],
         onnx.train_cmd(str(run), str(data / "sp" / "train"), 10, one_epoch=False)
 
 
+def test_the_no_feed_system_sets_the_recipe_without_input_feeding(
+    harness: tuple[dict, Path], tmp_path: Path
+):
+    systems, data = harness
+    plain = systems["seqgen"].train_cmd(str(tmp_path), str(data / "sp" / "train"), 7, False)
+    no_feed = systems["seqgen-no-feed"].train_cmd(
+        str(tmp_path), str(data / "sp" / "train"), 7, False
+    )
+    assert no_feed == [*plain, "--set", "model.input_feeding=false"]
+
+
 def test_missing_checkpoint_and_unparsable_logs(harness: tuple[dict, Path], tmp_path: Path):
     seqgen = harness[0]["seqgen"]
     with pytest.raises(FileNotFoundError):

@@ -12,7 +12,8 @@ with its own directory on ``sys.path``, so ``peerbench`` imports. From the repos
 Two systems share one training (``seqgen``, the PyTorch backend, and ``seqgen-onnx``, its
 checkpoint exported once to an ONNX bundle, before any timing). Both train
 ``recipes/peer-comparison.toml``: the harness's comparison model on its piece files, batches
-of 64 sentences. The seqgen command is ``$SEQGEN`` when set, else ``seqgen`` on the PATH.
+of 64 sentences. ``seqgen-no-feed`` trains and decodes the same recipe without input
+feeding. The seqgen command is ``$SEQGEN`` when set, else ``seqgen`` on the PATH.
 """
 
 import os
@@ -38,6 +39,7 @@ class SeqGen(System):
     name = "seqgen"
     version = "dev"
     backend = "torch"
+    model = {}  # --set overrides of the recipe's [model]
 
     def env(self):
         return base_env()  # 2 threads, no CUDA: the peers' conditions
@@ -52,6 +54,7 @@ class SeqGen(System):
             "data.validation_source": os.path.join(DATA, "sp", f"val.{self.src}"),
             "data.validation_target": os.path.join(DATA, "sp", f"val.{self.tgt}"),
             "train.max_steps": int(steps),
+            **{f"model.{key}": value for key, value in self.model.items()},
         }
         command = [seqgen_command(), "train", RECIPE, "--output", run_dir, "--quiet"]
         for key, value in sets.items():
@@ -112,4 +115,12 @@ class SeqGenOnnx(SeqGen):
         return bundle
 
 
-SYSTEMS = {"seqgen": SeqGen(), "seqgen-onnx": SeqGenOnnx()}
+class SeqGenNoFeed(SeqGen):
+    """The same sizes without input feeding: the decoder reads the whole target in one fused
+    RNN call in training (the issue's "measure BLEU and speed both ways")."""
+
+    name = "seqgen-no-feed"
+    model = {"input_feeding": "false"}
+
+
+SYSTEMS = {"seqgen": SeqGen(), "seqgen-onnx": SeqGenOnnx(), "seqgen-no-feed": SeqGenNoFeed()}

@@ -49,6 +49,17 @@ class OutputRows:
     bias: torch.Tensor | None
 
 
+@dataclass(frozen=True)
+class EmbeddedGates:
+    """The first RNN layer's input product for one position, the embedding's share done
+    ahead: ``gates`` ``(rows, gates)`` = the embedded token times the embedding's columns of
+    ``weight_ih_l0`` + ``bias_ih_l0``; ``weight`` the remaining columns, for the inputs that
+    join at this step (Bahdanau's context, input feeding's h~)."""
+
+    gates: torch.Tensor
+    weight: torch.Tensor
+
+
 class Decoder(nn.Module):
     """Predicts target tokens from the previous ones and the encoder memory.
 
@@ -173,21 +184,34 @@ class Decoder(nn.Module):
         Returns the attentional vectors ``(rows, target_len, decoder_hidden)``.
         """
         rnn_state, feed = self._layer_major(state), state.get("feed")
+        # The embedding's share of the first layer's input product needs no recurrence: one
+        # product over every position instead of a smaller one per position. (A fusable
+        # decoder, run stepwise only to check one path against the other, has no other
+        # inputs to join, so it keeps the plain path.)
+        if not self.is_fused:
+            size, weight = self.config.embedding_size, self.rnn.weight_ih_l0
+            gates = nn.functional.linear(embedded, weight[:, :size], self.rnn.bias_ih_l0)
+            rest = weight[:, size:]
         attentionals = []
         for position in range(embedded.shape[1]):
-            feed, rnn_state = self._step(embedded[:, position], rnn_state, feed, state)
+            if self.is_fused:
+                token = embedded[:, position]
+            else:
+                token = EmbeddedGates(gates[:, position], rest)
+            feed, rnn_state = self._step(token, rnn_state, feed, state)
             attentionals.append(feed)
         # The output layer needs no recurrence: one large product instead of one per position.
         return torch.stack(attentionals, dim=1)
 
     def _step(
         self,
-        embedded: torch.Tensor,
+        embedded: torch.Tensor | EmbeddedGates,
         rnn_state: RnnState,
         feed: torch.Tensor | None,
         state: DecoderState,
     ) -> tuple[torch.Tensor, RnnState]:
-        """One position from an embedded token ``(rows, embedding_size)``.
+        """One position from an embedded token ``(rows, embedding_size)``, or from its share
+        of the first layer's gates (:class:`EmbeddedGates`, teacher forcing).
 
         ``feed`` is the previous attentional vector (None without input feeding); ``state``
         only lends its ``memory``, ``keys`` and ``source_mask``.
@@ -196,7 +220,8 @@ class Decoder(nn.Module):
         and the layer-major RNN state.
         """
         memory, keys, mask = state["memory"], state["keys"], state["source_mask"]
-        inputs = [embedded]
+        first = embedded if isinstance(embedded, EmbeddedGates) else None
+        inputs = [] if first is not None else [embedded]
         if self.is_bahdanau:
             # Bahdanau et al. (2015), eq. 6: the context for step i comes from s_{i-1}.
             previous_top = (rnn_state[0] if isinstance(rnn_state, tuple) else rnn_state)[-1]
@@ -206,15 +231,18 @@ class Decoder(nn.Module):
             # Luong et al. (2015), 3.3: the previous h~ joins the input, so the model knows
             # what it attended to before.
             inputs.append(feed)
-        top, rnn_state = self._rnn_step(torch.cat(inputs, dim=-1), rnn_state)
+        top, rnn_state = self._rnn_step(torch.cat(inputs, dim=-1), rnn_state, first)
         if not self.is_bahdanau:
             # Luong et al. (2015), 3.1: attend from the current top hidden state h_t.
             context, _ = self.attention(top, keys, memory, mask)
         return self._attentional(context, top), rnn_state
 
-    def _rnn_step(self, inputs: torch.Tensor, rnn_state: RnnState) -> tuple[torch.Tensor, RnnState]:
+    def _rnn_step(
+        self, inputs: torch.Tensor, rnn_state: RnnState, first: EmbeddedGates | None = None
+    ) -> tuple[torch.Tensor, RnnState]:
         """The RNN stack on one position: ``(rows, input_size)`` -> the top hidden state
-        ``(rows, decoder_hidden)`` and the new layer-major state.
+        ``(rows, decoder_hidden)`` and the new layer-major state. With ``first``, ``inputs``
+        holds only the first layer's inputs after the embedding.
 
         PyTorch runs the cell functions (``torch.lstm_cell`` / ``torch.gru_cell``) on the
         stack's own weights: for one position they cost about half of a whole ``nn.LSTM``
@@ -234,6 +262,10 @@ class Decoder(nn.Module):
                 getattr(self.rnn, f"{name}_l{layer}")
                 for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
             ]
+            if layer == 0 and first is not None:
+                # The cell adds its input-side bias to input @ weight_ih.T, so the
+                # embedding's precomputed share ``(rows, gates)`` goes in as that bias.
+                weights[0], weights[2] = first.weight, first.gates
             if is_lstm:
                 new_hidden, new_cell = torch.lstm_cell(
                     layer_input, (hidden[layer], cell[layer]), *weights
