@@ -188,16 +188,17 @@ class Decoder(nn.Module):
         # product over every position instead of a smaller one per position. (A fusable
         # decoder, run stepwise only to check one path against the other, has no other
         # inputs to join, so it keeps the plain path.)
-        if not self.is_fused:
+        # unbind, not one index per position: its backward stacks the positions' gradients
+        # once, where each index's backward would write a whole zero-filled sequence.
+        if self.is_fused:
+            tokens: list[torch.Tensor | EmbeddedGates] = list(embedded.unbind(1))
+        else:
             size, weight = self.config.embedding_size, self.rnn.weight_ih_l0
             gates = nn.functional.linear(embedded, weight[:, :size], self.rnn.bias_ih_l0)
             rest = weight[:, size:]
+            tokens = [EmbeddedGates(position, rest) for position in gates.unbind(1)]
         attentionals = []
-        for position in range(embedded.shape[1]):
-            if self.is_fused:
-                token = embedded[:, position]
-            else:
-                token = EmbeddedGates(gates[:, position], rest)
+        for token in tokens:
             feed, rnn_state = self._step(token, rnn_state, feed, state)
             attentionals.append(feed)
         # The output layer needs no recurrence: one large product instead of one per position.
