@@ -187,9 +187,9 @@ class Decoder(nn.Module):
         # The embedding's share of the first layer's input product needs no recurrence: one
         # product over every position instead of a smaller one per position. (A fusable
         # decoder, run stepwise only to check one path against the other, has no other
-        # inputs to join, so it keeps the plain path.)
-        # unbind, not one index per position: its backward stacks the positions' gradients
-        # once, where each index's backward would write a whole zero-filled sequence.
+        # inputs to join, so it keeps the plain path.) unbind, not one index per position:
+        # its backward stacks the positions' gradients once, where each index's backward
+        # would write a whole zero-filled sequence.
         if self.is_fused:
             tokens: list[torch.Tensor | EmbeddedGates] = list(embedded.unbind(1))
         else:
@@ -258,11 +258,9 @@ class Decoder(nn.Module):
         hidden, cell = rnn_state if isinstance(rnn_state, tuple) else (rnn_state, None)
         hiddens, cells = [], []
         layer_input = inputs
-        for layer in range(self.config.decoder_layers):
-            weights = [
-                getattr(self.rnn, f"{name}_l{layer}")
-                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-            ]
+        # all_weights: per layer [weight_ih, weight_hh, bias_ih, bias_hh], the cells' order.
+        for layer, layer_weights in enumerate(self.rnn.all_weights):
+            weights = list(layer_weights)
             if layer == 0 and first is not None:
                 # The cell adds its input-side bias to input @ weight_ih.T, so the
                 # embedding's precomputed share ``(rows, gates)`` goes in as that bias.
@@ -276,7 +274,8 @@ class Decoder(nn.Module):
                 new_hidden = torch.gru_cell(layer_input, hidden[layer], *weights)
             hiddens.append(new_hidden)
             # nn.LSTM's dropout: between layers, not after the top one.
-            layer_input = nn.functional.dropout(new_hidden, self.rnn.dropout, self.training)
+            if layer + 1 < self.config.decoder_layers:
+                layer_input = nn.functional.dropout(new_hidden, self.rnn.dropout, self.training)
         stacked = torch.stack(hiddens)
         return hiddens[-1], ((stacked, torch.stack(cells)) if is_lstm else stacked)
 

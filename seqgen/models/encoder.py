@@ -224,12 +224,11 @@ class Bridge(nn.Module):
 
     def forward(self, final: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``(rows, memory_size)`` per name -> ``(rows, decoder_layers, decoder_hidden)``."""
-        if not self.layers:
-            shape = (-1, self.decoder_layers, self.decoder_hidden_size)
+        shape = (-1, self.decoder_layers, self.decoder_hidden_size)
+        if not self.layers:  # copy
             return {
                 name: final[name].unsqueeze(1).expand(shape).contiguous() for name in self.names
             }
-        shape = (-1, self.decoder_layers, self.decoder_hidden_size)
         return {
             name: torch.tanh(layer(final[name])).view(shape) for name, layer in self.layers.items()
         }
