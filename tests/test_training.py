@@ -379,3 +379,21 @@ def test_a_run_that_fails_before_writing_leaves_no_folder(tmp_path: Path, write_
     with pytest.raises(DataError):
         run_training(write_recipe(), run, f"data.corpus={empty}")
     assert not run.exists()
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1e3])  # under the limit (skipped) and over it
+def test_clip_gradients_equals_clip_grad_norm(scale):
+    from seqgen.training.device import clip_gradients
+
+    torch.manual_seed(0)
+    ours, theirs = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    theirs.load_state_dict(ours.state_dict())
+    inputs = torch.randn(5, 4)
+    for model in (ours, theirs):
+        (model(inputs).sum() * scale).backward()
+    clip_gradients(ours.parameters(), 1.0)
+    torch.nn.utils.clip_grad_norm_(theirs.parameters(), 1.0)
+    for mine, expected in zip(ours.parameters(), theirs.parameters(), strict=True):
+        assert torch.equal(mine.grad, expected.grad)
+    norm = torch.nn.utils.get_total_norm([p.grad for p in ours.parameters()])
+    assert (norm <= 1.0 + 1e-5) if scale > 1 else (norm < 1.0)

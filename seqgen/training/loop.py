@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from torch.nn import functional
 
 from seqgen.config import Recipe, recipe_to_dict
 from seqgen.data.batching import StreamBatches
@@ -25,8 +24,15 @@ from seqgen.evaluation.perplexity import LanguageModelScores, evaluate_language_
 from seqgen.models.language_model import LanguageModel
 from seqgen.text import Tokenizer, tokenizer_from_dict, train_tokenizer
 from seqgen.training.checkpoint import Checkpoint, save_checkpoint
-from seqgen.training.device import adamw, autocast, check_cpu_bf16, resolve_device
+from seqgen.training.device import (
+    adamw,
+    autocast,
+    check_cpu_bf16,
+    clip_gradients,
+    resolve_device,
+)
 from seqgen.training.driver import LoopStats, drive
+from seqgen.training.loss import cross_entropy_sum
 from seqgen.training.metrics import MetricsLog
 from seqgen.training.progress import Progress
 from seqgen.training.run_folder import capture_rng, open_run, restore_rng
@@ -172,13 +178,13 @@ class LanguageModelTrainer:
             self.device, enabled=train.mixed_precision, cpu_enabled=train.cpu_mixed_precision
         ):
             logits, carried = self.model(inputs, run.carried)
-            loss = functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+            loss = cross_entropy_sum(logits.flatten(0, 1), targets.flatten()) / targets.numel()
         # Truncated BPTT: keep the state's values, cut its history.
         run.carried = {k: v.detach().float() for k, v in carried.items()}
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip)
+            clip_gradients(self.model.parameters(), train.grad_clip)
         self.optimizer.step()
         run.step += 1
         return loss.item(), targets.numel()

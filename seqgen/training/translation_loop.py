@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.nn import functional
 
 from seqgen.config import Recipe, recipe_to_dict
 from seqgen.data.corpora import load_parallel, read_parallel_files, read_tsv
@@ -26,8 +25,15 @@ from seqgen.models.translator import Translator as TranslatorModel
 from seqgen.text import Tokenizer, tokenizer_from_dict, train_tokenizer
 from seqgen.training.averaging import average_checkpoints
 from seqgen.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from seqgen.training.device import adamw, autocast, check_cpu_bf16, resolve_device
+from seqgen.training.device import (
+    adamw,
+    autocast,
+    check_cpu_bf16,
+    clip_gradients,
+    resolve_device,
+)
 from seqgen.training.driver import LoopStats, drive
+from seqgen.training.loss import cross_entropy_sum
 from seqgen.training.metrics import MetricsLog
 from seqgen.training.progress import Progress
 from seqgen.training.run_folder import (
@@ -236,18 +242,15 @@ class TranslationTrainer:
             real = batch.target_out != 0
             logits = self.model(batch.source_ids, batch.source_lengths, batch.target_in, real)
             loss = (
-                functional.cross_entropy(
-                    logits.float(),
-                    batch.target_out[real],
-                    label_smoothing=train.label_smoothing,
-                    reduction="sum",
+                cross_entropy_sum(
+                    logits, batch.target_out[real], label_smoothing=train.label_smoothing
                 )
                 / batch.num_tokens
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip)
+            clip_gradients(self.model.parameters(), train.grad_clip)
         self.optimizer.step()
         run.step += 1
         pieces = int(batch.source_lengths.sum()) + batch.num_tokens
