@@ -21,6 +21,7 @@ import seqgen
 from seqgen.bundle import FORMAT_VERSION, BundleGenerator, load_bundle
 from seqgen.config import LanguageModelConfig, Recipe, recipe_to_dict
 from seqgen.decoding.beam import beam_search
+from seqgen.decoding.contract import TOP_CANDIDATES
 from seqgen.decoding.onnx_step import OnnxLanguageModelStep
 from seqgen.decoding.search import greedy_search
 from seqgen.errors import CheckpointError
@@ -116,7 +117,7 @@ def test_bundle_holds_checked_graphs_tokenizer_and_manifest(exported: tuple[Path
     vocab = manifest["model"]["vocab_size"]
     token_ids = {"name": "token_ids", "dtype": "int64", "shape": ["rows", "time"]}
     log_probs = {"name": "log_probs", "dtype": "float32", "shape": ["rows", vocab]}
-    top = min(32, vocab)
+    top = min(TOP_CANDIDATES, vocab)
     top_log_probs = {"name": "top_log_probs", "dtype": "float32", "shape": ["rows", top]}
     top_ids = {"name": "top_ids", "dtype": "int64", "shape": ["rows", top]}
     selected = [

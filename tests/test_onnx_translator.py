@@ -23,7 +23,7 @@ import seqgen
 from seqgen.bundle import load_bundle
 from seqgen.config import recipe_from_dict, recipe_to_dict
 from seqgen.decoding.beam import beam_search
-from seqgen.decoding.contract import TopLogProbs
+from seqgen.decoding.contract import TOP_CANDIDATES, TopLogProbs
 from seqgen.decoding.onnx_translator_step import OnnxTranslatorStep
 from seqgen.decoding.search import greedy_search
 from seqgen.errors import CheckpointError
@@ -38,7 +38,7 @@ onnx = pytest.importorskip("onnx", reason="exporting needs the export extra")
 pytest.importorskip("onnxscript", reason="exporting needs the export extra")
 
 SOURCE_TEXT = "ein mann fährt fahrrad. zwei hunde spielen im schnee.\n"
-# Capitals too: a target vocabulary larger than the step graph's 32 top candidates.
+# Capitals too: a target vocabulary larger than the step graph's 16 top candidates.
 TARGET_TEXT = "a man rides a bike. two dogs play in the snow.\nABCDEFGHIJKLMNOPQRSTUVWXYZ\n"
 SOURCE_LENGTHS = {  # batch size -> source lengths (pieces, before EOS), mixed in one batch
     1: [100],
@@ -147,7 +147,8 @@ def test_bundle_holds_checked_graphs_tokenizers_and_manifest(exported: tuple[Pat
     assert [o["name"] for o in step_outputs] == [*top, *("new_" + n for n in recurrent)]
     vocab = model.target_tokenizer.vocab_size
     assert step_outputs[0] == {"name": "log_probs", "dtype": "float32", "shape": ["rows", vocab]}
-    assert step_outputs[2] == {"name": "top_ids", "dtype": "int64", "shape": ["rows", 32]}
+    top_ids = {"name": "top_ids", "dtype": "int64", "shape": ["rows", TOP_CANDIDATES]}
+    assert step_outputs[2] == top_ids
     memory = next(o for o in graphs["encoder"]["outputs"] if o["name"] == "memory")
     assert memory["shape"] == ["rows", "source_len", 24]
     assert [o["name"] for o in graphs["select"]["outputs"]] == ["selected_" + n for n in names]
@@ -189,7 +190,7 @@ def test_per_step_log_probs_and_state_agree_within_1e_4(
 
 
 @pytest.mark.parametrize("batch", sorted(SOURCE_LENGTHS))
-def test_greedy_and_beam_5_are_token_identical(
+def test_greedy_and_beams_5_and_8_are_token_identical(
     runtimes: tuple[Translator, Translator], batch: int
 ) -> None:
     sources = make_sources(SOURCE_LENGTHS[batch], runtimes[0].source_tokenizer.vocab_size)
@@ -198,33 +199,38 @@ def test_greedy_and_beam_5_are_token_identical(
     for runtime in runtimes:
         step_function = runtime.step_function
         greedy.append(greedy_search(step_function, *step_function.start(sources), **common))
+        # Beam 8 reads more candidates than the graph's top ones hold: the whole log_probs.
         beams.append(
-            beam_search(step_function, *step_function.start(sources), beam_size=5, **common)
+            [
+                beam_search(step_function, *step_function.start(sources), beam_size=k, **common)
+                for k in (5, 8)
+            ]
         )
     for torch_result, onnx_result in zip(greedy[0], greedy[1], strict=True):
         assert onnx_result.tokens == torch_result.tokens
         np.testing.assert_allclose(onnx_result.score, torch_result.score, atol=1e-3)
-    for torch_best, onnx_best in zip(beams[0], beams[1], strict=True):
-        assert [h.tokens for h in onnx_best] == [h.tokens for h in torch_best]
+    for torch_beams, onnx_beams in zip(beams[0], beams[1], strict=True):
+        for torch_best, onnx_best in zip(torch_beams, onnx_beams, strict=True):
+            assert [h.tokens for h in onnx_best] == [h.tokens for h in torch_best]
 
 
 @pytest.mark.parametrize("io_binding", [False, True])
 def test_narrowed_steps_bring_only_the_top_candidates_to_the_host(
     exported: tuple[Path, Path], io_binding: bool
 ) -> None:
-    """A search that reads few log-probs per row gets the graph's top 32, best first, as
+    """A search that reads few log-probs per row gets the graph's top 16, best first, as
     TopLogProbs: only those cross to the host (from the device, with I/O binding)."""
     checkpoint, bundle = exported
     full = load_bundle(bundle, device="cpu", threads=1, io_binding=io_binding).step_function
     sources = make_sources(SOURCE_LENGTHS[7], 20)
     state, tokens = full.start(sources)
     expected, _ = full.step(tokens, state)
-    assert expected.shape[1] > 32 and np.isfinite(expected).all()
+    assert expected.shape[1] > TOP_CANDIDATES and np.isfinite(expected).all()
     narrow = full.narrowed(13)
     assert full.candidates is None  # a view: the step function itself is unchanged
     top, _ = narrow.step(tokens, state)
-    assert isinstance(top, TopLogProbs) and top.shape == (7, 32)
-    best = np.argsort(-expected, axis=1)[:, :32]
+    assert isinstance(top, TopLogProbs) and top.shape == (7, TOP_CANDIDATES)
+    best = np.argsort(-expected, axis=1)[:, :TOP_CANDIDATES]
     np.testing.assert_array_equal(top.token_ids, best)
     np.testing.assert_allclose(top.values, np.take_along_axis(expected, best, axis=1), atol=1e-6)
     np.testing.assert_allclose(top.dense(expected.shape[1])[:, best[0, 0]], expected[:, best[0, 0]])
