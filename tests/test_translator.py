@@ -43,12 +43,14 @@ def target_batch() -> torch.Tensor:
     return pad_batch(TARGETS_IN)[0]
 
 
-def step_through(model: Translator, source_ids, source_lengths, target_in) -> torch.Tensor:
+def step_through(
+    model: Translator, source_ids, source_lengths, target_in, embedding_gates=None
+) -> torch.Tensor:
     """Logits ``(rows, target_len, vocab)`` from start + one step per target position."""
     state = model.start(source_ids, source_lengths)
     all_logits = []
     for position in range(target_in.shape[1]):
-        logits, state = model.step(target_in[:, position], state)
+        logits, state = model.step(target_in[:, position], state, None, embedding_gates)
         all_logits.append(logits)
     return torch.stack(all_logits, dim=1)
 
@@ -149,8 +151,13 @@ def test_teacher_forcing_equals_start_and_step(
     with torch.no_grad():
         forced = model(source_ids, source_lengths, target_in)
         stepped = step_through(model, source_ids, source_lengths, target_in)
+        # Decoding's gate table: each token's share of the first layer's gates, gathered.
+        gates = model.decoder.embedding_gates()
+        with_table = step_through(model, source_ids, source_lengths, target_in, gates)
     assert forced.shape == (3, target_in.shape[1], TARGET_VOCAB)
+    assert gates.shape == (TARGET_VOCAB, model.decoder.rnn.weight_ih_l0.shape[0])
     torch.testing.assert_close(forced, stepped, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(forced, with_table, rtol=1e-5, atol=1e-5)
 
 
 def test_fused_path_equals_stepwise_path() -> None:
@@ -216,7 +223,7 @@ def test_translator_step_round_trip_with_select() -> None:
     log_probs, state = step_function.step(first_tokens, state)
     assert log_probs.shape == (3, TARGET_VOCAB) and log_probs.dtype == np.float32
     np.testing.assert_allclose(np.exp(log_probs).sum(-1), 1.0, rtol=1e-5)
-    tensors = {name: t for name, t in state.items() if isinstance(t, torch.Tensor)}
+    tensors = {name: t for name, t in state.items() if not name.startswith("_")}
     assert set(tensors) == set(model.state_names)
     before = {name: tensor.clone() for name, tensor in tensors.items()}
     chosen = step_function.select(state, np.array([2, 0, 0, 1]))
@@ -234,6 +241,7 @@ def test_translator_step_round_trip_with_select() -> None:
     assert torch.equal(swapped["hidden"][1], chosen["hidden"][2])
     dropped = step_function.select(chosen, np.array([3]))
     assert torch.equal(dropped["memory"][0], state["memory"][1])
+    assert dropped["_embedding_gates"] is state["_embedding_gates"]  # per model, not per row
 
 
 # Weight sharing, configuration and training
@@ -350,3 +358,39 @@ def test_weights_round_trip_through_a_state_dict_with_sharing() -> None:
     with torch.no_grad():
         expected = model(*source_batch(), target_batch())
         torch.testing.assert_close(loaded(*source_batch(), target_batch()), expected)
+
+
+def test_the_step_adapter_rebuilds_its_gate_table_when_the_weights_change() -> None:
+    model = make_translator(attention="general", input_feeding=False)
+    step = TranslatorStep(model)
+    source_ids, _ = source_batch()
+    sources = [row[row > 0][:-1].tolist() for row in source_ids]  # without padding and EOS
+    tokens = np.array([2, 4, 5])
+    state, _ = step.start(sources)
+    first, _ = step.step(tokens, state)
+    table = state["_embedding_gates"]
+    torch.testing.assert_close(table, model.decoder.embedding_gates())
+    with torch.no_grad():
+        model.decoder.embedding.weight.mul_(2.0)  # as an optimizer step would, in place
+    state, _ = step.start(sources)
+    second, _ = step.step(tokens, state)
+    assert state["_embedding_gates"] is not table
+    with torch.no_grad():
+        expected = model.decoder.embedding_gates()
+    torch.testing.assert_close(state["_embedding_gates"], expected)
+    assert not np.allclose(first, second)
+    step.MAX_GATE_TABLE = 0  # too large: no table, the plain product
+    plain_state, _ = step.start(sources)
+    assert "_embedding_gates" not in plain_state
+    plain, _ = step.step(tokens, plain_state)
+    np.testing.assert_allclose(plain, second, atol=1e-5)
+
+
+def test_a_decoder_in_training_mode_ignores_the_gate_table() -> None:
+    model = make_translator(attention="general", input_feeding=True, dropout=0.5).train()
+    source_ids, source_lengths = source_batch()
+    with torch.no_grad():
+        state = model.start(source_ids, source_lengths)
+        gates = torch.full_like(model.decoder.embedding_gates(), float("nan"))
+        logits, _ = model.step(torch.tensor([2, 2, 2]), state, None, gates)
+    assert torch.isfinite(logits).all()  # the table (all NaN) was not read

@@ -30,7 +30,9 @@ SOURCES = "_sources"  # name -> (sentences, ...) array, the encoder's source sid
 OUTPUT_IDS = "_output_ids"
 # PyTorch only: the output layer's rows of OUTPUT_IDS, gathered once per batch, not per step
 OUTPUT_LAYER = "_output_layer"
-PER_BATCH = (SOURCES, OUTPUT_IDS, OUTPUT_LAYER)  # entries that are not one per row
+# PyTorch only: every target token's share of the decoder's first-layer gates (per model)
+EMBEDDING_GATES = "_embedding_gates"
+PER_BATCH = (SOURCES, OUTPUT_IDS, OUTPUT_LAYER, EMBEDDING_GATES)  # not one per row
 
 
 def per_batch(state: State) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import torch
 from seqgen.decoding.contract import State, TopLogProbs
 from seqgen.decoding.priming import group_by_length
 from seqgen.decoding.source_rows import (
+    EMBEDDING_GATES,
     OUTPUT_IDS,
     OUTPUT_LAYER,
     encoder_inputs,
@@ -121,9 +122,14 @@ class TranslatorStep(_Narrowing):
     loop validates mid-run) is put back in it after each call.
     """
 
+    # The gate table (Decoder.embedding_gates) is kept up to this many values (64 MiB in
+    # float32; the peer model's is 8,000 x 1,024); a larger one is not built.
+    MAX_GATE_TABLE = 1 << 24
+
     def __init__(self, model: Translator) -> None:
         self.model = model
         self.device = next(model.parameters()).device
+        self._gate_table: tuple[tuple[int, ...], torch.Tensor] | None = None
 
     @torch.inference_mode()
     def start(
@@ -149,6 +155,9 @@ class TranslatorStep(_Narrowing):
             state = self.model.start(source_ids, source_lengths)
         first_tokens = np.full(len(sources), BOS_ID, dtype=np.int64)
         state = with_sentences(state, len(sources))
+        gate_table = self._embedding_gates()
+        if gate_table is not None:
+            state[EMBEDDING_GATES] = gate_table
         if shortlist and self.model.has_shortlist:
             output_ids = torch.from_numpy(self.model.shortlist_ids(host_ids)).to(self.device)
             state[OUTPUT_IDS] = output_ids
@@ -159,13 +168,30 @@ class TranslatorStep(_Narrowing):
     def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray | TopLogProbs, State]:
         token_ids = torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.int64)).to(self.device)
         with _eval_mode(self.model):
-            logits, new_state = self.model.step(token_ids, dict(state), state.get(OUTPUT_LAYER))
+            logits, new_state = self.model.step(
+                token_ids, dict(state), state.get(OUTPUT_LAYER), state.get(EMBEDDING_GATES)
+            )
         vocab_size = self.model.target_vocab_size
         return self._log_probs(logits, state.get(OUTPUT_IDS), vocab_size), new_state
 
     @torch.inference_mode()
     def select(self, state: State, rows: np.ndarray) -> State:
         return select_rows(state, rows, self._gather)
+
+    def _embedding_gates(self) -> torch.Tensor | None:
+        """The decoder's gate table, built once for these weights (rebuilt when training
+        has changed them since: the key holds the tensors' version counters), or None
+        where it would be larger than MAX_GATE_TABLE values."""
+        decoder = self.model.decoder
+        weight, bias = decoder.embedding.weight, decoder.rnn.bias_ih_l0
+        rows, gates = weight.shape[0], decoder.rnn.weight_ih_l0.shape[0]
+        if rows * gates > self.MAX_GATE_TABLE:
+            return None
+        tensors = (weight, decoder.rnn.weight_ih_l0, bias)
+        key = tuple(v for t in tensors for v in (t.data_ptr(), t._version))
+        if self._gate_table is None or self._gate_table[0] != key:
+            self._gate_table = (key, decoder.embedding_gates())
+        return self._gate_table[1]
 
     def _gather(self, tensor: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
         return tensor.index_select(0, torch.from_numpy(rows).to(self.device))

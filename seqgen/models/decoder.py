@@ -146,7 +146,11 @@ class Decoder(nn.Module):
         return self._logits(attentional)
 
     def step(
-        self, tokens: torch.Tensor, state: DecoderState, output: OutputRows | None = None
+        self,
+        tokens: torch.Tensor,
+        state: DecoderState,
+        output: OutputRows | None = None,
+        embedding_gates: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, DecoderState]:
         """One target position for every row.
 
@@ -155,12 +159,20 @@ class Decoder(nn.Module):
             state: the state after the previous step (never mutated).
             output: optional :meth:`output_rows` of ``M`` target tokens (a shortlist), the
                 only ones scored; None scores the whole vocabulary.
+            embedding_gates: optional :meth:`embedding_gates` of these weights (eval mode
+                only): each row's share of the first layer's input product is gathered
+                from it instead of computed.
 
         Returns:
             logits ``(rows, vocab)`` (``(rows, M)`` with ``output``, column j scoring its
             j-th token) and the new state (same names and shapes).
         """
-        embedded = self.dropout(self.embedding(tokens))
+        embedded: torch.Tensor | EmbeddedGates
+        if embedding_gates is not None and not self.training:
+            rest = self.rnn.weight_ih_l0[:, self.config.embedding_size :]
+            embedded = EmbeddedGates(embedding_gates[tokens], rest)
+        else:
+            embedded = self.dropout(self.embedding(tokens))
         feed = state.get("feed")
         attentional, rnn_state = self._step(embedded, self._layer_major(state), feed, state)
         new_state = dict(state)
@@ -168,6 +180,15 @@ class Decoder(nn.Module):
         if self.config.input_feeding:
             new_state["feed"] = attentional
         return self._logits(attentional, output), new_state
+
+    def embedding_gates(self) -> torch.Tensor:
+        """Every target token's share of the first RNN layer's input product, with its
+        input-side bias: ``(target_vocab, gates)``, the embedding times its columns of
+        ``weight_ih_l0``. No dropout, so for decoding only: a step gathers its tokens' rows
+        instead of multiplying, half of the first layer's work without input feeding."""
+        size = self.config.embedding_size
+        weight, bias = self.rnn.weight_ih_l0[:, :size], self.rnn.bias_ih_l0
+        return nn.functional.linear(self.embedding.weight, weight, bias)
 
     def _forward_fused(self, embedded: torch.Tensor, state: DecoderState) -> torch.Tensor:
         """Luong attention without input feeding: one RNN call, attention batched over time.
@@ -212,7 +233,8 @@ class Decoder(nn.Module):
         state: DecoderState,
     ) -> tuple[torch.Tensor, RnnState]:
         """One position from an embedded token ``(rows, embedding_size)``, or from its share
-        of the first layer's gates (:class:`EmbeddedGates`, teacher forcing).
+        of the first layer's gates (:class:`EmbeddedGates`: teacher forcing, and decoding with
+        :meth:`embedding_gates`).
 
         ``feed`` is the previous attentional vector (None without input feeding); ``state``
         only lends its ``memory``, ``keys`` and ``source_mask``.
@@ -232,7 +254,10 @@ class Decoder(nn.Module):
             # Luong et al. (2015), 3.3: the previous h~ joins the input, so the model knows
             # what it attended to before.
             inputs.append(feed)
-        top, rnn_state = self._rnn_step(torch.cat(inputs, dim=-1), rnn_state, first)
+        # With the embedding's share done ahead and no other inputs (Luong without input
+        # feeding), the first layer's input is empty: (rows, 0), as its weight's columns.
+        joined = torch.cat(inputs, dim=-1) if inputs or first is None else first.gates[:, :0]
+        top, rnn_state = self._rnn_step(joined, rnn_state, first)
         if not self.is_bahdanau:
             # Luong et al. (2015), 3.1: attend from the current top hidden state h_t.
             context, _ = self.attention(top, keys, memory, mask)

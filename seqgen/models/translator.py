@@ -178,6 +178,7 @@ class Translator(nn.Module):
         tokens: torch.Tensor,
         state: TranslatorState,
         output: OutputRows | None = None,
+        embedding_gates: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, TranslatorState]:
         """One target token per row.
 
@@ -185,8 +186,9 @@ class Translator(nn.Module):
             tokens: ``(rows,)`` int64, each row's previous target token (BOS first).
             state: the state from :meth:`start` or the previous step; never mutated.
             output: optional ``Decoder.output_rows`` of ``M`` tokens: score only these.
+            embedding_gates: optional ``Decoder.embedding_gates()`` (eval mode only).
 
         Returns:
             logits ``(rows, vocab)``, or ``(rows, M)`` with ``output``, and the new state.
         """
-        return self.decoder.step(tokens, state, output)
+        return self.decoder.step(tokens, state, output, embedding_gates)
