@@ -76,6 +76,14 @@ class TranslatorStepGraph(nn.Module):
     def __init__(self, model: TranslatorModel) -> None:
         super().__init__()
         self.model = model
+        # The decoder's gate table, as PyTorch decodes with it: a constant of the graph,
+        # gathered per step instead of the embedding (Decoder._rnn_step).
+        table = None
+        if model.decoder.uses_gate_table:
+            with torch.no_grad():
+                table = model.decoder.embedding_gates()
+        self.embedding_gates: torch.Tensor | None
+        self.register_buffer("embedding_gates", table, persistent=False)
 
     def forward(self, tokens: torch.Tensor, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         names = self.model.state_names
@@ -83,7 +91,7 @@ class TranslatorStepGraph(nn.Module):
         output_ids = inputs[len(names)] if self.model.has_shortlist else None
         # In the graph the rows are gathered at every step: output_ids is an input.
         output = None if output_ids is None else self.model.decoder.output_rows(output_ids)
-        logits, new_state = self.model.step(tokens, state, output)
+        logits, new_state = self.model.step(tokens, state, output, self.embedding_gates)
         # As TranslatorStep.step: log-softmax in float32, also for a float16 model.
         log_probs = torch.log_softmax(logits.float(), dim=-1)
         if output_ids is None:

@@ -446,3 +446,24 @@ def test_a_bundle_without_its_shortlist_file_is_refused(
     with pytest.raises(CheckpointError) as error:
         load_bundle(bundle)
     assert_one_line(error, "missing shortlist.json", "re-export")
+
+
+def test_the_step_graph_gathers_the_gate_table_unless_it_is_too_large(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the decoder's gate table the first layer's embedding product is a constant
+    table gathered per step (no LSTM node); above GATE_TABLE_LIMIT the LSTM node stays."""
+    onnx = pytest.importorskip("onnx")
+    from seqgen.models import decoder
+
+    checkpoint = save_tiny_translator(tmp_path / "translator.safetensors", input_feeding=False)
+    vocab = load(checkpoint, device="cpu").target_tokenizer.vocab_size
+    found = {}
+    for label, limit in (("table", decoder.GATE_TABLE_LIMIT), ("node", 0)):
+        monkeypatch.setattr(decoder, "GATE_TABLE_LIMIT", limit)
+        bundle = export_bundle(checkpoint, tmp_path / label)  # checks parity with PyTorch
+        graph = onnx.load(str(bundle / "step.onnx")).graph
+        shapes = [list(initializer.dims) for initializer in graph.initializer]
+        found[label] = ({node.op_type for node in graph.node}, shapes)
+    assert "LSTM" not in found["table"][0] and [vocab, 4 * 20] in found["table"][1]
+    assert "LSTM" in found["node"][0] and [vocab, 4 * 20] not in found["node"][1]

@@ -25,6 +25,7 @@ from seqgen.decoding.source_rows import (
     select_rows,
     with_sentences,
 )
+from seqgen.models.decoder import GATE_TABLE_LIMIT
 from seqgen.models.language_model import LanguageModel
 from seqgen.models.translator import Translator
 from seqgen.text.vocabulary import BOS_ID
@@ -122,9 +123,7 @@ class TranslatorStep(_Narrowing):
     loop validates mid-run) is put back in it after each call.
     """
 
-    # The gate table (Decoder.embedding_gates) is kept up to this many values (64 MiB in
-    # float32; the peer model's is 8,000 x 1,024); a larger one is not built.
-    MAX_GATE_TABLE = 1 << 24
+    MAX_GATE_TABLE = GATE_TABLE_LIMIT  # the largest gate table built (Decoder.embedding_gates)
 
     def __init__(self, model: Translator) -> None:
         self.model = model
