@@ -97,3 +97,36 @@ def test_step_does_not_mutate_its_input_state() -> None:
 def test_group_by_length() -> None:
     assert group_by_length([3, 1, 3, 0]) == [(0, [3]), (1, [1]), (3, [0, 2])]
     assert group_by_length([]) == []
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_step_equals_forward_on_one_position_with_and_without_the_gate_table(
+    cell: str, layers: int
+) -> None:
+    model = make_model(cell, layers=layers).eval()
+    torch.manual_seed(1)
+    state = {name: torch.randn_like(t) for name, t in model.initial_state(5).items()}
+    tokens = torch.randint(0, model.vocab_size, (5,))
+    with torch.no_grad():
+        expected, expected_state = model(tokens[:, None], state)
+        plain, plain_state = model.step(tokens, state)
+        gathered, gathered_state = model.step(tokens, state, model.embedding_gates())
+    for logits, new_state in ((plain, plain_state), (gathered, gathered_state)):
+        torch.testing.assert_close(logits, expected[:, 0], rtol=1e-5, atol=1e-5)
+        for name in model.state_names:
+            assert new_state[name].shape == state[name].shape
+            torch.testing.assert_close(new_state[name], expected_state[name], rtol=1e-5, atol=1e-5)
+
+
+def test_generation_steps_use_the_gate_table_of_the_current_weights() -> None:
+    model = make_model("lstm")
+    step = LanguageModelStep(model)
+    state, tokens = step.start([[1, 4, 5], [1, 6]])
+    first, _ = step.step(tokens, state)
+    with torch.no_grad():
+        model.embedding.weight.mul_(3.0)  # in place, as an optimizer step
+        expected, _ = model(torch.from_numpy(tokens)[:, None], dict(state))
+    second, _ = step.step(tokens, state)  # the table is rebuilt for the new weights
+    np.testing.assert_allclose(second, torch.log_softmax(expected[:, 0], -1).numpy(), atol=1e-5)
+    assert not np.allclose(first, second)

@@ -454,13 +454,13 @@ def test_the_step_graph_gathers_the_gate_table_unless_it_is_too_large(
     """With the decoder's gate table the first layer's embedding product is a constant
     table gathered per step (no LSTM node); above GATE_TABLE_LIMIT the LSTM node stays."""
     onnx = pytest.importorskip("onnx")
-    from seqgen.models import decoder
+    from seqgen.models import cells
 
     checkpoint = save_tiny_translator(tmp_path / "translator.safetensors", input_feeding=False)
     vocab = load(checkpoint, device="cpu").target_tokenizer.vocab_size
     found = {}
-    for label, limit in (("table", decoder.GATE_TABLE_LIMIT), ("node", 0)):
-        monkeypatch.setattr(decoder, "GATE_TABLE_LIMIT", limit)
+    for label, limit in (("table", cells.GATE_TABLE_LIMIT), ("node", 0)):
+        monkeypatch.setattr(cells, "GATE_TABLE_LIMIT", limit)
         bundle = export_bundle(checkpoint, tmp_path / label)  # checks parity with PyTorch
         graph = onnx.load(str(bundle / "step.onnx")).graph
         shapes = [list(initializer.dims) for initializer in graph.initializer]

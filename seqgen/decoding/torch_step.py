@@ -25,7 +25,7 @@ from seqgen.decoding.source_rows import (
     select_rows,
     with_sentences,
 )
-from seqgen.models.decoder import GATE_TABLE_LIMIT
+from seqgen.models.cells import GATE_TABLE_LIMIT, embedding_gates, gate_table_fits
 from seqgen.models.language_model import LanguageModel
 from seqgen.models.translator import Translator
 from seqgen.text.vocabulary import BOS_ID
@@ -35,6 +35,7 @@ class _Narrowing:
     """``narrowed`` for both adapters: log-probs of every token, or of each row's best."""
 
     candidates: int | None = None
+    MAX_GATE_TABLE = GATE_TABLE_LIMIT  # the largest gate table built (seqgen.models.cells)
 
     def narrowed(self, candidates: int) -> _Narrowing:
         """A view whose steps return each row's ``candidates`` best log-probs
@@ -73,6 +74,7 @@ class LanguageModelStep(_Narrowing):
     def __init__(self, model: LanguageModel) -> None:
         self.model = model.eval()
         self.device = next(model.parameters()).device
+        self._gate_table = _GateTable(model.embedding, model.rnn)
 
     @torch.inference_mode()
     def start(self, prompts: Sequence[Sequence[int]]) -> tuple[State, np.ndarray]:
@@ -101,9 +103,10 @@ class LanguageModelStep(_Narrowing):
 
     @torch.inference_mode()
     def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray | TopLogProbs, State]:
-        token_ids = torch.from_numpy(tokens).to(self.device).unsqueeze(1)
-        logits, new_state = self.model(token_ids, dict(state))
-        return self._log_probs(logits[:, 0]), new_state
+        token_ids = torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.int64)).to(self.device)
+        gate_table = self._gate_table.get(self.MAX_GATE_TABLE)
+        logits, new_state = self.model.step(token_ids, dict(state), gate_table)
+        return self._log_probs(logits), new_state
 
     @torch.inference_mode()
     def select(self, state: State, rows: np.ndarray) -> State:
@@ -123,12 +126,10 @@ class TranslatorStep(_Narrowing):
     loop validates mid-run) is put back in it after each call.
     """
 
-    MAX_GATE_TABLE = GATE_TABLE_LIMIT  # the largest gate table built (Decoder.embedding_gates)
-
     def __init__(self, model: Translator) -> None:
         self.model = model
         self.device = next(model.parameters()).device
-        self._gate_table: tuple[tuple[int, ...], torch.Tensor] | None = None
+        self._gate_table = _GateTable(model.decoder.embedding, model.decoder.rnn)
 
     @torch.inference_mode()
     def start(
@@ -154,7 +155,7 @@ class TranslatorStep(_Narrowing):
             state = self.model.start(source_ids, source_lengths)
         first_tokens = np.full(len(sources), BOS_ID, dtype=np.int64)
         state = with_sentences(state, len(sources))
-        gate_table = self._embedding_gates()
+        gate_table = self._gate_table.get(self.MAX_GATE_TABLE)
         if gate_table is not None:
             state[EMBEDDING_GATES] = gate_table
         if shortlist and self.model.has_shortlist:
@@ -177,23 +178,28 @@ class TranslatorStep(_Narrowing):
     def select(self, state: State, rows: np.ndarray) -> State:
         return select_rows(state, rows, self._gather)
 
-    def _embedding_gates(self) -> torch.Tensor | None:
-        """The decoder's gate table, built once for these weights (rebuilt when training
-        has changed them since: the key holds the tensors' version counters), or None
-        where it would be larger than MAX_GATE_TABLE values."""
-        decoder = self.model.decoder
-        weight, bias = decoder.embedding.weight, decoder.rnn.bias_ih_l0
-        rows, gates = weight.shape[0], decoder.rnn.weight_ih_l0.shape[0]
-        if rows * gates > self.MAX_GATE_TABLE:
-            return None
-        tensors = (weight, decoder.rnn.weight_ih_l0, bias)
-        key = tuple(v for t in tensors for v in (t.data_ptr(), t._version))
-        if self._gate_table is None or self._gate_table[0] != key:
-            self._gate_table = (key, decoder.embedding_gates())
-        return self._gate_table[1]
-
     def _gather(self, tensor: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
         return tensor.index_select(0, torch.from_numpy(rows).to(self.device))
+
+
+class _GateTable:
+    """A model's gate table (:func:`seqgen.models.cells.embedding_gates` of its embedding
+    and first RNN layer), built once for its weights and again when training has changed
+    them since (the key holds the tensors' version counters, which in-place updates bump)."""
+
+    def __init__(self, embedding: torch.nn.Embedding, rnn: torch.nn.RNNBase) -> None:
+        self.embedding, self.rnn = embedding, rnn
+        self._built: tuple[tuple[int, ...], torch.Tensor] | None = None
+
+    def get(self, limit: int) -> torch.Tensor | None:
+        """The table ``(vocab, gates)``, or None where it would hold more than ``limit``."""
+        if not gate_table_fits(self.embedding, self.rnn, limit):
+            return None
+        tensors = (self.embedding.weight, self.rnn.weight_ih_l0, self.rnn.bias_ih_l0)
+        key = tuple(value for t in tensors for value in (t.data_ptr(), t._version))
+        if self._built is None or self._built[0] != key:
+            self._built = (key, embedding_gates(self.embedding, self.rnn))
+        return self._built[1]
 
 
 @contextlib.contextmanager

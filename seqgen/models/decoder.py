@@ -34,10 +34,16 @@ from torch import nn
 
 from seqgen.config import TranslatorConfig
 from seqgen.models.attention import make_attention
+from seqgen.models.cells import (
+    EmbeddedGates,
+    RnnState,
+    embedding_gates,
+    gate_table_fits,
+    step_cells,
+)
 from seqgen.models.language_model import RNN_CLASSES
 
 DecoderState = dict[str, torch.Tensor]
-RnnState = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # layer-major, as nn.RNNBase wants
 
 
 @dataclass(frozen=True)
@@ -47,22 +53,6 @@ class OutputRows:
 
     weight: torch.Tensor
     bias: torch.Tensor | None
-
-
-# Decoding's gate table (Decoder.embedding_gates) is used up to this many values: 64 MiB in
-# float32 (the peer model's is 8,000 x 1,024); beyond, it would cost more memory than it saves.
-GATE_TABLE_LIMIT = 1 << 24
-
-
-@dataclass(frozen=True)
-class EmbeddedGates:
-    """The first RNN layer's input product for one position, the embedding's share done
-    ahead: ``gates`` ``(rows, gates)`` = the embedded token times the embedding's columns of
-    ``weight_ih_l0`` + ``bias_ih_l0``; ``weight`` the remaining columns, for the inputs that
-    join at this step (Bahdanau's context, input feeding's h~)."""
-
-    gates: torch.Tensor
-    weight: torch.Tensor
 
 
 class Decoder(nn.Module):
@@ -188,18 +178,15 @@ class Decoder(nn.Module):
 
     @property
     def uses_gate_table(self) -> bool:
-        """Whether decoding builds :meth:`embedding_gates` (its size is within
-        ``GATE_TABLE_LIMIT``)."""
-        return self.embedding.weight.shape[0] * self.rnn.weight_ih_l0.shape[0] <= GATE_TABLE_LIMIT
+        """Whether decoding builds :meth:`embedding_gates` (within ``GATE_TABLE_LIMIT``)."""
+        return gate_table_fits(self.embedding, self.rnn)
 
     def embedding_gates(self) -> torch.Tensor:
         """Every target token's share of the first RNN layer's input product, with its
-        input-side bias: ``(target_vocab, gates)``, the embedding times its columns of
-        ``weight_ih_l0``. No dropout, so for decoding only: a step gathers its tokens' rows
-        instead of multiplying, half of the first layer's work without input feeding."""
-        size = self.config.embedding_size
-        weight, bias = self.rnn.weight_ih_l0[:, :size], self.rnn.bias_ih_l0
-        return nn.functional.linear(self.embedding.weight, weight, bias)
+        input-side bias: ``(target_vocab, gates)`` (:func:`seqgen.models.cells.embedding_gates`).
+        No dropout, so for decoding only: a step gathers its tokens' rows instead of
+        multiplying, half of the first layer's work without input feeding."""
+        return embedding_gates(self.embedding, self.rnn)
 
     def _forward_fused(self, embedded: torch.Tensor, state: DecoderState) -> torch.Tensor:
         """Luong attention without input feeding: one RNN call, attention batched over time.
@@ -281,10 +268,8 @@ class Decoder(nn.Module):
         ``(rows, decoder_hidden)`` and the new layer-major state. With ``first``, ``inputs``
         holds only the first layer's inputs after the embedding.
 
-        PyTorch runs the cell functions (``torch.lstm_cell`` / ``torch.gru_cell``) on the
-        stack's own weights: for one position they cost about half of a whole ``nn.LSTM``
-        call, whose oneDNN kernel is set up for sequences (training's stepwise path makes
-        one call per target position). The ONNX export keeps the ``nn.LSTM`` call, one
+        PyTorch runs the cell functions on the stack's own weights
+        (:func:`seqgen.models.cells.step_cells`). The ONNX export keeps the ``nn.LSTM`` call, one
         LSTM/GRU node, except with ``first`` (the step graph of a model with a gate table):
         the cell functions become a Gemm on the other inputs plus the gathered gates, which
         ONNX Runtime runs faster than the node's product over the embedding too (64 rows,
@@ -293,30 +278,7 @@ class Decoder(nn.Module):
         if torch.onnx.is_in_onnx_export() and first is None:
             outputs, rnn_state = self.rnn(inputs.unsqueeze(1), rnn_state)
             return outputs[:, 0], rnn_state
-        is_lstm = self.config.cell == "lstm"
-        hidden, cell = rnn_state if isinstance(rnn_state, tuple) else (rnn_state, None)
-        hiddens, cells = [], []
-        layer_input = inputs
-        # all_weights: per layer [weight_ih, weight_hh, bias_ih, bias_hh], the cells' order.
-        for layer, layer_weights in enumerate(self.rnn.all_weights):
-            weights = list(layer_weights)
-            if layer == 0 and first is not None:
-                # The cell adds its input-side bias to input @ weight_ih.T, so the
-                # embedding's precomputed share ``(rows, gates)`` goes in as that bias.
-                weights[0], weights[2] = first.weight, first.gates
-            if is_lstm:
-                new_hidden, new_cell = torch.lstm_cell(
-                    layer_input, (hidden[layer], cell[layer]), *weights
-                )
-                cells.append(new_cell)
-            else:
-                new_hidden = torch.gru_cell(layer_input, hidden[layer], *weights)
-            hiddens.append(new_hidden)
-            # nn.LSTM's dropout: between layers, not after the top one.
-            if layer + 1 < self.config.decoder_layers:
-                layer_input = nn.functional.dropout(new_hidden, self.rnn.dropout, self.training)
-        stacked = torch.stack(hiddens)
-        return hiddens[-1], ((stacked, torch.stack(cells)) if is_lstm else stacked)
+        return step_cells(self.rnn, inputs, rnn_state, first)
 
     def _attentional(self, context: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
         """``h~ = tanh(W_c [context; h])`` (Luong eq. 5), ``(rows, [time,] decoder_hidden)``.

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from seqgen.config import LanguageModelConfig
+from seqgen.models.cells import EmbeddedGates, embedding_gates, gate_table_fits, step_cells
 
 RNN_CLASSES: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
@@ -75,3 +76,50 @@ class LanguageModel(nn.Module):
             for name, tensor in zip(self.state_names, new_layer_major, strict=True)
         }
         return logits, new_state
+
+    def step(
+        self,
+        tokens: torch.Tensor,
+        state: LanguageModelState,
+        embedding_gates: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, LanguageModelState]:
+        """One position per row, as ``forward(tokens[:, None], state)`` computes it, through
+        the cell functions (:mod:`seqgen.models.cells`: half the cost of a whole RNN call for
+        one position).
+
+        Args:
+            tokens: ``(rows,)`` int64.
+            state: ``(rows, num_layers, hidden_size)`` per name (never mutated).
+            embedding_gates: optional :meth:`embedding_gates` of these weights (eval mode
+                only): the first layer's input product is gathered from it.
+
+        Returns:
+            logits ``(rows, vocab)`` and the new state.
+        """
+        layer_major = [state[name].transpose(0, 1) for name in self.state_names]
+        rnn_state = tuple(layer_major) if self.config.cell == "lstm" else layer_major[0]
+        first = None
+        if embedding_gates is not None and not self.training:
+            weight = self.rnn.weight_ih_l0
+            first = EmbeddedGates(embedding_gates[tokens], weight[:, weight.shape[1] :])
+            inputs = first.gates[:, :0]  # the embedding was the first layer's only input
+        else:
+            inputs = self.dropout(self.embedding(tokens))
+        top, rnn_state = step_cells(self.rnn, inputs, rnn_state, first)
+        logits = self.output(self.dropout(top))
+        new_layer_major = rnn_state if isinstance(rnn_state, tuple) else (rnn_state,)
+        new_state = {
+            name: tensor.transpose(0, 1)
+            for name, tensor in zip(self.state_names, new_layer_major, strict=True)
+        }
+        return logits, new_state
+
+    @property
+    def uses_gate_table(self) -> bool:
+        """Whether decoding builds :meth:`embedding_gates` (within ``GATE_TABLE_LIMIT``)."""
+        return gate_table_fits(self.embedding, self.rnn)
+
+    def embedding_gates(self) -> torch.Tensor:
+        """Every token's first-layer input product with its input-side bias: ``(vocab,
+        gates)`` (:func:`seqgen.models.cells.embedding_gates`); for decoding only."""
+        return embedding_gates(self.embedding, self.rnn)
