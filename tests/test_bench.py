@@ -23,6 +23,11 @@ def test_language_model_flops_count_every_matrix_product() -> None:
     assert flops.language_model_token(config, vocab_size=7) == first + second + 2 * 5 * 7
     gru = LanguageModelConfig(cell="gru", embedding_size=3, hidden_size=5, num_layers=1)
     assert flops.language_model_token(gru, vocab_size=7) == 2 * 3 * 5 * (3 + 5) + 2 * 5 * 7
+    # Decoding with the gate table gathers the first layer's product over the embedding.
+    gathered = flops.language_model_token(config, vocab_size=7, gate_table=True)
+    assert gathered == 2 * 4 * 5 * 5 + second + 2 * 5 * 7
+    assert flops.uses_gate_table("lstm", 8_000, 256)  # the bundled translator's 8,000 x 1,024
+    assert not flops.uses_gate_table("lstm", 32_000, 1_024)
 
 
 def test_translator_flops_follow_the_architecture() -> None:
@@ -40,6 +45,9 @@ def test_translator_flops_follow_the_architecture() -> None:
     attention = 2 * 10 * (5 + 6)  # scores and context over 10 source positions
     attentional = 2 * (6 + 5) * 5
     assert flops.decoder_token(config, 9, 10) == rnn + attention + attentional + 2 * 5 * 9
+    gathered = 2 * 4 * 5 * (5 + 5)  # only the fed-back h~ and the hidden state
+    expected = gathered + attention + attentional + 2 * 5 * 9
+    assert flops.decoder_token(config, 9, 10, gate_table=True) == expected
 
 
 def test_median_rate_is_work_over_time_after_a_warmup() -> None:

@@ -24,9 +24,21 @@ def _rnn_layer(cell: str, input_size: int, hidden_size: int) -> int:
     return 2 * GATES[cell] * hidden_size * (input_size + hidden_size)
 
 
-def language_model_token(config: LanguageModelConfig, vocab_size: int) -> int:
-    """Forward FLOPs per token: the RNN layers and the output layer."""
-    flops = _rnn_layer(config.cell, config.embedding_size, config.hidden_size)
+def uses_gate_table(cell: str, vocab_size: int, hidden_size: int) -> bool:
+    """Whether decoding gathers the first layer's product over the embedding from a gate
+    table (:mod:`seqgen.models.cells`) instead of running it."""
+    from seqgen.models.cells import GATE_TABLE_LIMIT
+
+    return vocab_size * GATES[cell] * hidden_size <= GATE_TABLE_LIMIT
+
+
+def language_model_token(
+    config: LanguageModelConfig, vocab_size: int, *, gate_table: bool = False
+) -> int:
+    """Forward FLOPs per token: the RNN layers and the output layer (``gate_table``: without
+    the first layer's product over the embedding, which decoding gathers)."""
+    first_input = 0 if gate_table else config.embedding_size
+    flops = _rnn_layer(config.cell, first_input, config.hidden_size)
     deeper = _rnn_layer(config.cell, config.hidden_size, config.hidden_size)
     return flops + (config.num_layers - 1) * deeper + 2 * config.hidden_size * vocab_size
 
@@ -41,10 +53,14 @@ def encoder_token(config: TranslatorConfig) -> int:
     return flops
 
 
-def decoder_token(config: TranslatorConfig, vocab_size: int, source_length: float) -> int:
-    """Forward FLOPs per target token with attention over ``source_length`` positions."""
+def decoder_token(
+    config: TranslatorConfig, vocab_size: int, source_length: float, *, gate_table: bool = False
+) -> int:
+    """Forward FLOPs per target token with attention over ``source_length`` positions
+    (``gate_table``: without the first layer's product over the embedding)."""
     hidden, memory = config.decoder_hidden_size, 2 * config.encoder_hidden_size
-    first_input = config.embedding_size + (hidden if config.input_feeding else 0)
+    first_input = 0 if gate_table else config.embedding_size
+    first_input += hidden if config.input_feeding else 0
     flops = _rnn_layer(config.cell, first_input, hidden)
     flops += (config.decoder_layers - 1) * _rnn_layer(config.cell, hidden, hidden)
     flops += int(2 * source_length * (hidden + memory))  # scores and the context

@@ -138,6 +138,7 @@ def translation_decoding(
     source_tokens = sum(len(s) + 1 for s in sources if s)
     model = reference.recipe.model
     vocab = reference.target_tokenizer.vocab_size
+    gate_table = flops.uses_gate_table(model.cell, vocab, model.decoder_hidden_size)
     results = []
     for backend, translator in backends.items():
         for beam in (1, 5):
@@ -155,7 +156,7 @@ def translation_decoding(
             work = (
                 counting.counts["rows"]
                 / runs
-                * flops.decoder_token(model, 0, source_tokens / len(lines))
+                * flops.decoder_token(model, 0, source_tokens / len(lines), gate_table=gate_table)
             )
             work += counting.counts["scored"] / runs * flops.output_token(model)
             work += source_tokens * flops.encoder_token(model)
@@ -188,7 +189,9 @@ def generator_sampling(
         return rows * new_tokens
 
     rate, _ = median_rate(run, repeats=repeats)
-    per_token = flops.language_model_token(generator.model.config, generator.tokenizer.vocab_size)
+    config, vocab = generator.model.config, generator.tokenizer.vocab_size
+    gate_table = flops.uses_gate_table(config.cell, vocab, config.hidden_size)
+    per_token = flops.language_model_token(config, vocab, gate_table=gate_table)
     return Result(
         "generator sampling, torch",
         rate,
