@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from seqgen.config import LanguageModelConfig
-from seqgen.models.cells import EmbeddedGates, embedding_gates, gate_table_fits, step_cells
+from seqgen.models.cells import EmbeddedGates, RnnState, embedding_gates, step_cells
 
 RNN_CLASSES: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
@@ -64,18 +64,10 @@ class LanguageModel(nn.Module):
         """
         if state is None:
             state = self.initial_state(token_ids.shape[0], device=token_ids.device)
-        # PyTorch's RNNs want layer-major (num_layers, rows, hidden) state.
-        layer_major = [state[name].transpose(0, 1).contiguous() for name in self.state_names]
-        rnn_state = tuple(layer_major) if self.config.cell == "lstm" else layer_major[0]
         embedded = self.dropout(self.embedding(token_ids))
-        outputs, rnn_state = self.rnn(embedded, rnn_state)
+        outputs, rnn_state = self.rnn(embedded, self._layer_major(state))
         logits = self.output(self.dropout(outputs))
-        new_layer_major = rnn_state if self.config.cell == "lstm" else (rnn_state,)
-        new_state = {
-            name: tensor.transpose(0, 1)
-            for name, tensor in zip(self.state_names, new_layer_major, strict=True)
-        }
-        return logits, new_state
+        return logits, self._batch_major(rnn_state)
 
     def step(
         self,
@@ -96,8 +88,6 @@ class LanguageModel(nn.Module):
         Returns:
             logits ``(rows, vocab)`` and the new state.
         """
-        layer_major = [state[name].transpose(0, 1) for name in self.state_names]
-        rnn_state = tuple(layer_major) if self.config.cell == "lstm" else layer_major[0]
         first = None
         if embedding_gates is not None and not self.training:
             weight = self.rnn.weight_ih_l0
@@ -105,21 +95,23 @@ class LanguageModel(nn.Module):
             inputs = first.gates[:, :0]  # the embedding was the first layer's only input
         else:
             inputs = self.dropout(self.embedding(tokens))
-        top, rnn_state = step_cells(self.rnn, inputs, rnn_state, first)
-        logits = self.output(self.dropout(top))
-        new_layer_major = rnn_state if isinstance(rnn_state, tuple) else (rnn_state,)
-        new_state = {
-            name: tensor.transpose(0, 1)
-            for name, tensor in zip(self.state_names, new_layer_major, strict=True)
-        }
-        return logits, new_state
-
-    @property
-    def uses_gate_table(self) -> bool:
-        """Whether decoding builds :meth:`embedding_gates` (within ``GATE_TABLE_LIMIT``)."""
-        return gate_table_fits(self.embedding, self.rnn)
+        top, rnn_state = step_cells(self.rnn, inputs, self._layer_major(state), first)
+        return self.output(self.dropout(top)), self._batch_major(rnn_state)
 
     def embedding_gates(self) -> torch.Tensor:
         """Every token's first-layer input product with its input-side bias: ``(vocab,
         gates)`` (:func:`seqgen.models.cells.embedding_gates`); for decoding only."""
         return embedding_gates(self.embedding, self.rnn)
+
+    def _layer_major(self, state: LanguageModelState) -> RnnState:
+        """Batch-major ``(rows, layers, hidden)`` -> PyTorch's ``(layers, rows, hidden)``."""
+        tensors = [state[name].transpose(0, 1).contiguous() for name in self.state_names]
+        return (tensors[0], tensors[1]) if self.config.cell == "lstm" else tensors[0]
+
+    def _batch_major(self, rnn_state: RnnState) -> LanguageModelState:
+        """The layer-major state back to the batch-major state names."""
+        tensors = rnn_state if isinstance(rnn_state, tuple) else (rnn_state,)
+        return {
+            name: tensor.transpose(0, 1)
+            for name, tensor in zip(self.state_names, tensors, strict=True)
+        }
