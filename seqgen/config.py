@@ -106,8 +106,9 @@ class LoopConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     mixed_precision: bool = True  # bf16/fp16 autocast on CUDA
     # bf16 autocast on CPU as well: about 1.35x faster training where the CPU has bf16 dot
-    # products (AVX512-BF16 or AMX); refused on CPUs without them, where it would be slower.
-    cpu_mixed_precision: bool = False
+    # products (AVX512-BF16 or AMX); without them bf16 is emulated and oneDNN's LSTM refuses
+    # it. "auto": bf16 where the CPU has them, float32 elsewhere; true: bf16, refused without.
+    cpu_mixed_precision: bool | str = False
 
     def validate(self) -> None:
         for name in ("max_steps", "eval_every", "log_every"):
@@ -323,12 +324,15 @@ def _suggest(key: str, valid: typing.Iterable[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(valid)}"
 
 
+_BOOL_WORDS = ("true", "false", "1", "0", "yes", "no")
+
+
 def _parse(where: str, text: str, kind: type) -> Any:
     """A command-line string as a bool, int or float (``1e3`` reads as an int too)."""
     text = text.strip()
     try:
         if kind is bool:
-            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            if text.lower() not in _BOOL_WORDS:
                 raise ValueError
             return text.lower() in ("true", "1", "yes")
         if kind is int and "e" in text.lower():
@@ -338,8 +342,14 @@ def _parse(where: str, text: str, kind: type) -> Any:
         raise ConfigError(f"{where} = {text!r} is not a valid {kind.__name__}") from None
 
 
-def _coerce(where: str, value: Any, kind: type) -> Any:
+def _coerce(where: str, value: Any, kind: Any) -> Any:
     """Turn a TOML or command-line value into the field's type, or explain why not."""
+    if kind == bool | str:  # a switch that may also be decided at run time
+        if value == "auto":
+            return value
+        if isinstance(value, str) and value.strip().lower() not in _BOOL_WORDS:
+            raise ConfigError(f'{where} = {value!r} is not valid; use true, false or "auto"')
+        kind = bool
     if isinstance(value, str) and kind is not str:
         value = _parse(where, value, kind)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):

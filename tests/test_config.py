@@ -75,6 +75,33 @@ def test_boolean_overrides(tmp_path: Path, text: str, expected: bool) -> None:
     assert recipe.train.mixed_precision is expected
 
 
+@pytest.mark.parametrize(
+    ("toml", "override", "expected"),
+    [
+        ('cpu_mixed_precision = "auto"', None, "auto"),
+        ("cpu_mixed_precision = true", None, True),
+        ("", "train.cpu_mixed_precision=auto", "auto"),
+        ("", "train.cpu_mixed_precision=false", False),
+        ("", "train.cpu_mixed_precision=yes", True),
+    ],
+)
+def test_cpu_mixed_precision_is_a_switch_or_auto(
+    tmp_path: Path, toml: str, override: str | None, expected: bool | str
+) -> None:
+    recipe = load_recipe(write(tmp_path, f"[train]\n{toml}\n"), [override] if override else [])
+    assert recipe.train.cpu_mixed_precision == expected
+    assert type(recipe.train.cpu_mixed_precision) is type(expected)
+
+
+@pytest.mark.parametrize("toml", ['"sometimes"', "1"])
+def test_cpu_mixed_precision_refuses_other_values(tmp_path: Path, toml: str) -> None:
+    with pytest.raises(ConfigError, match=r"train\.cpu_mixed_precision = .*") as caught:
+        load_recipe(write(tmp_path, f"[train]\ncpu_mixed_precision = {toml}\n"))
+    assert "\n" not in str(caught.value)
+    with pytest.raises(ConfigError, match=r"true, false or \"auto\""):
+        load_recipe(write(tmp_path, ""), ["train.cpu_mixed_precision=sometimes"])
+
+
 def test_toml_integers_become_floats_and_whole_floats_ints(tmp_path: Path) -> None:
     recipe = load_recipe(write(tmp_path, "[train]\nlearning_rate = 1\nmax_steps = 20.0\n"))
     assert recipe.train.learning_rate == 1.0 and type(recipe.train.learning_rate) is float

@@ -353,6 +353,8 @@ def test_patience_stops_when_bleu_stops_improving(tmp_path: Path, recipe_file: P
 def test_sentence_batches_of_pieces_in_bf16(tmp_path: Path, recipe_file: Path) -> None:
     """The peer benchmark's settings: piece files, batches of N sentences, bf16 on the CPU."""
     if not device.cpu_has_bf16():
+        # oneDNN's LSTM refuses bf16 without the instructions ("could not create a primitive
+        # descriptor"); test_cpu_bf16_auto_follows_the_cpu covers the choice on such CPUs.
         pytest.skip("this CPU has no native bf16 matrix products")
     folder = recipe_file.parent
     for name in ("train.de", "train.en", "val.de", "val.en"):  # one piece per word
@@ -421,8 +423,39 @@ def test_cpu_bf16_is_refused_where_the_cpu_lacks_it(
         "train", recipe_file, "--output", tmp_path / "run", "--set",
         "train.cpu_mixed_precision=true",
     )  # fmt: skip
-    assert_one_line_error(result, "train.cpu_mixed_precision", "bf16", "= false")
+    assert_one_line_error(result, "train.cpu_mixed_precision", "bf16", '"auto" or false')
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("has_bf16", "setting", "expected"),
+    [(True, "auto", True), (False, "auto", False), (True, True, True), (True, False, False),
+     (False, False, False)],
+)  # fmt: skip
+def test_cpu_bf16_auto_follows_the_cpu(
+    monkeypatch: pytest.MonkeyPatch, has_bf16: bool, setting: bool | str, expected: bool
+) -> None:
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: has_bf16)
+    assert device.use_cpu_bf16(torch.device("cpu"), setting) is expected
+    assert device.use_cpu_bf16(torch.device("cuda"), setting) is False  # CUDA: mixed_precision
+
+
+def test_a_recipe_with_cpu_bf16_auto_trains_in_float32_without_bf16(
+    tmp_path: Path, recipe_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: False)
+    entered = []
+    real_autocast = torch.autocast
+    monkeypatch.setattr(
+        torch, "autocast", lambda *a, **k: entered.append(k) or real_autocast(*a, **k)
+    )
+    run = tmp_path / "run"
+    result = run_training(recipe_file, run, "train.cpu_mixed_precision=auto", "train.max_steps=2")
+    assert result.steps == 2
+    assert entered == []  # no bf16 autocast was entered
+    assert (
+        load_checkpoint(run / "last.safetensors").recipe["train"]["cpu_mixed_precision"] == "auto"
+    )
 
 
 def test_unknown_language_pair_lists_the_valid_ones(tmp_path: Path, recipe_file: Path) -> None:

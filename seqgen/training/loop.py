@@ -27,9 +27,9 @@ from seqgen.training.checkpoint import Checkpoint, save_checkpoint
 from seqgen.training.device import (
     adamw,
     autocast,
-    check_cpu_bf16,
     clip_gradients,
     resolve_device,
+    use_cpu_bf16,
 )
 from seqgen.training.driver import LoopStats, drive
 from seqgen.training.loss import cross_entropy_sum
@@ -99,7 +99,7 @@ class LanguageModelTrainer:
         recipe, last = open_run(recipe, output_dir, resume=resume)
         self.output_dir = output_dir
         self.device = resolve_device(recipe.train.device)
-        check_cpu_bf16(self.device, recipe.train.cpu_mixed_precision)
+        self.cpu_bf16 = use_cpu_bf16(self.device, recipe.train.cpu_mixed_precision)
         if Path(recipe.data.corpus).is_file():
             # Stored absolute, so `evaluate --split val` works from any folder later.
             recipe.data.corpus = str(Path(recipe.data.corpus).resolve())
@@ -174,9 +174,7 @@ class LanguageModelTrainer:
         inputs, targets = (t.to(self.device) for t in self.batches.window(index))
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate_at(run.step, train)
-        with autocast(
-            self.device, enabled=train.mixed_precision, cpu_enabled=train.cpu_mixed_precision
-        ):
+        with autocast(self.device, enabled=train.mixed_precision, cpu_enabled=self.cpu_bf16):
             logits, carried = self.model(inputs, run.carried)
             loss = cross_entropy_sum(logits.flatten(0, 1), targets.flatten()) / targets.numel()
         # Truncated BPTT: keep the state's values, cut its history.

@@ -28,9 +28,9 @@ from seqgen.training.checkpoint import Checkpoint, load_checkpoint, save_checkpo
 from seqgen.training.device import (
     adamw,
     autocast,
-    check_cpu_bf16,
     clip_gradients,
     resolve_device,
+    use_cpu_bf16,
 )
 from seqgen.training.driver import LoopStats, drive
 from seqgen.training.loss import cross_entropy_sum
@@ -111,7 +111,7 @@ class TranslationTrainer:
         recipe, last = open_run(recipe, output_dir, resume=resume)
         self.output_dir = output_dir
         self.device = resolve_device(recipe.train.device)
-        check_cpu_bf16(self.device, recipe.train.cpu_mixed_precision)
+        self.cpu_bf16 = use_cpu_bf16(self.device, recipe.train.cpu_mixed_precision)
         self.recipe = recipe
         train_sources, train_targets = load_pairs(recipe, "train", data_dir=data_dir)
         self.validation_sources, self.validation_references = load_pairs(
@@ -235,9 +235,7 @@ class TranslationTrainer:
         batch = self.batches.make_batch(self._epoch_batches[index]).to(self.device)
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate_at(run.step, train)
-        with autocast(
-            self.device, enabled=train.mixed_precision, cpu_enabled=train.cpu_mixed_precision
-        ):
+        with autocast(self.device, enabled=train.mixed_precision, cpu_enabled=self.cpu_bf16):
             # Score only real target positions: padding would cost output-layer work.
             real = batch.target_out != 0
             logits = self.model(batch.source_ids, batch.source_lengths, batch.target_in, real)
