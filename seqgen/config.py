@@ -177,6 +177,10 @@ class TranslationTrainConfig(LoopConfig):
     patience: int = 0  # stop after this many validations without a better BLEU; 0 = off
     average_last: int = 0  # average the last N validated checkpoints at the end; 0 = off
     validation_beam_size: int = 0  # beam for validation BLEU; 0 = decoding.beam_size
+    # Normalise the loss over each batch's candidates only: its sources' lexical shortlist
+    # (model.shortlist, what decoding scores) and its targets (Jean et al., 2015), so the
+    # output layer multiplies a quarter of the vocabulary's rows or fewer.
+    shortlist_loss: bool = False
 
     def validate(self) -> None:
         super().validate()
@@ -299,6 +303,12 @@ class Recipe:
         _check_choice("task", self.task, tuple(TASK_SECTIONS))
         for section in TASK_SECTIONS[self.task]:
             getattr(self, section).validate()
+        shortlist_loss = getattr(self.train, "shortlist_loss", False)
+        if shortlist_loss and not getattr(self.model, "shortlist", 0):
+            raise ConfigError(
+                "train.shortlist_loss needs the model's lexical shortlist; set model.shortlist "
+                "(e.g. 10) or train.shortlist_loss = false"
+            )
 
 
 # Each task names the dataclass of each of its sections.

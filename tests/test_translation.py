@@ -15,6 +15,7 @@ import random
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner, Result
@@ -22,13 +23,14 @@ from click.testing import CliRunner, Result
 import seqgen
 from seqgen.cli import main
 from seqgen.config import load_recipe
-from seqgen.errors import CheckpointError, SeqgenError
+from seqgen.errors import CheckpointError, ConfigError, SeqgenError
 from seqgen.evaluation.bleu import corpus_bleu, corpus_chrf
 from seqgen.pipelines import load as load_pipeline
 from seqgen.text import tokenizer_from_dict
 from seqgen.training import device, loop
 from seqgen.training.checkpoint import load_checkpoint, save_checkpoint
 from seqgen.training.shortlists import add_shortlist
+from seqgen.training.translation_loop import TranslationTrainer
 from seqgen.translation import ScoredTranslation, Translator
 
 LEXICON = {
@@ -413,6 +415,32 @@ def test_training_builds_a_shortlist_from_its_pairs_and_decoding_uses_it(
     assert_ok(with_list)
     assert_ok(without)
     assert len(with_list.stdout.splitlines()) == len(validation_sources)
+
+
+def test_a_shortlist_loss_scores_the_batch_candidates_only(
+    tmp_path: Path, recipe_file: Path
+) -> None:
+    sets = ["model.shortlist=4", "model.shortlist_frequent=40", "train.shortlist_loss=true"]
+    recipe = load_recipe(recipe_file, [*sets, "train.max_steps=6", "train.eval_every=6"])
+    trainer = TranslationTrainer(recipe, tmp_path / "run", resume=False, data_dir=None)
+    batch = trainer.batches.make_batch(trainer.batches.batch_indices(0)[0])
+    targets = batch.target_out[batch.target_out != 0]
+    weight, bias, rows = trainer._output_layer(batch.source_ids, targets)
+    output = trainer.model.decoder.output
+    candidates = np.union1d(trainer.model.shortlist_ids(batch.source_ids.numpy()), targets.numpy())
+    assert weight.shape == (len(candidates), output.weight.shape[1])
+    assert len(candidates) < output.weight.shape[0]  # fewer rows than the vocabulary
+    assert torch.equal(weight, output.weight[torch.from_numpy(candidates)])
+    assert torch.equal(bias, output.bias[torch.from_numpy(candidates)])
+    assert torch.equal(torch.from_numpy(candidates)[rows], targets)  # rows of the same tokens
+    result = trainer.run(show_progress=False)
+    assert result.steps == 6
+    assert_ok(translate(tmp_path / "run", "--input", recipe_file.parent / "val.de"))
+
+
+def test_a_shortlist_loss_needs_a_shortlist(recipe_file: Path) -> None:
+    with pytest.raises(ConfigError, match="train.shortlist_loss needs .*model.shortlist"):
+        load_recipe(recipe_file, ["train.shortlist_loss=true", "model.shortlist=0"])
 
 
 def test_cpu_bf16_is_refused_where_the_cpu_lacks_it(

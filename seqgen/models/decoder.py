@@ -131,6 +131,15 @@ class Decoder(nn.Module):
             when ``keep`` is given. The output layer is most of a training step's work, so
             training keeps only real (non-pad) positions.
         """
+        return self.output(self.features(target_in, state, keep))
+
+    def features(
+        self, target_in: torch.Tensor, state: DecoderState, keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Teacher forcing up to the output layer (arguments as :meth:`forward`): what
+        ``self.output`` reads, ``(rows, target_len, output_size)`` or ``(kept, output_size)``.
+        Training multiplies it by all of the output layer's rows, or by the rows of a
+        batch's candidates only (``train.shortlist_loss``)."""
         embedded = self.dropout(self.embedding(target_in))
         if self.is_fused:
             attentional = self._forward_fused(embedded, state)
@@ -138,7 +147,7 @@ class Decoder(nn.Module):
             attentional = self._forward_stepwise(embedded, state)
         if keep is not None:
             attentional = attentional[keep]
-        return self._logits(attentional)
+        return self.output_projection(attentional)
 
     def step(
         self,

@@ -156,6 +156,17 @@ class Translator(nn.Module):
         """
         return self.decoder(target_in, self.start(source_ids, source_lengths), keep)
 
+    def features(
+        self,
+        source_ids: torch.Tensor,
+        source_lengths: torch.Tensor,
+        target_in: torch.Tensor,
+        keep: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """:meth:`forward` up to the output layer (``self.decoder.output``): ``(rows,
+        target_len, output_size)``, or ``(kept, output_size)`` with ``keep``."""
+        return self.decoder.features(target_in, self.start(source_ids, source_lengths), keep)
+
     def start(self, source_ids: torch.Tensor, source_lengths: torch.Tensor) -> TranslatorState:
         """Encode the sources and build the first decoder state (names in the module doc).
 
