@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -35,6 +37,11 @@ class TranslatorStepFunction(StepFunction, Protocol):
     def start(
         self, sources: Sequence[Sequence[int]], *, shortlist: bool = True
     ) -> tuple[State, np.ndarray]: ...
+
+    def concurrent_batches(self) -> AbstractContextManager[int]:
+        """A block during which that many batches may be searched at once, each from its
+        own thread (1: one after the other)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -119,11 +126,21 @@ class Translator:
         # Longest first: a batch's padding is then small, and its first batch shows the peak.
         order = sorted((i for i, s in enumerate(sources) if s), key=lambda i: -len(sources[i]))
         batch_size = settings.batch_size or self.recipe.decoding.batch_size
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            for row, hypotheses in zip(
-                rows, self.search([sources[r] for r in rows], settings), strict=True
-            ):
+        batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+        def search(rows: list[int]) -> list[list[Hypothesis]]:
+            return self.search([sources[r] for r in rows], settings)
+
+        with self.step_function.concurrent_batches() as workers:
+            if workers > 1 and len(batches) > 1:
+                # Batches are independent, and one batch's small per-step products keep one
+                # core busy at best: on the CPU each core decodes its own batches.
+                with ThreadPoolExecutor(min(workers, len(batches))) as pool:
+                    found = list(pool.map(search, batches))
+            else:
+                found = [search(rows) for rows in batches]
+        for rows, hypotheses_of_rows in zip(batches, found, strict=True):
+            for row, hypotheses in zip(rows, hypotheses_of_rows, strict=True):
                 results[row] = [
                     ScoredTranslation(self.target_tokenizer.decode(h.tokens), h.normalized_score)
                     for h in hypotheses

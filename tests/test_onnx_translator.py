@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -253,6 +254,38 @@ def test_translate_from_the_bundle_equals_pytorch(runtimes: tuple[Translator, Tr
         got = runtime.translate_n_best(sentences, max_length=15, **options)
         assert [[h.text for h in best] for best in got] == [[h.text for h in e] for e in expected]
         assert got[1][0].text == ""  # an empty line stays empty
+
+
+def test_concurrent_batches_translate_as_one_batch_at_a_time(
+    exported: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three batches at once on each backend (threads, one per batch) give what one batch
+    after the other gives; torch's thread count and the model's mode are put back."""
+    checkpoint, bundle = exported
+    reference = load(checkpoint, device="cpu")
+    runtime = load_bundle(bundle, device="cpu", threads=3)
+    assert runtime.step_function.workers == 3
+    sentences = ["ein mann", "zwei hunde spielen im schnee.", "fährt", "ein", "hunde im park"]
+    expected = reference.translate(sentences, beam_size=3, batch_size=2, max_length=12)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    threads = []
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)
+    reference.step_function.model.train()  # as the training loop's validation finds it
+    seen = []
+    search = Translator.search
+
+    def recording(self: Translator, sources: list, settings: object) -> list:
+        seen.append(threading.get_ident())
+        return search(self, sources, settings)
+
+    monkeypatch.setattr(Translator, "search", recording)
+    for translator in (reference, runtime):
+        seen.clear()
+        got = translator.translate(sentences, beam_size=3, batch_size=2, max_length=12)
+        assert got == expected
+        assert len(seen) == 3 and threading.get_ident() not in seen  # searched by the pool
+    assert threads == [1, 3]  # one thread per batch while decoding, then as it was
+    assert reference.step_function.model.training  # put back in training mode
 
 
 # --- no torch on the bundle's path ----------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import resource
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -37,25 +38,33 @@ class CountingStep:
     """
 
     def __init__(
-        self, inner: Any, counts: dict[str, int] | None = None, *, vocab_size: int = 0
+        self,
+        inner: Any,
+        counts: dict[str, int] | None = None,
+        *,
+        vocab_size: int = 0,
+        lock: threading.Lock | None = None,
     ) -> None:
         self.inner = inner
         self.vocab_size = vocab_size
+        self.lock = lock or threading.Lock()  # batches may be searched from several threads
         # scored: rows x the tokens each row scores (the vocabulary, or a batch's shortlist)
         self.counts = counts if counts is not None else {"rows": 0, "steps": 0, "scored": 0}
 
     def step(self, tokens: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
         rows = int(tokens.shape[0])
         shortlist = state.get(OUTPUT_IDS) if isinstance(state, Mapping) else None
-        self.counts["rows"] += rows
-        self.counts["steps"] += 1
-        self.counts["scored"] += rows * (self.vocab_size if shortlist is None else len(shortlist))
+        with self.lock:
+            self.counts["rows"] += rows
+            self.counts["steps"] += 1
+            scored = self.vocab_size if shortlist is None else len(shortlist)
+            self.counts["scored"] += rows * scored
         return self.inner.step(tokens, state)
 
     def narrowed(self, candidates: int) -> CountingStep:
         narrow = getattr(self.inner, "narrowed", None)
         inner = narrow(candidates) if narrow else self.inner
-        return CountingStep(inner, self.counts, vocab_size=self.vocab_size)
+        return CountingStep(inner, self.counts, vocab_size=self.vocab_size, lock=self.lock)
 
     def __getattr__(self, name: str) -> Any:  # start, select, device, model, ...
         return getattr(self.inner, name)

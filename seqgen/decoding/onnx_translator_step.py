@@ -27,7 +27,9 @@ int64, the tokens to score (:mod:`seqgen.decoding.shortlist`); its ``log_probs``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 
 import numpy as np
 import onnxruntime
@@ -36,7 +38,9 @@ from seqgen.decoding.contract import State
 from seqgen.decoding.onnx_session import (
     STEP_OUTPUTS,
     DeviceState,
+    available_cores,
     device_of,
+    open_graphs,
     run_select,
     run_session,
 )
@@ -72,16 +76,42 @@ class OnnxTranslatorStep(DeviceState):
         select: onnxruntime.InferenceSession | None = None,
         *,
         io_binding: bool | None = None,
+        workers: int = 1,
     ) -> None:
         self.encoder_session = encoder
         self.step_session = step
         self.select_session = select
+        self.workers = workers
         self.state_names, self.recurrent_names = translator_state_names(encoder, step)
         self.takes_output_ids = step.get_inputs()[-1].name == SHORTLIST_INPUT
         self.shortlist: tuple[np.ndarray, np.ndarray] | None = None
         self.vocab_size = 0
         self.device = device_of(step)
         self._keep_state_on_device(select, io_binding)
+
+    @classmethod
+    def from_files(
+        cls,
+        folder: str | Path,
+        files: Mapping[str, str],
+        *,
+        device: str = "auto",
+        threads: int | None = None,
+        io_binding: bool | None = None,
+    ) -> OnnxTranslatorStep:
+        """Open the bundle's graphs. On the CPU every operator runs on one thread and
+        ``threads`` batches (None: one per core) decode at once (:meth:`concurrent_batches`):
+        a step's products are too small for ONNX Runtime to split well over threads."""
+        sessions = open_graphs(folder, files, device=device, threads=1, io_binding=io_binding)
+        step = sessions["step"]
+        assert step is not None  # open_graphs opens every graph but select
+        workers = (threads or available_cores()) if device_of(step) == "cpu" else 1
+        return cls(*(sessions[name] for name in cls.GRAPHS), io_binding=io_binding, workers=workers)
+
+    def concurrent_batches(self) -> AbstractContextManager[int]:
+        """How many batches the translation pipeline may search at once (see
+        :meth:`from_files`); ONNX Runtime's sessions take concurrent runs."""
+        return nullcontext(self.workers)
 
     def use_shortlist(self, table: np.ndarray, frequent: np.ndarray, vocab_size: int) -> None:
         """Give the shortlist of a step graph that takes ``output_ids``: ``table`` ``(source
