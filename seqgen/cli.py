@@ -16,6 +16,7 @@ import click
 
 from seqgen import __version__
 from seqgen.errors import SeqgenError
+from seqgen.memory import keep_freed_memory
 
 data_dir_option = click.option(
     "--data-dir",
@@ -546,7 +547,9 @@ def bench(
 
 
 def run() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. The command owns its process, so malloc may keep what
+    it frees (:mod:`seqgen.memory`); a program that imports seqgen keeps its own settings."""
+    keep_freed_memory()
     main()
 
 
