@@ -125,7 +125,9 @@ def load_bundle(
 ) -> BundleGenerator | Translator:
     """Open a bundle folder on ``device`` (``auto``: CUDA when usable, else the CPU).
 
-    ``threads`` caps ONNX Runtime's CPU threads per operator (None: one per core).
+    ``threads``: a generator's ONNX Runtime CPU threads per operator (None: one per core);
+    for a translator on the CPU, how many batches decode at once, each operator on one
+    thread (None: one per core; see ``OnnxTranslatorStep.from_files``).
     ``io_binding`` keeps the state in ONNX Runtime's memory between steps (None: on CUDA
     only).
 
