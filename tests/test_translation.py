@@ -425,7 +425,8 @@ def test_a_shortlist_loss_scores_the_batch_candidates_only(
     trainer = TranslationTrainer(recipe, tmp_path / "run", resume=False, data_dir=None)
     batch = trainer.batches.make_batch(trainer.batches.batch_indices(0)[0])
     targets = batch.target_out[batch.target_out != 0]
-    weight, bias, rows = trainer._output_layer(batch.source_ids, targets)
+    output_rows, rows = trainer._candidates(batch.source_ids, targets)
+    weight, bias = output_rows.weight, output_rows.bias
     output = trainer.model.decoder.output
     candidates = np.union1d(trainer.model.shortlist_ids(batch.source_ids.numpy()), targets.numpy())
     assert weight.shape == (len(candidates), output.weight.shape[1])

@@ -131,15 +131,15 @@ class Decoder(nn.Module):
             when ``keep`` is given. The output layer is most of a training step's work, so
             training keeps only real (non-pad) positions.
         """
-        return self.output(self.features(target_in, state, keep))
+        return self.scores(self.features(target_in, state, keep))
 
     def features(
         self, target_in: torch.Tensor, state: DecoderState, keep: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Teacher forcing up to the output layer (arguments as :meth:`forward`): what
-        ``self.output`` reads, ``(rows, target_len, output_size)`` or ``(kept, output_size)``.
-        Training multiplies it by all of the output layer's rows, or by the rows of a
-        batch's candidates only (``train.shortlist_loss``)."""
+        :meth:`scores` reads, ``(rows, target_len, output_size)`` or ``(kept, output_size)``.
+        Training scores it against every token, or a batch's candidates only
+        (``train.shortlist_loss``)."""
         embedded = self.dropout(self.embedding(target_in))
         if self.is_fused:
             attentional = self._forward_fused(embedded, state)
@@ -303,14 +303,19 @@ class Decoder(nn.Module):
         bias = None if self.output.bias is None else self.output.bias[output_ids]
         return OutputRows(self.output.weight[output_ids], bias)
 
+    def scores(self, features: torch.Tensor, output: OutputRows | None = None) -> torch.Tensor:
+        """The output layer: :meth:`features` ``(..., output_size) -> (..., vocab)``, or
+        ``(..., M)`` for the ``M`` tokens of ``output`` (a shortlist in decoding, a batch's
+        candidates with ``train.shortlist_loss``)."""
+        if output is None:
+            return self.output(features)
+        # Only those tokens: M x output_size instead of vocab x output_size per row.
+        return nn.functional.linear(features, output.weight, output.bias)
+
     def _logits(self, attentional: torch.Tensor, output: OutputRows | None = None) -> torch.Tensor:
         """``(rows, [time,] decoder_hidden) -> (rows, [time,] vocab)``, or ``(..., M)`` for
         the ``M`` tokens of ``output``."""
-        projected = self.output_projection(attentional)
-        if output is None:
-            return self.output(projected)
-        # Only the shortlisted tokens: M x hidden instead of vocab x hidden per row.
-        return nn.functional.linear(projected, output.weight, output.bias)
+        return self.scores(self.output_projection(attentional), output)
 
     def _layer_major(self, state: DecoderState) -> RnnState:
         """Batch-major ``(rows, layers, hidden)`` -> PyTorch's ``(layers, rows, hidden)``."""

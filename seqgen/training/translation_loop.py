@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from seqgen.config import Recipe, recipe_to_dict
 from seqgen.data.corpora import load_parallel, read_parallel_files, read_tsv
@@ -23,6 +22,7 @@ from seqgen.data.parallel import ParallelBatches
 from seqgen.decoding.shortlist import build_shortlist
 from seqgen.decoding.torch_step import TranslatorStep
 from seqgen.evaluation.bleu import corpus_bleu, corpus_chrf
+from seqgen.models.decoder import OutputRows
 from seqgen.models.translator import Translator as TranslatorModel
 from seqgen.text import Tokenizer, tokenizer_from_dict, train_tokenizer
 from seqgen.training.averaging import average_checkpoints
@@ -243,8 +243,8 @@ class TranslationTrainer:
             features = self.model.features(
                 batch.source_ids, batch.source_lengths, batch.target_in, real
             )
-            weight, bias, targets = self._output_layer(batch.source_ids, batch.target_out[real])
-            logits = nn.functional.linear(features, weight, bias)
+            output, targets = self._candidates(batch.source_ids, batch.target_out[real])
+            logits = self.model.decoder.scores(features, output)
             loss = (
                 cross_entropy_sum(logits, targets, label_smoothing=train.label_smoothing)
                 / batch.num_tokens
@@ -258,11 +258,11 @@ class TranslationTrainer:
         pieces = int(batch.source_lengths.sum()) + batch.num_tokens
         return loss.item(), pieces
 
-    def _output_layer(
+    def _candidates(
         self, source_ids: torch.Tensor, targets: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """The output layer's weight ``(vocab, output_size)`` and bias the loss reads, and the
-        ``targets`` ``(tokens,)`` as their row indices.
+    ) -> tuple[OutputRows | None, torch.Tensor]:
+        """The output layer's rows the loss scores (None: every token's) and the ``targets``
+        ``(tokens,)`` as indices into them.
 
         With ``train.shortlist_loss`` only the rows of the batch's candidates: its sources'
         lexical shortlist (what decoding scores for them) and its targets, sorted, so the
@@ -270,14 +270,13 @@ class TranslationTrainer:
         and the output layer's work shrinks with them (8,000 -> about 2,000 rows for 64
         Multi30k sentences).
         """
-        output = self.model.decoder.output
         if not self.recipe.train.shortlist_loss:
-            return output.weight, output.bias, targets
+            return None, targets
         shortlist = self.model.shortlist_ids(source_ids.cpu().numpy())
         rows = np.union1d(shortlist, targets.cpu().numpy())
         candidates = torch.from_numpy(rows).to(targets.device)
-        bias = None if output.bias is None else output.bias[candidates]
-        return output.weight[candidates], bias, torch.searchsorted(candidates, targets)
+        output = self.model.decoder.output_rows(candidates)
+        return output, torch.searchsorted(candidates, targets)
 
     def _keep_for_averaging(self, checkpoint: Checkpoint) -> None:
         run, keep = self.run_state, self.recipe.train.average_last
