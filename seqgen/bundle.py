@@ -4,8 +4,9 @@ A bundle is a folder written by ``seqgen.onnx_export``; ``export/README.md`` is 
 contract. A language model bundle::
 
     manifest.json    format name and version, kind, seqgen version, opset, precision,
-                     each graph's inputs and outputs (name, dtype, shape with symbolic
-                     axes such as "rows" and "time"), state names, special token ids,
+                     "matmul": "int8" for int8 products (seqgen.onnx_quantize), each
+                     graph's inputs and outputs (name, dtype, shape with symbolic axes
+                     such as "rows" and "time"), state names, special token ids,
                      generation defaults and the ids generation bans
     prime.onnx       token_ids (rows, time) int64 + state -> new_<state>
     step.onnx        tokens (rows,) int64 + state -> log_probs (rows, vocab) float32,
@@ -59,6 +60,8 @@ TRANSLATOR_TOKENIZER_FILES = {
     "source": "source_tokenizer.json",
     "target": "target_tokenizer.json",
 }
+# manifest["matmul"] of a bundle whose step graph multiplies in int8 (seqgen.onnx_quantize)
+INT8_MATMUL = "int8"
 GRAPH_FILES = {
     "language_model": {"prime": "prime.onnx", "step": "step.onnx", "select": "select.onnx"},
     "translation": {"encoder": "encoder.onnx", "step": "step.onnx", "select": "select.onnx"},
@@ -123,7 +126,8 @@ def load_bundle(
     threads: int | None = None,
     io_binding: bool | None = None,
 ) -> BundleGenerator | Translator:
-    """Open a bundle folder on ``device`` (``auto``: CUDA when usable, else the CPU).
+    """Open a bundle folder on ``device`` (``auto``: CUDA when usable, else the CPU; an int8
+    bundle runs on the CPU).
 
     ``threads``: a generator's ONNX Runtime CPU threads per operator (None: one per core);
     for a translator on the CPU, how many batches decode at once, each operator on one
@@ -137,6 +141,7 @@ def load_bundle(
     """
     folder = Path(path)
     manifest = read_manifest(folder)
+    device = _device_for(folder, manifest, device)
     if manifest["kind"] == "translation":
         return _load_translator(folder, manifest, device, threads, io_binding)
     files = GRAPH_FILES["language_model"]
@@ -146,6 +151,25 @@ def load_bundle(
     )
     _check_graphs(folder, files, step_function.sessions, manifest)
     return BundleGenerator(step_function, tokenizer, manifest, _defaults(folder, manifest))
+
+
+def _device_for(folder: Path, manifest: dict[str, Any], device: str) -> str:
+    """``device``, or the CPU for an int8 bundle: ONNX Runtime's int8 products
+    (``DynamicQuantizeMatMul``) have CPU kernels only."""
+    matmul = manifest.get("matmul", "float")
+    if matmul == "float":
+        return device
+    if matmul != INT8_MATMUL:
+        raise CheckpointError(
+            f"{folder / MANIFEST_FILE} asks for {matmul!r} matrix products, which this seqgen "
+            "does not know; upgrade seqgen or re-export the bundle"
+        )
+    if device == "cuda":
+        raise SeqgenError(
+            f"{folder} is an int8 bundle, which runs on the CPU; use --device cpu, or export "
+            "without --int8 (--fp16 for GPUs)"
+        )
+    return "cpu"
 
 
 def _check_graphs(

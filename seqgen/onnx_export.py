@@ -44,6 +44,7 @@ from seqgen.bundle import (
     FORMAT_NAME,
     FORMAT_VERSION,
     GRAPH_FILES,
+    INT8_MATMUL,
     MANIFEST_FILE,
     TOKENIZER_FILE,
     is_bundle,
@@ -54,6 +55,7 @@ from seqgen.decoding.onnx_step import NEW_PREFIX, OnnxLanguageModelStep
 from seqgen.errors import CheckpointError, SeqgenError
 from seqgen.generation import banned_token_ids, default_options_dict
 from seqgen.models.language_model import LanguageModel
+from seqgen.onnx_quantize import quantize_step_graph
 from seqgen.pipelines import TextGenerator, load
 from seqgen.text import Tokenizer
 from seqgen.translation import Translator
@@ -122,11 +124,17 @@ class GraphSpec:
 
 
 def export_bundle(
-    checkpoint_path: str | Path, output_dir: str | Path, *, fp16: bool = False
+    checkpoint_path: str | Path,
+    output_dir: str | Path,
+    *,
+    fp16: bool = False,
+    int8: bool = False,
 ) -> Path:
     """Write the bundle of a checkpoint (generator or translator) to ``output_dir``.
 
-    ``fp16`` stores weights and state in float16 (for GPUs; log-probs stay float32). The
+    ``fp16`` stores weights and state in float16 (for GPUs; log-probs stay float32).
+    ``int8`` makes the step graph's matrix products int8 (for CPUs, see
+    :mod:`seqgen.onnx_quantize`); the float32 graphs pass the parity check first. The
     bundle is written to a temporary folder and renamed into place, so a failure leaves
     nothing half-written. An existing ``output_dir`` must be empty or a previous bundle,
     which is replaced. CheckpointError for a bad checkpoint or output folder. Returns the
@@ -135,6 +143,8 @@ def export_bundle(
     from seqgen import onnx_translator_export  # the translator's graphs and manifest
 
     _check_dependencies()
+    if fp16 and int8:
+        raise SeqgenError("choose one of --fp16 (for GPUs) and --int8 (for CPUs), not both")
     output = Path(output_dir)
     _check_output(output)
     pipeline = load(Path(checkpoint_path), device="cpu")
@@ -152,7 +162,12 @@ def export_bundle(
     try:
         exported = copy.deepcopy(model).cpu().eval()
         manifest = write(pipeline, exported.half() if fp16 else exported, staging, fp16=fp16)
-        manifest = {**manifest_header(manifest.pop("kind"), fp16=fp16), **manifest}
+        kind = manifest.pop("kind")
+        if int8 and not quantize_step_graph(staging / GRAPH_FILES[kind]["step"]):
+            raise CheckpointError(
+                f"{checkpoint_path}: its step graph has no matrix product to make int8"
+            )
+        manifest = {**manifest_header(kind, fp16=fp16, int8=int8), **manifest}
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         _publish(staging, output)
     except BaseException:
@@ -172,9 +187,9 @@ def check_exportable(model: nn.Module, path: str | Path) -> None:
         )
 
 
-def manifest_header(kind: str, *, fp16: bool) -> dict[str, Any]:
-    """The manifest entries every bundle starts with."""
-    return {
+def manifest_header(kind: str, *, fp16: bool, int8: bool = False) -> dict[str, Any]:
+    """The manifest entries every bundle starts with (``matmul`` only for an int8 one)."""
+    header = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "kind": kind,
@@ -182,6 +197,9 @@ def manifest_header(kind: str, *, fp16: bool) -> dict[str, Any]:
         "opset": OPSET,
         "precision": "float16" if fp16 else "float32",
     }
+    if int8:
+        header["matmul"] = INT8_MATMUL
+    return header
 
 
 def _write_language_model(

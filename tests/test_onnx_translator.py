@@ -27,7 +27,7 @@ from seqgen.decoding.beam import beam_search
 from seqgen.decoding.contract import TOP_CANDIDATES, TopLogProbs
 from seqgen.decoding.onnx_translator_step import OnnxTranslatorStep
 from seqgen.decoding.search import greedy_search
-from seqgen.errors import CheckpointError
+from seqgen.errors import CheckpointError, SeqgenError
 from seqgen.models.translator import Translator as TranslatorModel
 from seqgen.onnx_export import export_bundle
 from seqgen.pipelines import load
@@ -500,3 +500,45 @@ def test_the_step_graph_gathers_the_gate_table_unless_it_is_too_large(
         found[label] = ({node.op_type for node in graph.node}, shapes)
     assert "LSTM" not in found["table"][0] and [vocab, 4 * 20] in found["table"][1]
     assert "LSTM" in found["node"][0] and [vocab, 4 * 20] not in found["node"][1]
+
+
+# --- int8 -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_an_int8_bundle_runs_close_to_float32_on_the_cpu_only(
+    shortlisted: tuple[Path, Path], tmp_path: Path
+) -> None:
+    checkpoint, bundle = shortlisted
+    int8_bundle = export_bundle(checkpoint, tmp_path / "int8", int8=True)
+    manifest = json.loads((int8_bundle / "manifest.json").read_text())
+    assert manifest["matmul"] == "int8" and manifest["precision"] == "float32"
+    step_graph = onnx.load(str(int8_bundle / "step.onnx"))
+    assert "DynamicQuantizeMatMul" in {node.op_type for node in step_graph.graph.node}
+    quantized = load_bundle(int8_bundle, threads=1)  # "auto" takes the CPU for int8
+    assert quantized.device == "cpu"
+    full = load_bundle(bundle, device="cpu", threads=1)
+    sources = make_sources(SOURCE_LENGTHS[7], 20)
+    state, tokens = quantized.step_function.start(sources)
+    got, _ = quantized.step_function.step(tokens, state)
+    expected, _ = full.step_function.step(tokens, full.step_function.start(sources)[0])
+    outside = np.isneginf(expected)  # the same shortlist
+    np.testing.assert_array_equal(np.isneginf(got), outside)
+    assert 0 < np.abs(got[~outside] - expected[~outside]).max() < 0.1
+    sentences = ["ein mann", "zwei hunde spielen im schnee."]
+    assert len(quantized.translate(sentences, beam_size=5, max_length=15)) == 2
+    with pytest.raises(SeqgenError) as error:
+        load_bundle(int8_bundle, device="cuda")
+    assert_one_line(error, "int8 bundle", "--device cpu")
+    manifest["matmul"] = "int4"
+    (int8_bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError) as error:
+        load_bundle(int8_bundle)
+    assert_one_line(error, "'int4'", "upgrade seqgen")
+
+
+def test_int8_and_fp16_together_are_refused(exported: tuple[Path, Path], tmp_path: Path) -> None:
+    with pytest.raises(SeqgenError) as error:
+        export_bundle(exported[0], tmp_path / "both", fp16=True, int8=True)
+    assert_one_line(error, "--fp16", "--int8", "not both")
+    assert not (tmp_path / "both").exists()

@@ -6,7 +6,9 @@ gives the plugin the four names it imports, as the harness's ``load_plugins`` wo
 
 from __future__ import annotations
 
+import json
 import random
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -58,7 +60,9 @@ def run_seqgen(command: list[str], log: Path) -> None:
     log.write_text(result.output, encoding="utf-8")
 
 
-def test_one_epoch_of_sentence_batches_then_decoding(harness: tuple[dict, Path], tmp_path: Path):
+def test_one_epoch_of_sentence_batches_then_decoding(
+    harness: tuple[dict, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     systems, data = harness
     seqgen = systems["seqgen"]
     run = tmp_path / "runs" / "seqgen" / "speed_r0"
@@ -84,6 +88,12 @@ def test_one_epoch_of_sentence_batches_then_decoding(harness: tuple[dict, Path],
     assert onnx.checkpoint(str(tmp_path / "runs" / "seqgen-onnx" / "speed_r0")) == checkpoint
     with pytest.raises(RuntimeError, match="train 'seqgen'"):
         onnx.train_cmd(str(run), str(data / "sp" / "train"), 10, one_epoch=False)
+    # The plugin exports in a subprocess of the harness's environment: run it in-process here.
+    exported = lambda command, **_: run_seqgen(command, tmp_path / "export.log")  # noqa: E731
+    monkeypatch.setattr(subprocess, "run", exported)
+    int8_bundle = Path(systems["seqgen-onnx-int8"].model_path(checkpoint))
+    assert int8_bundle.name == "onnx-int8-bundle"
+    assert json.loads((int8_bundle / "manifest.json").read_text())["matmul"] == "int8"
 
 
 def test_the_no_feed_system_sets_the_recipe_without_input_feeding(

@@ -9,11 +9,12 @@ with its own directory on ``sys.path``, so ``peerbench`` imports. From the repos
     bash $H/speed_train.sh --plugin $P --systems onmt,seqgen --repeats 3
     bash $H/speed_decode.sh --plugin $P --systems onmt,seqgen,seqgen-onnx --repeats 5
 
-Two systems share one training (``seqgen``, the PyTorch backend, and ``seqgen-onnx``, its
-checkpoint exported once to an ONNX bundle, before any timing). Both train
-``recipes/peer-comparison.toml``: the harness's comparison model on its piece files, batches
-of 64 sentences. ``seqgen-no-feed`` trains and decodes the same recipe without input
-feeding. The seqgen command is ``$SEQGEN`` when set, else ``seqgen`` on the PATH.
+Three systems share one training (``seqgen``, the PyTorch backend; ``seqgen-onnx``, its
+checkpoint exported once to an ONNX bundle, before any timing; ``seqgen-onnx-int8``, to an
+int8 bundle). They train ``recipes/peer-comparison.toml``: the harness's comparison model
+on its piece files, batches of 64 sentences. ``seqgen-no-feed`` trains and decodes the same
+recipe without input feeding. The seqgen command is ``$SEQGEN`` when set, else ``seqgen`` on
+the PATH.
 """
 
 import os
@@ -98,6 +99,8 @@ class SeqGenOnnx(SeqGen):
 
     name = "seqgen-onnx"
     backend = "onnx"
+    export_options = []  # extra `seqgen export` flags
+    bundle_name = "onnx-bundle"
 
     def train_cmd(self, run_dir, train_prefix, steps, one_epoch, bucket=None):
         raise RuntimeError("seqgen-onnx decodes seqgen's checkpoints; train 'seqgen' instead")
@@ -108,11 +111,20 @@ class SeqGenOnnx(SeqGen):
         return super().checkpoint(os.path.join(os.path.dirname(parent), "seqgen", run))
 
     def model_path(self, ckpt):
-        bundle = os.path.join(os.path.dirname(ckpt), "onnx-bundle")
+        bundle = os.path.join(os.path.dirname(ckpt), self.bundle_name)
         if not os.path.isfile(os.path.join(bundle, "manifest.json")):
             command = [seqgen_command(), "export", "--model", ckpt, "--output", bundle]
+            command += self.export_options
             subprocess.run(command, check=True, env=self.env(), stdout=subprocess.DEVNULL)
         return bundle
+
+
+class SeqGenOnnxInt8(SeqGenOnnx):
+    """The same bundle with int8 matrix products (``seqgen export --int8``)."""
+
+    name = "seqgen-onnx-int8"
+    export_options = ["--int8"]
+    bundle_name = "onnx-int8-bundle"
 
 
 class SeqGenNoFeed(SeqGen):
@@ -123,4 +135,6 @@ class SeqGenNoFeed(SeqGen):
     model = {"input_feeding": "false"}
 
 
-SYSTEMS = {"seqgen": SeqGen(), "seqgen-onnx": SeqGenOnnx(), "seqgen-no-feed": SeqGenNoFeed()}
+SYSTEMS = {
+    system.name: system for system in (SeqGen(), SeqGenOnnx(), SeqGenOnnxInt8(), SeqGenNoFeed())
+}

@@ -1,0 +1,164 @@
+"""int8 matrix products for an exported step graph on the CPU (no torch).
+
+A translator's decoding step is three matrix products, all at the CPU's float32 peak in
+ONNX Runtime (``seqgen bench`` reports the share): the recurrent one (``hidden x 4 hidden``),
+attention's output layer (``2 hidden x hidden``) and the output layer over the batch's
+shortlist (``hidden x M``). :func:`quantize_step_graph` turns each ``Gemm`` of the graph whose
+weight is a constant, or rows gathered from a constant table (the shortlisted output
+layer), into ONNX Runtime's ``DynamicQuantizeMatMul``: int8 weights with one scale per
+output unit, and the activations quantized to uint8 at each step from their own range.
+
+Weights use 7 of their 8 bits (``[-63, 63]``): without VNNI, x86 CPUs multiply uint8 by
+int8 with ``vpmaddubsw``, which saturates a pair of products at 32,767 (255 x 127 x 2 does
+not fit), the reason ONNX Runtime's own quantizer has ``reduce_range``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+INT8_LIMIT = 63  # 7-bit weights: see the module docstring
+MS_DOMAIN = "com.microsoft"
+
+
+def quantize_weight(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per row: ``weight`` ``(rows, k)`` float -> ``(rows, k)`` int8 and
+    ``(rows,)`` float32 scales, ``weight ~= q * scale[:, None]``."""
+    peak = np.abs(weight).max(axis=1)
+    scale = np.where(peak > 0, peak / INT8_LIMIT, 1.0).astype(np.float32)
+    quantized = np.clip(np.rint(weight / scale[:, None]), -INT8_LIMIT, INT8_LIMIT)
+    return quantized.astype(np.int8), scale
+
+
+def quantize_step_graph(path: str | Path) -> int:
+    """Rewrite the graph file at ``path`` in place; returns how many products became int8.
+
+    ``MatMul`` nodes by a float32 matrix initializer change, and ``Gemm`` nodes of the plain
+    form ``A @ W.T + bias`` (``transB=1``, no ``transA``, ``alpha = beta = 1``) where ``W`` is
+    a float32 initializer or a ``GatherND`` of its rows (the shortlisted output layer). Products
+    of two activations (attention) stay float32.
+    """
+    model = onnx.load(str(path))
+    graph = model.graph
+    weights = {init.name: init for init in graph.initializer}
+    producers = {out: node for node in graph.node for out in node.output}
+    uses = Counter(name for node in graph.node for name in node.input)
+    new_inits: list[onnx.TensorProto] = []
+    replaced: dict[int, list[onnx.NodeProto]] = {}
+    for position, node in enumerate(graph.node):
+        prefix = f"int8_{position}"
+        if node.op_type == "MatMul" and _is_float_matrix(weights.get(node.input[1])):
+            activations, weight_name = node.input  # weight (k, n)
+            table, scale = quantize_weight(numpy_helper.to_array(weights[weight_name]).T)
+            new_inits += [
+                numpy_helper.from_array(np.ascontiguousarray(table.T), f"{prefix}_weight"),
+                numpy_helper.from_array(scale, f"{prefix}_scale"),
+            ]
+            replaced[position] = [
+                _matmul(node, activations, f"{prefix}_weight", f"{prefix}_scale", "")
+            ]
+            continue
+        if node.op_type != "Gemm" or not _plain(node):
+            continue
+        activations, weight_name, *bias = node.input  # weight (n, k)
+        bias_name = bias[0] if bias else ""
+        if _is_float_matrix(weights.get(weight_name)):
+            table, scale = quantize_weight(numpy_helper.to_array(weights[weight_name]))
+            new_inits += [
+                numpy_helper.from_array(np.ascontiguousarray(table.T), f"{prefix}_weight"),
+                numpy_helper.from_array(scale, f"{prefix}_scale"),
+            ]
+            nodes = [_matmul(node, activations, f"{prefix}_weight", f"{prefix}_scale", bias_name)]
+        else:
+            gathered = producers.get(weight_name)
+            if not _gathers_rows(gathered, weights) or uses[weight_name] != 1:
+                continue
+            assert gathered is not None  # _gathers_rows checked it
+            table_name, indices = gathered.input
+            table, scale = quantize_weight(numpy_helper.to_array(weights[table_name]))
+            new_inits += [
+                numpy_helper.from_array(table, f"{prefix}_table"),
+                numpy_helper.from_array(scale, f"{prefix}_table_scale"),
+            ]
+            # The gathered rows are (M, k); DynamicQuantizeMatMul multiplies by (k, M).
+            nodes = [
+                helper.make_node("GatherND", [f"{prefix}_table", indices], [f"{prefix}_rows"]),
+                helper.make_node("Transpose", [f"{prefix}_rows"], [f"{prefix}_w"], perm=[1, 0]),
+                helper.make_node(
+                    "GatherND", [f"{prefix}_table_scale", indices], [f"{prefix}_scale"]
+                ),
+                _matmul(node, activations, f"{prefix}_w", f"{prefix}_scale", bias_name),
+            ]
+        replaced[position] = nodes
+    if not replaced:
+        return 0
+    kept = []
+    for position, node in enumerate(graph.node):
+        kept.extend(replaced.get(position, [node]))
+    # Drop what only the float32 products read (the weights and their gathers).
+    needed = {name for node in kept for name in node.input} | {o.name for o in graph.output}
+    while True:
+        unused = [n for n in kept if n.op_type == "GatherND" and not set(n.output) & needed]
+        if not unused:
+            break
+        kept = [n for n in kept if n not in unused]
+        needed = {name for node in kept for name in node.input} | {o.name for o in graph.output}
+    del graph.node[:]
+    graph.node.extend(kept)
+    still = [init for init in graph.initializer if init.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend([*still, *new_inits])
+    if not any(opset.domain == MS_DOMAIN for opset in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    onnx.save(model, str(path))
+    return len(replaced)
+
+
+def _plain(node: onnx.NodeProto) -> bool:
+    """``Gemm`` computing ``A @ B.T + C``."""
+    attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    return (
+        attributes.get("transB", 0) == 1
+        and attributes.get("transA", 0) == 0
+        and attributes.get("alpha", 1.0) == 1.0
+        and attributes.get("beta", 1.0) == 1.0
+    )
+
+
+def _is_float_matrix(init: onnx.TensorProto | None) -> bool:
+    """A non-empty float32 matrix (the exporter leaves empty ones, e.g. ``(n, 0)``, behind)."""
+    return (
+        init is not None
+        and init.data_type == onnx.TensorProto.FLOAT
+        and len(init.dims) == 2
+        and all(init.dims)
+    )
+
+
+def _gathers_rows(node: onnx.NodeProto | None, weights: dict[str, onnx.TensorProto]) -> bool:
+    """``node`` is a ``GatherND`` of whole rows of a float32 matrix initializer."""
+    if node is None or node.op_type != "GatherND" or node.input[0] not in weights:
+        return False
+    batch_dims = {a.name: helper.get_attribute_value(a) for a in node.attribute}.get(
+        "batch_dims", 0
+    )
+    return batch_dims == 0 and _is_float_matrix(weights[node.input[0]])
+
+
+def _matmul(
+    gemm: onnx.NodeProto, activations: str, weight: str, scale: str, bias: str
+) -> onnx.NodeProto:
+    """``DynamicQuantizeMatMul``: ``activations @ (weight * scale) + bias``, weight ``(k, n)``
+    int8, scale ``(n,)``; no weight zero point (symmetric)."""
+    return helper.make_node(
+        "DynamicQuantizeMatMul",
+        [activations, weight, scale, "", bias],
+        list(gemm.output),
+        name=f"{weight}_matmul",  # unique: the weight's name holds the node's position
+        domain=MS_DOMAIN,
+    )
