@@ -26,6 +26,7 @@ import contextlib
 import copy
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -326,8 +327,12 @@ def export_graph(spec: GraphSpec, path: Path) -> dict[str, list[dict]]:
     with warnings.catch_warnings(), contextlib.ExitStack() as cleanup:
         for hook in hooks:
             cleanup.callback(hook.remove)
-        # The exporter warns about its own internals (deprecations, tracing notes).
+        # The exporter warns about its own internals (deprecations, tracing notes), and logs
+        # one line per torchvision operator it cannot register when torchvision is absent.
         warnings.simplefilter("ignore")
+        registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+        cleanup.callback(registration.setLevel, registration.level)
+        registration.setLevel(logging.ERROR)
         torch.onnx.export(
             _Positional(spec.module.eval()),
             tuple(spec.inputs.values()),
