@@ -56,6 +56,13 @@ function readManifest(folder) {
   if (manifest.precision !== 'float32') {
     throw new BundleError(`${folder} is a ${manifest.precision} bundle; export it without --fp16`);
   }
+  // "int8" (seqgen export --int8) runs on onnxruntime-node's CPU build as it is.
+  if (manifest.matmul !== undefined && manifest.matmul !== 'int8') {
+    throw new BundleError(
+      `${folder} asks for ${manifest.matmul} matrix products, which this client does not know; ` +
+        'update the client or re-export the bundle',
+    );
+  }
   return manifest;
 }
 
