@@ -156,8 +156,8 @@ def load_bundle(
 def _device_for(folder: Path, manifest: dict[str, Any], device: str) -> str:
     """``device``, or the CPU for an int8 bundle: ONNX Runtime's int8 products
     (``DynamicQuantizeMatMul``) have CPU kernels only."""
-    matmul = manifest.get("matmul", "float")
-    if matmul == "float":
+    matmul = manifest.get("matmul")  # absent: float products
+    if matmul is None:
         return device
     if matmul != INT8_MATMUL:
         raise CheckpointError(

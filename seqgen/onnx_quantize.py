@@ -50,73 +50,76 @@ def quantize_step_graph(path: str | Path) -> int:
     uses = Counter(name for node in graph.node for name in node.input)
     new_inits: list[onnx.TensorProto] = []
     replaced: dict[int, list[onnx.NodeProto]] = {}
+    float_gathers: set[str] = set()  # outputs of the GatherNDs only replaced products read
     for position, node in enumerate(graph.node):
         prefix = f"int8_{position}"
         if node.op_type == "MatMul" and _is_float_matrix(weights.get(node.input[1])):
             activations, weight_name = node.input  # weight (k, n)
-            table, scale = quantize_weight(numpy_helper.to_array(weights[weight_name]).T)
-            new_inits += [
-                numpy_helper.from_array(np.ascontiguousarray(table.T), f"{prefix}_weight"),
-                numpy_helper.from_array(scale, f"{prefix}_scale"),
-            ]
-            replaced[position] = [
-                _matmul(node, activations, f"{prefix}_weight", f"{prefix}_scale", "")
-            ]
-            continue
-        if node.op_type != "Gemm" or not _plain(node):
-            continue
-        activations, weight_name, *bias = node.input  # weight (n, k)
-        bias_name = bias[0] if bias else ""
-        if _is_float_matrix(weights.get(weight_name)):
-            table, scale = quantize_weight(numpy_helper.to_array(weights[weight_name]))
-            new_inits += [
-                numpy_helper.from_array(np.ascontiguousarray(table.T), f"{prefix}_weight"),
-                numpy_helper.from_array(scale, f"{prefix}_scale"),
-            ]
-            nodes = [_matmul(node, activations, f"{prefix}_weight", f"{prefix}_scale", bias_name)]
-        else:
-            gathered = producers.get(weight_name)
-            if not _gathers_rows(gathered, weights) or uses[weight_name] != 1:
+            unit_rows = numpy_helper.to_array(weights[weight_name]).T
+            bias_name = ""
+        elif node.op_type == "Gemm" and _plain(node):
+            activations, weight_name, *bias = node.input  # weight (n, k)
+            bias_name = bias[0] if bias else ""
+            if not _is_float_matrix(weights.get(weight_name)):
+                gathered = producers.get(weight_name)
+                if _gathers_rows(gathered, weights) and uses[weight_name] == 1:
+                    assert gathered is not None  # _gathers_rows checked it
+                    table_name, indices = gathered.input
+                    table = numpy_helper.to_array(weights[table_name])
+                    new_inits += _quantized(table, f"{prefix}_table", by_column=False)
+                    replaced[position] = _gathered_matmul(
+                        prefix, activations, indices, bias_name, node
+                    )
+                    float_gathers.add(weight_name)
                 continue
-            assert gathered is not None  # _gathers_rows checked it
-            table_name, indices = gathered.input
-            table, scale = quantize_weight(numpy_helper.to_array(weights[table_name]))
-            new_inits += [
-                numpy_helper.from_array(table, f"{prefix}_table"),
-                numpy_helper.from_array(scale, f"{prefix}_table_scale"),
-            ]
-            # The gathered rows are (M, k); DynamicQuantizeMatMul multiplies by (k, M).
-            nodes = [
-                helper.make_node("GatherND", [f"{prefix}_table", indices], [f"{prefix}_rows"]),
-                helper.make_node("Transpose", [f"{prefix}_rows"], [f"{prefix}_w"], perm=[1, 0]),
-                helper.make_node(
-                    "GatherND", [f"{prefix}_table_scale", indices], [f"{prefix}_scale"]
-                ),
-                _matmul(node, activations, f"{prefix}_w", f"{prefix}_scale", bias_name),
-            ]
-        replaced[position] = nodes
+            unit_rows = numpy_helper.to_array(weights[weight_name])
+        else:
+            continue
+        new_inits += _quantized(unit_rows, f"{prefix}_weight", by_column=True)
+        replaced[position] = [
+            _matmul(activations, f"{prefix}_weight", f"{prefix}_weight_scale", bias_name, node)
+        ]
     if not replaced:
         return 0
-    kept = []
-    for position, node in enumerate(graph.node):
-        kept.extend(replaced.get(position, [node]))
-    # Drop what only the float32 products read (the weights and their gathers).
-    needed = {name for node in kept for name in node.input} | {o.name for o in graph.output}
-    while True:
-        unused = [n for n in kept if n.op_type == "GatherND" and not set(n.output) & needed]
-        if not unused:
-            break
-        kept = [n for n in kept if n not in unused]
-        needed = {name for node in kept for name in node.input} | {o.name for o in graph.output}
+    kept = [
+        new_node
+        for position, node in enumerate(graph.node)
+        if node.output[0] not in float_gathers
+        for new_node in replaced.get(position, [node])
+    ]
+    # Drop the float32 weights that only the replaced products read.
+    needed = {name for node in kept for name in node.input}
+    still = [init for init in graph.initializer if init.name in needed]
     del graph.node[:]
     graph.node.extend(kept)
-    still = [init for init in graph.initializer if init.name in needed]
     del graph.initializer[:]
     graph.initializer.extend([*still, *new_inits])
     if not any(opset.domain == MS_DOMAIN for opset in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     onnx.save(model, str(path))
     return len(replaced)
+
+
+def _gathered_matmul(
+    prefix: str, activations: str, indices: str, bias: str, replaces: onnx.NodeProto
+) -> list[onnx.NodeProto]:
+    """The int8 product by the rows ``indices`` (``(M, 1)``) of the int8 table ``prefix +
+    "_table"`` and its scales, as ``DynamicQuantizeMatMul`` reads them: ``(k, M)``."""
+    return [
+        helper.make_node("GatherND", [f"{prefix}_table", indices], [f"{prefix}_rows"]),
+        helper.make_node("Transpose", [f"{prefix}_rows"], [f"{prefix}_w"], perm=[1, 0]),
+        helper.make_node("GatherND", [f"{prefix}_table_scale", indices], [f"{prefix}_scale"]),
+        _matmul(activations, f"{prefix}_w", f"{prefix}_scale", bias, replaces),
+    ]
+
+
+def _quantized(unit_rows: np.ndarray, name: str, *, by_column: bool) -> list[onnx.TensorProto]:
+    """Initializers ``name``, the int8 weights of ``unit_rows`` ``(n, k)`` (one row per
+    output unit; stored ``(k, n)`` with ``by_column``, as DynamicQuantizeMatMul reads them),
+    and ``name + "_scale"`` ``(n,)``."""
+    table, scale = quantize_weight(unit_rows)
+    stored = np.ascontiguousarray(table.T) if by_column else table
+    return [numpy_helper.from_array(stored, name), numpy_helper.from_array(scale, f"{name}_scale")]
 
 
 def _plain(node: onnx.NodeProto) -> bool:
@@ -151,14 +154,14 @@ def _gathers_rows(node: onnx.NodeProto | None, weights: dict[str, onnx.TensorPro
 
 
 def _matmul(
-    gemm: onnx.NodeProto, activations: str, weight: str, scale: str, bias: str
+    activations: str, weight: str, scale: str, bias: str, replaces: onnx.NodeProto
 ) -> onnx.NodeProto:
     """``DynamicQuantizeMatMul``: ``activations @ (weight * scale) + bias``, weight ``(k, n)``
-    int8, scale ``(n,)``; no weight zero point (symmetric)."""
+    int8, scale ``(n,)``; no weight zero point (symmetric). It writes ``replaces``' output."""
     return helper.make_node(
         "DynamicQuantizeMatMul",
         [activations, weight, scale, "", bias],
-        list(gemm.output),
+        list(replaces.output),
         name=f"{weight}_matmul",  # unique: the weight's name holds the node's position
         domain=MS_DOMAIN,
     )

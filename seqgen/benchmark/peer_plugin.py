@@ -103,7 +103,7 @@ class SeqGenOnnx(SeqGen):
     bundle_name = "onnx-bundle"
 
     def train_cmd(self, run_dir, train_prefix, steps, one_epoch, bucket=None):
-        raise RuntimeError("seqgen-onnx decodes seqgen's checkpoints; train 'seqgen' instead")
+        raise RuntimeError(f"{self.name} decodes seqgen's checkpoints; train 'seqgen' instead")
 
     def checkpoint(self, run_dir):
         # runs/seqgen-onnx/<run> -> the checkpoint that 'seqgen' trained in runs/seqgen/<run>
