@@ -7,13 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from seqgen.benchmark import flops
 from seqgen.benchmark.measure import CountingStep, median_rate
+from seqgen.benchmark.suites import _onnx_backend
 from seqgen.cli import main
 from seqgen.config import LanguageModelConfig, TranslatorConfig
 from seqgen.decoding.source_rows import OUTPUT_IDS
+from seqgen.errors import SeqgenError
 
 
 def test_language_model_flops_count_every_matrix_product() -> None:
@@ -89,11 +92,27 @@ def test_bench_rejects_overrides_without_a_model_name() -> None:
     assert "Traceback" not in result.output
 
 
+def test_onnx_backend_on_cuda_falls_back_to_the_cpu_build_and_says_so() -> None:
+    opened = []
+
+    def load_bundle(path: Path, *, device: str) -> str:
+        opened.append(device)
+        if device == "cuda":
+            raise SeqgenError("CUDA is not usable by ONNX Runtime here")
+        return f"bundle on {device}"
+
+    assert _onnx_backend(Path("b"), torch.device("cpu"), load_bundle) == {"onnx": "bundle on cpu"}
+    on_cuda = _onnx_backend(Path("b"), torch.device("cuda"), load_bundle)
+    assert on_cuda == {"onnx on cpu": "bundle on cpu"}
+    assert opened == ["cpu", "cuda", "cpu"]
+
+
 @pytest.mark.slow
 def test_bench_quick_prints_a_table_and_writes_json(data_dir: str, tmp_path: Path) -> None:
     report_file = tmp_path / "bench.json"
     arguments = ["bench", "--quick", "--data-dir", data_dir, "--json", str(report_file)]
     arguments += ["--set", "translator.train.batch_tokens=512"]
+    arguments += ["--set", "translator.decoding.batch_size=30"]
     result = CliRunner().invoke(main, arguments, env={"SEQGEN_CACHE_DIR": str(tmp_path)})
     assert result.exit_code == 0, result.output
     report = json.loads(report_file.read_text())
@@ -109,5 +128,6 @@ def test_bench_quick_prints_a_table_and_writes_json(data_dir: str, tmp_path: Pat
     ]
     assert all(row["value"] > 0 for row in report["results"])
     assert report["results"][1]["extra"]["batch"] == "512 tokens"
+    assert {row["extra"]["batch_size"] for row in report["results"][2:6]} == {30}
     assert report["peak_memory_bytes"] > 0
     assert "translation beam 5, onnx" in result.output and "GFLOP/s" in result.output

@@ -10,6 +10,7 @@ from seqgen.config import LanguageModelConfig, TrainConfig
 from seqgen.decoding.search import greedy_search
 from seqgen.decoding.torch_step import LanguageModelStep
 from seqgen.models.language_model import LanguageModel
+from seqgen.pipelines import bundled_model_path, load_checkpoint_pipeline
 from seqgen.training.device import autocast, resolve_device
 
 pytestmark = [
@@ -43,3 +44,19 @@ def test_mixed_precision_step_and_gpu_decoding_match_cpu_greedy() -> None:
         results.append([h.tokens for h in hypotheses])
     assert results[0] == results[1]
     assert np.isfinite([h for h in hypotheses[0].token_log_probs]).all()
+
+
+def test_bundled_translator_decodes_on_cuda_as_on_cpu() -> None:
+    sentences = [
+        "Ein Mann fährt mit dem Fahrrad.",
+        "Zwei Hunde spielen im Schnee.",
+        "Eine Frau mit einem roten Hut liest ein Buch am Strand.",
+    ]
+    path = bundled_model_path("translation")
+    cpu = load_checkpoint_pipeline(path, kind="translation", device="cpu")
+    gpu = load_checkpoint_pipeline(path, kind="translation", device="cuda")
+    assert gpu.device.type == "cuda"
+    for beam_size in (1, 5):
+        expected = cpu.translate(sentences, beam_size=beam_size)
+        assert gpu.translate(sentences, beam_size=beam_size) == expected
+        assert all(expected)

@@ -75,7 +75,15 @@ def run_benchmark(options: BenchOptions, *, on_result: Any = None) -> dict[str, 
             **common,
         )
     )
-    keep(*translation_decoding(translator, device, sentences=100 if quick else None, **common))
+    keep(
+        *translation_decoding(
+            translator,
+            device,
+            sentences=100 if quick else None,
+            overrides=options.translator_overrides,
+            **common,
+        )
+    )
     keep(
         generator_sampling(
             generator,
