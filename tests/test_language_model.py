@@ -8,7 +8,8 @@ import torch
 
 from seqgen.config import LanguageModelConfig
 from seqgen.decoding.priming import group_by_length
-from seqgen.decoding.torch_step import LanguageModelStep
+from seqgen.decoding.torch_step import LanguageModelStep, _GateTable
+from seqgen.models.cells import GATE_TABLE_LIMIT
 from seqgen.models.language_model import LanguageModel
 
 VOCAB = 11
@@ -130,3 +131,11 @@ def test_generation_steps_use_the_gate_table_of_the_current_weights() -> None:
     second, _ = step.step(tokens, state)  # the table is rebuilt for the new weights
     np.testing.assert_allclose(second, torch.log_softmax(expected[:, 0], -1).numpy(), atol=1e-5)
     assert not np.allclose(first, second)
+
+
+def test_the_gate_table_is_built_on_the_cpu_only() -> None:
+    # CUDA's fused cells take a vector bias, not a table's (rows, gates); "meta" stands in.
+    model = make_model("lstm")
+    assert _GateTable(model.embedding, model.rnn).get(GATE_TABLE_LIMIT) is not None
+    model.to("meta")
+    assert _GateTable(model.embedding, model.rnn).get(GATE_TABLE_LIMIT) is None

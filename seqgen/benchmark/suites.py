@@ -8,6 +8,7 @@ optimizer steps of the real trainers on the real corpora, in a temporary run fol
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from seqgen.data.corpora import load_parallel
 from seqgen.errors import SeqgenError
 from seqgen.text import tokenizer_from_dict
 from seqgen.training.checkpoint import load_checkpoint
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -137,8 +140,13 @@ def translation_decoding(
     corpus = reference.recipe.data.corpus or "multi30k:de-en"
     lines, _ = load_parallel(corpus, "test_2016_flickr", data_dir=data_dir)
     lines = lines[:sentences] if sentences else lines
-    bundle = exported_bundle(checkpoint_path, kind="translation")
-    backends = {"torch": reference, **_onnx_backend(bundle, device, load_bundle)}
+    backends = {"torch": reference}
+    try:
+        bundle = exported_bundle(checkpoint_path, kind="translation")
+    except SeqgenError as error:  # e.g. a torch whose ONNX exporter seqgen does not support
+        logger.warning("no ONNX Runtime rows: %s", error)
+    else:
+        backends.update(_onnx_backend(bundle, device, load_bundle))
     sources = reference.encode_sources(lines)
     source_tokens = sum(len(s) + 1 for s in sources if s)
     model = reference.recipe.model
@@ -161,7 +169,13 @@ def translation_decoding(
             work = (
                 counting.counts["rows"]
                 / runs
-                * flops.decoder_token(model, 0, source_tokens / len(lines), gate_table=gate_table)
+                * flops.decoder_token(
+                    model,
+                    0,
+                    source_tokens / len(lines),
+                    # PyTorch gathers from a gate table on the CPU only (torch_step._GateTable)
+                    gate_table=gate_table and (backend != "torch" or device.type == "cpu"),
+                )
             )
             work += counting.counts["scored"] / runs * flops.output_token(model)
             work += source_tokens * flops.encoder_token(model)
@@ -212,7 +226,8 @@ def generator_sampling(
 
     rate, _ = median_rate(run, repeats=repeats)
     config, vocab = generator.model.config, generator.tokenizer.vocab_size
-    gate_table = flops.uses_gate_table(config.cell, vocab, config.hidden_size)
+    on_cpu = generator.device.type == "cpu"  # PyTorch's gate table is a CPU path
+    gate_table = on_cpu and flops.uses_gate_table(config.cell, vocab, config.hidden_size)
     per_token = flops.language_model_token(config, vocab, gate_table=gate_table)
     return Result(
         "generator sampling, torch",

@@ -215,8 +215,12 @@ class _GateTable:
         self._built: tuple[tuple[int, ...], torch.Tensor] | None = None
 
     def get(self, limit: int) -> torch.Tensor | None:
-        """The table ``(vocab, gates)``, or None where it would hold more than ``limit``."""
-        if not gate_table_fits(self.embedding, self.rnn, limit):
+        """The table ``(vocab, gates)``, or None where it would hold more than ``limit`` or
+        the model is not on the CPU: CUDA's fused cell kernels take the input-side bias as a
+        vector only, not as the ``(rows, gates)`` a table lookup gives (and the embedding's
+        product it saves is cheap on a GPU)."""
+        on_cpu = self.embedding.weight.device.type == "cpu"
+        if not on_cpu or not gate_table_fits(self.embedding, self.rnn, limit):
             return None
         tensors = (self.embedding.weight, self.rnn.weight_ih_l0, self.rnn.bias_ih_l0)
         key = tuple(value for t in tensors for value in (t.data_ptr(), t._version))
