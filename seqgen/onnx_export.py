@@ -7,7 +7,8 @@ Inputs are named after the state keys and outputs ``new_<key>``; rows and the pr
 axis are dynamic. A translator's graphs are in ``seqgen.onnx_translator_export``. The
 bundle layout and manifest are described in ``seqgen.bundle`` and ``export/README.md``.
 
-PyTorch's LSTM/GRU export traps, as met with torch 2.13:
+PyTorch's LSTM/GRU export traps, as met with torch 2.13 (older versions are refused, see
+``MIN_TORCH``):
 
 - the TorchScript exporter (``dynamo=False``) writes LSTM graphs that disagree with the
   model, so the ``torch.export`` based exporter is used: it maps LSTM and GRU layers onto the
@@ -62,6 +63,9 @@ from seqgen.text import Tokenizer
 from seqgen.translation import Translator
 
 OPSET = 18  # the oldest the torch.export based exporter writes; ONNX Runtime >= 1.14 runs it
+# torch 2.11 and 2.12 freeze a bidirectional encoder's time axis and write generator graphs
+# onnx.checker rejects; 2.13 and 2.14 export every bundle (checked by hand, 2026-12-04).
+MIN_TORCH = (2, 13)
 EXAMPLE_ROWS, EXAMPLE_TIME = 3, 4  # not 0 or 1, which torch.export would freeze
 EXAMPLE_SELECTED_ROWS = 6  # differs from the others, so torch.export keeps the axes apart
 PARITY_TOLERANCE = 1e-4
@@ -287,10 +291,18 @@ def special_ids(tokenizer: Tokenizer) -> dict[str, int]:
 
 
 def _check_dependencies() -> None:
-    """SeqgenError naming the fix when the exporter's packages are missing."""
+    """SeqgenError naming the fix when the exporter's packages are missing or its torch is
+    older than :data:`MIN_TORCH`."""
     missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
     if missing:
         raise SeqgenError(f"exporting needs {' and '.join(missing)}: pip install 'seqgen[export]'")
+    if torch.torch_version.TorchVersion(torch.__version__) < MIN_TORCH:
+        wanted = ".".join(map(str, MIN_TORCH))
+        raise SeqgenError(
+            f"exporting needs torch {wanted} or newer (this is {torch.__version__}, whose ONNX "
+            f"exporter fixes the RNNs' time axis to the example's length); "
+            f"pip install 'torch>={wanted}'"
+        )
 
 
 def _check_output(output: Path) -> None:

@@ -24,7 +24,7 @@ from seqgen.decoding.beam import beam_search
 from seqgen.decoding.contract import TOP_CANDIDATES
 from seqgen.decoding.onnx_step import OnnxLanguageModelStep
 from seqgen.decoding.search import greedy_search
-from seqgen.errors import CheckpointError
+from seqgen.errors import CheckpointError, SeqgenError
 from seqgen.generation import banned_token_ids
 from seqgen.models.language_model import LanguageModel
 from seqgen.onnx_export import export_bundle
@@ -387,6 +387,18 @@ def test_export_refuses_a_folder_holding_something_else(tmp_path: Path) -> None:
         export_bundle(tmp_path / "model.safetensors", tmp_path)
     assert_one_line(error, "not empty", "no seqgen bundle")
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.parametrize("version", ["2.12.1+cu130", "2.11.0"])
+def test_export_refuses_a_torch_whose_exporter_freezes_the_time_axis(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: str
+) -> None:
+    checkpoint = save_tiny_checkpoint(tmp_path / "lstm.safetensors", "lstm")
+    monkeypatch.setattr(torch, "__version__", version)
+    with pytest.raises(SeqgenError) as error:
+        export_bundle(checkpoint, tmp_path / "bundle")
+    assert_one_line(error, f"this is {version}", "pip install 'torch>=2.13'")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lstm.safetensors"]
 
 
 def test_export_refuses_plain_rnns_whose_time_axis_the_exporter_freezes(tmp_path: Path) -> None:
