@@ -219,7 +219,12 @@ def generate(
     show_default=True,
     help="Print the n best as 'line ||| translation ||| score'.",
 )
-@click.option("--batch-size", type=int, default=None, help="Sentences decoded together.")
+@click.option(
+    "--batch-size",
+    type=int,
+    default=None,
+    help="Sentences decoded together [default: the model's; at least 1,000 on CUDA].",
+)
 @click.option("--max-length", type=int, default=None, help="At most this many target pieces.")
 @click.option(
     "--timing", is_flag=True, help="Report the model's load time and the decoding speed on stderr."

@@ -543,6 +543,42 @@ def test_a_translation_does_not_depend_on_its_batch(
             assert together[0].score == pytest.approx(single.score, abs=1e-4)
 
 
+class _OnCuda:
+    """A step function that says it runs on CUDA and records each batch's size."""
+
+    device = "cuda"
+
+    def __init__(self, inner: object) -> None:
+        self.inner, self.batches = inner, []
+
+    def start(self, sources, **options):  # noqa: ANN001, ANN201
+        self.batches.append(len(sources))
+        return self.inner.start(sources, **options)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+def test_on_cuda_the_default_batch_is_at_least_a_thousand_sentences(
+    translator: Translator, validation_sources: list[str]
+) -> None:
+    sentences = validation_sources * (1000 // len(validation_sources) + 2)  # > 1,000
+    on_cuda = _OnCuda(translator.step_function)
+    cuda = Translator(
+        on_cuda,
+        translator.source_tokenizer,
+        translator.target_tokenizer,
+        translator.recipe,
+        translator.info,
+    )
+    assert translator.default_batch_size == translator.recipe.decoding.batch_size < 1000
+    assert cuda.default_batch_size == 1000
+    assert cuda.translate(sentences, beam_size=1) == translator.translate(sentences, beam_size=1)
+    assert on_cuda.batches == [1000, len(sentences) - 1000]
+    cuda.translate(sentences[:50], beam_size=1, batch_size=20)  # a named size still rules
+    assert on_cuda.batches[-3:] == [20, 20, 10]
+
+
 def test_decoding_ignores_a_model_left_in_training_mode(
     translator: Translator, validation_sources: list[str]
 ) -> None:

@@ -125,8 +125,9 @@ def translation_decoding(
     overrides: Sequence[str],
     data_dir: str | None,
 ) -> list[Result]:
-    """test_2016_flickr translated by both backends, greedy and beam 5, in batches of the
-    recipe's ``decoding.batch_size`` (overridable: a GPU wants the whole test set at once).
+    """test_2016_flickr translated by both backends, greedy and beam 5, in batches of each
+    backend's default size (``Translator.default_batch_size``: the recipe's, at least 1,000
+    sentences on CUDA) or of ``decoding.batch_size`` where ``overrides`` set it.
 
     On CUDA, ONNX Runtime runs on CUDA where its CUDA provider is usable, else on the CPU,
     and the rows say which."""
@@ -135,7 +136,9 @@ def translation_decoding(
     from seqgen.pipelines import load_checkpoint_pipeline
 
     _, recipe = _recipe(checkpoint_path, device, overrides)
-    batch_size = recipe.decoding.batch_size
+    # Each backend's own default (at least 1,000 sentences on CUDA) unless overridden.
+    named = any(o.replace(" ", "").startswith("decoding.batch_size=") for o in overrides)
+    batch_override = recipe.decoding.batch_size if named else None
     reference = load_checkpoint_pipeline(checkpoint_path, kind="translation", device=str(device))
     corpus = reference.recipe.data.corpus or "multi30k:de-en"
     lines, _ = load_parallel(corpus, "test_2016_flickr", data_dir=data_dir)
@@ -160,7 +163,7 @@ def translation_decoding(
             outputs: list[str] = []
 
             def run(translator: Any = translator, beam: int = beam, outputs: list = outputs) -> int:
-                outputs[:] = translator.translate(lines, beam_size=beam, batch_size=batch_size)
+                outputs[:] = translator.translate(lines, beam_size=beam, batch_size=batch_override)
                 return len(lines)
 
             rate, seconds = median_rate(run, repeats=repeats)
@@ -191,7 +194,7 @@ def translation_decoding(
                         "tokens_per_second": tokens / seconds,
                         "sentences": len(lines),
                         "seconds": seconds,
-                        "batch_size": batch_size,
+                        "batch_size": batch_override or translator.default_batch_size,
                         "steps": counting.counts["steps"] / runs,  # decoder calls per run
                     },
                 )
