@@ -28,10 +28,10 @@ from seqgen.text import Tokenizer
 
 logger = logging.getLogger(__name__)
 
-# Sentences per batch on CUDA when the call names none: a GPU step costs about the same for 100
-# rows as for 5,000 (launches and host work set its pace), so fewer, larger batches pay. On
-# an H200, beam 5 over test_2016_flickr took 1.3 s in batches of 100 and 0.32 s in one batch
-# (PyTorch; README "Speed on a GPU"). Beam 5 over 1,000 sentences peaked at 972 MiB there.
+# Sentences per batch on CUDA when the call names none: a GPU step costs about the same for 500
+# rows as for 5,000 (launches and host work set its pace), so fewer, larger batches mean
+# fewer steps. On an H200, beam 5 over test_2016_flickr took 0.32 s in one batch (53 steps)
+# and 1.3 s in batches of 100, cold (PyTorch; README "Speed on a GPU"); 972 MiB at most.
 CUDA_BATCH_SIZE = 1000
 
 
