@@ -60,16 +60,6 @@ def load(
     return load_bundle(bundle, device=device)
 
 
-def cached_bundle_path(file: Path) -> Path:
-    """Where the cache keeps the bundle of the checkpoint ``file``: keyed by its path, size
-    and modification time, so a changed checkpoint is exported again."""
-    status = file.stat()
-    key = f"{file.resolve()}:{status.st_size}:{status.st_mtime_ns}"
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("SEQGEN_CACHE_DIR") or Path.home() / ".cache" / "seqgen")
-    return cache / "bundles" / f"{file.stem}-{digest}"
-
-
 def exported_bundle(checkpoint: Path, *, kind: str | None = None) -> Path:
     """The bundle of ``checkpoint`` in the cache, exported on first use."""
     from seqgen.onnx_export import export_bundle
@@ -77,7 +67,11 @@ def exported_bundle(checkpoint: Path, *, kind: str | None = None) -> Path:
     from seqgen.training.checkpoint import resolve_checkpoint_path
 
     file = resolve_checkpoint_path(checkpoint)
-    bundle = cached_bundle_path(file)
+    status = file.stat()
+    key = f"{file.resolve()}:{status.st_size}:{status.st_mtime_ns}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("SEQGEN_CACHE_DIR") or Path.home() / ".cache" / "seqgen")
+    bundle = cache / "bundles" / f"{file.stem}-{digest}"
     if bundle_kind_of(bundle) is None:
         load_checkpoint_pipeline(file, kind=kind, device="cpu")  # the kind check, first
         export_bundle(file, bundle)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,7 +17,6 @@ from seqgen.benchmark.suites import _onnx_backend
 from seqgen.cli import main
 from seqgen.config import LanguageModelConfig, TranslatorConfig
 from seqgen.decoding.source_rows import OUTPUT_IDS
-from seqgen.errors import SeqgenError
 
 
 def test_language_model_flops_count_every_matrix_product() -> None:
@@ -92,19 +92,19 @@ def test_bench_rejects_overrides_without_a_model_name() -> None:
     assert "Traceback" not in result.output
 
 
-def test_onnx_backend_on_cuda_falls_back_to_the_cpu_build_and_says_so() -> None:
+@pytest.mark.parametrize("cuda_usable", [False, True])
+def test_onnx_backend_on_cuda_falls_back_to_the_cpu_build_and_says_so(cuda_usable: bool) -> None:
     opened = []
 
-    def load_bundle(path: Path, *, device: str) -> str:
-        opened.append(device)
-        if device == "cuda":
-            raise SeqgenError("CUDA is not usable by ONNX Runtime here")
-        return f"bundle on {device}"
+    def load_bundle(path: Path, *, device: str) -> SimpleNamespace:
+        opened.append(device)  # "auto": CUDA where ONNX Runtime can use it, else the CPU
+        return SimpleNamespace(device="cuda" if device == "auto" and cuda_usable else "cpu")
 
-    assert _onnx_backend(Path("b"), torch.device("cpu"), load_bundle) == {"onnx": "bundle on cpu"}
+    on_cpu = _onnx_backend(Path("b"), torch.device("cpu"), load_bundle)
+    assert list(on_cpu) == ["onnx"] and on_cpu["onnx"].device == "cpu"
     on_cuda = _onnx_backend(Path("b"), torch.device("cuda"), load_bundle)
-    assert on_cuda == {"onnx on cpu": "bundle on cpu"}
-    assert opened == ["cpu", "cuda", "cpu"]
+    assert list(on_cuda) == ["onnx" if cuda_usable else "onnx on cpu"]
+    assert opened == ["cpu", "auto"]
 
 
 @pytest.mark.slow

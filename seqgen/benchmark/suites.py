@@ -137,8 +137,8 @@ def translation_decoding(
 
     _, recipe = _recipe(checkpoint_path, device, overrides)
     # Each backend's own default (at least 1,000 sentences on CUDA) unless overridden.
-    named = any(o.replace(" ", "").startswith("decoding.batch_size=") for o in overrides)
-    batch_override = recipe.decoding.batch_size if named else None
+    named = apply_overrides({}, overrides).get("decoding", {})
+    batch_override = recipe.decoding.batch_size if "batch_size" in named else None
     reference = load_checkpoint_pipeline(checkpoint_path, kind="translation", device=str(device))
     corpus = reference.recipe.data.corpus or "multi30k:de-en"
     lines, _ = load_parallel(corpus, "test_2016_flickr", data_dir=data_dir)
@@ -203,14 +203,12 @@ def translation_decoding(
 
 
 def _onnx_backend(bundle: Path, device: torch.device, load_bundle: Any) -> dict[str, Any]:
-    """The bundle opened on ``device``'s kind, named ``onnx``; on CUDA without ONNX Runtime's
-    CUDA provider (the CPU build of onnxruntime), opened on the CPU and named so."""
-    if device.type != "cuda":
-        return {"onnx": load_bundle(bundle, device="cpu")}
-    try:
-        return {"onnx": load_bundle(bundle, device="cuda")}
-    except SeqgenError:
-        return {"onnx on cpu": load_bundle(bundle, device="cpu")}
+    """The bundle opened on ``device``'s kind, named ``onnx``; on CUDA, ``auto`` falls back to
+    the CPU where ONNX Runtime's CUDA provider is not usable (its CPU build), and the name
+    then says so."""
+    translator = load_bundle(bundle, device="auto" if device.type == "cuda" else "cpu")
+    same = translator.device == device.type
+    return {"onnx" if same else f"onnx on {translator.device}": translator}
 
 
 def generator_sampling(
