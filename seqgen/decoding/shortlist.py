@@ -97,4 +97,13 @@ def shortlist_ids(table: np.ndarray, frequent: np.ndarray, source_ids: np.ndarra
         ``(M,)`` int64, ascending: the special tokens, ``frequent`` and the table rows of
         every source token, each once.
     """
-    return np.unique(np.concatenate([SPECIAL_IDS, frequent, table[source_ids].ravel()]))
+    # Each distinct source id once (a batch repeats its common words), then marks in a
+    # vocabulary-sized mask instead of a sort: 1,000 sentences took 10 ms with np.unique of
+    # every table row of every position, on the host of a GPU that decodes them in 200 ms.
+    rows = table[np.unique(source_ids)]
+    size = 1 + max(int(rows.max(initial=0)), int(frequent.max(initial=0)), int(SPECIAL_IDS[-1]))
+    chosen = np.zeros(size, dtype=bool)
+    chosen[SPECIAL_IDS] = True
+    chosen[frequent] = True
+    chosen[rows] = True
+    return np.flatnonzero(chosen).astype(np.int64)
