@@ -25,6 +25,7 @@ from seqgen.decoding.contract import State, StepFunction
 from seqgen.decoding.search import Hypothesis, greedy_search
 from seqgen.errors import SeqgenError
 from seqgen.text import Tokenizer
+from seqgen.text.tokenizer import decode_all, encode_all
 
 logger = logging.getLogger(__name__)
 
@@ -154,18 +155,27 @@ class Translator:
                     found = list(pool.map(search, batches))
             else:
                 found = [search(rows) for rows in batches]
-        for rows, hypotheses_of_rows in zip(batches, found, strict=True):
-            for row, hypotheses in zip(rows, hypotheses_of_rows, strict=True):
-                results[row] = [
-                    ScoredTranslation(self.target_tokenizer.decode(h.tokens), h.normalized_score)
-                    for h in hypotheses
-                ]
+        found_rows = [
+            (row, hypotheses)
+            for rows, hypotheses_of_rows in zip(batches, found, strict=True)
+            for row, hypotheses in zip(rows, hypotheses_of_rows, strict=True)
+        ]
+        texts = iter(
+            decode_all(self.target_tokenizer, [h.tokens for _, hs in found_rows for h in hs])
+        )
+        for row, hypotheses in found_rows:
+            results[row] = [ScoredTranslation(next(texts), h.normalized_score) for h in hypotheses]
         return results
 
     def encode_sources(self, sentences: Sequence[str]) -> list[list[int]]:
         """Source token ids (no EOS) per sentence, cut to the model's limit; ``[]`` for an
         empty line."""
-        sources = [self.source_tokenizer.encode(s) if s.strip() else [] for s in sentences]
+        texts = [(i, s) for i, s in enumerate(sentences) if s.strip()]
+        sources: list[list[int]] = [[] for _ in sentences]
+        for (i, _), ids in zip(
+            texts, encode_all(self.source_tokenizer, [s for _, s in texts]), strict=True
+        ):
+            sources[i] = ids
         limit = self.max_source_length
         too_long = sum(1 for s in sources if len(s) > limit)
         if too_long:

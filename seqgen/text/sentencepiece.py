@@ -18,6 +18,7 @@ import base64
 import binascii
 import io
 import logging
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -38,6 +39,12 @@ MAX_TRAINING_SENTENCES = 200_000
 # Lines longer than this many bytes are skipped by the trainer (its default is 4192).
 MAX_SENTENCE_BYTES = 16_384
 TRAINING_SEED = 1234
+
+# From this many texts on, encode_many and decode_many use sentencepiece's thread pool
+# (its start-up, ~100 us, is then small against the per-line work of ~10 us).
+MIN_THREADED_LINES = 64
+# At most this many of its threads: past that, start-up outweighs the split of the work.
+MAX_THREADS = 8
 
 # Sentencepiece's words when vocab_size exceeds what the corpus supports.
 TOO_LARGE_MESSAGE = "Vocabulary size too high"
@@ -124,19 +131,46 @@ class SentencePieceTokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Subword ids, lines joined by ``newline_id``; no BOS/EOS added."""
-        if self.lowercase:
-            text = text.lower()
         # One call per line with a plain string: a list argument goes through
         # sentencepiece's thread pool, about 100 us per call against 10 us for one line.
-        lines_ids = [self._processor.encode(line) for line in text.split("\n")]
+        lines_ids = [self._processor.encode(line) for line in self._lines(text)]
         token_ids = list(lines_ids[0])
         for line_ids in lines_ids[1:]:
             token_ids.append(NEWLINE_ID)
             token_ids.extend(line_ids)
         return token_ids
 
-    def decode(self, token_ids: Sequence[int]) -> str:
-        """Text with ``newline_id`` as ``"\\n"``, dropping pad/bos/eos; unk is `` ⁇ ``."""
+    def encode_many(self, texts: Sequence[str]) -> list[list[int]]:
+        """:meth:`encode` of each text; many lines go through sentencepiece's thread pool in
+        one call (1,000 sentences: 14 -> 7 ms on 2 cores, and less with more)."""
+        if len(texts) < MIN_THREADED_LINES:
+            return [self.encode(text) for text in texts]
+        lines = [line for text in texts for line in self._lines(text)]
+        lines_ids = iter(self._processor.encode(lines, num_threads=_threads()))
+        found = []
+        for text in texts:
+            token_ids = list(next(lines_ids))
+            for _ in range(text.count("\n")):
+                token_ids.append(NEWLINE_ID)
+                token_ids.extend(next(lines_ids))
+            found.append(token_ids)
+        return found
+
+    def decode_many(self, token_ids: Sequence[Sequence[int]]) -> list[str]:
+        """:meth:`decode` of each id sequence, in one threaded sentencepiece call."""
+        if len(token_ids) < MIN_THREADED_LINES:
+            return [self.decode(ids) for ids in token_ids]
+        texts_lines = [self._text_lines(ids) for ids in token_ids]
+        flat = [line for lines in texts_lines for line in lines]
+        decoded = iter(self._processor.decode(flat, num_threads=_threads()))
+        return ["\n".join(next(decoded) for _ in lines) for lines in texts_lines]
+
+    def _lines(self, text: str) -> list[str]:
+        return (text.lower() if self.lowercase else text).split("\n")
+
+    @staticmethod
+    def _text_lines(token_ids: Sequence[int]) -> list[list[int]]:
+        """Ids split at ``newline_id``, without pad/bos/eos (numpy ints made plain ints)."""
         lines_ids: list[list[int]] = [[]]
         for token_id in token_ids:
             token_id = int(token_id)  # numpy integers are not accepted by sentencepiece
@@ -144,8 +178,12 @@ class SentencePieceTokenizer:
                 lines_ids.append([])
             elif token_id not in NON_TEXT_IDS:
                 lines_ids[-1].append(token_id)
+        return lines_ids
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        """Text with ``newline_id`` as ``"\\n"``, dropping pad/bos/eos; unk is `` ⁇ ``."""
         # Per line, as in encode: a list argument costs ~150 us in thread start-up, one 3 us.
-        return "\n".join(self._processor.decode(line_ids) for line_ids in lines_ids)
+        return "\n".join(self._processor.decode(ids) for ids in self._text_lines(token_ids))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form: the model proto as base64 text."""
@@ -193,3 +231,12 @@ def sentencepiece_message(error: RuntimeError) -> str:
     message = str(error)
     _, separator, explanation = message.partition("] ")
     return explanation.strip() if separator and explanation.strip() else message
+
+
+def _threads() -> int:
+    """Threads for sentencepiece's pool: this process's cores, up to ``MAX_THREADS``."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_THREADS))

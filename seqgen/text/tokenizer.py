@@ -55,6 +55,19 @@ class Tokenizer(Protocol):
         ...
 
 
+def encode_all(tokenizer: Tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """``tokenizer.encode`` of each text, in one call where the tokenizer batches
+    (sentencepiece's ``encode_many``)."""
+    many = getattr(tokenizer, "encode_many", None)
+    return many(texts) if many is not None else [tokenizer.encode(text) for text in texts]
+
+
+def decode_all(tokenizer: Tokenizer, token_ids: Sequence[Sequence[int]]) -> list[str]:
+    """``tokenizer.decode`` of each id sequence, batched where the tokenizer can."""
+    many = getattr(tokenizer, "decode_many", None)
+    return many(token_ids) if many is not None else [tokenizer.decode(ids) for ids in token_ids]
+
+
 @dataclass
 class TokenizerConfig:
     """How to train a tokenizer.
