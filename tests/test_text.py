@@ -24,6 +24,7 @@ from seqgen.text import (
     tokenizer_from_dict,
     train_tokenizer,
 )
+from seqgen.text.tokenizer import decode_all, encode_all
 from seqgen.text.word import split_words
 
 REPO_ROOT = Path(__file__).parents[1]
@@ -233,6 +234,22 @@ def test_sentencepiece_round_trip_is_exact_with_newlines(
     newline_id = tokenizer.newline_id
     assert token_ids.count(newline_id) == corpus.count("\n")
     assert tokenizer.encode("\n\n") == [newline_id, newline_id]
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize("lowercase", [False, True])
+def test_encode_all_and_decode_all_equal_one_call_per_text(
+    trained: dict[str, Tokenizer], sentences: list[str], name: str, lowercase: bool
+) -> None:
+    # From 64 texts on, sentencepiece batches them through its thread pool: the same ids and
+    # texts as one call each, newlines, empty texts and non-text ids included.
+    tokenizer = tokenizer_from_dict({**trained[name].to_dict(), "lowercase": lowercase})
+    texts = [*sentences[:80], "", "\n", "Alice\n\nBob SAID", "x\ny"]
+    encoded = encode_all(tokenizer, texts)
+    assert encoded == [tokenizer.encode(text) for text in texts]
+    token_ids = [*encoded, [2, 5, 3, 0], np.array(encoded[0], dtype=np.int64)]
+    assert decode_all(tokenizer, token_ids) == [tokenizer.decode(ids) for ids in token_ids]
+    assert decode_all(tokenizer, token_ids[:3]) == [tokenizer.decode(i) for i in token_ids[:3]]
 
 
 def test_sentencepiece_literal_newline_piece_stays_text(trained: dict[str, Tokenizer]) -> None:
