@@ -8,7 +8,7 @@ import torch
 
 from seqgen.config import LanguageModelConfig, TrainConfig
 from seqgen.decoding.search import greedy_search
-from seqgen.decoding.torch_step import LanguageModelStep
+from seqgen.decoding.torch_step import LanguageModelStep, TranslatorStep
 from seqgen.models.language_model import LanguageModel
 from seqgen.pipelines import bundled_model_path, load_checkpoint_pipeline
 from seqgen.training.device import autocast, resolve_device
@@ -60,3 +60,28 @@ def test_bundled_translator_decodes_on_cuda_as_on_cpu() -> None:
         expected = cpu.translate(sentences, beam_size=beam_size)
         assert gpu.translate(sentences, beam_size=beam_size) == expected
         assert all(expected)
+
+
+def test_cuda_graphs_decode_as_the_plain_step() -> None:
+    sentences = [
+        "Ein Mann fährt mit dem Fahrrad.",
+        "Zwei Hunde spielen im Schnee.",
+        "Eine Frau mit einem roten Hut liest ein Buch am Strand.",
+        "Kinder.",
+        "Ein älterer Mann sitzt auf einer Bank und füttert Tauben im Park.",
+    ]
+    translator = load_checkpoint_pipeline(
+        bundled_model_path("translation"), kind="translation", device="cuda"
+    )
+    graphed = translator.step_function
+    assert isinstance(graphed, TranslatorStep) and graphed._graphs is not None
+    translator.step_function = TranslatorStep(graphed.model, cuda_graphs=False)
+    expected = {b: translator.translate(sentences, beam_size=b, batch_size=3) for b in (1, 5)}
+    translator.step_function = graphed
+    for beam_size in (1, 5, 5):  # the second beam-5 call replays the graphs it captured
+        found = translator.translate(sentences, beam_size=beam_size, batch_size=3)
+        assert found == expected[beam_size]
+    assert graphed._graphs  # the narrowed steps went through graphs
+    made = sum(len(f) for g in graphed._graphs.values() for f in g._families.values())
+    translator.translate(sentences, beam_size=5, batch_size=3)
+    assert made == sum(len(f) for g in graphed._graphs.values() for f in g._families.values())

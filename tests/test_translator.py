@@ -9,6 +9,8 @@ from torch import nn
 
 from seqgen.config import TranslatorConfig
 from seqgen.data.parallel import pad_batch
+from seqgen.decoding.beam import beam_search
+from seqgen.decoding.search import greedy_search
 from seqgen.decoding.torch_step import TranslatorStep
 from seqgen.errors import ConfigError
 from seqgen.models.attention import make_attention
@@ -394,3 +396,50 @@ def test_a_decoder_in_training_mode_ignores_the_gate_table() -> None:
         gates = torch.full_like(model.decoder.embedding_gates(), float("nan"))
         logits, _ = model.step(torch.tensor([2, 2, 2]), state, None, gates)
     assert torch.isfinite(logits).all()  # the table (all NaN) was not read
+
+
+@pytest.mark.parametrize(
+    ("cell", "input_feeding", "attention"),
+    [("lstm", True, "general"), ("gru", False, "bahdanau"), ("lstm", False, "dot")],
+)
+def test_graph_bookkeeping_searches_as_the_plain_step(
+    cell: str, input_feeding: bool, attention: str
+) -> None:
+    # On the CPU, cuda_graphs=True runs StepGraphs' buffers, row slicing and copies without
+    # capturing: beam and greedy search must find what the plain step finds, as sentences
+    # leave the batch and as a second batch of the same shape reuses the graph.
+    model = make_translator(cell=cell, input_feeding=input_feeding, attention=attention).eval()
+    plain, graphed = TranslatorStep(model), TranslatorStep(model, cuda_graphs=True)
+    batches = [
+        [[4, 5, 6, 7, 8, 9], [10, 11], [12, 4, 5], [6], [7, 8, 9, 10]],
+        [[9, 8, 7, 6, 5, 4], [5, 5], [11, 12, 10], [4], [10, 9, 8, 7]],  # same shapes
+    ]
+    max_new = np.array([2, 6, 3, 5, 1])  # sentences leave the batch at different steps
+    made = []
+    for search, options in ((beam_search, {"beam_size": 3, "n_best": 2}), (greedy_search, {})):
+        for sources in batches:
+            found = []
+            for step_function in (plain, graphed):
+                state, first = step_function.start(sources)
+                found.append(search(step_function, state, first, max_new_tokens=max_new, **options))
+            assert _tokens(found[0]) == _tokens(found[1])
+            np.testing.assert_allclose(_scores(found[0]), _scores(found[1]), rtol=1e-5)
+            assert graphed._graphs is not None
+            made.append({k: len(g._families) for k, g in graphed._graphs.items()})
+            made[-1]["graphs"] = sum(
+                len(f) for g in graphed._graphs.values() for f in g._families.values()
+            )
+    # One shape per search (candidates: 7 for beam 3, 2 for greedy); as rows halve, smaller
+    # graphs are made (beam: 15 rows, then 7, then 3 at most); the second batch makes none.
+    assert made[0] == made[1] and made[2] == made[3]
+    assert made[1][7] == 1 and made[3] == {7: 1, 2: 1, "graphs": made[3]["graphs"]}
+    assert made[1]["graphs"] >= 2
+
+
+def _tokens(found: list) -> list:
+    return [[h.tokens for h in hs] if isinstance(hs, list) else hs.tokens for hs in found]
+
+
+def _scores(found: list) -> list[float]:
+    flat = [h for hs in found for h in (hs if isinstance(hs, list) else [hs])]
+    return [h.score for h in flat]

@@ -63,19 +63,28 @@ def with_sentences(state: dict[str, Any], rows: int) -> dict[str, Any]:
     return state
 
 
-def select_rows(state: State, rows: np.ndarray, gather: Callable[[Any, np.ndarray], Any]) -> State:
+def select_rows(
+    state: State,
+    rows: np.ndarray,
+    gather: Callable[[Any, Any], Any],
+    index: Callable[[np.ndarray], Any] = lambda rows: rows,
+) -> State:
     """``select`` of the contract: gather ``rows`` of the recurrent part, and of the source
-    side only where the rows' sentences changed. ``gather(array, rows)`` is the backend's."""
+    side only where the rows' sentences changed. ``gather(array, index(rows))`` is the
+    backend's; ``index`` runs once per call for the rows and once for the sentences (on a
+    GPU: one upload each, not one per array)."""
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     sentence = state[SENTENCE][rows]
     sources = state[SOURCES]
     unchanged = np.array_equal(sentence, state[SENTENCE])
     selected: dict[str, Any] = {SENTENCE: sentence, **per_batch(state)}
+    row_index = index(rows)
+    sentence_index = None if unchanged else index(sentence)
     for name, value in state.items():
         if name == SENTENCE or name in PER_BATCH:
             continue
         if name in sources:
-            selected[name] = value if unchanged else gather(sources[name], sentence)
+            selected[name] = value if unchanged else gather(sources[name], sentence_index)
         else:
-            selected[name] = gather(value, rows)
+            selected[name] = gather(value, row_index)
     return selected

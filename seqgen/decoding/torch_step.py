@@ -10,22 +10,25 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from seqgen.decoding.contract import State, TopLogProbs
+from seqgen.decoding.cuda_graphs import StepGraphs
 from seqgen.decoding.priming import group_by_length
 from seqgen.decoding.source_rows import (
     EMBEDDING_GATES,
     OUTPUT_IDS,
     OUTPUT_LAYER,
+    SOURCE_NAMES,
     encoder_inputs,
     select_rows,
     with_sentences,
 )
 from seqgen.models.cells import GATE_TABLE_LIMIT, embedding_gates, gate_table_fits
+from seqgen.models.decoder import OutputRows
 from seqgen.models.language_model import LanguageModel
 from seqgen.models.translator import Translator
 from seqgen.text.vocabulary import BOS_ID
@@ -60,12 +63,10 @@ class _Narrowing:
                 full = log_probs.new_full((log_probs.shape[0], vocab_size), -torch.inf)
                 log_probs = full.index_copy_(1, output_ids, log_probs)
             return log_probs.cpu().numpy()
-        # The top-k of the logits and one log-sum-exp: the full log-softmax is never written.
-        values, token_ids = torch.topk(logits, self.candidates, dim=-1)
-        values -= torch.logsumexp(logits, dim=-1, keepdim=True)
+        values, token_ids = _top_log_probs(logits, self.candidates)
         if output_ids is not None:
             token_ids = output_ids[token_ids]
-        return TopLogProbs(values.cpu().numpy(), token_ids.cpu().numpy())
+        return TopLogProbs(*_to_host(values, token_ids))
 
 
 class LanguageModelStep(_Narrowing):
@@ -103,14 +104,14 @@ class LanguageModelStep(_Narrowing):
 
     @torch.inference_mode()
     def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray | TopLogProbs, State]:
-        token_ids = torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.int64)).to(self.device)
+        token_ids = _to_device(tokens, self.device)
         gate_table = self._gate_table.get(self.MAX_GATE_TABLE)
         logits, new_state = self.model.step(token_ids, dict(state), gate_table)
         return self._log_probs(logits), new_state
 
     @torch.inference_mode()
     def select(self, state: State, rows: np.ndarray) -> State:
-        index = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64)).to(self.device)
+        index = _to_device(rows, self.device)
         return {name: tensor.index_select(0, index) for name, tensor in state.items()}
 
 
@@ -124,12 +125,20 @@ class TranslatorStep(_Narrowing):
     state's ``OUTPUT_IDS``), unless ``start`` is told ``shortlist=False``.
     The model decodes in eval mode (no dropout); a model in training mode (the training
     loop validates mid-run) is put back in it after each call.
+
+    With ``cuda_graphs`` (the default on CUDA) a narrowed step (greedy and beam search) is
+    replayed from CUDA graphs (:mod:`seqgen.decoding.cuda_graphs`); on the CPU, True runs the
+    same bookkeeping without capturing (for tests).
     """
 
-    def __init__(self, model: Translator) -> None:
+    def __init__(self, model: Translator, *, cuda_graphs: bool | None = None) -> None:
         self.model = model
         self.device = next(model.parameters()).device
         self._gate_table = _GateTable(model.decoder.embedding, model.decoder.rnn)
+        if cuda_graphs is None:
+            cuda_graphs = self.device.type == "cuda"
+        # Per number of candidates, shared by the narrowed views (a shallow copy shares it).
+        self._graphs: dict[int, StepGraphs] | None = {} if cuda_graphs else None
 
     @torch.inference_mode()
     def start(
@@ -176,7 +185,8 @@ class TranslatorStep(_Narrowing):
         :func:`_eval_mode`) would switch under the other thread.
         """
         threads = torch.get_num_threads()
-        if self.device.type != "cpu" or threads < 2:
+        # (Graphs' buffers serve one step at a time.)
+        if self.device.type != "cpu" or threads < 2 or self._graphs is not None:
             yield 1
             return
         self._gate_table.get(self.MAX_GATE_TABLE)  # built once, before the threads ask
@@ -189,7 +199,9 @@ class TranslatorStep(_Narrowing):
 
     @torch.inference_mode()
     def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray | TopLogProbs, State]:
-        token_ids = torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.int64)).to(self.device)
+        token_ids = _to_device(tokens, self.device)
+        if self._graphable(state):
+            return self._graphed_step(token_ids, state)
         with _eval_mode(self.model):
             logits, new_state = self.model.step(
                 token_ids, dict(state), state.get(OUTPUT_LAYER), state.get(EMBEDDING_GATES)
@@ -197,12 +209,98 @@ class TranslatorStep(_Narrowing):
         vocab_size = self.model.target_vocab_size
         return self._log_probs(logits, state.get(OUTPUT_IDS), vocab_size), new_state
 
+    def _graphable(self, state: State) -> bool:
+        """Whether :meth:`step` replays a graph: with graphs, for a narrowed view that
+        returns fewer candidates than it scores (else ``_log_probs`` returns them all)."""
+        if self._graphs is None or self.candidates is None:
+            return False
+        output_ids = state.get(OUTPUT_IDS)
+        width = self.model.target_vocab_size if output_ids is None else output_ids.shape[0]
+        return self.candidates < width
+
+    def _graphed_step(self, token_ids: torch.Tensor, state: State) -> tuple[TopLogProbs, State]:
+        """:meth:`step` of a narrowed view, replayed from a CUDA graph."""
+        assert self._graphs is not None and self.candidates is not None
+        output, output_ids = state.get(OUTPUT_LAYER), state.get(OUTPUT_IDS)
+        names = self.model.state_names
+        inputs = {"tokens": token_ids, **{name: state[name] for name in names}}
+        if state.get(EMBEDDING_GATES) is not None:
+            inputs["embedding_gates"] = state[EMBEDDING_GATES]
+        if output is not None:
+            inputs.update(output_weight=output.weight, output_ids=output_ids)
+            if output.bias is not None:
+                inputs["output_bias"] = output.bias
+        graphs = self._graphs.get(self.candidates)
+        if graphs is None:
+            graphs = self._graphs[self.candidates] = StepGraphs(
+                self._graph_run(self.candidates),
+                per_row=("tokens", *names),
+                recurrent=tuple(name for name in names if name not in SOURCE_NAMES),
+                capture=self.device.type == "cuda",
+            )
+        with _eval_mode(self.model):
+            values, token_ids, recurrent = graphs.step(inputs)
+        return TopLogProbs(*_to_host(values, token_ids)), {**state, **recurrent}
+
+    def _graph_run(self, candidates: int) -> Callable[[dict], tuple]:
+        """The step of :meth:`_graphed_step` on the graph's inputs: no host synchronisation."""
+        names = self.model.state_names
+
+        def run(inputs: dict[str, torch.Tensor]) -> tuple:
+            output = None
+            if "output_weight" in inputs:
+                output = OutputRows(inputs["output_weight"], inputs.get("output_bias"))
+            state = {name: inputs[name] for name in names}
+            logits, new_state = self.model.step(
+                inputs["tokens"], state, output, inputs.get("embedding_gates")
+            )
+            values, token_ids = _top_log_probs(logits.float(), candidates)
+            if "output_ids" in inputs:
+                token_ids = inputs["output_ids"][token_ids]
+            recurrent = {name: new_state[name] for name in names if name not in SOURCE_NAMES}
+            return values, token_ids, recurrent
+
+        return run
+
     @torch.inference_mode()
     def select(self, state: State, rows: np.ndarray) -> State:
-        return select_rows(state, rows, self._gather)
+        return select_rows(
+            state,
+            rows,
+            lambda tensor, index: tensor.index_select(0, index),
+            lambda rows: _to_device(rows, self.device),
+        )
 
-    def _gather(self, tensor: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
-        return tensor.index_select(0, torch.from_numpy(rows).to(self.device))
+
+def _top_log_probs(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(rows, width)`` float32 logits -> the ``k`` best log-probs and their columns."""
+    if logits.device.type == "cuda":
+        # One kernel, where logsumexp launches several: the host, not the GPU, sets a step's
+        # pace there (H200, 5,000 rows: 113 us of host time per logsumexp).
+        return torch.topk(torch.log_softmax(logits, dim=-1), k)
+    # The top-k of the logits and one log-sum-exp: the log-softmax is never written.
+    values, token_ids = torch.topk(logits, k, dim=-1)
+    values -= torch.logsumexp(logits, dim=-1, keepdim=True)
+    return values, token_ids
+
+
+def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``(n,)`` numpy ids -> int64 tensor on ``device``. To CUDA through pinned memory without
+    blocking: a copy from pageable memory waits for every queued kernel first, and a step
+    made three of them (tokens, then the rows of ``select`` twice), each idling the GPU."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64))
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
+def _to_host(*tensors: torch.Tensor) -> list[np.ndarray]:
+    """Tensors -> numpy arrays, from CUDA with one wait for all of them (not one each)."""
+    if not tensors or tensors[0].device.type != "cuda":
+        return [tensor.cpu().numpy() for tensor in tensors]
+    copies = [tensor.to("cpu", non_blocking=True) for tensor in tensors]
+    torch.cuda.current_stream(tensors[0].device).synchronize()
+    return [copy.numpy() for copy in copies]
 
 
 class _GateTable:
