@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 # Sentences per batch on CUDA when the call names none: a GPU step costs about the same for 500
 # rows as for 5,000 (launches and host work set its pace), so fewer, larger batches mean
 # fewer steps. On an H200, beam 5 over test_2016_flickr took 0.32 s in one batch (53 steps)
-# and 1.3 s in batches of 100, cold (PyTorch; README "Speed on a GPU"); 972 MiB at most.
+# and 1.3 s in batches of 100, cold (PyTorch, before CUDA graphs; README "Speed on a GPU").
 CUDA_BATCH_SIZE = 1000
 
 

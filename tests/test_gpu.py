@@ -81,7 +81,7 @@ def test_cuda_graphs_decode_as_the_plain_step() -> None:
     for beam_size in (1, 5, 5):  # the second beam-5 call replays the graphs it captured
         found = translator.translate(sentences, beam_size=beam_size, batch_size=3)
         assert found == expected[beam_size]
-    assert graphed._graphs  # the narrowed steps went through graphs
-    made = sum(len(f) for g in graphed._graphs.values() for f in g._families.values())
+    assert graphed._graphs.by_candidates  # the narrowed steps went through graphs
+    made = graphed._graphs.graph_count
     translator.translate(sentences, beam_size=5, batch_size=3)
-    assert made == sum(len(f) for g in graphed._graphs.values() for f in g._families.values())
+    assert graphed._graphs.graph_count == made

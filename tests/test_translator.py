@@ -424,11 +424,10 @@ def test_graph_bookkeeping_searches_as_the_plain_step(
                 found.append(search(step_function, state, first, max_new_tokens=max_new, **options))
             assert _tokens(found[0]) == _tokens(found[1])
             np.testing.assert_allclose(_scores(found[0]), _scores(found[1]), rtol=1e-5)
-            assert graphed._graphs is not None
-            made.append({k: len(g._families) for k, g in graphed._graphs.items()})
-            made[-1]["graphs"] = sum(
-                len(f) for g in graphed._graphs.values() for f in g._families.values()
-            )
+            graphs = graphed._graphs
+            assert graphs is not None
+            made.append({k: g.shape_count for k, g in graphs.by_candidates.items()})
+            made[-1]["graphs"] = graphs.graph_count
     # One shape per search (candidates: 7 for beam 3, 2 for greedy); as rows halve, smaller
     # graphs are made (beam: 15 rows, then 7, then 3 at most); the second batch makes none.
     assert made[0] == made[1] and made[2] == made[3]

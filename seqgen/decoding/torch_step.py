@@ -10,25 +10,23 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 
 from seqgen.decoding.contract import State, TopLogProbs
-from seqgen.decoding.cuda_graphs import StepGraphs
+from seqgen.decoding.cuda_graphs import TranslatorGraphs
 from seqgen.decoding.priming import group_by_length
 from seqgen.decoding.source_rows import (
     EMBEDDING_GATES,
     OUTPUT_IDS,
     OUTPUT_LAYER,
-    SOURCE_NAMES,
     encoder_inputs,
     select_rows,
     with_sentences,
 )
 from seqgen.models.cells import GATE_TABLE_LIMIT, embedding_gates, gate_table_fits
-from seqgen.models.decoder import OutputRows
 from seqgen.models.language_model import LanguageModel
 from seqgen.models.translator import Translator
 from seqgen.text.vocabulary import BOS_ID
@@ -137,8 +135,8 @@ class TranslatorStep(_Narrowing):
         self._gate_table = _GateTable(model.decoder.embedding, model.decoder.rnn)
         if cuda_graphs is None:
             cuda_graphs = self.device.type == "cuda"
-        # Per number of candidates, shared by the narrowed views (a shallow copy shares it).
-        self._graphs: dict[int, StepGraphs] | None = {} if cuda_graphs else None
+        # Shared by the narrowed views (a shallow copy shares it).
+        self._graphs = TranslatorGraphs(model, _top_log_probs) if cuda_graphs else None
 
     @torch.inference_mode()
     def start(
@@ -221,46 +219,9 @@ class TranslatorStep(_Narrowing):
     def _graphed_step(self, token_ids: torch.Tensor, state: State) -> tuple[TopLogProbs, State]:
         """:meth:`step` of a narrowed view, replayed from a CUDA graph."""
         assert self._graphs is not None and self.candidates is not None
-        output, output_ids = state.get(OUTPUT_LAYER), state.get(OUTPUT_IDS)
-        names = self.model.state_names
-        inputs = {"tokens": token_ids, **{name: state[name] for name in names}}
-        if state.get(EMBEDDING_GATES) is not None:
-            inputs["embedding_gates"] = state[EMBEDDING_GATES]
-        if output is not None:
-            inputs.update(output_weight=output.weight, output_ids=output_ids)
-            if output.bias is not None:
-                inputs["output_bias"] = output.bias
-        graphs = self._graphs.get(self.candidates)
-        if graphs is None:
-            graphs = self._graphs[self.candidates] = StepGraphs(
-                self._graph_run(self.candidates),
-                per_row=("tokens", *names),
-                recurrent=tuple(name for name in names if name not in SOURCE_NAMES),
-                capture=self.device.type == "cuda",
-            )
         with _eval_mode(self.model):
-            values, token_ids, recurrent = graphs.step(inputs)
+            values, token_ids, recurrent = self._graphs.step(token_ids, state, self.candidates)
         return TopLogProbs(*_to_host(values, token_ids)), {**state, **recurrent}
-
-    def _graph_run(self, candidates: int) -> Callable[[dict], tuple]:
-        """The step of :meth:`_graphed_step` on the graph's inputs: no host synchronisation."""
-        names = self.model.state_names
-
-        def run(inputs: dict[str, torch.Tensor]) -> tuple:
-            output = None
-            if "output_weight" in inputs:
-                output = OutputRows(inputs["output_weight"], inputs.get("output_bias"))
-            state = {name: inputs[name] for name in names}
-            logits, new_state = self.model.step(
-                inputs["tokens"], state, output, inputs.get("embedding_gates")
-            )
-            values, token_ids = _top_log_probs(logits.float(), candidates)
-            if "output_ids" in inputs:
-                token_ids = inputs["output_ids"][token_ids]
-            recurrent = {name: new_state[name] for name in names if name not in SOURCE_NAMES}
-            return values, token_ids, recurrent
-
-        return run
 
     @torch.inference_mode()
     def select(self, state: State, rows: np.ndarray) -> State:
@@ -286,8 +247,8 @@ def _top_log_probs(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Te
 
 def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     """``(n,)`` numpy ids -> int64 tensor on ``device``. To CUDA through pinned memory without
-    blocking: a copy from pageable memory waits for every queued kernel first, and a step
-    made three of them (tokens, then the rows of ``select`` twice), each idling the GPU."""
+    blocking: a copy from pageable memory waits for every queued kernel first, and a step made
+    four or more (its tokens, and ``select``'s rows once per tensor), each idling the GPU."""
     tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64))
     if device.type != "cuda":
         return tensor.to(device)
