@@ -12,10 +12,9 @@ step's inputs (tokens, recurrent state, source side, the output layer's rows) an
 (finished sentences leave it), so a step replays the graph of a few more rows than it has: the
 first ``rows`` rows of the buffers hold its rows, the rows past those hold stale values whose
 results are never read (every operator of the step works row by row), and a smaller graph is
-made once the rows have halved. The source side
-and the output layer are copied in only when they change (a sentence left; a new batch).
-The graphs of the most recent shapes are kept, so translating a batch of the same shape again
-reuses them.
+made once the rows have halved. The source side and the output layer are copied in only when
+they change (a sentence left; a new batch). The graphs of the most recent shapes are kept, so
+translating a batch of the same shape again reuses them.
 """
 
 from __future__ import annotations
