@@ -350,7 +350,11 @@ def _ban_top(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`apply_bans` on each row's top candidates: the same bans, by token id."""
     ids = top.token_ids
-    banned = np.isin(ids, np.asarray(banned_token_ids, dtype=np.int64))
+    # One comparison per banned id (three for a translator): np.isin sorts, which cost more
+    # than the rest of the bans at 320 rows a step.
+    banned = np.zeros(ids.shape, dtype=bool)
+    for token_id in banned_token_ids:
+        banned |= ids == token_id
     if eos_id is not None and eos_banned.any():
         banned |= (ids == eos_id) & eos_banned[:, None]
     if histories is not None and no_repeat_ngram_size > 0:
