@@ -11,7 +11,7 @@ from seqgen.config import TranslatorConfig
 from seqgen.data.parallel import pad_batch
 from seqgen.decoding.beam import beam_search
 from seqgen.decoding.search import greedy_search
-from seqgen.decoding.torch_step import TranslatorStep
+from seqgen.decoding.torch_step import TranslatorStep, graphs_by_default
 from seqgen.errors import ConfigError
 from seqgen.models.attention import make_attention
 from seqgen.models.encoder import Encoder, reverse_index
@@ -442,3 +442,14 @@ def _tokens(found: list) -> list:
 def _scores(found: list) -> list[float]:
     flat = [h for hs in found for h in (hs if isinstance(hs, list) else [hs])]
     return [h.score for h in flat]
+
+
+def test_cuda_graphs_are_the_default_on_cuda_unless_the_environment_says_0(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("SEQGEN_CUDA_GRAPHS", raising=False)
+    assert graphs_by_default(torch.device("cuda", 0))
+    assert not graphs_by_default(torch.device("cpu"))
+    monkeypatch.setenv("SEQGEN_CUDA_GRAPHS", "0")
+    assert not graphs_by_default(torch.device("cuda", 0))
+    assert TranslatorStep(make_translator())._graphs is None  # the CPU: plain steps

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -124,9 +125,9 @@ class TranslatorStep(_Narrowing):
     The model decodes in eval mode (no dropout); a model in training mode (the training
     loop validates mid-run) is put back in it after each call.
 
-    With ``cuda_graphs`` (the default on CUDA) a narrowed step (greedy and beam search) is
-    replayed from CUDA graphs (:mod:`seqgen.decoding.cuda_graphs`); on the CPU, True runs the
-    same bookkeeping without capturing (for tests).
+    With ``cuda_graphs`` (the default on CUDA, see :func:`graphs_by_default`) a narrowed step
+    (greedy and beam search) is replayed from CUDA graphs (:mod:`seqgen.decoding.cuda_graphs`);
+    on the CPU, True runs the same bookkeeping without capturing (for tests).
     """
 
     def __init__(self, model: Translator, *, cuda_graphs: bool | None = None) -> None:
@@ -134,7 +135,7 @@ class TranslatorStep(_Narrowing):
         self.device = next(model.parameters()).device
         self._gate_table = _GateTable(model.decoder.embedding, model.decoder.rnn)
         if cuda_graphs is None:
-            cuda_graphs = self.device.type == "cuda"
+            cuda_graphs = graphs_by_default(self.device)
         # Shared by the narrowed views (a shallow copy shares it).
         self._graphs = TranslatorGraphs(model, _top_log_probs) if cuda_graphs else None
 
@@ -231,6 +232,13 @@ class TranslatorStep(_Narrowing):
             lambda tensor, index: tensor.index_select(0, index),
             lambda rows: _to_device(rows, self.device),
         )
+
+
+def graphs_by_default(device: torch.device) -> bool:
+    """Whether a translator on ``device`` replays its step from CUDA graphs unless told: on
+    CUDA, except where the environment sets ``SEQGEN_CUDA_GRAPHS=0`` (the way out for a
+    driver or PyTorch build whose graph capture fails, from the command line too)."""
+    return device.type == "cuda" and os.environ.get("SEQGEN_CUDA_GRAPHS", "1") != "0"
 
 
 def _top_log_probs(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
