@@ -170,12 +170,8 @@ class Translator:
     def encode_sources(self, sentences: Sequence[str]) -> list[list[int]]:
         """Source token ids (no EOS) per sentence, cut to the model's limit; ``[]`` for an
         empty line."""
-        texts = [(i, s) for i, s in enumerate(sentences) if s.strip()]
-        sources: list[list[int]] = [[] for _ in sentences]
-        for (i, _), ids in zip(
-            texts, encode_all(self.source_tokenizer, [s for _, s in texts]), strict=True
-        ):
-            sources[i] = ids
+        # A blank line becomes "", which every tokenizer encodes to [].
+        sources = encode_all(self.source_tokenizer, [s if s.strip() else "" for s in sentences])
         limit = self.max_source_length
         too_long = sum(1 for s in sources if len(s) > limit)
         if too_long:

@@ -141,12 +141,12 @@ class _Candidates:
         # come in an order fixed by the inputs (not by position, as a stable sort would give).
         best = np.argsort(-totals, axis=1)[:, :count]  # (sentences, count), best first
         each = np.arange(sentences)[:, None]
-        beams = best // per_row
-        rows = np.arange(sentences)[:, None] * beam_size + beams
-        chosen = best % per_row if row_best is None else row_best[rows, best % per_row]
+        beams, rank = np.divmod(best, per_row)  # rank among the row's candidates
+        rows = each * beam_size + beams
+        chosen = rank if row_best is None else row_best[rows, rank]
         token_ids = chosen if columns is None else columns[rows, chosen]
         # Bans only set -inf, so a finite candidate's step score is the model's log-prob.
-        step_log_probs = row_scores[rows, best % per_row].astype(np.float64)
+        step_log_probs = row_scores[rows, rank].astype(np.float64)
         is_eos = token_ids == eos_id if eos_id is not None else np.zeros(best.shape, bool)
         return cls(totals[each, best], beams, token_ids, step_log_probs, is_eos)
 

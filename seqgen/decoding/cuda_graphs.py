@@ -69,7 +69,8 @@ class StepGraphs:
     def __init__(
         self, run: Run, *, per_row: tuple[str, ...], recurrent: tuple[str, ...], capture: bool
     ) -> None:
-        self.run, self.per_row, self.recurrent, self.capture = run, per_row, recurrent, capture
+        self.run, self.per_row, self.capture = run, per_row, capture
+        self.every_step = frozenset(("tokens", *recurrent))  # copied in at every step
         # Per shape of the inputs (rows aside), its graphs for different row counts.
         self._families: OrderedDict[tuple, list[_Graph]] = OrderedDict()
 
@@ -92,7 +93,7 @@ class StepGraphs:
         rows = inputs["tokens"].shape[0]
         graph = self._graph_for(inputs, rows)
         for name, tensor in inputs.items():
-            if name in self.per_row and (name == "tokens" or name in self.recurrent):
+            if name in self.every_step:
                 graph.inputs[name][:rows].copy_(tensor, non_blocking=True)
             elif graph.copied.get(name) is not tensor:
                 target = graph.inputs[name][:rows] if name in self.per_row else graph.inputs[name]
@@ -126,7 +127,7 @@ class StepGraphs:
     def _make(self, inputs: Mapping[str, torch.Tensor], rows: int) -> _Graph:
         # The static inputs start as copies of this step's, so no row is ever uninitialised.
         static = {name: tensor.clone() for name, tensor in inputs.items()}
-        copied = {n: t for n, t in inputs.items() if n != "tokens" and n not in self.recurrent}
+        copied = {n: t for n, t in inputs.items() if n not in self.every_step}
         if not self.capture:
             values, token_ids, state = self.run(static)
 
