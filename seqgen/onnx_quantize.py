@@ -1,12 +1,14 @@
 """int8 matrix products for an exported step graph on the CPU (no torch).
 
-A translator's decoding step is three matrix products, all at the CPU's float32 peak in
-ONNX Runtime (``seqgen bench`` reports the share): the recurrent one (``hidden x 4 hidden``),
-attention's output layer (``2 hidden x hidden``) and the output layer over the batch's
-shortlist (``hidden x M``). :func:`quantize_step_graph` turns each ``Gemm`` of the graph whose
-weight is a constant, or rows gathered from a constant table (the shortlisted output
-layer), into ONNX Runtime's ``DynamicQuantizeMatMul``: int8 weights with one scale per
-output unit, and the activations quantized to uint8 at each step from their own range.
+A translator's decoding step is three or four matrix products, all at the CPU's float32
+peak in ONNX Runtime (``seqgen bench`` reports the share): the recurrent one (``hidden x 4
+hidden``) and, with input feeding, the fed-back vector's (``hidden x 4 hidden``, beside the
+embedding's gate table), attention's output layer (``2 hidden x hidden``) and the output
+layer over the batch's shortlist (``hidden x M``). :func:`quantize_step_graph` turns each
+``Gemm`` of the graph whose weight is a constant (or a constant slice of one), or rows
+gathered from a constant table (the shortlisted output layer), into ONNX Runtime's
+``DynamicQuantizeMatMul``: int8 weights with one scale per output unit, and the activations
+quantized to uint8 at each step from their own range.
 
 Weights use 7 of their 8 bits (``[-63, 63]``): without VNNI, x86 CPUs multiply uint8 by
 int8 with ``vpmaddubsw``, which saturates a pair of products at 32,767 (255 x 127 x 2 does
@@ -39,9 +41,10 @@ def quantize_step_graph(path: str | Path) -> int:
     """Rewrite the graph file at ``path`` in place; returns how many products became int8.
 
     ``MatMul`` nodes by a float32 matrix initializer change, and ``Gemm`` nodes of the plain
-    form ``A @ W.T + bias`` (``transB=1``, no ``transA``, ``alpha = beta = 1``) where ``W`` is
-    a float32 initializer or a ``GatherND`` of its rows (the shortlisted output layer). Products
-    of two activations (attention) stay float32.
+    form ``A @ W.T + C`` (``transB=1``, no ``transA``, ``alpha = beta = 1``) where ``W`` is a
+    float32 initializer, a ``Slice`` of one by constant bounds, or a ``GatherND`` of its rows
+    (the shortlisted output layer); a ``C`` other than a bias vector (the gathered gates, ``(rows,
+    n)``) is added after the product. Products of two activations (attention) stay float32.
     """
     model = onnx.load(str(path))
     graph = model.graph
@@ -50,7 +53,7 @@ def quantize_step_graph(path: str | Path) -> int:
     uses = Counter(name for node in graph.node for name in node.input)
     new_inits: list[onnx.TensorProto] = []
     replaced: dict[int, list[onnx.NodeProto]] = {}
-    float_gathers: set[str] = set()  # outputs of the GatherNDs only replaced products read
+    folded: set[str] = set()  # outputs of the GatherNDs and Slices only replaced products read
     for position, node in enumerate(graph.node):
         prefix = f"int8_{position}"
         if node.op_type == "MatMul" and _is_float_matrix(weights.get(node.input[1])):
@@ -60,7 +63,14 @@ def quantize_step_graph(path: str | Path) -> int:
         elif node.op_type == "Gemm" and _plain(node):
             activations, weight_name, *bias = node.input  # weight (n, k)
             bias_name = bias[0] if bias else ""
-            if not _is_float_matrix(weights.get(weight_name)):
+            sliced = _sliced_weight(producers.get(weight_name), weights)
+            if sliced is not None:
+                # A constant slice of a weight (the feed's columns of an LSTM's input
+                # weight, beside the embedding's gate table), cut here once.
+                unit_rows = sliced
+                if uses[weight_name] == 1:
+                    folded.add(weight_name)
+            elif not _is_float_matrix(weights.get(weight_name)):
                 gathered = producers.get(weight_name)
                 if _gathers_rows(gathered, weights) and uses[weight_name] == 1:
                     assert gathered is not None  # _gathers_rows checked it
@@ -70,21 +80,29 @@ def quantize_step_graph(path: str | Path) -> int:
                     replaced[position] = _gathered_matmul(
                         prefix, activations, indices, bias_name, node
                     )
-                    float_gathers.add(weight_name)
+                    folded.add(weight_name)
                 continue
-            unit_rows = numpy_helper.to_array(weights[weight_name])
+            else:
+                unit_rows = numpy_helper.to_array(weights[weight_name])
         else:
             continue
         new_inits += _quantized(unit_rows, f"{prefix}_weight", by_column=True)
-        replaced[position] = [
-            _matmul(activations, f"{prefix}_weight", f"{prefix}_weight_scale", bias_name, node)
-        ]
+        weight, scale = f"{prefix}_weight", f"{prefix}_weight_scale"
+        if not bias_name or _is_vector(weights.get(bias_name)):
+            replaced[position] = [_matmul(activations, weight, scale, bias_name, node.output[0])]
+        else:
+            # DynamicQuantizeMatMul's bias is one per column; a (rows, n) addend (the
+            # embedding's gathered gates) is added after the product.
+            replaced[position] = [
+                _matmul(activations, weight, scale, "", f"{prefix}_product"),
+                helper.make_node("Add", [f"{prefix}_product", bias_name], list(node.output)),
+            ]
     if not replaced:
         return 0
     kept = [
         new_node
         for position, node in enumerate(graph.node)
-        if node.output[0] not in float_gathers
+        if node.output[0] not in folded
         for new_node in replaced.get(position, [node])
     ]
     # Drop the float32 weights that only the replaced products read.
@@ -109,7 +127,7 @@ def _gathered_matmul(
         helper.make_node("GatherND", [f"{prefix}_table", indices], [f"{prefix}_rows"]),
         helper.make_node("Transpose", [f"{prefix}_rows"], [f"{prefix}_w"], perm=[1, 0]),
         helper.make_node("GatherND", [f"{prefix}_table_scale", indices], [f"{prefix}_scale"]),
-        _matmul(activations, f"{prefix}_w", f"{prefix}_scale", bias, replaces),
+        _matmul(activations, f"{prefix}_w", f"{prefix}_scale", bias, replaces.output[0]),
     ]
 
 
@@ -143,6 +161,29 @@ def _is_float_matrix(init: onnx.TensorProto | None) -> bool:
     )
 
 
+def _is_vector(init: onnx.TensorProto | None) -> bool:
+    """A float32 initializer of one axis (a bias DynamicQuantizeMatMul takes as it is)."""
+    return init is not None and init.data_type == onnx.TensorProto.FLOAT and len(init.dims) == 1
+
+
+def _sliced_weight(
+    node: onnx.NodeProto | None, weights: dict[str, onnx.TensorProto]
+) -> np.ndarray | None:
+    """The matrix a ``Slice`` of a float32 matrix initializer by constant bounds gives, or
+    None when ``node`` is not such a slice."""
+    if node is None or node.op_type != "Slice" or not all(n in weights for n in node.input):
+        return None
+    if not _is_float_matrix(weights[node.input[0]]):
+        return None
+    data, starts, ends, *rest = (numpy_helper.to_array(weights[n]) for n in node.input)
+    axes = rest[0] if rest else np.arange(len(starts))
+    steps = rest[1] if len(rest) > 1 else np.ones(len(starts), dtype=np.int64)
+    index = [slice(None)] * data.ndim
+    for axis, start, end, step in zip(axes, starts, ends, steps, strict=True):
+        index[int(axis)] = slice(int(start), int(end), int(step))
+    return np.ascontiguousarray(data[tuple(index)])
+
+
 def _gathers_rows(node: onnx.NodeProto | None, weights: dict[str, onnx.TensorProto]) -> bool:
     """``node`` is a ``GatherND`` of whole rows of a float32 matrix initializer."""
     if node is None or node.op_type != "GatherND" or node.input[0] not in weights:
@@ -153,15 +194,13 @@ def _gathers_rows(node: onnx.NodeProto | None, weights: dict[str, onnx.TensorPro
     return batch_dims == 0 and _is_float_matrix(weights[node.input[0]])
 
 
-def _matmul(
-    activations: str, weight: str, scale: str, bias: str, replaces: onnx.NodeProto
-) -> onnx.NodeProto:
-    """``DynamicQuantizeMatMul``: ``activations @ (weight * scale) + bias``, weight ``(k, n)``
-    int8, scale ``(n,)``; no weight zero point (symmetric). It writes ``replaces``' output."""
+def _matmul(activations: str, weight: str, scale: str, bias: str, output: str) -> onnx.NodeProto:
+    """``DynamicQuantizeMatMul``: ``output = activations @ (weight * scale) + bias``, weight
+    ``(k, n)`` int8, scale ``(n,)``; no weight zero point (symmetric)."""
     return helper.make_node(
         "DynamicQuantizeMatMul",
         [activations, weight, scale, "", bias],
-        list(replaces.output),
+        [output],
         name=f"{weight}_matmul",  # unique: the weight's name holds the node's position
         domain=MS_DOMAIN,
     )

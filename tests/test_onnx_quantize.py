@@ -105,3 +105,45 @@ def test_a_graph_without_weight_products_is_left_alone(tmp_path: Path) -> None:
     before = path.read_bytes()
     assert quantize_step_graph(path) == 0
     assert path.read_bytes() == before
+
+
+def test_a_constant_slice_of_a_weight_with_a_per_row_addend_becomes_int8(tmp_path: Path) -> None:
+    """The input-fed LSTM step's product: ``feed @ weight_ih[:, K:].T + gathered_gates``, the
+    weight a Slice of an initializer and the addend ``(rows, n)``, not a bias."""
+    rng = np.random.default_rng(2)
+    weight = rng.standard_normal((N, 2 * K)).astype(np.float32) * 0.2
+    bounds = {"starts": [K], "ends": [2**63 - 1], "axes": [1], "steps": [1]}  # as exported
+    nodes = [
+        helper.make_node("Slice", ["weight", *bounds], ["sliced"]),
+        helper.make_node("Gemm", ["x", "sliced", "addend"], ["y"], transB=1),
+    ]
+    inits = [numpy_helper.from_array(weight, "weight")]
+    inits += [numpy_helper.from_array(np.array(v, dtype=np.int64), k) for k, v in bounds.items()]
+    graph = helper.make_graph(
+        nodes,
+        "step",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["rows", K]),
+            helper.make_tensor_value_info("addend", TensorProto.FLOAT, ["rows", N]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["rows", N])],
+        initializer=inits,
+    )
+    path = tmp_path / "step.onnx"
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9), path
+    )
+    feeds = {
+        "x": rng.uniform(-1, 1, (5, K)).astype(np.float32),
+        "addend": rng.standard_normal((5, N)).astype(np.float32),
+    }
+    expected = feeds["x"] @ weight[:, K:].T + feeds["addend"]
+    assert quantize_step_graph(path) == 1
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    assert [node.op_type for node in model.graph.node] == ["DynamicQuantizeMatMul", "Add"]
+    assert "weight" not in {init.name for init in model.graph.initializer}
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(["y"], feeds)
+    assert np.abs(got - expected).max() < 0.05 * np.abs(expected).max()
+    assert not np.allclose(got, expected, atol=1e-6)  # it really multiplied in int8
