@@ -180,6 +180,27 @@ def test_beam_stops_once_no_beam_can_beat_the_finished() -> None:
     assert step_fn.step_rows == [2, 2]
 
 
+def test_beam_stops_once_the_n_best_it_returns_are_out_of_reach() -> None:
+    # After step 2: finished (B) 0.45 and () 0.05, beams A A 0.2 and A B 0.12. The best one is
+    # out of reach, the second is not: n_best=1 stops there, n_best=2 steps once more.
+    probs_for = table(
+        {
+            (BOS,): {B: 0.5, A: 0.4, EOS: 0.05},
+            (BOS, B): {EOS: 0.9},
+            (BOS, A): {A: 0.5, B: 0.3, EOS: 0.1},
+        },
+        default={EOS: 0.6},
+    )
+    options = {"beam_size": 2, "max_new_tokens": 10, "eos_id": EOS, "length_penalty": 0.0}
+    [[best]], step_fn = decode(beam_search, probs_for, [BOS], n_best=1, **options)
+    assert_hypothesis(best, (B,), (0.5, 0.9), finished=True)
+    assert step_fn.step_rows == [2, 2]
+    [[first, second]], step_fn = decode(beam_search, probs_for, [BOS], n_best=2, **options)
+    assert (first.tokens, first.score) == (best.tokens, best.score)
+    assert_hypothesis(second, (A, A), (0.4, 0.5, 0.6), finished=True)
+    assert step_fn.step_rows == [2, 2, 2]
+
+
 def test_beam_n_best_in_order_with_exact_scores() -> None:
     [hypotheses], _ = decode(
         beam_search,

@@ -38,9 +38,10 @@ def beam_search(
     become finished hypotheses and the best ``beam_size`` others are the next beams, so the
     beam never runs dry (at most one EOS candidate per beam). Hypotheses are ranked by
     ``normalized_score = score / ((5 + length) / 6) ** length_penalty`` (GNMT, Wu et al. 2016,
-    length counting EOS; 0 = raw sum). A sentence is done when it holds ``beam_size`` finished
-    hypotheses none of its beams can beat (see :func:`_cannot_improve`), or at its
-    ``max_new_tokens``, where its beams join as unfinished hypotheses. Done sentences leave the
+    length counting EOS; 0 = raw sum). A sentence is done when it holds ``n_best`` finished
+    hypotheses none of its beams can beat, so that the ones returned can no longer change (see
+    :func:`_cannot_improve`), or at its ``max_new_tokens``, where its beams join as unfinished
+    hypotheses. Done sentences leave the
     batch. Fewer than ``n_best`` come back only when fewer hypotheses of finite score exist
     (``max_new_tokens == 0`` gives one empty hypothesis).
     """
@@ -80,7 +81,7 @@ def beam_search(
         parent_rows, beams = beams.advance(candidates)
         at_max = position + 1 >= max_new[beams.sentences]
         _keep_beams(kept, beams, np.flatnonzero(at_max), length_penalty)
-        done = at_max | _cannot_improve(kept, beams, max_new, length_penalty)
+        done = at_max | _cannot_improve(kept, beams, max_new, length_penalty, n_best)
         if done.all():
             break
         if done.any():
@@ -250,10 +251,12 @@ def _keep_beams(kept: Kept, beams: _Beams, sentences: np.ndarray, length_penalty
 
 
 def _cannot_improve(
-    kept: Kept, beams: _Beams, max_new: np.ndarray, length_penalty: float
+    kept: Kept, beams: _Beams, max_new: np.ndarray, length_penalty: float, n_best: int
 ) -> np.ndarray:
-    """``(sentences,)`` bool: the sentence holds ``beam`` finished hypotheses and no alive beam
-    can end above the worst of them.
+    """``(sentences,)`` bool: the sentence holds ``n_best`` finished hypotheses and no alive
+    beam can end above the ``n_best``-th of them, so the ``n_best`` returned are final. (Not
+    the ``beam``-th: a translation returns one hypothesis, and waiting until ``beam`` of them
+    are out of reach stepped 10% more rows on test_2016_flickr for the same output.)
 
     Log-probs are <= 0, so a beam's score only falls. Its normalized score can still rise when
     ``length_penalty > 0``, since the penalty grows with length: the bound then divides the
@@ -267,4 +270,5 @@ def _cannot_improve(
         penalty = _length_penalty(max_new[beams.sentences], length_penalty)
     else:
         penalty = _length_penalty(beams.length, length_penalty)
-    return np.isneginf(best_alive) | (best_alive / penalty <= kept.worst[beams.sentences])
+    returned = kept.normalized[beams.sentences, n_best - 1]  # -inf while fewer are kept
+    return np.isneginf(best_alive) | (best_alive / penalty <= returned)

@@ -84,12 +84,6 @@ class Kept:
         """``(batch, limit)`` normalized scores, best first (``-inf``: empty)."""
         return self.table[:, :, self.NORMALIZED]
 
-    @property
-    def worst(self) -> np.ndarray:
-        """``(batch,)`` the normalized score a newcomer must beat: the last kept one's, or
-        ``-inf`` while a sentence holds fewer than ``limit``."""
-        return self.table[:, -1, self.NORMALIZED]
-
     def keep_empty(self, sentences: np.ndarray) -> None:
         """Give ``sentences`` the empty unfinished hypothesis (no token may be generated)."""
         self.table[sentences, 0, self.NORMALIZED] = 0.0
