@@ -41,9 +41,8 @@ def beam_search(
     length counting EOS; 0 = raw sum). A sentence is done when it holds ``n_best`` finished
     hypotheses none of its beams can beat, so that the ones returned can no longer change (see
     :func:`_cannot_improve`), or at its ``max_new_tokens``, where its beams join as unfinished
-    hypotheses. Done sentences leave the
-    batch. Fewer than ``n_best`` come back only when fewer hypotheses of finite score exist
-    (``max_new_tokens == 0`` gives one empty hypothesis).
+    hypotheses. Done sentences leave the batch. Fewer than ``n_best`` come back only when fewer
+    hypotheses of finite score exist (``max_new_tokens == 0`` gives one empty hypothesis).
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size!r}")
