@@ -170,7 +170,7 @@ def _sliced_weight(
     node: onnx.NodeProto | None, weights: dict[str, onnx.TensorProto]
 ) -> np.ndarray | None:
     """The matrix a ``Slice`` of a float32 matrix initializer by constant bounds gives, or
-    None when ``node`` is not such a slice."""
+    None when ``node`` is not such a slice or the slice is empty (a product by nothing)."""
     if node is None or node.op_type != "Slice" or not all(n in weights for n in node.input):
         return None
     if not _is_float_matrix(weights[node.input[0]]):
@@ -181,7 +181,8 @@ def _sliced_weight(
     index = [slice(None)] * data.ndim
     for axis, start, end, step in zip(axes, starts, ends, steps, strict=True):
         index[int(axis)] = slice(int(start), int(end), int(step))
-    return np.ascontiguousarray(data[tuple(index)])
+    sliced = data[tuple(index)]
+    return np.ascontiguousarray(sliced) if sliced.size else None
 
 
 def _gathers_rows(node: onnx.NodeProto | None, weights: dict[str, onnx.TensorProto]) -> bool:

@@ -537,6 +537,29 @@ def test_an_int8_bundle_runs_close_to_float32_on_the_cpu_only(
     assert_one_line(error, "'int4'", "upgrade seqgen")
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_an_input_fed_int8_step_has_no_float32_weight_product_left(
+    cell: str, tmp_path: Path
+) -> None:
+    """With input feeding the first layer's weight on the fed-back vector is a slice of its
+    input weight (the embedding's share is the gate table): that product is int8 too."""
+    checkpoint = save_tiny_translator(tmp_path / "translator.safetensors", cell=cell)
+    bundle = export_bundle(checkpoint, tmp_path / "float32")
+    int8_bundle = export_bundle(checkpoint, tmp_path / "int8", int8=True)
+    ops = [node.op_type for node in onnx.load(str(int8_bundle / "step.onnx")).graph.node]
+    assert ops.count("DynamicQuantizeMatMul") == 4  # hidden, feed, attention out, output
+    assert "Gemm" not in ops and "Slice" not in ops
+    sources = make_sources(SOURCE_LENGTHS[7], 20)
+    log_probs = []
+    for folder in (bundle, int8_bundle):
+        step_function = load_bundle(folder, device="cpu", threads=1).step_function
+        state, tokens = step_function.start(sources)
+        log_probs.append(step_function.step(tokens, state)[0])
+    expected, got = log_probs
+    assert 0 < np.abs(got - expected).max() < 0.1
+
+
 def test_int8_and_fp16_together_are_refused(exported: tuple[Path, Path], tmp_path: Path) -> None:
     with pytest.raises(SeqgenError) as error:
         export_bundle(exported[0], tmp_path / "both", fp16=True, int8=True)
