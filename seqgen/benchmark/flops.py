@@ -7,11 +7,11 @@ training step costs about three forward passes (forward, and the two products of
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 from seqgen.config import LanguageModelConfig, TranslatorConfig
+from seqgen.cores import available_cores
 
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 TRAINING_PASSES = 3
@@ -98,7 +98,7 @@ def cpu_peak() -> tuple[float | None, str]:
     lanes = 8 if zen4 or (not avx512 and " avx2" in flags.group(1)) else 16 if avx512 else 0
     if not lanes:
         return None, "no AVX2 or AVX-512"
-    cores = len(os.sched_getaffinity(0))
+    cores = available_cores()
     per_cycle = 2 * 2 * lanes  # two FMA units, 2 FLOPs per lane each
     peak = cores * float(clock.group(1)) * 1e6 * per_cycle
     unit = "AVX-512" if avx512 else "AVX2"

@@ -7,7 +7,6 @@ Shared by the language-model and translator adapters; no torch.
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -94,14 +93,6 @@ def _open(
         raise CheckpointError(
             f"ONNX Runtime cannot load {path} ({detail}); re-export the bundle"
         ) from None
-
-
-def available_cores() -> int:
-    """The CPU cores this process may run on (its affinity, where the OS tells it)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def device_of(session: onnxruntime.InferenceSession) -> str:

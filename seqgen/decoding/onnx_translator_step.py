@@ -34,11 +34,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
+from seqgen.cores import available_cores
 from seqgen.decoding.contract import State
 from seqgen.decoding.onnx_session import (
     STEP_OUTPUTS,
     DeviceState,
-    available_cores,
     device_of,
     open_graphs,
     run_select,

@@ -18,12 +18,12 @@ import base64
 import binascii
 import io
 import logging
-import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import sentencepiece
 
+from seqgen.cores import available_cores
 from seqgen.errors import CheckpointError, ConfigError, DataError
 from seqgen.text.serialisation import read_lowercase
 from seqgen.text.vocabulary import BOS_ID, EOS_ID, NON_TEXT_IDS, PAD_ID, SPECIAL_TOKENS, UNK_ID
@@ -235,8 +235,4 @@ def sentencepiece_message(error: RuntimeError) -> str:
 
 def _threads() -> int:
     """Threads for sentencepiece's pool: this process's cores, up to ``MAX_THREADS``."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, MAX_THREADS))
+    return min(available_cores(), MAX_THREADS)
