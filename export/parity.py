@@ -24,14 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from seqgen.bundle import load_bundle
+from seqgen.bundles.export import export_bundle
+from seqgen.bundles.reader import load_bundle
+from seqgen.checkpoints import bundled_model_path, load_checkpoint_pipeline
 from seqgen.data.corpora import load_parallel, load_text
 from seqgen.decoding.beam import beam_search
 from seqgen.decoding.search import greedy_search
-from seqgen.generation import banned_token_ids
-from seqgen.onnx_export import export_bundle
-from seqgen.pipelines import bundled_model_path, load_checkpoint_pipeline
-from seqgen.translation import TranslationOptions
+from seqgen.tasks.generation.pipeline import banned_token_ids
+from seqgen.tasks.translation.pipeline import TranslationOptions
 
 TOLERANCE = 1e-4
 FORCED_STEPS = 30  # per-step log-prob comparison along PyTorch's greedy path
@@ -97,7 +97,7 @@ def check_translator(
 def check_generator(
     bundle: Path, batch_sizes: list[int], data_dir: str | None, io_binding: bool
 ) -> dict:
-    reference = load_checkpoint_pipeline(bundled_model_path("language_model"), device="cpu")
+    reference = load_checkpoint_pipeline(bundled_model_path("generation"), device="cpu")
     runtime = load_bundle(bundle, device="cpu", io_binding=io_binding)
     tokenizer = reference.tokenizer
     text = load_text("tinyshakespeare", data_dir=data_dir)
@@ -162,7 +162,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as scratch:
         for kind, given, check in (
             ("translation", arguments.translator_bundle, check_translator),
-            ("language_model", arguments.generator_bundle, check_generator),
+            ("generation", arguments.generator_bundle, check_generator),
         ):
             started = time.perf_counter()
             bundle = given or export_bundle(bundled_model_path(kind), Path(scratch) / kind)

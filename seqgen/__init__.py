@@ -9,9 +9,8 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from seqgen.bundle import BundleGenerator
-    from seqgen.pipelines import TextGenerator
-    from seqgen.translation import Translator
+    from seqgen.tasks.generation.pipeline import Generator
+    from seqgen.tasks.translation.pipeline import Translator
 
 
 def load(
@@ -20,11 +19,12 @@ def load(
     kind: str | None = None,
     device: str = "auto",
     backend: str = "auto",
-) -> TextGenerator | Translator | BundleGenerator:
+) -> Generator | Translator:
     """Load a trained model: a checkpoint file or run folder, or an exported ONNX bundle.
 
-    Without a path, the bundled model of ``kind``: ``"language_model"`` (the default, the
-    Shakespeare generator) or ``"translation"`` (the de-en translator). ``backend``:
+    The pipeline of the model's task: a ``Generator`` or a ``Translator``, on either
+    backend. Without a path, the bundled model of task ``kind``: ``"generation"`` (the
+    default, the Shakespeare generator) or ``"translation"`` (the de-en translator). ``backend``:
     ``auto`` (ONNX Runtime for a bundle, PyTorch for a checkpoint), ``torch`` or ``onnx``
     (a checkpoint is exported once into the cache). A bundle never imports torch.
     """

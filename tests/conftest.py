@@ -35,7 +35,7 @@ def make_corpus_text(characters: int = 4000, *, seed: int = 0) -> str:
 
 
 TINY_RECIPE = """\
-task = "language_model"
+task = "generation"
 
 [data]
 corpus = '{corpus}'
@@ -100,8 +100,8 @@ def write_recipe(tmp_path: Path, corpus_file: Path) -> Callable[..., Path]:
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory, corpus_file: Path) -> Path:
     """A run folder (best, last, metrics.csv) of the tiny recipe; tests must not change it."""
-    from seqgen.config import load_recipe
-    from seqgen.training.loop import train
+    from seqgen.recipes import load_recipe
+    from seqgen.training.run import train
 
     folder = tmp_path_factory.mktemp("trained")
     recipe_path = folder / "tiny.toml"

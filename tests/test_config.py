@@ -7,17 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from seqgen.config import (
-    DataConfig,
-    LanguageModelConfig,
-    Recipe,
-    TrainConfig,
-    apply_overrides,
-    load_recipe,
-    recipe_from_dict,
-    recipe_to_dict,
-)
 from seqgen.errors import ConfigError, SeqgenError
+from seqgen.recipes import Recipe, apply_overrides, load_recipe, recipe_from_dict, recipe_to_dict
+from seqgen.tasks.generation.config import (
+    GenerationDecodingConfig,
+    LanguageModelConfig,
+    LanguageModelTrainConfig,
+    TextDataConfig,
+)
 
 RECIPES = sorted(Path(__file__).parents[1].glob("recipes/*.toml"))
 
@@ -33,11 +30,18 @@ def test_config_error_is_a_seqgen_error() -> None:
 
 
 def test_defaults_are_declared_once_on_the_dataclasses(tmp_path: Path) -> None:
-    recipe = load_recipe(write(tmp_path, 'task = "language_model"\n'))
+    recipe = load_recipe(write(tmp_path, 'task = "generation"\n'))
     assert recipe == Recipe()
-    assert recipe.train == TrainConfig()
+    assert recipe.train == LanguageModelTrainConfig()
     assert recipe.model == LanguageModelConfig()
-    assert recipe.data == DataConfig()
+    assert recipe.data == TextDataConfig()
+    assert recipe.decoding == GenerationDecodingConfig()
+
+
+def test_the_older_name_of_the_generation_task_still_reads(tmp_path: Path) -> None:
+    # seqgen 0.1's recipes, checkpoints and bundles say "language_model".
+    recipe = load_recipe(write(tmp_path, 'task = "language_model"\n'))
+    assert recipe.task == "generation" and recipe == Recipe()
 
 
 def test_overrides_are_coerced_to_the_field_types(write_recipe) -> None:
@@ -148,7 +152,7 @@ def test_unknown_section_suggests_the_nearest(tmp_path: Path) -> None:
 
 
 def test_unknown_task(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="task = 'painting'.*language_model"):
+    with pytest.raises(ConfigError, match="task = 'painting'.*generation, translation"):
         load_recipe(write(tmp_path, 'task = "painting"\n'))
 
 
@@ -271,7 +275,7 @@ def test_recipe_dict_round_trip(write_recipe) -> None:
         write_recipe(), ["model.cell=gru", "tokenizer.kind=word", "train.learning_rate=3e-4"]
     )
     values = recipe_to_dict(recipe)
-    assert set(values) == {"task", "data", "tokenizer", "model", "train"}
+    assert set(values) == {"task", "data", "tokenizer", "model", "train", "decoding"}
     assert recipe_from_dict(values) == recipe
     # Checkpoints store it as JSON.
     assert recipe_from_dict(json.loads(json.dumps(values))) == recipe
@@ -285,6 +289,5 @@ def test_recipe_from_dict_validates() -> None:
 @pytest.mark.parametrize("path", RECIPES, ids=lambda path: path.name)
 def test_every_shipped_recipe_parses(path: Path) -> None:
     recipe = load_recipe(path)
-    assert recipe.task in ("language_model", "translation")
-    assert (recipe.decoding is not None) == (recipe.task == "translation")
+    assert recipe.task in ("generation", "translation")
     assert recipe_from_dict(recipe_to_dict(recipe)) == recipe

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from seqgen.config import LanguageModelConfig, TrainConfig
+from seqgen.checkpoints import bundled_model_path, load_checkpoint_pipeline
 from seqgen.decoding.search import greedy_search
-from seqgen.decoding.torch_step import LanguageModelStep, TranslatorStep
-from seqgen.models.language_model import LanguageModel
-from seqgen.pipelines import bundled_model_path, load_checkpoint_pipeline
+from seqgen.tasks.generation.config import LanguageModelConfig, LanguageModelTrainConfig
+from seqgen.tasks.generation.model import LanguageModel
+from seqgen.tasks.generation.torch_step import LanguageModelStep
+from seqgen.tasks.translation.torch_step import TranslatorStep
 from seqgen.training.device import autocast, resolve_device
 
 pytestmark = [
@@ -28,7 +29,7 @@ def test_mixed_precision_step_and_gpu_decoding_match_cpu_greedy() -> None:
     gpu_model.load_state_dict(model.state_dict())
     optimizer = torch.optim.AdamW(gpu_model.parameters(), lr=1e-3)
     token_ids = torch.randint(0, 20, (4, 16), device=device)
-    with autocast(device, enabled=TrainConfig().mixed_precision):
+    with autocast(device, enabled=LanguageModelTrainConfig().mixed_precision):
         logits, _ = gpu_model(token_ids)
         loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), token_ids.flatten())
     loss.backward()

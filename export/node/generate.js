@@ -44,7 +44,7 @@ function readManifest(folder) {
         `(${FORMAT_VERSION}); update the client`,
     );
   }
-  if (manifest.kind !== 'language_model') {
+  if (manifest.kind !== 'generation' && manifest.kind !== 'language_model') {
     throw new BundleError(`${folder} holds a ${manifest.kind} bundle; this client runs generators`);
   }
   if (manifest.tokenizer.kind !== 'char') {

@@ -24,7 +24,7 @@ from seqgen.benchmark.suites import (
     translation_decoding,
     translator_training,
 )
-from seqgen.pipelines import bundled_model_path
+from seqgen.checkpoints import bundled_model_path
 from seqgen.training.device import resolve_device
 
 
@@ -45,7 +45,7 @@ class BenchOptions:
 def run_benchmark(options: BenchOptions, *, on_result: Any = None) -> dict[str, Any]:
     """Run every measurement; returns the report (``results`` and the machine's facts)."""
     device = resolve_device(options.device)
-    generator = Path(options.generator or bundled_model_path("language_model"))
+    generator = Path(options.generator or bundled_model_path("generation"))
     translator = Path(options.translator or bundled_model_path("translation"))
     quick, repeats = options.quick, 1 if options.quick else options.repeats
     results: list[Result] = []
@@ -93,6 +93,13 @@ def run_benchmark(options: BenchOptions, *, on_result: Any = None) -> dict[str, 
             repeats=repeats,
         )
     )
+    return _report(device, options, repeats, results)
+
+
+def _report(
+    device: torch.device, options: BenchOptions, repeats: int, results: list[Result]
+) -> dict[str, Any]:
+    """The results with the machine's facts: device and its peak, versions, memory."""
     peak, how = _device_peak(device)
     return {
         "device": _device_name(device),
@@ -101,7 +108,7 @@ def run_benchmark(options: BenchOptions, *, on_result: Any = None) -> dict[str, 
         "torch": torch.__version__,
         "onnxruntime": _onnxruntime_version(),
         "python": platform.python_version(),
-        "quick": quick,
+        "quick": options.quick,
         "repeats": repeats,
         "peak_memory_bytes": peak_memory_bytes(),
         "cuda_peak_allocated_bytes": (

@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from seqgen.config import LanguageModelConfig, TranslatorConfig
 from seqgen.cores import available_cores
+from seqgen.tasks.generation.config import LanguageModelConfig
+from seqgen.tasks.translation.config import EncoderDecoderConfig
 
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 TRAINING_PASSES = 3
@@ -26,8 +27,8 @@ def _rnn_layer(cell: str, input_size: int, hidden_size: int) -> int:
 
 def uses_gate_table(cell: str, vocab_size: int, hidden_size: int) -> bool:
     """Whether decoding gathers the first layer's product over the embedding from a gate
-    table (:mod:`seqgen.models.cells`) instead of running it."""
-    from seqgen.models.cells import GATE_TABLE_LIMIT
+    table (:mod:`seqgen.layers.cells`) instead of running it."""
+    from seqgen.layers.cells import GATE_TABLE_LIMIT
 
     return vocab_size * GATES[cell] * hidden_size <= GATE_TABLE_LIMIT
 
@@ -43,7 +44,7 @@ def language_model_token(
     return flops + (config.num_layers - 1) * deeper + 2 * config.hidden_size * vocab_size
 
 
-def encoder_token(config: TranslatorConfig) -> int:
+def encoder_token(config: EncoderDecoderConfig) -> int:
     """Forward FLOPs per source token: both directions of every layer, and the attention keys."""
     hidden = config.encoder_hidden_size
     flops = 2 * _rnn_layer(config.cell, config.embedding_size, hidden)
@@ -54,7 +55,7 @@ def encoder_token(config: TranslatorConfig) -> int:
 
 
 def decoder_token(
-    config: TranslatorConfig, vocab_size: int, source_length: float, *, gate_table: bool = False
+    config: EncoderDecoderConfig, vocab_size: int, source_length: float, *, gate_table: bool = False
 ) -> int:
     """Forward FLOPs per target token with attention over ``source_length`` positions
     (``gate_table``: without the first layer's product over the embedding)."""
@@ -70,7 +71,7 @@ def decoder_token(
     return flops + output_token(config) * vocab_size
 
 
-def output_token(config: TranslatorConfig) -> int:
+def output_token(config: EncoderDecoderConfig) -> int:
     """Forward FLOPs of the output layer per row and per scored token (a shortlist scores
     fewer than the vocabulary)."""
     tied = config.tie_target_embeddings

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from seqgen.decoding.source_rows import OUTPUT_IDS
+from seqgen.tasks.translation.source_rows import OUTPUT_IDS
 
 
 def median_rate(run: Callable[[], float], *, repeats: int, warmup: int = 1) -> tuple[float, float]:

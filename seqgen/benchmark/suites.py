@@ -19,9 +19,9 @@ import torch
 
 from seqgen.benchmark import flops
 from seqgen.benchmark.measure import CountingStep, median_rate
-from seqgen.config import apply_overrides, recipe_from_dict
 from seqgen.data.corpora import load_parallel
 from seqgen.errors import SeqgenError
+from seqgen.recipes import apply_overrides, recipe_from_dict
 from seqgen.text import tokenizer_from_dict
 from seqgen.training.checkpoint import load_checkpoint
 
@@ -55,7 +55,7 @@ def generator_training(
     data_dir: str | None,
 ) -> Result:
     """Optimizer steps of the language-model trainer: target tokens per second."""
-    from seqgen.training.loop import LanguageModelTrainer
+    from seqgen.tasks.generation.training import LanguageModelTrainer
 
     _, recipe = _recipe(checkpoint_path, device, overrides)
     with tempfile.TemporaryDirectory() as folder:
@@ -87,7 +87,7 @@ def translator_training(
     data_dir: str | None,
 ) -> Result:
     """Optimizer steps of the translation trainer: source + target pieces per second."""
-    from seqgen.training.translation_loop import TranslationTrainer
+    from seqgen.tasks.translation.training import TranslationTrainer
 
     checkpoint, recipe = _recipe(checkpoint_path, device, overrides)
     tokenizers = {side: tokenizer_from_dict(data) for side, data in checkpoint.tokenizer.items()}
@@ -131,9 +131,9 @@ def translation_decoding(
 
     On CUDA, ONNX Runtime runs on CUDA where its CUDA provider is usable, else on the CPU,
     and the rows say which."""
-    from seqgen.bundle import load_bundle
+    from seqgen.bundles.reader import load_bundle
+    from seqgen.checkpoints import load_checkpoint_pipeline
     from seqgen.loading import exported_bundle
-    from seqgen.pipelines import load_checkpoint_pipeline
 
     _, recipe = _recipe(checkpoint_path, device, overrides)
     # Each backend's own default (at least 1,000 sentences on CUDA) unless overridden.
@@ -151,55 +151,77 @@ def translation_decoding(
     else:
         backends.update(_onnx_backend(bundle, device, load_bundle))
     sources = reference.encode_sources(lines)
-    source_tokens = sum(len(s) + 1 for s in sources if s)
     model = reference.recipe.model
     vocab = reference.target_tokenizer.vocab_size
-    gate_table = flops.uses_gate_table(model.cell, vocab, model.decoder_hidden_size)
-    results = []
-    for backend, translator in backends.items():
-        for beam in (1, 5):
-            counting = CountingStep(translator.step_function, vocab_size=vocab)
-            translator.step_function = counting
-            outputs: list[str] = []
+    bench = _DecodingBench(
+        lines=lines,
+        source_tokens=sum(len(s) + 1 for s in sources if s),
+        model=model,
+        target_tokenizer=reference.target_tokenizer,
+        gate_table=flops.uses_gate_table(model.cell, vocab, model.decoder_hidden_size),
+        batch_size=batch_override,
+        repeats=repeats,
+        device=device,
+    )
+    return [
+        bench.measure(backend, translator, beam)
+        for backend, translator in backends.items()
+        for beam in (1, 5)
+    ]
 
-            def run(translator: Any = translator, beam: int = beam, outputs: list = outputs) -> int:
-                outputs[:] = translator.translate(lines, beam_size=beam, batch_size=batch_override)
-                return len(lines)
 
-            rate, seconds = median_rate(run, repeats=repeats)
+@dataclass(frozen=True)
+class _DecodingBench:
+    """One test set's decoding, timed and counted the same way for every backend and beam."""
+
+    lines: list[str]
+    source_tokens: int  # pieces the encoder reads, EOS included
+    model: Any  # the recipe's model section
+    target_tokenizer: Any
+    gate_table: bool  # whether the model's size allows a gate table
+    batch_size: int | None  # None: each backend's default
+    repeats: int
+    device: torch.device
+
+    def measure(self, backend: str, translator: Any, beam: int) -> Result:
+        """Translate the lines ``repeats`` times (after a warm-up); the median rate, with
+        the FLOP/s of the steps the search asked for."""
+        vocab = self.target_tokenizer.vocab_size
+        counting = CountingStep(translator.step_function, vocab_size=vocab)
+        translator.step_function = counting
+        outputs: list[str] = []
+
+        def run() -> int:
+            outputs[:] = translator.translate(
+                self.lines, beam_size=beam, batch_size=self.batch_size
+            )
+            return len(self.lines)
+
+        try:
+            rate, seconds = median_rate(run, repeats=self.repeats)
+        finally:
             translator.step_function = counting.inner
-            runs = repeats + 1  # the warm-up too
-            work = (
-                counting.counts["rows"]
-                / runs
-                * flops.decoder_token(
-                    model,
-                    0,
-                    source_tokens / len(lines),
-                    # PyTorch gathers from a gate table on the CPU only (torch_step._GateTable)
-                    gate_table=gate_table and (backend != "torch" or device.type == "cpu"),
-                )
-            )
-            work += counting.counts["scored"] / runs * flops.output_token(model)
-            work += source_tokens * flops.encoder_token(model)
-            tokens = sum(len(reference.target_tokenizer.encode(o)) + 1 for o in outputs)
-            label = "greedy" if beam == 1 else f"beam {beam}"
-            results.append(
-                Result(
-                    f"translation {label}, {backend}",
-                    rate,
-                    "sentences/s",
-                    work / seconds,
-                    {
-                        "tokens_per_second": tokens / seconds,
-                        "sentences": len(lines),
-                        "seconds": seconds,
-                        "batch_size": batch_override or translator.default_batch_size,
-                        "steps": counting.counts["steps"] / runs,  # decoder calls per run
-                    },
-                )
-            )
-    return results
+        runs = self.repeats + 1  # the warm-up too
+        # PyTorch gathers from a gate table on the CPU only (torch_step.GateTable)
+        gate_table = self.gate_table and (backend != "torch" or self.device.type == "cpu")
+        per_row = flops.decoder_token(
+            self.model, 0, self.source_tokens / len(self.lines), gate_table=gate_table
+        )
+        work = counting.counts["rows"] / runs * per_row
+        work += counting.counts["scored"] / runs * flops.output_token(self.model)
+        work += self.source_tokens * flops.encoder_token(self.model)
+        tokens = sum(len(self.target_tokenizer.encode(o)) + 1 for o in outputs)
+        label = "greedy" if beam == 1 else f"beam {beam}"
+        details = {
+            "tokens_per_second": tokens / seconds,
+            "sentences": len(self.lines),
+            "seconds": seconds,
+            "batch_size": self.batch_size or translator.default_batch_size,
+            "steps": counting.counts["steps"] / runs,  # decoder calls per run
+        }
+        return Result(
+            f"translation {label}, {backend}", rate, "sentences/s", work / seconds, details
+        )
 
 
 def _onnx_backend(bundle: Path, device: torch.device, load_bundle: Any) -> dict[str, Any]:
@@ -215,9 +237,9 @@ def generator_sampling(
     checkpoint_path: Path, device: torch.device, *, rows: int, new_tokens: int, repeats: int
 ) -> Result:
     """Sampling ``rows`` continuations of ``new_tokens`` at once (PyTorch)."""
-    from seqgen.pipelines import load_checkpoint_pipeline
+    from seqgen.checkpoints import load_checkpoint_pipeline
 
-    generator = load_checkpoint_pipeline(checkpoint_path, kind="language_model", device=str(device))
+    generator = load_checkpoint_pipeline(checkpoint_path, kind="generation", device=str(device))
 
     def run() -> int:
         generator.generate(

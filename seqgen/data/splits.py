@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from seqgen.config import DataConfig
+from typing import Protocol
+
 from seqgen.errors import DataError
 
 SPLIT_NAMES = ("train", "val", "test")
 
 
-def text_splits(text: str, config: DataConfig) -> dict[str, str]:
+class SplitFractions(Protocol):
+    """What a text split needs of a data section (a generation recipe's ``[data]``)."""
+
+    validation_fraction: float
+    test_fraction: float
+
+
+def text_splits(text: str, config: SplitFractions) -> dict[str, str]:
     """Cut ``text`` into contiguous splits: train first, then validation, then test.
 
     With ``validation_fraction=0.1`` and no test this is nanoGPT's Tiny Shakespeare split:

@@ -1,4 +1,4 @@
-"""A translator's decoder step replayed from a CUDA graph (PyTorch on CUDA only).
+"""A decoder step replayed from CUDA graphs (PyTorch on CUDA only).
 
 On a GPU a decoding step is bound by the host, not the device: the step's ~50 operators each
 cost tens of microseconds of Python and launching, while their kernels keep an H200 busy for
@@ -22,13 +22,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import torch
-
-from seqgen.decoding.source_rows import EMBEDDING_GATES, OUTPUT_IDS, OUTPUT_LAYER, SOURCE_NAMES
-from seqgen.models.decoder import OutputRows
-from seqgen.models.translator import Translator
 
 # Shapes whose graphs are kept per step function; a shape's graphs hold buffers of about
 # twice its first step's (at 5,000 rows of 40 source pieces the source side alone is about
@@ -160,66 +155,3 @@ class StepGraphs:
                 graph.capture_end()
         torch.cuda.current_stream(device).wait_stream(side)
         return _Graph(rows, static, values, token_ids, state, graph.replay, copied)
-
-
-TopLogProbsOf = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
-"""``(rows, width)`` logits and ``k`` -> the ``k`` best log-probs and their columns."""
-
-
-class TranslatorGraphs:
-    """A translator's narrowed step (``TranslatorStep``) on :class:`StepGraphs`, one set per
-    number of candidates; ``top_log_probs`` is the adapter's own top-k, so a graphed step
-    computes what the plain one does."""
-
-    def __init__(self, model: Translator, top_log_probs: TopLogProbsOf) -> None:
-        self.model, self.top_log_probs = model, top_log_probs
-        self.names = model.state_names
-        self.by_candidates: dict[int, StepGraphs] = {}
-
-    @property
-    def graph_count(self) -> int:
-        """Graphs kept, over every number of candidates and shape."""
-        return sum(graphs.graph_count for graphs in self.by_candidates.values())
-
-    def step(
-        self, token_ids: torch.Tensor, state: Mapping[str, Any], candidates: int
-    ) -> tuple[torch.Tensor, torch.Tensor, StepTensors]:
-        """``(rows,)`` tokens on the device and a translator state -> the ``candidates``
-        best log-probs and their token ids ``(rows, candidates)``, and the new recurrent
-        state."""
-        inputs = {"tokens": token_ids, **{name: state[name] for name in self.names}}
-        if state.get(EMBEDDING_GATES) is not None:
-            inputs["embedding_gates"] = state[EMBEDDING_GATES]
-        output = state.get(OUTPUT_LAYER)
-        if output is not None:
-            inputs.update(output_weight=output.weight, output_ids=state[OUTPUT_IDS])
-            if output.bias is not None:
-                inputs["output_bias"] = output.bias
-        graphs = self.by_candidates.get(candidates)
-        if graphs is None:
-            graphs = self.by_candidates[candidates] = StepGraphs(
-                self._run(candidates),
-                per_row=("tokens", *self.names),
-                recurrent=tuple(name for name in self.names if name not in SOURCE_NAMES),
-                capture=token_ids.device.type == "cuda",
-            )
-        return graphs.step(inputs)
-
-    def _run(self, candidates: int) -> Run:
-        """The step on the graph's inputs (no host synchronisation in it)."""
-
-        def run(inputs: StepTensors) -> tuple[torch.Tensor, torch.Tensor, StepTensors]:
-            output = None
-            if "output_weight" in inputs:
-                output = OutputRows(inputs["output_weight"], inputs.get("output_bias"))
-            state = {name: inputs[name] for name in self.names}
-            logits, new_state = self.model.step(
-                inputs["tokens"], state, output, inputs.get("embedding_gates")
-            )
-            values, token_ids = self.top_log_probs(logits.float(), candidates)
-            if "output_ids" in inputs:
-                token_ids = inputs["output_ids"][token_ids]
-            recurrent = {n: new_state[n] for n in self.names if n not in SOURCE_NAMES}
-            return values, token_ids, recurrent
-
-        return run

@@ -22,6 +22,7 @@ CUDA = "CUDAExecutionProvider"
 DEVICES = ("auto", "cpu", "cuda")
 # A step graph's first outputs: the log-probs and each row's best ones (their ids too).
 STEP_OUTPUTS = ("log_probs", "top_log_probs", "top_ids")
+NEW_PREFIX = "new_"  # state outputs of a step (or prime) graph
 SELECTED_PREFIX = "selected_"  # outputs of a select graph
 # Set once CUDA failed to start for a file the CPU then opened: later sessions skip the try,
 # which costs a second or more (ONNX Runtime loads the CUDA libraries each time).

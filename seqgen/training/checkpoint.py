@@ -32,7 +32,7 @@ TRAINING_PREFIX = "training/"
 class Checkpoint:
     """What a checkpoint file holds, decoded."""
 
-    kind: str  # "language_model" (the model registry's key)
+    kind: str  # the task's name (the task registry's key, seqgen.tasks)
     recipe: dict[str, Any]
     tokenizer: dict[str, Any]
     weights: dict[str, torch.Tensor]
@@ -156,3 +156,16 @@ def load_checkpoint(path: str | Path, *, with_training_state: bool = False) -> C
             f"{path} has damaged metadata ({error}); retrain or re-export it"
         ) from None
     return checkpoint
+
+
+def load_weights(
+    model: torch.nn.Module, checkpoint: Checkpoint, path: Path, device: torch.device
+) -> None:
+    """Put a checkpoint's weights into ``model`` (float32) and move it to ``device``;
+    CheckpointError, in one line, where they do not fit the model its config builds."""
+    try:
+        model.load_state_dict({k: v.float() for k, v in checkpoint.weights.items()})
+    except RuntimeError as error:
+        first_line = str(error).splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not match its config ({first_line})") from None
+    model.to(device)

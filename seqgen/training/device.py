@@ -87,3 +87,15 @@ def clip_gradients(parameters: Iterable[torch.nn.Parameter], max_norm: float) ->
     if norm.device.type == "cpu" and float(norm) + 1e-6 <= max_norm:
         return
     torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, norm)
+
+
+def optimizer_step(
+    loss: torch.Tensor, model: torch.nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float
+) -> None:
+    """One update from ``loss``: back-propagate, clip the global gradient norm to
+    ``grad_clip`` (0 = off), step the optimizer. Every task's trainer ends a step with it."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        clip_gradients(model.parameters(), grad_clip)
+    optimizer.step()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from seqgen.config import Recipe, recipe_from_dict, recipe_to_dict
 from seqgen.errors import SeqgenError
+from seqgen.recipes import Recipe, recipe_from_dict, recipe_to_dict
 from seqgen.training.checkpoint import Checkpoint, load_checkpoint
 
 logger = logging.getLogger(__name__)

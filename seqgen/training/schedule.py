@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 
-from seqgen.config import TrainConfig
+from seqgen.config import LoopConfig
 
 
-def learning_rate_at(step: int, config: TrainConfig) -> float:
+def learning_rate_at(step: int, config: LoopConfig) -> float:
     """The learning rate for optimizer step ``step`` (0-based)."""
     if step < config.warmup_steps:
         return config.learning_rate * (step + 1) / config.warmup_steps

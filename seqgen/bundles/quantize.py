@@ -1,0 +1,224 @@
+"""int8 matrix products for an exported step graph on the CPU (no torch).
+
+A translator's decoding step is three or four matrix products, all at the CPU's float32
+peak in ONNX Runtime (``seqgen bench`` reports the share): the recurrent one (``hidden x 4
+hidden``) and, with input feeding, the fed-back vector's (``hidden x 4 hidden``, beside the
+embedding's gate table), attention's output layer (``2 hidden x hidden``) and the output
+layer over the batch's shortlist (``hidden x M``). :func:`quantize_step_graph` turns each
+``Gemm`` of the graph whose weight is a constant (or a constant slice of one), or rows
+gathered from a constant table (the shortlisted output layer), into ONNX Runtime's
+``DynamicQuantizeMatMul``: int8 weights with one scale per output unit, and the activations
+quantized to uint8 at each step from their own range.
+
+Weights use 7 of their 8 bits (``[-63, 63]``): without VNNI, x86 CPUs multiply uint8 by
+int8 with ``vpmaddubsw``, which saturates a pair of products at 32,767 (255 x 127 x 2 does
+not fit), the reason ONNX Runtime's own quantizer has ``reduce_range``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+INT8_LIMIT = 63  # 7-bit weights: see the module docstring
+MS_DOMAIN = "com.microsoft"
+
+
+def quantize_weight(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per row: ``weight`` ``(rows, k)`` float -> ``(rows, k)`` int8 and
+    ``(rows,)`` float32 scales, ``weight ~= q * scale[:, None]``."""
+    peak = np.abs(weight).max(axis=1)
+    scale = np.where(peak > 0, peak / INT8_LIMIT, 1.0).astype(np.float32)
+    quantized = np.clip(np.rint(weight / scale[:, None]), -INT8_LIMIT, INT8_LIMIT)
+    return quantized.astype(np.int8), scale
+
+
+def quantize_step_graph(path: str | Path) -> int:
+    """Rewrite the graph file at ``path`` in place; returns how many products became int8.
+
+    ``MatMul`` nodes by a float32 matrix initializer change, and ``Gemm`` nodes of the plain
+    form ``A @ W.T + C`` (``transB=1``, no ``transA``, ``alpha = beta = 1``) where ``W`` is a
+    float32 initializer, a ``Slice`` of one by constant bounds, or a ``GatherND`` of its rows
+    (the shortlisted output layer); a ``C`` other than a bias vector (the gathered gates, ``(rows,
+    n)``) is added after the product. Products of two activations (attention) stay float32.
+    """
+    model = onnx.load(str(path))
+    graph = model.graph
+    rewrite = _Rewrite(graph)
+    replaced: dict[int, list[onnx.NodeProto]] = {}
+    for position, node in enumerate(graph.node):
+        nodes = rewrite.product(position, node)
+        if nodes is not None:
+            replaced[position] = nodes
+    if not replaced:
+        return 0
+    kept = [
+        new_node
+        for position, node in enumerate(graph.node)
+        if node.output[0] not in rewrite.folded
+        for new_node in replaced.get(position, [node])
+    ]
+    # Drop the float32 weights that only the replaced products read.
+    needed = {name for node in kept for name in node.input}
+    still = [init for init in graph.initializer if init.name in needed]
+    del graph.node[:]
+    graph.node.extend(kept)
+    del graph.initializer[:]
+    graph.initializer.extend([*still, *rewrite.new_inits])
+    if not any(opset.domain == MS_DOMAIN for opset in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    onnx.save(model, str(path))
+    return len(replaced)
+
+
+class _Rewrite:
+    """What :func:`quantize_step_graph` learns of a graph and adds to it, node by node."""
+
+    def __init__(self, graph: onnx.GraphProto) -> None:
+        self.weights = {init.name: init for init in graph.initializer}
+        self.producers = {out: node for node in graph.node for out in node.output}
+        self.uses = Counter(name for node in graph.node for name in node.input)
+        self.new_inits: list[onnx.TensorProto] = []
+        # Outputs of the GatherNDs and Slices that only replaced products read.
+        self.folded: set[str] = set()
+
+    def product(self, position: int, node: onnx.NodeProto) -> list[onnx.NodeProto] | None:
+        """The int8 nodes that replace ``node``, or None where it stays as it is."""
+        prefix, weights = f"int8_{position}", self.weights
+        if node.op_type == "MatMul" and _is_float_matrix(weights.get(node.input[1])):
+            activations, weight_name = node.input  # weight (k, n)
+            unit_rows = numpy_helper.to_array(weights[weight_name]).T
+            bias_name = ""
+        elif node.op_type == "Gemm" and _plain(node):
+            activations, weight_name, *bias = node.input  # weight (n, k)
+            bias_name = bias[0] if bias else ""
+            sliced = _sliced_weight(self.producers.get(weight_name), weights)
+            if sliced is not None:
+                # A constant slice of a weight (the feed's columns of an LSTM's input
+                # weight, beside the embedding's gate table), cut here once.
+                unit_rows = sliced
+                if self.uses[weight_name] == 1:
+                    self.folded.add(weight_name)
+            elif not _is_float_matrix(weights.get(weight_name)):
+                return self._gathered(prefix, activations, weight_name, bias_name, node)
+            else:
+                unit_rows = numpy_helper.to_array(weights[weight_name])
+        else:
+            return None
+        self.new_inits += _quantized(unit_rows, f"{prefix}_weight", by_column=True)
+        weight, scale = f"{prefix}_weight", f"{prefix}_weight_scale"
+        if not bias_name or _is_vector(weights.get(bias_name)):
+            return [_matmul(activations, weight, scale, bias_name, node.output[0])]
+        # DynamicQuantizeMatMul's bias is one per column; a (rows, n) addend (the
+        # embedding's gathered gates) is added after the product.
+        return [
+            _matmul(activations, weight, scale, "", f"{prefix}_product"),
+            helper.make_node("Add", [f"{prefix}_product", bias_name], list(node.output)),
+        ]
+
+    def _gathered(
+        self, prefix: str, activations: str, weight_name: str, bias_name: str, node: onnx.NodeProto
+    ) -> list[onnx.NodeProto] | None:
+        """A product by gathered rows of a weight (the shortlisted output layer), or None."""
+        gathered = self.producers.get(weight_name)
+        if not (_gathers_rows(gathered, self.weights) and self.uses[weight_name] == 1):
+            return None
+        assert gathered is not None  # _gathers_rows checked it
+        table_name, indices = gathered.input
+        table = numpy_helper.to_array(self.weights[table_name])
+        self.new_inits += _quantized(table, f"{prefix}_table", by_column=False)
+        self.folded.add(weight_name)
+        return _gathered_matmul(prefix, activations, indices, bias_name, node)
+
+
+def _gathered_matmul(
+    prefix: str, activations: str, indices: str, bias: str, replaces: onnx.NodeProto
+) -> list[onnx.NodeProto]:
+    """The int8 product by the rows ``indices`` (``(M, 1)``) of the int8 table ``prefix +
+    "_table"`` and its scales, as ``DynamicQuantizeMatMul`` reads them: ``(k, M)``."""
+    return [
+        helper.make_node("GatherND", [f"{prefix}_table", indices], [f"{prefix}_rows"]),
+        helper.make_node("Transpose", [f"{prefix}_rows"], [f"{prefix}_w"], perm=[1, 0]),
+        helper.make_node("GatherND", [f"{prefix}_table_scale", indices], [f"{prefix}_scale"]),
+        _matmul(activations, f"{prefix}_w", f"{prefix}_scale", bias, replaces.output[0]),
+    ]
+
+
+def _quantized(unit_rows: np.ndarray, name: str, *, by_column: bool) -> list[onnx.TensorProto]:
+    """Initializers ``name``, the int8 weights of ``unit_rows`` ``(n, k)`` (one row per
+    output unit; stored ``(k, n)`` with ``by_column``, as DynamicQuantizeMatMul reads them),
+    and ``name + "_scale"`` ``(n,)``."""
+    table, scale = quantize_weight(unit_rows)
+    stored = np.ascontiguousarray(table.T) if by_column else table
+    return [numpy_helper.from_array(stored, name), numpy_helper.from_array(scale, f"{name}_scale")]
+
+
+def _plain(node: onnx.NodeProto) -> bool:
+    """``Gemm`` computing ``A @ B.T + C``."""
+    attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    return (
+        attributes.get("transB", 0) == 1
+        and attributes.get("transA", 0) == 0
+        and attributes.get("alpha", 1.0) == 1.0
+        and attributes.get("beta", 1.0) == 1.0
+    )
+
+
+def _is_float_matrix(init: onnx.TensorProto | None) -> bool:
+    """A non-empty float32 matrix (the exporter leaves empty ones, e.g. ``(n, 0)``, behind)."""
+    return (
+        init is not None
+        and init.data_type == onnx.TensorProto.FLOAT
+        and len(init.dims) == 2
+        and all(init.dims)
+    )
+
+
+def _is_vector(init: onnx.TensorProto | None) -> bool:
+    """A float32 initializer of one axis (a bias DynamicQuantizeMatMul takes as it is)."""
+    return init is not None and init.data_type == onnx.TensorProto.FLOAT and len(init.dims) == 1
+
+
+def _sliced_weight(
+    node: onnx.NodeProto | None, weights: dict[str, onnx.TensorProto]
+) -> np.ndarray | None:
+    """The matrix a ``Slice`` of a float32 matrix initializer by constant bounds gives, or
+    None when ``node`` is not such a slice or the slice is empty (a product by nothing)."""
+    if node is None or node.op_type != "Slice" or not all(n in weights for n in node.input):
+        return None
+    if not _is_float_matrix(weights[node.input[0]]):
+        return None
+    data, starts, ends, *rest = (numpy_helper.to_array(weights[n]) for n in node.input)
+    axes = rest[0] if rest else np.arange(len(starts))
+    steps = rest[1] if len(rest) > 1 else np.ones(len(starts), dtype=np.int64)
+    index = [slice(None)] * data.ndim
+    for axis, start, end, step in zip(axes, starts, ends, steps, strict=True):
+        index[int(axis)] = slice(int(start), int(end), int(step))
+    sliced = data[tuple(index)]
+    return np.ascontiguousarray(sliced) if sliced.size else None
+
+
+def _gathers_rows(node: onnx.NodeProto | None, weights: dict[str, onnx.TensorProto]) -> bool:
+    """``node`` is a ``GatherND`` of whole rows of a float32 matrix initializer."""
+    if node is None or node.op_type != "GatherND" or node.input[0] not in weights:
+        return False
+    batch_dims = {a.name: helper.get_attribute_value(a) for a in node.attribute}.get(
+        "batch_dims", 0
+    )
+    return batch_dims == 0 and _is_float_matrix(weights[node.input[0]])
+
+
+def _matmul(activations: str, weight: str, scale: str, bias: str, output: str) -> onnx.NodeProto:
+    """``DynamicQuantizeMatMul``: ``output = activations @ (weight * scale) + bias``, weight
+    ``(k, n)`` int8, scale ``(n,)``; no weight zero point (symmetric)."""
+    return helper.make_node(
+        "DynamicQuantizeMatMul",
+        [activations, weight, scale, "", bias],
+        [output],
+        name=f"{weight}_matmul",  # unique: the weight's name holds the node's position
+        domain=MS_DOMAIN,
+    )

@@ -1,0 +1,214 @@
+"""Open an exported bundle with ONNX Runtime: read and check its manifest, hand it to its task.
+
+A bundle is a folder written by ``seqgen.bundles.export``; ``export/README.md`` is its full
+contract. Its manifest's ``kind`` names the task (``seqgen.tasks``), whose ``from_bundle``
+hook builds the pipeline. A generator bundle::
+
+    manifest.json    format name and version, kind, seqgen version, opset, precision,
+                     "matmul": "int8" for int8 products (seqgen.bundles.quantize), each
+                     graph's inputs and outputs (name, dtype, shape with symbolic axes
+                     such as "rows" and "time"), state names, special token ids,
+                     generation defaults and the ids generation bans
+    prime.onnx       token_ids (rows, time) int64 + state -> new_<state>
+    step.onnx        tokens (rows,) int64 + state -> log_probs (rows, vocab) float32,
+                     top_log_probs and top_ids (rows, 32 or vocab), new_<state>
+    select.onnx      rows (new_rows,) int64 + state -> selected_<state> (for GPUs)
+    tokenizer.json   the tokenizer's to_dict()
+
+A translator bundle::
+
+    manifest.json    as above, with the recipe (decoding defaults, source length limit)
+    encoder.onnx     source_ids (rows, source_len) int64 + source_lengths (rows,) int64
+                     -> the first decoder state
+    step.onnx        tokens (rows,) int64 + state -> log_probs, top_log_probs, top_ids
+                     as above + new_<recurrent state>
+    select.onnx      rows (new_rows,) int64 + state -> selected_<state> (for GPUs)
+    source_tokenizer.json, target_tokenizer.json   the tokenizers' to_dict()
+    source.model, target.model   the raw sentencepiece models, for other languages' ports
+
+This module, the ONNX Runtime adapters (each task's ``onnx_step``), the search, the
+pipelines and the tokenizers import numpy, onnxruntime and sentencepiece only, so other apps
+can run a bundle without PyTorch installed.
+
+>>> generator = load_bundle("shakespeare-bundle")
+>>> print(generator.generate("ROMEO:", max_new_tokens=100, seed=1)[0])
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import onnxruntime
+
+from seqgen.errors import CheckpointError, SeqgenError
+from seqgen.tasks import TASKS, is_task, task_named
+
+FORMAT_NAME = "seqgen-bundle"
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+# manifest["matmul"] of a bundle whose step graph multiplies in int8 (seqgen.bundles.quantize)
+INT8_MATMUL = "int8"
+ONNX_TYPE_NAMES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+    "tensor(bool)": "bool",
+}
+EXPORT_HINT = "export one with: seqgen export --model CHECKPOINT --output DIR"
+
+
+def load_bundle(
+    path: str | Path,
+    *,
+    device: str = "auto",
+    threads: int | None = None,
+    io_binding: bool | None = None,
+) -> Any:
+    """Open a bundle folder as its task's pipeline on ``device`` (``auto``: CUDA when usable,
+    else the CPU; an int8 bundle runs on the CPU).
+
+    ``threads``: a generator's ONNX Runtime CPU threads per operator (None: one per core);
+    for a translator on the CPU, how many batches decode at once, each operator on one
+    thread (None: one per core; see ``OnnxTranslatorStep.from_files``).
+    ``io_binding`` keeps the state in ONNX Runtime's memory between steps (None: on CUDA
+    only).
+
+    Raises CheckpointError, in one line naming the problem, for a folder that is not a
+    bundle, a missing or unreadable file, a newer format version, or graphs whose inputs
+    and outputs are not those the manifest lists.
+    """
+    folder = Path(path)
+    manifest = read_manifest(folder)
+    device = _device_for(folder, manifest, device)
+    from_bundle = task_named(manifest["kind"]).hook("from_bundle")
+    return from_bundle(folder, manifest, device=device, threads=threads, io_binding=io_binding)
+
+
+def _device_for(folder: Path, manifest: dict[str, Any], device: str) -> str:
+    """``device``, or the CPU for an int8 bundle: ONNX Runtime's int8 products
+    (``DynamicQuantizeMatMul``) have CPU kernels only."""
+    matmul = manifest.get("matmul")  # absent: float products
+    if matmul is None:
+        return device
+    if matmul != INT8_MATMUL:
+        raise CheckpointError(
+            f"{folder / MANIFEST_FILE} asks for {matmul!r} matrix products, which this seqgen "
+            "does not know; upgrade seqgen or re-export the bundle"
+        )
+    if device == "cuda":
+        raise SeqgenError(
+            f"{folder} is an int8 bundle, which runs on the CPU; use --device cpu, or export "
+            "without --int8 (--fp16 for GPUs)"
+        )
+    return "cpu"
+
+
+def open_step_function(
+    step_type: Any, folder: Path, manifest: dict[str, Any], files: dict[str, str], **runtime: Any
+) -> Any:
+    """A task's ONNX Runtime step function (``step_type.from_files``) on the bundle's graphs,
+    with ``runtime`` (device, threads, io_binding), checked against the manifest."""
+    step_function = step_type.from_files(folder, files, **runtime)
+    check_graphs(folder, files, step_function.sessions, manifest)
+    return step_function
+
+
+def check_graphs(
+    folder: Path,
+    files: dict[str, str],
+    sessions: dict[str, onnxruntime.InferenceSession | None],
+    manifest: dict[str, Any],
+) -> None:
+    """CheckpointError where an open graph's inputs or outputs are not the manifest's."""
+    for name, session in sessions.items():
+        if session is not None:
+            check_graph(folder / files[name], session, manifest["graphs"][name])
+
+
+def is_bundle(path: str | Path) -> bool:
+    """True when ``path`` is a folder with a seqgen bundle manifest (of any version)."""
+    return bundle_kind(path) is not None
+
+
+def bundle_kind(path: str | Path) -> str | None:
+    """The ``kind`` a bundle's manifest states (``""`` if none), or None for no bundle."""
+    try:
+        manifest = json.loads((Path(path) / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        return None
+    return str(manifest.get("kind", ""))
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The manifest of a bundle folder, checked: format, version, kind and files present."""
+    if not (folder / MANIFEST_FILE).is_file():
+        what = "no such folder" if not folder.exists() else f"no {MANIFEST_FILE}"
+        raise CheckpointError(f"{folder} is not a seqgen bundle ({what}); {EXPORT_HINT}")
+    manifest = read_json(folder / MANIFEST_FILE)
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise CheckpointError(
+            f"{folder / MANIFEST_FILE} is not a seqgen bundle manifest "
+            f"(no format {FORMAT_NAME!r}); {EXPORT_HINT}"
+        )
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{folder} has a damaged format_version {version!r}; re-export it")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{folder} has bundle format {version}, newer than this seqgen reads "
+            f"({FORMAT_VERSION}); upgrade seqgen"
+        )
+    kind = manifest.get("kind")
+    if not is_task(kind):
+        raise CheckpointError(
+            f"{folder} holds a {kind!r} bundle; this seqgen runs {', '.join(TASKS)} bundles"
+        )
+    task = task_named(kind)
+    graphs = manifest.get("graphs")
+    if not isinstance(graphs, dict) or set(graphs) != set(task.graph_files):
+        raise CheckpointError(
+            f"{folder / MANIFEST_FILE} is damaged: it must list the graphs "
+            f"{', '.join(task.graph_files)}; re-export the bundle"
+        )
+    for name in (MANIFEST_FILE, *task.tokenizer_files, *task.graph_files.values()):
+        if not (folder / name).is_file():
+            raise CheckpointError(f"{folder} is missing {name}; re-export the bundle")
+    return manifest
+
+
+def check_graph(path: Path, session: onnxruntime.InferenceSession, listed: Any) -> None:
+    """CheckpointError unless the session's inputs and outputs are those the manifest lists."""
+    found = {"inputs": session.get_inputs(), "outputs": session.get_outputs()}
+    for side, nodes in found.items():
+        actual = [_describe(n.name, ONNX_TYPE_NAMES.get(n.type, n.type), n.shape) for n in nodes]
+        try:
+            expected = [_describe(e["name"], e["dtype"], e["shape"]) for e in listed[side]]
+        except (KeyError, TypeError):
+            raise CheckpointError(
+                f"the manifest's entry for {path.name} is damaged (no {side}); re-export the bundle"
+            ) from None
+        if actual != expected:
+            raise CheckpointError(
+                f"{path} does not match the manifest: its {side} are {', '.join(actual)}, "
+                f"the manifest lists {', '.join(expected)}; re-export the bundle"
+            )
+
+
+def _describe(name: str, dtype: str, shape: Any) -> str:
+    """``name:dtype[dim,...]``, e.g. ``tokens:int64[rows]``."""
+    return f"{name}:{dtype}[{','.join(str(d) for d in shape)}]"
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"{path.parent} is missing {path.name}; re-export the bundle"
+        ) from None
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{path} is not readable JSON ({error}); re-export it") from None

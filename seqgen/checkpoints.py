@@ -1,0 +1,58 @@
+"""A checkpoint opened as its task's pipeline on PyTorch, and the models the package ships.
+
+The checkpoint's ``kind`` names its task (``seqgen.tasks``), whose ``from_checkpoint`` hook
+builds the pipeline from the stored recipe, tokenizers and weights.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from seqgen.errors import CheckpointError, SeqgenError
+from seqgen.recipes import DEFAULT_TASK, recipe_from_dict
+from seqgen.task import Task
+from seqgen.tasks import TASKS, is_task, task_named
+
+
+def load_checkpoint_pipeline(path: str | Path, *, kind: str | None = None, device: str = "auto"):
+    """A checkpoint (file or run folder) on PyTorch. With ``kind``, a checkpoint of another
+    task is refused with a message naming the right command."""
+    from seqgen.training.checkpoint import load_checkpoint
+    from seqgen.training.device import resolve_device
+
+    expected = task_of_kind(kind)
+    checkpoint = load_checkpoint(path)
+    if not is_task(checkpoint.kind):
+        raise CheckpointError(
+            f"{path} holds a {checkpoint.kind!r} model, which this seqgen cannot load"
+        )
+    task = task_named(checkpoint.kind)
+    check_task(path, task, expected)
+    recipe = recipe_from_dict(checkpoint.recipe)
+    return task.hook("from_checkpoint")(checkpoint, recipe, Path(path), resolve_device(device))
+
+
+def bundled_model_path(kind: str = DEFAULT_TASK) -> Path:
+    """The model shipped inside the package for task ``kind``."""
+    asset = task_named(kind).bundled_model
+    return Path(str(resources.files("seqgen") / "assets" / asset))
+
+
+def check_task(path: Any, found: Task, expected: Task | None) -> None:
+    """CheckpointError where the model at ``path`` is not of the ``expected`` task."""
+    if expected is not None and found is not expected:
+        raise CheckpointError(
+            f"{path} holds a {found.title}, not a {expected.title}; "
+            f"use seqgen {found.command} with it"
+        )
+
+
+def task_of_kind(kind: str | None) -> Task | None:
+    """The task ``kind`` names (None for None); SeqgenError for an unknown name."""
+    if kind is None:
+        return None
+    if not is_task(kind):
+        raise SeqgenError(f"unknown kind {kind!r}; choose one of: {', '.join(TASKS)}")
+    return task_named(kind)

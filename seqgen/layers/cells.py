@@ -1,0 +1,92 @@
+"""One position of an RNN stack through PyTorch's cell functions, on the stack's own weights.
+
+For one position ``torch.lstm_cell`` (``gru_cell``, ``rnn_tanh_cell``) costs about half of a
+whole ``nn.LSTM`` call, whose oneDNN kernel is set up for sequences. The translator's decoder
+runs a position at a time (every decoding step, and every target position when input feeding
+trains it stepwise), and so does a language model when it generates.
+
+Decoding also skips the first layer's product over the embedding: :func:`embedding_gates`
+computes it once for every token of the vocabulary (a "gate table") and a step gathers its
+tokens' rows (:class:`EmbeddedGates`), which the cell takes as its input-side bias.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+RnnState = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # layer-major, as nn.RNNBase wants
+
+# Decoding's gate table is used up to this many values: 64 MiB in float32 (the peer model's
+# is 8,000 x 1,024); beyond, it would cost more memory than it saves.
+RNN_CLASSES: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+GATE_TABLE_LIMIT = 1 << 24
+
+
+@dataclass(frozen=True)
+class EmbeddedGates:
+    """The first RNN layer's input product for one position, the embedding's share done
+    ahead: ``gates`` ``(rows, gates)`` = the embedded token times the embedding's columns of
+    ``weight_ih_l0`` + ``bias_ih_l0``; ``weight`` the remaining columns, for the inputs that
+    join at this step (Bahdanau's context, input feeding's h~; none in a language model)."""
+
+    gates: torch.Tensor
+    weight: torch.Tensor
+
+
+def embedding_gates(embedding: nn.Embedding, rnn: nn.RNNBase) -> torch.Tensor:
+    """Every token's share of ``rnn``'s first-layer input product, with its input-side bias:
+    ``(vocab, gates)``, the embedding times its columns of ``weight_ih_l0`` (the first ones).
+    No dropout, so for decoding only."""
+    size = embedding.embedding_dim
+    weight = rnn.weight_ih_l0[:, :size]
+    return nn.functional.linear(embedding.weight, weight, rnn.bias_ih_l0)
+
+
+def gate_table_fits(embedding: nn.Embedding, rnn: nn.RNNBase, limit: int | None = None) -> bool:
+    """Whether :func:`embedding_gates` holds at most ``limit`` (``GATE_TABLE_LIMIT``) values."""
+    limit = GATE_TABLE_LIMIT if limit is None else limit
+    return embedding.num_embeddings * rnn.weight_ih_l0.shape[0] <= limit
+
+
+def step_cells(
+    rnn: nn.RNNBase,
+    inputs: torch.Tensor,
+    rnn_state: RnnState,
+    first: EmbeddedGates | None = None,
+) -> tuple[torch.Tensor, RnnState]:
+    """``rnn`` (batch-first or not) on one position: ``inputs`` ``(rows, input_size)`` ->
+    the top hidden state ``(rows, hidden)`` and the new layer-major state, as
+    ``rnn(inputs.unsqueeze(1), rnn_state)`` computes them (dropout between layers in
+    training mode, as nn.RNNBase applies it). With ``first``, ``inputs`` holds only the first
+    layer's inputs after the embedding (``(rows, 0)`` when there are none)."""
+    is_lstm = isinstance(rnn, nn.LSTM)
+    hidden, cell = rnn_state if isinstance(rnn_state, tuple) else (rnn_state, None)
+    if is_lstm:
+        function = torch.lstm_cell
+    elif isinstance(rnn, nn.GRU):
+        function = torch.gru_cell
+    else:
+        function = torch.rnn_tanh_cell if rnn.nonlinearity == "tanh" else torch.rnn_relu_cell
+    hiddens, cells = [], []
+    layer_input = inputs
+    # all_weights: per layer [weight_ih, weight_hh, bias_ih, bias_hh], the cells' order.
+    for layer, layer_weights in enumerate(rnn.all_weights):
+        weights = list(layer_weights)
+        if layer == 0 and first is not None:
+            # The cell adds its input-side bias to input @ weight_ih.T, so the embedding's
+            # precomputed share ``(rows, gates)`` goes in as that bias.
+            weights[0], weights[2] = first.weight, first.gates
+        if is_lstm:
+            new_hidden, new_cell = function(layer_input, (hidden[layer], cell[layer]), *weights)
+            cells.append(new_cell)
+        else:
+            new_hidden = function(layer_input, hidden[layer], *weights)
+        hiddens.append(new_hidden)
+        # nn.RNNBase's dropout: between layers, not after the top one.
+        if layer + 1 < rnn.num_layers:
+            layer_input = nn.functional.dropout(new_hidden, rnn.dropout, rnn.training)
+    stacked = torch.stack(hiddens)
+    return hiddens[-1], ((stacked, torch.stack(cells)) if is_lstm else stacked)

@@ -1,0 +1,233 @@
+"""Training a language model: truncated BPTT with carried hidden state (``trainer`` hook).
+
+A :class:`LanguageModelTrainer` reads the corpus, trains (or, with ``resume``,
+reloads) the tokenizer, and optimises the model, validating every ``eval_every`` steps.
+The run folder receives ``best.safetensors`` (lowest validation loss), ``last.safetensors``
+(with everything ``--resume`` needs to continue bit for bit) and ``metrics.csv``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+from seqgen.data.batching import StreamBatches
+from seqgen.data.corpora import load_text
+from seqgen.data.splits import text_splits
+from seqgen.errors import ConfigError, DataError
+from seqgen.recipes import Recipe, recipe_to_dict
+from seqgen.tasks.generation.evaluation import LanguageModelScores, evaluate_language_model
+from seqgen.tasks.generation.model import LanguageModel
+from seqgen.text import Tokenizer, tokenizer_from_dict, train_tokenizer
+from seqgen.training.checkpoint import Checkpoint, save_checkpoint
+from seqgen.training.device import (
+    adamw,
+    autocast,
+    optimizer_step,
+    resolve_device,
+    use_cpu_bf16,
+)
+from seqgen.training.driver import LoopStats, drive
+from seqgen.training.loss import cross_entropy_sum
+from seqgen.training.metrics import MetricsLog
+from seqgen.training.progress import Progress
+from seqgen.training.run_folder import capture_rng, open_run, restore_rng
+from seqgen.training.schedule import learning_rate_at
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingResult:
+    output_dir: Path
+    steps: int
+    best_validation_loss: float | None  # nats per token, of best.safetensors
+    last_validation: LanguageModelScores | None
+    loop: LoopStats
+    unit: ClassVar[str] = "tokens"  # what the loop's throughput counts
+
+    def best(self) -> str:
+        """The best checkpoint's score, for the last line ``seqgen train`` prints."""
+        loss = self.best_validation_loss
+        return f"best validation loss {loss:.4f}" if loss is not None else "not validated"
+
+
+@dataclass
+class _RunState:
+    """What changes as training goes; all of it is saved in ``last.safetensors``."""
+
+    step: int = 0
+    carried: dict[str, torch.Tensor] | None = None
+    best_loss: float = float("inf")
+    elapsed: float = 0.0
+
+
+def _encode(tokenizer: Tokenizer, text: str) -> torch.Tensor:
+    return torch.tensor(tokenizer.encode(text), dtype=torch.long)
+
+
+def _training_state(run: _RunState, optimizer: torch.optim.Optimizer) -> dict:
+    state = {
+        "step": run.step,
+        "best_loss": run.best_loss,
+        "elapsed": run.elapsed,
+        "optimizer": optimizer.state_dict(),
+        "rng": capture_rng(),
+        "carried": run.carried or {},
+    }
+    return state
+
+
+def _restore_training_state(
+    training: dict, run: _RunState, optimizer: torch.optim.Optimizer, device: torch.device
+) -> None:
+    run.step = training["step"]
+    run.best_loss = training["best_loss"]
+    run.elapsed = training["elapsed"]
+    optimizer.load_state_dict(training["optimizer"])
+    restore_rng(training["rng"])
+    run.carried = {k: v.to(device) for k, v in training["carried"].items()} or None
+
+
+class LanguageModelTrainer:
+    """Holds the pieces of one run; :meth:`run` is the loop."""
+
+    def __init__(
+        self, recipe: Recipe, output_dir: Path, *, resume: bool, data_dir: str | None
+    ) -> None:
+        recipe, last = open_run(recipe, output_dir, resume=resume)
+        self.output_dir = output_dir
+        self.device = resolve_device(recipe.train.device)
+        self.cpu_bf16 = use_cpu_bf16(self.device, recipe.train.cpu_mixed_precision)
+        if Path(recipe.data.corpus).is_file():
+            # Stored absolute, so `evaluate --split val` works from any folder later.
+            recipe.data.corpus = str(Path(recipe.data.corpus).resolve())
+        self.recipe = recipe
+        self.splits = text_splits(load_text(recipe.data.corpus, data_dir=data_dir), recipe.data)
+        if last is not None:
+            self.tokenizer = tokenizer_from_dict(last.tokenizer)
+        else:
+            self.tokenizer = train_tokenizer(recipe.tokenizer, self.splits["train"])
+        self.train_ids = _encode(self.tokenizer, self.splits["train"])
+        self.validation_ids = _encode(self.tokenizer, self.splits["val"])
+        train = recipe.train
+        if self.validation_ids.numel() == 0:
+            raise DataError(
+                "the validation split has no tokens; "
+                "raise data.validation_fraction or use more text"
+            )
+        if self.train_ids.numel() < train.batch_size * 2:
+            raise ConfigError(
+                f"the training text has {self.train_ids.numel()} tokens, too few for "
+                f"train.batch_size = {train.batch_size} rows; use a smaller batch_size or more text"
+            )
+        self.batches = StreamBatches(
+            self.train_ids,
+            batch_size=train.batch_size,
+            sequence_length=train.sequence_length,
+            bos_id=self.tokenizer.bos_id,
+        )
+        self.model = LanguageModel(recipe.model, self.tokenizer.vocab_size).to(self.device)
+        self.optimizer = adamw(
+            self.model.parameters(),
+            self.device,
+            lr=train.learning_rate,
+            weight_decay=train.weight_decay,
+        )
+        self.run_state = _RunState()
+        if last is not None:
+            self.model.load_state_dict({k: v.float() for k, v in last.weights.items()})
+            _restore_training_state(last.training, self.run_state, self.optimizer, self.device)
+        self.metrics = MetricsLog(output_dir / "metrics.csv")
+        self.last_scores: LanguageModelScores | None = None
+        # Rows logged after the checkpoint we start from (or by a run that never reached
+        # one) would otherwise repeat or mix with this run's.
+        self.metrics.keep_until(self.run_state.step)
+
+    def _checkpoint(self, *, info: dict, with_training: bool) -> Checkpoint:
+        return Checkpoint(
+            kind=self.recipe.task,
+            recipe=recipe_to_dict(self.recipe),
+            tokenizer=self.tokenizer.to_dict(),
+            weights=self.model.state_dict(),
+            info=info,
+            training=_training_state(self.run_state, self.optimizer) if with_training else None,
+        )
+
+    def validate(self) -> LanguageModelScores:
+        return evaluate_language_model(
+            self.model,
+            self.validation_ids,
+            characters=len(self.splits["val"]),
+            batch_size=self.recipe.train.eval_batch_size,
+            sequence_length=self.recipe.train.sequence_length,
+            bos_id=self.tokenizer.bos_id,
+        )
+
+    def train_step(self) -> tuple[float, int]:
+        """One optimizer step on the next window; returns the loss and the tokens read."""
+        run, train = self.run_state, self.recipe.train
+        index = run.step % len(self.batches)
+        if index == 0:
+            run.carried = None  # a new pass over the stream starts from zeros (and BOS)
+        inputs, targets = (t.to(self.device) for t in self.batches.window(index))
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate_at(run.step, train)
+        with autocast(self.device, enabled=train.mixed_precision, cpu_enabled=self.cpu_bf16):
+            logits, carried = self.model(inputs, run.carried)
+            loss = cross_entropy_sum(logits.flatten(0, 1), targets.flatten()) / targets.numel()
+        # Truncated BPTT: keep the state's values, cut its history.
+        run.carried = {k: v.detach().float() for k, v in carried.items()}
+        optimizer_step(loss, self.model, self.optimizer, train.grad_clip)
+        run.step += 1
+        return loss.item(), targets.numel()
+
+    def validate_and_save(self, progress: Progress) -> None:
+        run = self.run_state
+        scores = self.last_scores = self.validate()
+        self.metrics.append(
+            step=run.step,
+            validation_loss=scores.loss,
+            validation_perplexity=scores.perplexity,
+            validation_bits_per_token=scores.bits_per_token,
+            elapsed_seconds=run.elapsed,
+        )
+        info = {"step": run.step, "validation": scores.as_dict(), "elapsed_seconds": run.elapsed}
+        improved = scores.loss < run.best_loss
+        if improved:
+            run.best_loss = scores.loss
+            save_checkpoint(
+                self.output_dir / "best.safetensors",
+                self._checkpoint(info=info, with_training=False),
+            )
+        save_checkpoint(
+            self.output_dir / "last.safetensors", self._checkpoint(info=info, with_training=True)
+        )
+        progress.message(
+            f"step {run.step}: validation loss {scores.loss:.4f} ppl {scores.perplexity:.2f} "
+            f"bits/token {scores.bits_per_token:.4f}{' (best)' if improved else ''}"
+        )
+        self.model.train()
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.batches)
+
+    def early_stop_reason(self) -> str | None:
+        return None
+
+    def run(self, *, show_progress: bool = True) -> TrainingResult:
+        self.model.train()
+        _, loop = drive(self, self.recipe.train, show_progress=show_progress)
+        run = self.run_state
+        return TrainingResult(
+            output_dir=self.output_dir,
+            steps=run.step,
+            best_validation_loss=run.best_loss if run.best_loss < float("inf") else None,
+            last_validation=self.last_scores,
+            loop=loop,
+        )

@@ -1,0 +1,41 @@
+"""Translation: an attentional encoder-decoder RNN (``seqgen translate``).
+
+The network is :class:`~seqgen.tasks.translation.model.EncoderDecoder`; the pipeline a user
+holds is :class:`~seqgen.tasks.translation.pipeline.Translator`, on PyTorch or ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+from seqgen.task import Task
+from seqgen.tasks.translation.config import (
+    EncoderDecoderConfig,
+    TranslationDataConfig,
+    TranslationDecodingConfig,
+    TranslationTrainConfig,
+)
+from seqgen.text import TokenizerConfig
+
+TOKENIZER_FILES = {"source": "source_tokenizer.json", "target": "target_tokenizer.json"}
+GRAPH_FILES = {"encoder": "encoder.onnx", "step": "step.onnx", "select": "select.onnx"}
+
+TASK = Task(
+    name="translation",
+    title="translator",
+    command="translate",
+    sections={
+        "data": TranslationDataConfig,
+        "tokenizer": TokenizerConfig,
+        "model": EncoderDecoderConfig,
+        "train": TranslationTrainConfig,
+        "decoding": TranslationDecodingConfig,
+    },
+    graph_files=GRAPH_FILES,
+    tokenizer_files=tuple(TOKENIZER_FILES.values()),
+    bundled_model="multi30k-de-en.safetensors",
+    hooks=Task.hooks_in(
+        __name__,
+        trainer="TranslationTrainer",
+        command="cli:translate",
+        check_recipe="config:check_recipe",
+    ),
+)

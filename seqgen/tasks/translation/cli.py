@@ -1,0 +1,151 @@
+"""The translator's command line: ``seqgen translate``, and what ``seqgen evaluate`` prints.
+
+Flags default to "not given" (None): the model's stored decoding defaults fill them, then the
+library's (``seqgen.decoding.options``). Heavy imports happen inside the functions.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import click
+
+from seqgen.cli.common import (
+    EvaluationRequest,
+    backend_option,
+    device_option,
+    model_option,
+    read_lines,
+    shortlist_option,
+    write_text,
+)
+from seqgen.errors import SeqgenError
+
+_DEFAULT = "[default: the model's]"
+
+
+@click.command()
+@model_option("the bundled translator")
+@click.option(
+    "--input",
+    "input_file",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    default="-",
+    help="UTF-8 sentences, one per line [default: stdin].",
+)
+@click.option(
+    "--output",
+    "output_file",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    default="-",
+    help="Where translations go, one per line, written atomically [default: stdout].",
+)
+@click.option("--beam-size", type=int, default=None, help=f"1 is greedy {_DEFAULT}.")
+@click.option(
+    "--n-best",
+    type=int,
+    default=None,
+    help="Print the n best as 'line ||| translation ||| score' [default: 1].",
+)
+@click.option(
+    "--batch-size",
+    type=int,
+    default=None,
+    help="Sentences decoded together [default: the model's; at least 1,000 on CUDA].",
+)
+@click.option("--length-penalty", type=float, default=None, help=f"GNMT alpha {_DEFAULT}.")
+@click.option(
+    "--no-repeat-ngram-size", type=int, default=None, help=f"Ban repeated n-grams {_DEFAULT}."
+)
+@click.option(
+    "--min-length", type=int, default=None, help=f"At least this many target pieces {_DEFAULT}."
+)
+@click.option(
+    "--max-length", type=int, default=None, help=f"At most this many target pieces {_DEFAULT}."
+)
+@click.option(
+    "--timing", is_flag=True, help="Report the model's load time and the decoding speed on stderr."
+)
+@shortlist_option
+@device_option
+@backend_option
+def translate(
+    model_path: str | None,
+    input_file: str,
+    output_file: str,
+    timing: bool,
+    device: str,
+    backend: str,
+    **given: Any,
+) -> None:
+    """Translate sentences, one per line, keeping line alignment."""
+    from seqgen.decoding.options import check_each
+    from seqgen.loading import load
+    from seqgen.tasks.translation.pipeline import TranslationOptions
+
+    check_each(TranslationOptions, given)  # bad flags fail before a model is loaded
+    started = time.perf_counter()
+    translator = load(model_path, kind="translation", device=device, backend=backend)
+    loaded = time.perf_counter()
+    lines = read_lines(input_file)
+    results = translator.translate_n_best(lines, **given)
+    if timing:
+        seconds = time.perf_counter() - loaded
+        click.echo(
+            f"model loaded in {loaded - started:.3f} s; decode: {seconds:.3f} s for "
+            f"{len(lines)} lines ({len(lines) / max(seconds, 1e-9):.1f} sentences/s)",
+            err=True,
+        )
+    if (given["n_best"] or 1) == 1:
+        text = "".join(f"{best[0].text}\n" for best in results)
+    else:
+        text = "".join(
+            f"{index} ||| {hypothesis.text} ||| {hypothesis.score:.4f}\n"
+            for index, hypotheses in enumerate(results)
+            for hypothesis in hypotheses
+        )
+    write_text(output_file, text)
+
+
+def evaluate(translator: Any, request: EvaluationRequest) -> list[str]:
+    """BLEU and chrF, with sacreBLEU's signatures, of the model's corpus split or of
+    ``--source`` against ``--reference`` (the registry's ``evaluate`` hook)."""
+    from seqgen.tasks.translation.bleu import corpus_bleu, corpus_chrf
+
+    if request.text_file:
+        raise SeqgenError("--file scores a generator; a translator takes --source and --reference")
+    sources, references, name = _evaluation_pairs(translator, request)
+    options = translator.options(beam_size=request.beam_size, shortlist=request.shortlist)
+    started = time.perf_counter()
+    hypotheses = translator.translate(
+        sources, beam_size=request.beam_size, shortlist=request.shortlist
+    )
+    seconds = time.perf_counter() - started
+    return [
+        f"{name}: {len(sources)} sentences, beam {options.beam_size}, "
+        f"{seconds:.1f} s ({len(sources) / seconds:.0f} sentences/s)",
+        str(corpus_bleu(hypotheses, references)),
+        str(corpus_chrf(hypotheses, references)),
+    ]
+
+
+def _evaluation_pairs(
+    translator: Any, request: EvaluationRequest
+) -> tuple[list[str], list[str], str]:
+    """The sources, references and a name for them: the files, or the corpus split."""
+    from seqgen.data.corpora import load_parallel, read_parallel_files
+
+    if request.source_file or request.reference_file:
+        if not (request.source_file and request.reference_file):
+            raise SeqgenError("give both --source and --reference")
+        sources, references = read_parallel_files(request.source_file, request.reference_file)
+        return sources, references, request.source_file
+    data = translator.recipe.data
+    if not data.corpus:
+        raise SeqgenError(
+            "this model was trained on files; evaluate it with --source and --reference"
+        )
+    corpus_split = {"val": "val", "test": "test_2016_flickr"}[request.split or "val"]
+    sources, references = load_parallel(data.corpus, corpus_split, data_dir=request.data_dir)
+    return sources, references, f"{data.corpus}:{corpus_split}"

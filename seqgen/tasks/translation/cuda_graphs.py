@@ -1,0 +1,85 @@
+"""A translator's narrowed step on CUDA graphs (:mod:`seqgen.decoding.cuda_graphs`).
+
+The step's inputs are the translator's state (recurrent state and source side), the gate
+table and the shortlist's output layer rows; the source side and the output layer change only
+when a sentence leaves the batch or a new batch starts, which is what ``StepGraphs`` copies in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+from seqgen.decoding.cuda_graphs import Run, StepGraphs, StepTensors
+from seqgen.tasks.translation.decoder import OutputRows
+from seqgen.tasks.translation.model import EncoderDecoder
+from seqgen.tasks.translation.source_rows import (
+    EMBEDDING_GATES,
+    OUTPUT_IDS,
+    OUTPUT_LAYER,
+    SOURCE_NAMES,
+)
+
+TopLogProbsOf = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
+"""``(rows, width)`` logits and ``k`` -> the ``k`` best log-probs and their columns."""
+
+
+class TranslatorGraphs:
+    """A translator's narrowed step (``TranslatorStep``) on :class:`StepGraphs`, one set per
+    number of candidates; ``top_log_probs`` is the adapter's own top-k, so a graphed step
+    computes what the plain one does."""
+
+    def __init__(self, model: EncoderDecoder, top_log_probs: TopLogProbsOf) -> None:
+        self.model, self.top_log_probs = model, top_log_probs
+        self.names = model.state_names
+        self.by_candidates: dict[int, StepGraphs] = {}
+
+    @property
+    def graph_count(self) -> int:
+        """Graphs kept, over every number of candidates and shape."""
+        return sum(graphs.graph_count for graphs in self.by_candidates.values())
+
+    def step(
+        self, token_ids: torch.Tensor, state: Mapping[str, Any], candidates: int
+    ) -> tuple[torch.Tensor, torch.Tensor, StepTensors]:
+        """``(rows,)`` tokens on the device and a translator state -> the ``candidates``
+        best log-probs and their token ids ``(rows, candidates)``, and the new recurrent
+        state."""
+        inputs = {"tokens": token_ids, **{name: state[name] for name in self.names}}
+        if state.get(EMBEDDING_GATES) is not None:
+            inputs["embedding_gates"] = state[EMBEDDING_GATES]
+        output = state.get(OUTPUT_LAYER)
+        if output is not None:
+            inputs.update(output_weight=output.weight, output_ids=state[OUTPUT_IDS])
+            if output.bias is not None:
+                inputs["output_bias"] = output.bias
+        graphs = self.by_candidates.get(candidates)
+        if graphs is None:
+            graphs = self.by_candidates[candidates] = StepGraphs(
+                self._run(candidates),
+                per_row=("tokens", *self.names),
+                recurrent=tuple(name for name in self.names if name not in SOURCE_NAMES),
+                capture=token_ids.device.type == "cuda",
+            )
+        return graphs.step(inputs)
+
+    def _run(self, candidates: int) -> Run:
+        """The step on the graph's inputs (no host synchronisation in it)."""
+
+        def run(inputs: StepTensors) -> tuple[torch.Tensor, torch.Tensor, StepTensors]:
+            output = None
+            if "output_weight" in inputs:
+                output = OutputRows(inputs["output_weight"], inputs.get("output_bias"))
+            state = {name: inputs[name] for name in self.names}
+            logits, new_state = self.model.step(
+                inputs["tokens"], state, output, inputs.get("embedding_gates")
+            )
+            values, token_ids = self.top_log_probs(logits.float(), candidates)
+            if "output_ids" in inputs:
+                token_ids = inputs["output_ids"][token_ids]
+            recurrent = {n: new_state[n] for n in self.names if n not in SOURCE_NAMES}
+            return values, token_ids, recurrent
+
+        return run

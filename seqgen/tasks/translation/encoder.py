@@ -1,0 +1,234 @@
+"""A bidirectional RNN encoder without packed sequences, and the bridge to the decoder.
+
+PyTorch keeps padding out of a bidirectional RNN with ``pack_padded_sequence``, which ties
+the graph to the example's lengths when exported to ONNX. Here each direction of each layer
+is a plain one-layer RNN over the padded batch ``(rows, source_len)``, and padding still
+never reaches a real position:
+
+- the forward direction reads left to right, and padding only comes after a row's tokens;
+- the backward direction reads each row's tokens reversed *within its own length* (a gather
+  with per-row indices: ``t -> length - 1 - t`` for real positions, padding left in place),
+  so its padding also comes last; its outputs are put back in order with the same gather.
+
+Both match ``nn.LSTM(bidirectional=True)`` over packed sequences (``tests/test_translator.py``
+proves it). A row's final hidden state is its output at its last real position; an LSTM's
+final *cell* state is not among its outputs, so :func:`final_cell_state` recomputes it from
+the outputs in parallel over time. Everything is a pure function of tensors.
+
+Mask convention: ``True`` = a real token, ``False`` = padding.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seqgen.layers.cells import RNN_CLASSES
+from seqgen.tasks.translation.config import EncoderDecoderConfig
+
+
+def length_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
+    """``(rows, max_length)`` bool, True at positions ``< lengths[row]`` (real tokens)."""
+    positions = torch.arange(max_length, device=lengths.device)
+    return positions.unsqueeze(0) < lengths.unsqueeze(1)
+
+
+def reverse_index(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
+    """``(rows, max_length)`` int64 indices reversing each row within its own length.
+
+    Real position ``t`` maps to ``length - 1 - t``; padding positions map to themselves.
+    The map is its own inverse, so the same index reverses the outputs back.
+    """
+    positions = torch.arange(max_length, device=lengths.device).unsqueeze(0)
+    reversed_positions = lengths.unsqueeze(1) - 1 - positions
+    return torch.where(positions < lengths.unsqueeze(1), reversed_positions, positions)
+
+
+def gather_time(sequence: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``sequence[row, index[row, t]]`` for ``(rows, time, features)`` and ``(rows, time)``."""
+    return sequence.gather(1, index.unsqueeze(-1).expand(-1, -1, sequence.shape[-1]))
+
+
+def last_output(outputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``(rows, hidden)``: each row's output at its last real position ``length - 1``."""
+    return gather_time(outputs, (lengths - 1).unsqueeze(1)).squeeze(1)
+
+
+def final_cell_state(
+    rnn: nn.LSTM, inputs: torch.Tensor, outputs: torch.Tensor, lengths: torch.Tensor
+) -> torch.Tensor:
+    """A one-layer LSTM's cell state after each row's last real token, ``(rows, hidden)``.
+
+    The gates of every step depend only on the step's input and the previous output, both
+    known, so they are computed for all steps at once. The cell recurrence
+    ``c_t = f_t * c_{t-1} + i_t * g_t`` (from ``c_{-1} = 0``) is linear, so
+    ``c_{L-1} = sum_{s < L} exp(A_{L-1} - A_s) * i_s * g_s`` with ``A = cumsum(log f)``:
+    exact up to rounding, stable (the exponents are <= 0) and free of Python loops.
+
+    Args:
+        rnn: the direction's one-layer ``nn.LSTM`` (batch_first).
+        inputs: ``(rows, time, input_size)``, what ``rnn`` read.
+        outputs: ``(rows, time, hidden)``, what it wrote.
+        lengths: ``(rows,)`` int64, each >= 1.
+    """
+    previous = torch.cat([torch.zeros_like(outputs[:, :1]), outputs[:, :-1]], dim=1)
+    # PyTorch stacks the gates as i, f, g, o; the output gate o is not needed here.
+    needed = slice(0, 3 * rnn.hidden_size)
+    gates = F.linear(inputs, rnn.weight_ih_l0[needed], rnn.bias_ih_l0[needed])
+    gates = gates + F.linear(previous, rnn.weight_hh_l0[needed], rnn.bias_hh_l0[needed])
+    input_gate, forget_gate, cell_gate = gates.float().chunk(3, dim=-1)
+    update = torch.sigmoid(input_gate) * torch.tanh(cell_gate)
+    log_decay = F.logsigmoid(forget_gate).cumsum(dim=1)  # A_t = sum_{r <= t} log f_r
+    exponent = last_output(log_decay, lengths).unsqueeze(1) - log_decay
+    # Steps past a row's end must not count; -inf (not a multiplied mask) keeps gradients finite.
+    real = length_mask(lengths, outputs.shape[1]).unsqueeze(-1)
+    exponent = exponent.masked_fill(~real, float("-inf"))
+    return (torch.exp(exponent) * update).sum(dim=1).to(outputs.dtype)
+
+
+class DirectionRun(NamedTuple):
+    """What a bidirectional layer's final states are read from (batch-major tensors)."""
+
+    forward_outputs: torch.Tensor  # (rows, source_len, hidden), in source order
+    reversed_inputs: torch.Tensor  # (rows, source_len, input_size), reversed within length
+    reversed_outputs: torch.Tensor  # (rows, source_len, hidden), in the reversed frame
+
+
+class Encoder(nn.Module):
+    """Embedding + a stack of bidirectional RNN layers; writes the attention memory.
+
+    Args:
+        config: the translator's config (cell, sizes, layers, dropout).
+        embedding: the source embedding, ``(source_vocab, embedding_size)`` (maybe shared).
+    """
+
+    def __init__(self, config: EncoderDecoderConfig, embedding: nn.Embedding) -> None:
+        super().__init__()
+        self.cell = config.cell
+        self.hidden_size = config.encoder_hidden_size
+        self.embedding = embedding
+        self.dropout = nn.Dropout(config.dropout)
+        rnn_class = RNN_CLASSES[config.cell]
+        input_sizes = [config.embedding_size] + [self.memory_size] * (config.encoder_layers - 1)
+        # One one-layer RNN per direction and layer: the backward one reads reversed rows.
+        self.forward_layers = nn.ModuleList(
+            rnn_class(size, self.hidden_size, batch_first=True) for size in input_sizes
+        )
+        self.backward_layers = nn.ModuleList(
+            rnn_class(size, self.hidden_size, batch_first=True) for size in input_sizes
+        )
+
+    @property
+    def memory_size(self) -> int:
+        """Width of the memory: forward and backward outputs side by side."""
+        return 2 * self.hidden_size
+
+    def forward(
+        self, source_ids: torch.Tensor, source_lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Encode a padded batch of sources.
+
+        Args:
+            source_ids: ``(rows, source_len)`` int64, padded after each row's tokens.
+            source_lengths: ``(rows,)`` int64, each >= 1.
+
+        Returns:
+            memory ``(rows, source_len, 2 * encoder_hidden)``, zeros at padding; and the top
+            layer's final states ``(rows, 2 * encoder_hidden)`` ([forward; backward]) named
+            ``hidden`` (and ``cell`` for an LSTM), to initialise the decoder.
+        """
+        source_len = source_ids.shape[1]
+        real = length_mask(source_lengths, source_len).unsqueeze(-1)
+        index = reverse_index(source_lengths, source_len)
+        inputs = self.dropout(self.embedding(source_ids))
+        memory, run = self._bidirectional_layer(0, inputs, index, real)
+        for layer in range(1, len(self.forward_layers)):
+            inputs = self.dropout(memory)  # between layers, as nn.LSTM's dropout does
+            memory, run = self._bidirectional_layer(layer, inputs, index, real)
+        return memory, self._final_states(inputs, run, source_lengths)
+
+    def _bidirectional_layer(
+        self, layer: int, inputs: torch.Tensor, index: torch.Tensor, real: torch.Tensor
+    ) -> tuple[torch.Tensor, DirectionRun]:
+        """One layer: ``(rows, source_len, input_size) -> (rows, source_len, 2 * hidden)``."""
+        forward_outputs, _ = self.forward_layers[layer](inputs)
+        reversed_inputs = gather_time(inputs, index)
+        reversed_outputs, _ = self.backward_layers[layer](reversed_inputs)
+        backward_outputs = gather_time(reversed_outputs, index)
+        # Zeros at padding, so nothing downstream can read garbage from there.
+        outputs = torch.cat([forward_outputs, backward_outputs], dim=-1) * real
+        return outputs, DirectionRun(forward_outputs, reversed_inputs, reversed_outputs)
+
+    def _final_states(
+        self, inputs: torch.Tensor, run: DirectionRun, lengths: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The top layer's states after each row's last real token, ``(rows, 2 * hidden)``.
+
+        Both directions end at ``length - 1`` of their own frame: the backward direction's
+        last step reads position 0, which is ``length - 1`` in its reversed frame.
+        """
+        final = {
+            "hidden": torch.cat(
+                [
+                    last_output(run.forward_outputs, lengths),
+                    last_output(run.reversed_outputs, lengths),
+                ],
+                dim=-1,
+            )
+        }
+        if self.cell == "lstm":
+            forward_cell = final_cell_state(
+                self.forward_layers[-1], inputs, run.forward_outputs, lengths
+            )
+            backward_cell = final_cell_state(
+                self.backward_layers[-1], run.reversed_inputs, run.reversed_outputs, lengths
+            )
+            final["cell"] = torch.cat([forward_cell, backward_cell], dim=-1)
+        return final
+
+
+class Bridge(nn.Module):
+    """Initial decoder state from the encoder's final states.
+
+    ``kind = "learned"``: ``tanh(W [forward; backward] + b)``, one Linear + tanh per state name
+    (``hidden``, and ``cell`` for an LSTM), as OpenNMT-py's ``bridge`` and JoeyNMT's decoder
+    initialisation do; sizes need not match. ``kind = "copy"``: the final states as they are
+    (OpenNMT-py's default), which needs ``decoder_hidden_size == memory_size``. Either way the
+    top encoder layer's final states start every decoder layer.
+    """
+
+    def __init__(
+        self,
+        *,
+        memory_size: int,
+        decoder_hidden_size: int,
+        decoder_layers: int,
+        cell: str,
+        kind: str = "learned",
+    ) -> None:
+        super().__init__()
+        self.decoder_hidden_size = decoder_hidden_size
+        self.decoder_layers = decoder_layers
+        self.names = ("hidden", "cell") if cell == "lstm" else ("hidden",)
+        self.layers = nn.ModuleDict()
+        if kind == "learned":
+            self.layers.update(
+                {
+                    name: nn.Linear(memory_size, decoder_layers * decoder_hidden_size)
+                    for name in self.names
+                }
+            )
+
+    def forward(self, final: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``(rows, memory_size)`` per name -> ``(rows, decoder_layers, decoder_hidden)``."""
+        shape = (-1, self.decoder_layers, self.decoder_hidden_size)
+        if not self.layers:  # copy
+            return {
+                name: final[name].unsqueeze(1).expand(shape).contiguous() for name in self.names
+            }
+        return {
+            name: torch.tanh(layer(final[name])).view(shape) for name, layer in self.layers.items()
+        }

@@ -1,0 +1,281 @@
+"""A translator's graphs, tokenizers and manifest entries in a bundle (``write_bundle`` hook).
+
+The graphs are the callables the PyTorch adapter (``TranslatorStep``) calls:
+
+- ``encoder``: ``Translator.start(source_ids, source_lengths)``, the first decoder state;
+- ``step``: ``Translator.step(tokens, state)`` and the log-softmax (with each row's top
+  candidates, as the generator's step graph), returning the recurrent part of the new
+  state (``new_hidden``, ``new_cell``, ``new_feed``); the source side (``memory``, ``keys``,
+  ``source_mask``) never changes, so it is an input only;
+- ``select``: ``index_select`` of every state entry (``seqgen.bundles.export.SelectGraph``),
+  so that a GPU runtime reorders beams without copying the state to the host.
+
+Rows (batch x beam), the source length and the selected rows are dynamic axes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from seqgen.bundles.export import (
+    EXAMPLE_ROWS,
+    PARITY_TOLERANCE,
+    TOP_CANDIDATES,
+    GraphSpec,
+    export_graph,
+    select_spec,
+    special_ids,
+    with_top_candidates,
+)
+from seqgen.decoding.onnx_session import NEW_PREFIX, STEP_OUTPUTS
+from seqgen.errors import SeqgenError
+from seqgen.recipes import recipe_to_dict
+from seqgen.tasks.translation import GRAPH_FILES, TOKENIZER_FILES
+from seqgen.tasks.translation.model import EncoderDecoder
+from seqgen.tasks.translation.onnx_step import OnnxTranslatorStep
+from seqgen.tasks.translation.pipeline import Translator
+from seqgen.tasks.translation.source_rows import SOURCE_NAMES, encoder_inputs
+
+EXAMPLE_SOURCE_LENGTH = 5  # differs from EXAMPLE_ROWS, so torch.export keeps them apart
+EXAMPLE_SHORTLIST = 40  # at least the top-k's 32 candidates, and unlike the other sizes
+SHORTLIST_FILE = "shortlist.json"
+RECURRENT = ("hidden", "cell", "feed")
+
+
+class EncoderGraph(nn.Module):
+    """``source_ids`` ``(rows, source_len)``, ``source_lengths`` ``(rows,)`` -> the state."""
+
+    def __init__(self, model: EncoderDecoder) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, source_ids: torch.Tensor, source_lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        state = self.model.start(source_ids, source_lengths)
+        return tuple(state[name] for name in self.model.state_names)
+
+
+class TranslatorStepGraph(nn.Module):
+    """``tokens`` ``(rows,)`` + state -> ``log_probs`` ``(rows, vocab)`` float32, the top
+    candidates (``with_top_candidates``) and the new recurrent state.
+
+    A model with a lexical shortlist takes ``output_ids`` ``(M,)`` int64 last (the batch's
+    shortlist, :func:`seqgen.tasks.translation.shortlist.shortlist_ids`): ``log_probs`` is then
+    ``(rows, M)``, over those tokens, and ``top_ids`` are token ids all the same.
+    """
+
+    def __init__(self, model: EncoderDecoder) -> None:
+        super().__init__()
+        self.model = model
+        # The decoder's gate table, as PyTorch decodes with it: a constant of the graph,
+        # gathered per step instead of the embedding (Decoder._rnn_step).
+        table = None
+        if model.decoder.uses_gate_table:
+            with torch.no_grad():
+                table = model.decoder.embedding_gates()
+        self.embedding_gates: torch.Tensor | None
+        self.register_buffer("embedding_gates", table, persistent=False)
+
+    def forward(self, tokens: torch.Tensor, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        names = self.model.state_names
+        state = dict(zip(names, inputs[: len(names)], strict=True))
+        output_ids = inputs[len(names)] if self.model.has_shortlist else None
+        # In the graph the rows are gathered at every step: output_ids is an input.
+        output = None if output_ids is None else self.model.decoder.output_rows(output_ids)
+        logits, new_state = self.model.step(tokens, state, output, self.embedding_gates)
+        # As TranslatorStep.step: log-softmax in float32, also for a float16 model.
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        if output_ids is None:
+            log_probs, top_values, top_ids = with_top_candidates(log_probs)
+        else:
+            # A fixed K (a shortlist holds at least this many tokens: the config checks
+            # shortlist_frequent), so the top outputs keep a static width.
+            count = min(TOP_CANDIDATES, self.model.target_vocab_size)
+            top_values, top_columns = torch.topk(log_probs, count, dim=-1)
+            top_ids = output_ids[top_columns]
+        recurrent = (new_state[name] for name in names if name in RECURRENT)
+        return (log_probs, top_values, top_ids, *recurrent)
+
+
+def write_bundle(
+    translator: Translator, model: EncoderDecoder, staging: Path, *, fp16: bool
+) -> dict[str, Any]:
+    """Write the graphs and tokenizers into ``staging``; returns the manifest's entries."""
+    files = GRAPH_FILES
+    specs = graph_specs(model)
+    graphs = {name: export_graph(spec, staging / files[name]) for name, spec in specs.items()}
+    if not fp16:
+        check_parity(translator.step_function.model, staging)
+    tokenizers = {"source": translator.source_tokenizer, "target": translator.target_tokenizer}
+    tokenizer_entries = {}
+    for side, tokenizer in tokenizers.items():
+        serialised = tokenizer.to_dict()
+        (staging / TOKENIZER_FILES[side]).write_text(json.dumps(serialised), encoding="utf-8")
+        entry = {"file": TOKENIZER_FILES[side], "kind": tokenizer.kind}
+        if tokenizer.kind == "sentencepiece":
+            # The raw model too, for sentencepiece's ports in other languages.
+            (staging / f"{side}.model").write_bytes(base64.b64decode(serialised["model_proto"]))
+            entry["sentencepiece_model"] = f"{side}.model"
+            entry["lowercase"] = serialised["lowercase"]
+        tokenizer_entries[side] = entry
+    extra = {}
+    if model.has_shortlist:
+        table = {
+            "table": model.shortlist_table.tolist(),
+            "frequent": model.shortlist_frequent.tolist(),
+        }
+        (staging / SHORTLIST_FILE).write_text(json.dumps(table), encoding="utf-8")
+        extra["shortlist"] = {
+            "file": SHORTLIST_FILE,
+            "per_source": model.config.shortlist,
+            "frequent": model.config.shortlist_frequent,
+        }
+    return {
+        **extra,
+        "model": _model_entry(model),
+        "state": _state_entry(model, specs["step"].inputs, fp16=fp16),
+        "graphs": {name: {"file": files[name], **described} for name, described in graphs.items()},
+        "tokenizers": tokenizer_entries,
+        "special_ids": special_ids(translator.target_tokenizer),
+        "decoding": {
+            **recipe_to_dict(translator.recipe)["decoding"],
+            "max_source_length": translator.recipe.data.max_source_length,
+            "source_ends_with": "eos",
+            "first_token": "bos",
+            "banned_token_ids": [
+                translator.target_tokenizer.pad_id,
+                translator.target_tokenizer.bos_id,
+                translator.target_tokenizer.unk_id,
+            ],
+        },
+        "recipe": recipe_to_dict(translator.recipe),
+        "training_info": translator.info,
+    }
+
+
+def graph_specs(model: EncoderDecoder) -> dict[str, GraphSpec]:
+    """The three graphs with example inputs of the model's dtype and their dynamic axes."""
+    names = model.state_names
+    recurrent = [name for name in names if name in RECURRENT]
+    rows, length = EXAMPLE_ROWS, EXAMPLE_SOURCE_LENGTH
+    source_ids = torch.ones(rows, length, dtype=torch.long)
+    source_lengths = torch.tensor([length, 2, 1][:rows] + [1] * (rows - 3), dtype=torch.long)
+    with torch.inference_mode():
+        state = model.start(source_ids, source_lengths)
+    state = {name: state[name].clone() for name in names}
+    state_axes = {
+        name: {0: "rows", 1: "source_len"} if name in SOURCE_NAMES else {0: "rows"}
+        for name in names
+    }
+    new_recurrent = [NEW_PREFIX + name for name in recurrent]
+    step_inputs, step_axes = {"tokens": torch.zeros(rows, dtype=torch.long), **state}, {}
+    if model.has_shortlist:
+        # Any ids of a size unlike the other axes', so the exporter keeps the axis dynamic.
+        step_inputs["output_ids"] = torch.arange(EXAMPLE_SHORTLIST, dtype=torch.long)
+        step_axes["output_ids"] = {0: "shortlist"}
+    return {
+        "encoder": GraphSpec(
+            EncoderGraph(model),
+            {"source_ids": source_ids, "source_lengths": source_lengths},
+            list(names),
+            {"source_ids": {0: "rows", 1: "source_len"}, "source_lengths": {0: "rows"}},
+            {name: [state_axes[name][a] for a in sorted(state_axes[name])] for name in names},
+        ),
+        "step": GraphSpec(
+            TranslatorStepGraph(model),
+            step_inputs,
+            [*STEP_OUTPUTS, *new_recurrent],
+            {"tokens": {0: "rows"}, **state_axes, **step_axes},
+            {name: ["rows"] for name in [*STEP_OUTPUTS, *new_recurrent]},
+        ),
+        "select": select_spec(state, state_axes),
+    }
+
+
+def check_parity(model: EncoderDecoder, folder: Path) -> None:
+    """Run the graphs on sources of other lengths than the example's and compare with
+    PyTorch; SeqgenError where they differ by more than ``PARITY_TOLERANCE``."""
+    onnx_step = OnnxTranslatorStep.from_files(
+        folder, GRAPH_FILES, device="cpu", threads=1, io_binding=True
+    )
+    if model.has_shortlist:
+        table, frequent = model.shortlist_table.numpy(), model.shortlist_frequent.numpy()
+        onnx_step.use_shortlist(table, frequent, model.target_vocab_size)
+    generator = torch.Generator().manual_seed(0)
+    worst = 0.0
+    vocab = model.source_vocab_size
+    for lengths in ([1], [9, 3, 1, 7, 2]):
+        sources = [torch.randint(4, vocab, (n,), generator=generator).tolist() for n in lengths]
+        tokens = torch.randint(4, model.target_vocab_size, (len(lengths),), generator=generator)
+        state, _ = onnx_step.start(sources)
+        log_probs, stepped = onnx_step.step(tokens.numpy(), state)
+        stepped = onnx_step.select(stepped, np.arange(len(lengths))[::-1].copy())
+        with torch.inference_mode():
+            source_ids, source_lengths = map(torch.from_numpy, encoder_inputs(sources))
+            expected_state = model.start(source_ids, source_lengths)
+            output_ids, output = None, None
+            if model.has_shortlist:
+                output_ids = torch.from_numpy(model.shortlist_ids(source_ids.numpy()))
+                output = model.decoder.output_rows(output_ids)
+            logits, expected_state = model.step(tokens, expected_state, output)
+        expected = torch.log_softmax(logits, -1)
+        if output_ids is not None:  # the adapter hands the whole vocabulary to search
+            full = expected.new_full((len(lengths), model.target_vocab_size), -torch.inf)
+            expected = full.index_copy_(1, output_ids, expected)
+        pairs = [(log_probs, expected.numpy())]
+        for name in model.state_names:
+            got = stepped[name]
+            got = got.numpy() if hasattr(got, "numpy") else np.asarray(got)
+            pairs.append((got, expected_state[name].flip(0).numpy()))
+        for got, want in pairs:
+            if not np.array_equal(np.isneginf(got), np.isneginf(want)):
+                worst = np.inf  # not the same shortlist
+                continue
+            finite = ~np.isneginf(want)
+            worst = max(worst, float(np.abs(got[finite].astype(np.float64) - want[finite]).max()))
+    if worst > PARITY_TOLERANCE:
+        raise SeqgenError(
+            f"the exported graphs disagree with PyTorch (max difference {worst:.2g} > "
+            f"{PARITY_TOLERANCE}); this torch version's ONNX exporter is not supported"
+        )
+
+
+def _model_entry(model: EncoderDecoder) -> dict[str, Any]:
+    config = model.config
+    return {
+        "cell": config.cell,
+        "encoder_layers": config.encoder_layers,
+        "encoder_hidden_size": config.encoder_hidden_size,
+        "decoder_layers": config.decoder_layers,
+        "decoder_hidden_size": config.decoder_hidden_size,
+        "attention": config.attention,
+        "input_feeding": config.input_feeding,
+        "source_vocab_size": model.source_vocab_size,
+        "target_vocab_size": model.target_vocab_size,
+    }
+
+
+def _state_entry(
+    model: EncoderDecoder, example: dict[str, torch.Tensor], *, fp16: bool
+) -> dict[str, Any]:
+    """Each state entry's shape and dtype, and which part of the state it is."""
+    entries = {}
+    for name in model.state_names:
+        axes = ["rows", "source_len"] if name in SOURCE_NAMES else ["rows"]
+        shape = [*axes, *example[name].shape[len(axes) :]]
+        dtype = str(example[name].dtype).removeprefix("torch.")
+        entries[name] = {"shape": shape, "dtype": {"float": "float32"}.get(dtype, dtype)}
+    return {
+        "names": list(model.state_names),
+        "recurrent": [name for name in model.state_names if name in RECURRENT],
+        "source_side": [name for name in model.state_names if name in SOURCE_NAMES],
+        "entries": entries,
+    }

@@ -1,0 +1,151 @@
+"""The PyTorch adapter of the decoding contract for translators."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from seqgen.decoding.contract import State, TopLogProbs
+from seqgen.decoding.torch_step import (
+    GateTable,
+    TorchStep,
+    eval_mode,
+    graphs_by_default,
+    to_device,
+    to_host,
+    top_log_probs,
+)
+from seqgen.tasks.translation.cuda_graphs import TranslatorGraphs
+from seqgen.tasks.translation.model import EncoderDecoder
+from seqgen.tasks.translation.source_rows import (
+    EMBEDDING_GATES,
+    OUTPUT_IDS,
+    OUTPUT_LAYER,
+    encoder_inputs,
+    select_rows,
+    with_sentences,
+)
+from seqgen.text.vocabulary import BOS_ID
+
+
+class TranslatorStep(TorchStep):
+    """``start`` encodes the sources; ``step`` predicts one target token per row.
+
+    The state (names in :mod:`seqgen.tasks.translation.model`) stays on the model's device as
+    torch tensors; search sees numpy log-probabilities ``(rows, vocab)`` only. The source
+    side is gathered only when rows change sentence (:mod:`seqgen.tasks.translation.source_rows`).
+    A model with a lexical shortlist scores only the batch's shortlisted tokens (the
+    state's ``OUTPUT_IDS``), unless ``start`` is told ``shortlist=False``.
+    The model decodes in eval mode (no dropout); a model in training mode (the training
+    loop validates mid-run) is put back in it after each call.
+
+    With ``cuda_graphs`` (the default on CUDA, see :func:`graphs_by_default`) a narrowed step
+    (greedy and beam search) is replayed from CUDA graphs (:mod:`seqgen.decoding.cuda_graphs`);
+    on the CPU, True runs the same bookkeeping without capturing (for tests).
+    """
+
+    def __init__(self, model: EncoderDecoder, *, cuda_graphs: bool | None = None) -> None:
+        self.model = model
+        self.device = next(model.parameters()).device
+        self._gate_table = GateTable(model.decoder.embedding, model.decoder.rnn)
+        if cuda_graphs is None:
+            cuda_graphs = graphs_by_default(self.device)
+        # Shared by the narrowed views (a shallow copy shares it).
+        self._graphs = TranslatorGraphs(model, top_log_probs) if cuda_graphs else None
+
+    @torch.inference_mode()
+    def start(
+        self, sources: Sequence[Sequence[int]], *, shortlist: bool = True
+    ) -> tuple[State, np.ndarray]:
+        """Encode a batch of sources.
+
+        Args:
+            sources: ``batch`` token id lists without BOS or EOS (EOS is appended here, as
+                ``ParallelBatches`` does in training; an empty source is just EOS).
+            shortlist: score only the batch's shortlisted tokens, where the model has a
+                shortlist (False: the whole vocabulary).
+
+        Returns:
+            the state (``(batch, ...)`` per name) and ``first_tokens`` ``(batch,)`` int64,
+            all BOS.
+        """
+        host_ids, host_lengths = encoder_inputs(sources)
+        source_ids, source_lengths = (
+            torch.from_numpy(array).to(self.device) for array in (host_ids, host_lengths)
+        )
+        with eval_mode(self.model):
+            state = self.model.start(source_ids, source_lengths)
+        first_tokens = np.full(len(sources), BOS_ID, dtype=np.int64)
+        state = with_sentences(state, len(sources))
+        gate_table = self._gate_table.get(self.MAX_GATE_TABLE)
+        if gate_table is not None:
+            state[EMBEDDING_GATES] = gate_table
+        if shortlist and self.model.has_shortlist:
+            output_ids = torch.from_numpy(self.model.shortlist_ids(host_ids)).to(self.device)
+            state[OUTPUT_IDS] = output_ids
+            state[OUTPUT_LAYER] = self.model.decoder.output_rows(output_ids)
+        return state, first_tokens
+
+    @contextlib.contextmanager
+    def concurrent_batches(self) -> Iterator[int]:
+        """On the CPU, one batch at a time per torch thread, each running its operators on one
+        thread, for the duration of the block (``torch.set_num_threads`` is process-wide, so
+        it is put back after); elsewhere 1.
+
+        A step's products are small (64 to 320 rows): MKL runs them about as fast on one
+        thread as on two, so a second core only helps with a batch of its own. The model
+        stays in eval mode for the whole block: a training model switched per step (see
+        :func:`eval_mode`) would switch under the other thread.
+        """
+        threads = torch.get_num_threads()
+        # (Graphs' buffers serve one step at a time.)
+        if self.device.type != "cpu" or threads < 2 or self._graphs is not None:
+            yield 1
+            return
+        self._gate_table.get(self.MAX_GATE_TABLE)  # built once, before the threads ask
+        with eval_mode(self.model):
+            torch.set_num_threads(1)
+            try:
+                yield threads
+            finally:
+                torch.set_num_threads(threads)
+
+    @torch.inference_mode()
+    def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray | TopLogProbs, State]:
+        token_ids = to_device(tokens, self.device)
+        if self._graphable(state):
+            return self._graphed_step(token_ids, state)
+        with eval_mode(self.model):
+            logits, new_state = self.model.step(
+                token_ids, dict(state), state.get(OUTPUT_LAYER), state.get(EMBEDDING_GATES)
+            )
+        vocab_size = self.model.target_vocab_size
+        return self._log_probs(logits, state.get(OUTPUT_IDS), vocab_size), new_state
+
+    def _graphable(self, state: State) -> bool:
+        """Whether :meth:`step` replays a graph: with graphs, for a narrowed view that
+        returns fewer candidates than it scores (else ``_log_probs`` returns them all)."""
+        if self._graphs is None or self.candidates is None:
+            return False
+        output_ids = state.get(OUTPUT_IDS)
+        width = self.model.target_vocab_size if output_ids is None else output_ids.shape[0]
+        return self.candidates < width
+
+    def _graphed_step(self, token_ids: torch.Tensor, state: State) -> tuple[TopLogProbs, State]:
+        """:meth:`step` of a narrowed view, replayed from a CUDA graph."""
+        assert self._graphs is not None and self.candidates is not None
+        with eval_mode(self.model):
+            values, token_ids, recurrent = self._graphs.step(token_ids, state, self.candidates)
+        return TopLogProbs(*to_host(values, token_ids)), {**state, **recurrent}
+
+    @torch.inference_mode()
+    def select(self, state: State, rows: np.ndarray) -> State:
+        return select_rows(
+            state,
+            rows,
+            lambda tensor, index: tensor.index_select(0, index),
+            lambda rows: to_device(rows, self.device),
+        )

@@ -1,0 +1,356 @@
+"""Training a translator: token-count batches, label smoothing, BLEU selection (``trainer``
+hook).
+
+Validation translates the validation split through
+:class:`seqgen.tasks.translation.pipeline.Translator`, the same code ``seqgen translate``
+runs, and scores it with sacreBLEU; the best checkpoint and early stopping follow that BLEU.
+With ``train.average_last = N`` the last N validated
+checkpoints are kept and averaged at the end; the average becomes ``best`` if it scores
+higher. ``last.safetensors`` holds what ``--resume`` needs to continue bit for bit.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from seqgen.data.corpora import load_parallel, read_parallel_files, read_tsv
+from seqgen.data.parallel import ParallelBatches
+from seqgen.recipes import Recipe, recipe_to_dict
+from seqgen.tasks.translation.bleu import corpus_bleu, corpus_chrf
+from seqgen.tasks.translation.decoder import OutputRows
+from seqgen.tasks.translation.model import EncoderDecoder
+from seqgen.tasks.translation.pipeline import Translator
+from seqgen.tasks.translation.shortlist import build_shortlist
+from seqgen.tasks.translation.torch_step import TranslatorStep
+from seqgen.text import Tokenizer, tokenizer_from_dict, train_tokenizer
+from seqgen.training.averaging import average_checkpoints
+from seqgen.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from seqgen.training.device import (
+    adamw,
+    autocast,
+    optimizer_step,
+    resolve_device,
+    use_cpu_bf16,
+)
+from seqgen.training.driver import LoopStats, drive
+from seqgen.training.loss import cross_entropy_sum
+from seqgen.training.metrics import MetricsLog
+from seqgen.training.progress import Progress
+from seqgen.training.run_folder import (
+    capture_rng,
+    open_run,
+    restore_rng,
+)
+from seqgen.training.schedule import learning_rate_at
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TranslationResult:
+    output_dir: Path
+    steps: int
+    best_bleu: float
+    loop: LoopStats
+    unit: ClassVar[str] = "pieces"  # what the loop's throughput counts (source + target)
+
+    def best(self) -> str:
+        """The best checkpoint's score, for the last line ``seqgen train`` prints."""
+        return f"best validation BLEU {self.best_bleu:.2f}"
+
+
+@dataclass
+class _RunState:
+    """What changes as training goes; all of it is saved in ``last.safetensors``."""
+
+    step: int = 0
+    best_bleu: float = -1.0
+    validations_without_gain: int = 0
+    elapsed: float = 0.0
+    kept: list[str] = field(default_factory=list)  # validated checkpoints kept for averaging
+
+
+def load_pairs(recipe: Recipe, split: str, *, data_dir: str | None) -> tuple[list[str], list[str]]:
+    """The ``train`` or ``val`` sentence pairs a translation recipe names."""
+    data = recipe.data
+    if data.corpus:
+        return load_parallel(data.corpus, split, data_dir=data_dir)
+    source, target = (
+        (data.train_source, data.train_target)
+        if split == "train"
+        else (data.validation_source, data.validation_target)
+    )
+    if not target and source.endswith(".tsv"):
+        return read_tsv(source)
+    return read_parallel_files(source, target)
+
+
+def train_tokenizers(
+    recipe: Recipe, sources: list[str], targets: list[str]
+) -> dict[str, Tokenizer]:
+    """One joint tokenizer for both sides, or one per side (``tokenizer.joint``)."""
+    if recipe.tokenizer.joint:
+        joint = train_tokenizer(recipe.tokenizer, sources + targets)
+        return {"source": joint, "target": joint}
+    return {
+        "source": train_tokenizer(recipe.tokenizer, sources),
+        "target": train_tokenizer(recipe.tokenizer, targets),
+    }
+
+
+class TranslationTrainer:
+    """Holds the pieces of one run; :meth:`run` is the loop."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        output_dir: Path,
+        *,
+        resume: bool,
+        data_dir: str | None,
+        tokenizers: dict[str, Tokenizer] | None = None,
+    ) -> None:
+        """``tokenizers`` (``source``, ``target``), when given, are used instead of training
+        new ones (``seqgen bench`` reuses the bundled model's)."""
+        recipe, last = open_run(recipe, output_dir, resume=resume)
+        self.output_dir = output_dir
+        self.device = resolve_device(recipe.train.device)
+        self.cpu_bf16 = use_cpu_bf16(self.device, recipe.train.cpu_mixed_precision)
+        self.recipe = recipe
+        train_sources, train_targets = load_pairs(recipe, "train", data_dir=data_dir)
+        self.validation_sources, self.validation_references = load_pairs(
+            recipe, "val", data_dir=data_dir
+        )
+        if last is not None:
+            self.tokenizers = {k: tokenizer_from_dict(v) for k, v in last.tokenizer.items()}
+        elif tokenizers is not None:
+            self.tokenizers = tokenizers
+        else:
+            self.tokenizers = train_tokenizers(recipe, train_sources, train_targets)
+        source_ids = [self.tokenizers["source"].encode(s) for s in train_sources]
+        target_ids = [self.tokenizers["target"].encode(t) for t in train_targets]
+        self.batches = ParallelBatches(
+            source_ids,
+            target_ids,
+            batch_tokens=recipe.train.batch_tokens,
+            batch_sentences=recipe.train.batch_sentences,
+            max_source_length=recipe.data.max_source_length,
+            max_target_length=recipe.data.max_target_length,
+            seed=recipe.train.seed,
+        )
+        self.model = EncoderDecoder(
+            recipe.model, self.tokenizers["source"].vocab_size, self.tokenizers["target"].vocab_size
+        ).to(self.device)
+        self.optimizer = adamw(
+            self.model.parameters(),
+            self.device,
+            lr=recipe.train.learning_rate,
+            weight_decay=recipe.train.weight_decay,
+        )
+        if self.model.has_shortlist and last is None:
+            self._build_shortlist(source_ids, target_ids)
+        self.run_state = _RunState()
+        if last is not None:
+            self.model.load_state_dict({k: v.float() for k, v in last.weights.items()})
+            self._restore(last.training)
+        self.metrics = MetricsLog(output_dir / "metrics.csv")
+        self.metrics.keep_until(self.run_state.step)
+        self._epoch, self._epoch_batches = -1, []
+
+    def _build_shortlist(self, source_ids: list[list[int]], target_ids: list[list[int]]) -> None:
+        """Fill the model's lexical shortlist from the training pairs (about a second for
+        Multi30k's 29,000); validation and every checkpoint then decode with it."""
+        table, frequent = build_shortlist(
+            source_ids,
+            target_ids,
+            source_vocab_size=self.model.source_vocab_size,
+            target_vocab_size=self.model.target_vocab_size,
+            per_source=self.recipe.model.shortlist,
+            frequent=self.recipe.model.shortlist_frequent,
+        )
+        self.model.set_shortlist(torch.from_numpy(table), torch.from_numpy(frequent))
+
+    def _restore(self, training: dict) -> None:
+        run = self.run_state
+        run.step, run.best_bleu = training["step"], training["best_bleu"]
+        run.validations_without_gain = training["validations_without_gain"]
+        run.elapsed, run.kept = training["elapsed"], list(training["kept"])
+        self.optimizer.load_state_dict(training["optimizer"])
+        restore_rng(training["rng"])
+        # An average promoted to best when the earlier run ended scored higher than the
+        # best_bleu saved in last.safetensors: compare against best.safetensors itself, so a
+        # worse checkpoint never replaces it.
+        best = self.output_dir / "best.safetensors"
+        if best.exists():
+            stored = load_checkpoint(best).info.get("validation", {}).get("bleu")
+            if stored is not None:
+                run.best_bleu = max(run.best_bleu, float(stored))
+
+    def _checkpoint(self, *, info: dict, with_training: bool) -> Checkpoint:
+        run = self.run_state
+        training = None
+        if with_training:
+            training = {
+                "step": run.step,
+                "best_bleu": run.best_bleu,
+                "elapsed": run.elapsed,
+                "validations_without_gain": run.validations_without_gain,
+                "kept": run.kept,
+                "optimizer": self.optimizer.state_dict(),
+                "rng": capture_rng(),
+            }
+        return Checkpoint(
+            kind=self.recipe.task,
+            recipe=recipe_to_dict(self.recipe),
+            tokenizer={name: tokenizer.to_dict() for name, tokenizer in self.tokenizers.items()},
+            weights=self.model.state_dict(),
+            info=info,
+            training=training,
+        )
+
+    def translator(self) -> Translator:
+        """The pipeline ``seqgen translate`` would build from the current weights."""
+        return Translator(
+            TranslatorStep(self.model),
+            self.tokenizers["source"],
+            self.tokenizers["target"],
+            self.recipe,
+            {},
+        )
+
+    def validate(self, translator: Translator | None = None) -> tuple[float, float]:
+        """BLEU and chrF of the validation split, decoded as ``seqgen translate`` does."""
+        beam_size = self.recipe.train.validation_beam_size or None
+        hypotheses = (translator or self.translator()).translate(
+            self.validation_sources, beam_size=beam_size
+        )
+        self.model.train()
+        return (
+            corpus_bleu(hypotheses, self.validation_references).score,
+            corpus_chrf(hypotheses, self.validation_references).score,
+        )
+
+    def train_step(self) -> tuple[float, int]:
+        """One optimizer step; returns the loss per target token and the pieces it read."""
+        run, train = self.run_state, self.recipe.train
+        epoch, index = divmod(run.step, len(self.batches))
+        if epoch != self._epoch:
+            self._epoch, self._epoch_batches = epoch, self.batches.batch_indices(epoch)
+        batch = self.batches.make_batch(self._epoch_batches[index]).to(self.device)
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate_at(run.step, train)
+        with autocast(self.device, enabled=train.mixed_precision, cpu_enabled=self.cpu_bf16):
+            # Score only real target positions: padding would cost output-layer work.
+            real = batch.target_out != 0
+            features = self.model.features(
+                batch.source_ids, batch.source_lengths, batch.target_in, real
+            )
+            output, targets = self._candidates(batch.source_ids, batch.target_out[real])
+            logits = self.model.decoder.scores(features, output)
+            loss = (
+                cross_entropy_sum(logits, targets, label_smoothing=train.label_smoothing)
+                / batch.num_tokens
+            )
+        optimizer_step(loss, self.model, self.optimizer, train.grad_clip)
+        run.step += 1
+        pieces = int(batch.source_lengths.sum()) + batch.num_tokens
+        return loss.item(), pieces
+
+    def _candidates(
+        self, source_ids: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[OutputRows | None, torch.Tensor]:
+        """The output layer's rows the loss scores (None: every token's) and the ``targets``
+        ``(tokens,)`` as indices into them.
+
+        With ``train.shortlist_loss`` only the rows of the batch's candidates: its sources'
+        lexical shortlist (what decoding scores for them) and its targets, sorted, so the
+        softmax is normalised over those (the target vocabulary subsets of Jean et al., 2015)
+        and the output layer's work shrinks with them (8,000 -> about 2,000 rows for 64
+        Multi30k sentences).
+        """
+        if not self.recipe.train.shortlist_loss:
+            return None, targets
+        shortlist = self.model.shortlist_ids(source_ids.cpu().numpy())
+        rows = np.union1d(shortlist, targets.cpu().numpy())
+        candidates = torch.from_numpy(rows).to(targets.device)
+        output = self.model.decoder.output_rows(candidates)
+        return output, torch.searchsorted(candidates, targets)
+
+    def _keep_for_averaging(self, checkpoint: Checkpoint) -> None:
+        run, keep = self.run_state, self.recipe.train.average_last
+        if keep < 2:
+            return
+        path = self.output_dir / f"step-{run.step:07d}.safetensors"
+        save_checkpoint(path, checkpoint)
+        run.kept.append(path.name)
+        while len(run.kept) > keep:
+            (self.output_dir / run.kept.pop(0)).unlink(missing_ok=True)
+
+    def validate_and_save(self, progress: Progress) -> None:
+        run = self.run_state
+        bleu, chrf = self.validate()
+        self.metrics.append(
+            step=run.step, validation_bleu=bleu, validation_chrf=chrf, elapsed_seconds=run.elapsed
+        )
+        info = {
+            "step": run.step,
+            "validation": {"bleu": bleu, "chrf": chrf},
+            "elapsed_seconds": run.elapsed,
+        }
+        improved = bleu > run.best_bleu
+        run.validations_without_gain = 0 if improved else run.validations_without_gain + 1
+        plain = self._checkpoint(info=info, with_training=False)
+        if improved:
+            run.best_bleu = bleu
+            save_checkpoint(self.output_dir / "best.safetensors", plain)
+        self._keep_for_averaging(plain)
+        save_checkpoint(
+            self.output_dir / "last.safetensors", self._checkpoint(info=info, with_training=True)
+        )
+        progress.message(
+            f"step {run.step}: validation BLEU {bleu:.2f} chrF {chrf:.2f}"
+            f"{' (best)' if improved else ''}"
+        )
+
+    def _average(self, progress: Progress) -> None:
+        """Average the kept checkpoints; the average replaces best if it scores higher."""
+        paths = [self.output_dir / name for name in self.run_state.kept]
+        if len(paths) < 2:
+            return
+        averaged = average_checkpoints(paths)
+        self.model.load_state_dict({k: v.float() for k, v in averaged.weights.items()})
+        bleu, chrf = self.validate()
+        averaged.info["validation"] = {"bleu": bleu, "chrf": chrf}
+        save_checkpoint(self.output_dir / "averaged.safetensors", averaged)
+        better = bleu > self.run_state.best_bleu
+        if better:
+            self.run_state.best_bleu = bleu
+            save_checkpoint(self.output_dir / "best.safetensors", averaged)
+        progress.message(
+            f"average of the last {len(paths)} checkpoints: validation BLEU {bleu:.2f} "
+            f"chrF {chrf:.2f}{' (best)' if better else ''}"
+        )
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.batches)
+
+    def early_stop_reason(self) -> str | None:
+        patience = self.recipe.train.patience
+        if patience and self.run_state.validations_without_gain >= patience:
+            return f"no better validation BLEU in {patience} validations (train.patience)"
+        return None
+
+    def run(self, *, show_progress: bool = True) -> TranslationResult:
+        self.model.train()
+        progress, loop = drive(self, self.recipe.train, show_progress=show_progress)
+        self._average(progress)
+        return TranslationResult(
+            self.output_dir, self.run_state.step, self.run_state.best_bleu, loop
+        )

@@ -1,0 +1,567 @@
+"""ONNX export of translators: the bundle, parity with PyTorch, the torch-free path, bad input.
+
+Two tiny translators (an LSTM with Luong attention, input feeding and the copy bridge, a GRU
+with Bahdanau attention, a fused decoder and the learned bridge) are exported once per module
+and shared. Their output layers are scaled up so that near-ties do not turn token comparisons
+into luck.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import seqgen
+from seqgen.bundles.export import export_bundle
+from seqgen.bundles.reader import load_bundle
+from seqgen.decoding.beam import beam_search
+from seqgen.decoding.contract import TOP_CANDIDATES, TopLogProbs
+from seqgen.decoding.search import greedy_search
+from seqgen.errors import CheckpointError, SeqgenError
+from seqgen.loading import load
+from seqgen.recipes import recipe_from_dict, recipe_to_dict
+from seqgen.tasks.translation.model import EncoderDecoder
+from seqgen.tasks.translation.onnx_step import OnnxTranslatorStep
+from seqgen.tasks.translation.pipeline import Translator
+from seqgen.text import TokenizerConfig, train_tokenizer
+from seqgen.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+
+onnx = pytest.importorskip("onnx", reason="exporting needs the export extra")
+pytest.importorskip("onnxscript", reason="exporting needs the export extra")
+
+SOURCE_TEXT = "ein mann fährt fahrrad. zwei hunde spielen im schnee.\n"
+# Capitals too: a target vocabulary larger than the step graph's 16 top candidates.
+TARGET_TEXT = "a man rides a bike. two dogs play in the snow.\nABCDEFGHIJKLMNOPQRSTUVWXYZ\n"
+SOURCE_LENGTHS = {  # batch size -> source lengths (pieces, before EOS), mixed in one batch
+    1: [100],
+    7: [1, 100, 2, 50, 3, 77, 100],
+    64: [int(n) for n in np.random.default_rng(0).permutation(np.linspace(1, 100, 64))],
+}
+MAX_NEW_TOKENS = 12
+VARIANTS = {
+    "lstm-general-feeding": {
+        "cell": "lstm",
+        "attention": "general",
+        "input_feeding": True,
+        "bridge": "copy",  # needs decoder_hidden_size == 2 x encoder_hidden_size
+        "decoder_hidden_size": 24,
+    },
+    "gru-bahdanau-fused": {"cell": "gru", "attention": "bahdanau", "input_feeding": False},
+}
+
+
+def save_tiny_translator(path: Path, **model: object) -> Path:
+    torch.manual_seed(0)
+    sizes = {"embedding_size": 16, "encoder_hidden_size": 12, "decoder_hidden_size": 20}
+    recipe = recipe_from_dict(
+        {
+            "task": "translation",
+            "tokenizer": {"kind": "char"},
+            "model": {**sizes, "encoder_layers": 2, **model},
+        }
+    )
+    source = train_tokenizer(TokenizerConfig(kind="char"), SOURCE_TEXT)
+    target = train_tokenizer(TokenizerConfig(kind="char"), TARGET_TEXT)
+    translator = EncoderDecoder(recipe.model, source.vocab_size, target.vocab_size)
+    with torch.no_grad():
+        translator.decoder.output.weight.mul_(8.0)
+    sides = {"source": source.to_dict(), "target": target.to_dict()}
+    save_checkpoint(
+        path, Checkpoint("translation", recipe_to_dict(recipe), sides, translator.state_dict())
+    )
+    return path
+
+
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
+def exported(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path]:
+    """``(checkpoint, bundle)`` of each tiny translator."""
+    folder = tmp_path_factory.mktemp(request.param)
+    checkpoint = save_tiny_translator(folder / "translator.safetensors", **VARIANTS[request.param])
+    return checkpoint, export_bundle(checkpoint, folder / "bundle")
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["host-state", "io-binding"])
+def runtimes(
+    request: pytest.FixtureRequest, exported: tuple[Path, Path]
+) -> tuple[Translator, Translator]:
+    """PyTorch and ONNX Runtime translators; the ONNX one keeps its state in numpy arrays or
+    (as on CUDA) in ONNX Runtime's memory with I/O binding and the select graph."""
+    checkpoint, bundle = exported
+    reference = load(checkpoint, device="cpu")
+    runtime = load_bundle(bundle, device="cpu", threads=1, io_binding=request.param)
+    assert isinstance(reference, Translator) and isinstance(runtime, Translator)
+    assert runtime.step_function.io_binding is request.param
+    return reference, runtime
+
+
+def make_sources(lengths: list[int], vocab_size: int) -> list[list[int]]:
+    generator = np.random.default_rng(len(lengths))
+    return [generator.integers(4, vocab_size, n).tolist() for n in lengths]
+
+
+def host(array: object) -> np.ndarray:
+    """A state entry as numpy, whether numpy already or an ONNX Runtime ``OrtValue``."""
+    return array.numpy() if hasattr(array, "numpy") else np.asarray(array)
+
+
+# --- the bundle -----------------------------------------------------------------------------
+
+
+def test_bundle_holds_checked_graphs_tokenizers_and_manifest(exported: tuple[Path, Path]) -> None:
+    checkpoint, bundle = exported
+    assert sorted(p.name for p in bundle.iterdir()) == [
+        "encoder.onnx",
+        "manifest.json",
+        "select.onnx",
+        "source_tokenizer.json",
+        "step.onnx",
+        "target_tokenizer.json",
+    ]
+    for graph in ("encoder.onnx", "step.onnx", "select.onnx"):
+        onnx.checker.check_model(onnx.load(str(bundle / graph)), full_check=True)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert (manifest["format"], manifest["kind"]) == ("seqgen-bundle", "translation")
+    assert manifest["seqgen_version"] == seqgen.__version__
+    model = load(checkpoint, device="cpu")
+    names = list(model.step_function.model.state_names)
+    assert manifest["state"]["names"] == names
+    recurrent = manifest["state"]["recurrent"]
+    assert set(recurrent) | set(manifest["state"]["source_side"]) == set(names)
+    graphs = manifest["graphs"]
+    encoder_inputs = [(i["name"], i["shape"]) for i in graphs["encoder"]["inputs"]]
+    assert encoder_inputs == [("source_ids", ["rows", "source_len"]), ("source_lengths", ["rows"])]
+    assert [o["name"] for o in graphs["encoder"]["outputs"]] == names
+    assert [i["name"] for i in graphs["step"]["inputs"]] == ["tokens", *names]
+    step_outputs = graphs["step"]["outputs"]
+    top = ["log_probs", "top_log_probs", "top_ids"]
+    assert [o["name"] for o in step_outputs] == [*top, *("new_" + n for n in recurrent)]
+    vocab = model.target_tokenizer.vocab_size
+    assert step_outputs[0] == {"name": "log_probs", "dtype": "float32", "shape": ["rows", vocab]}
+    top_ids = {"name": "top_ids", "dtype": "int64", "shape": ["rows", TOP_CANDIDATES]}
+    assert step_outputs[2] == top_ids
+    memory = next(o for o in graphs["encoder"]["outputs"] if o["name"] == "memory")
+    assert memory["shape"] == ["rows", "source_len", 24]
+    assert [o["name"] for o in graphs["select"]["outputs"]] == ["selected_" + n for n in names]
+    assert manifest["special_ids"] == {"pad": 0, "unk": 1, "bos": 2, "eos": 3}
+    assert manifest["decoding"]["beam_size"] == model.recipe.decoding.beam_size
+    for side, tokenizer in (("source", model.source_tokenizer), ("target", model.target_tokenizer)):
+        assert json.loads((bundle / f"{side}_tokenizer.json").read_text()) == tokenizer.to_dict()
+
+
+# --- parity with PyTorch --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch", sorted(SOURCE_LENGTHS))
+def test_per_step_log_probs_and_state_agree_within_1e_4(
+    runtimes: tuple[Translator, Translator], batch: int
+) -> None:
+    torch_step, onnx_step = (runtime.step_function for runtime in runtimes)
+    sources = make_sources(SOURCE_LENGTHS[batch], runtimes[0].source_tokenizer.vocab_size)
+    torch_state, tokens = torch_step.start(sources)
+    onnx_state, onnx_tokens = onnx_step.start(sources)
+    np.testing.assert_array_equal(tokens, onnx_tokens)
+    generator = np.random.default_rng(1)
+    worst = 0.0
+    for position in range(MAX_NEW_TOKENS):
+        expected, torch_state = torch_step.step(tokens, torch_state)
+        log_probs, onnx_state = onnx_step.step(tokens, onnx_state)
+        assert log_probs.dtype == np.float32 and log_probs.shape == expected.shape
+        worst = max(worst, float(np.abs(log_probs - expected).max()))
+        tokens = expected.argmax(axis=1)  # both follow PyTorch's choices
+        if position in (3, 7):  # as beam search does: repeats, then rows of other sentences
+            rows = generator.integers(0, len(tokens), len(tokens) + position)
+            torch_state = torch_step.select(torch_state, rows)
+            onnx_state = onnx_step.select(onnx_state, rows)
+            tokens = tokens[rows]
+    for name in torch_step.model.state_names:
+        difference = np.abs(host(onnx_state[name]) - torch_state[name].numpy().astype(np.float32))
+        worst = max(worst, float(difference.max()))
+    assert worst < 1e-4, f"max difference {worst:.2e}"
+
+
+@pytest.mark.parametrize("batch", sorted(SOURCE_LENGTHS))
+def test_greedy_and_beams_5_and_8_are_token_identical(
+    runtimes: tuple[Translator, Translator], batch: int
+) -> None:
+    sources = make_sources(SOURCE_LENGTHS[batch], runtimes[0].source_tokenizer.vocab_size)
+    common = {"max_new_tokens": MAX_NEW_TOKENS, "eos_id": 3, "banned_token_ids": (0, 1, 2)}
+    greedy, beams = [], []
+    for runtime in runtimes:
+        step_function = runtime.step_function
+        greedy.append(greedy_search(step_function, *step_function.start(sources), **common))
+        # Beam 8 reads more candidates than the graph's top ones hold: the whole log_probs.
+        beams.append(
+            [
+                beam_search(step_function, *step_function.start(sources), beam_size=k, **common)
+                for k in (5, 8)
+            ]
+        )
+    for torch_result, onnx_result in zip(greedy[0], greedy[1], strict=True):
+        assert onnx_result.tokens == torch_result.tokens
+        np.testing.assert_allclose(onnx_result.score, torch_result.score, atol=1e-3)
+    for torch_beams, onnx_beams in zip(beams[0], beams[1], strict=True):
+        for torch_best, onnx_best in zip(torch_beams, onnx_beams, strict=True):
+            assert [h.tokens for h in onnx_best] == [h.tokens for h in torch_best]
+
+
+@pytest.mark.parametrize("io_binding", [False, True])
+def test_narrowed_steps_bring_only_the_top_candidates_to_the_host(
+    exported: tuple[Path, Path], io_binding: bool
+) -> None:
+    """A search that reads few log-probs per row gets the graph's top 16, best first, as
+    TopLogProbs: only those cross to the host (from the device, with I/O binding)."""
+    checkpoint, bundle = exported
+    full = load_bundle(bundle, device="cpu", threads=1, io_binding=io_binding).step_function
+    sources = make_sources(SOURCE_LENGTHS[7], 20)
+    state, tokens = full.start(sources)
+    expected, _ = full.step(tokens, state)
+    assert expected.shape[1] > TOP_CANDIDATES and np.isfinite(expected).all()
+    narrow = full.narrowed(13)
+    assert full.candidates is None  # a view: the step function itself is unchanged
+    top, _ = narrow.step(tokens, state)
+    assert isinstance(top, TopLogProbs) and top.shape == (7, TOP_CANDIDATES)
+    best = np.argsort(-expected, axis=1)[:, :TOP_CANDIDATES]
+    np.testing.assert_array_equal(top.token_ids, best)
+    np.testing.assert_allclose(top.values, np.take_along_axis(expected, best, axis=1), atol=1e-6)
+    np.testing.assert_allclose(top.dense(expected.shape[1])[:, best[0, 0]], expected[:, best[0, 0]])
+    wide, _ = full.narrowed(33).step(tokens, state)  # more than the graph holds: all of them
+    assert isinstance(wide, np.ndarray) and np.isfinite(wide).all()
+    # The PyTorch adapter narrows the same way, to exactly the candidates asked for.
+    torch_step = seqgen.load(checkpoint, device="cpu", backend="torch").step_function
+    torch_state, _ = torch_step.start(sources)
+    torch_top, _ = torch_step.narrowed(13).step(tokens, torch_state)
+    assert isinstance(torch_top, TopLogProbs) and torch_top.shape == (7, 13)
+    np.testing.assert_array_equal(torch_top.token_ids, best[:, :13])
+    np.testing.assert_allclose(torch_top.values, top.values[:, :13], atol=1e-4)
+
+
+def test_translate_from_the_bundle_equals_pytorch(runtimes: tuple[Translator, Translator]) -> None:
+    reference, runtime = runtimes
+    sentences = ["ein mann", "", "zwei hunde spielen im schnee.", "fährt"]
+    for options in ({"beam_size": 1}, {"beam_size": 5, "n_best": 3}, {"batch_size": 1}):
+        expected = reference.translate_n_best(sentences, max_length=15, **options)
+        got = runtime.translate_n_best(sentences, max_length=15, **options)
+        assert [[h.text for h in best] for best in got] == [[h.text for h in e] for e in expected]
+        assert got[1][0].text == ""  # an empty line stays empty
+
+
+def test_concurrent_batches_translate_as_one_batch_at_a_time(
+    exported: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three batches at once on each backend (threads, one per batch) give what one batch
+    after the other gives; torch's thread count and the model's mode are put back."""
+    checkpoint, bundle = exported
+    reference = load(checkpoint, device="cpu")
+    runtime = load_bundle(bundle, device="cpu", threads=3)
+    assert runtime.step_function.workers == 3
+    sentences = ["ein mann", "zwei hunde spielen im schnee.", "fährt", "ein", "hunde im park"]
+    expected = reference.translate(sentences, beam_size=3, batch_size=2, max_length=12)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    threads = []
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)
+    reference.step_function.model.train()  # as the training loop's validation finds it
+    seen = []
+    search = Translator.search
+
+    def recording(self: Translator, sources: list, settings: object) -> list:
+        seen.append(threading.get_ident())
+        return search(self, sources, settings)
+
+    monkeypatch.setattr(Translator, "search", recording)
+    for translator in (reference, runtime):
+        seen.clear()
+        got = translator.translate(sentences, beam_size=3, batch_size=2, max_length=12)
+        assert got == expected
+        assert len(seen) == 3 and threading.get_ident() not in seen  # searched by the pool
+    assert threads == [1, 3]  # one thread per batch while decoding, then as it was
+    assert reference.step_function.model.training  # put back in training mode
+
+
+# --- no torch on the bundle's path ----------------------------------------------------------
+
+
+def test_a_translator_bundle_runs_where_torch_cannot_be_imported(
+    exported: tuple[Path, Path],
+) -> None:
+    checkpoint, bundle = exported
+    script = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import seqgen\n"
+        f"translator = seqgen.load({str(bundle)!r}, kind='translation')\n"
+        "print(translator.translate(['ein mann', 'zwei hunde'], max_length=15))\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'torch' and sys.modules[m]]\n"
+    )
+    root = Path(seqgen.__file__).parent.parent
+    environment = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=environment
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # no provider noise where CUDA is missing
+    expected = load(checkpoint, device="cpu").translate(["ein mann", "zwei hunde"], max_length=15)
+    assert result.stdout.strip() == repr(expected)
+
+
+def test_translate_command_with_a_bundle_never_imports_torch(
+    exported: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # import torch is most of a second and a half of start-up: writing --output must not pull it in
+    checkpoint, bundle = exported
+    source, output = tmp_path / "source.txt", tmp_path / "output.txt"
+    source.write_text("ein mann\nzwei hunde\n", encoding="utf-8")
+    script = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from seqgen.cli import main\n"
+        "main(standalone_mode=False)\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'torch' and sys.modules[m]]\n"
+    )
+    arguments = ["translate", "--model", str(bundle), "--input", str(source)]
+    arguments += ["--output", str(output), "--max-length", "15", "--device", "cpu"]
+    root = Path(seqgen.__file__).parent.parent
+    environment = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", script, *arguments], capture_output=True, text=True, env=environment
+    )
+    assert result.returncode == 0, result.stderr
+    expected = load(checkpoint, device="cpu").translate(["ein mann", "zwei hunde"], max_length=15)
+    assert output.read_text(encoding="utf-8").splitlines() == expected
+
+
+# --- float16 --------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_fp16_translator_bundle_runs_close_to_float32(
+    exported: tuple[Path, Path], tmp_path: Path
+) -> None:
+    checkpoint, bundle = exported
+    half_bundle = export_bundle(checkpoint, tmp_path / "half", fp16=True)
+    manifest = json.loads((half_bundle / "manifest.json").read_text())
+    assert manifest["precision"] == "float16"
+    half = load_bundle(half_bundle, device="cpu", threads=1).step_function
+    full = load_bundle(bundle, device="cpu", threads=1).step_function
+    sources = make_sources(SOURCE_LENGTHS[7], 20)
+    state, tokens = half.start(sources)
+    assert host(state["hidden"]).dtype == np.float16
+    log_probs, _ = half.step(tokens, state)
+    expected, _ = full.step(tokens, full.start(sources)[0])
+    assert log_probs.dtype == np.float32
+    assert np.abs(log_probs - expected).max() < 0.05
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bundle_copy(exported: tuple[Path, Path], tmp_path: Path) -> Path:
+    return shutil.copytree(exported[1], tmp_path / "bundle")
+
+
+def assert_one_line(error: pytest.ExceptionInfo[Exception], *fragments: str) -> None:
+    message = str(error.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message
+
+
+@pytest.mark.parametrize("missing", ["encoder.onnx", "select.onnx", "target_tokenizer.json"])
+def test_a_missing_file_is_named(bundle_copy: Path, missing: str) -> None:
+    (bundle_copy / missing).unlink()
+    with pytest.raises(CheckpointError) as error:
+        load_bundle(bundle_copy)
+    assert_one_line(error, f"missing {missing}", "re-export")
+
+
+def test_a_graph_with_other_inputs_than_the_manifest_lists_is_refused(bundle_copy: Path) -> None:
+    shutil.copyfile(bundle_copy / "select.onnx", bundle_copy / "step.onnx")
+    with pytest.raises(CheckpointError) as error:
+        load_bundle(bundle_copy)
+    assert_one_line(error, "step graph has inputs", "expected ['tokens'")
+
+
+def test_a_damaged_recipe_in_the_manifest_is_named(bundle_copy: Path) -> None:
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    manifest["recipe"]["decoding"]["beem_size"] = 4
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError) as error:
+        load_bundle(bundle_copy)
+    assert_one_line(error, "damaged recipe", "re-export")
+
+
+def test_a_translator_bundle_given_to_generate_names_its_kind(bundle_copy: Path) -> None:
+    with pytest.raises(CheckpointError) as error:
+        load(bundle_copy, kind="language_model")
+    assert_one_line(error, "holds a translator", "seqgen translate")
+
+
+def test_the_select_graph_is_needed_for_io_binding(bundle_copy: Path) -> None:
+    runtime = load_bundle(bundle_copy, device="cpu", io_binding=False).step_function
+    with pytest.raises(CheckpointError) as error:
+        OnnxTranslatorStep(runtime.encoder_session, runtime.step_session, None, io_binding=True)
+    assert_one_line(error, "no select graph")
+
+
+# --- a lexical shortlist ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shortlisted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """``(checkpoint, bundle)`` of a tiny translator with a lexical shortlist that leaves out
+    part of its target vocabulary."""
+    folder = tmp_path_factory.mktemp("shortlisted")
+    path = save_tiny_translator(
+        folder / "translator.safetensors", shortlist=2, shortlist_frequent=32, input_feeding=False
+    )
+    checkpoint = load_checkpoint(path)
+    weights = checkpoint.weights
+    vocab = weights["decoder.output.weight"].shape[0]
+    generator = torch.Generator().manual_seed(2)
+    shape = weights["shortlist_table"].shape
+    weights["shortlist_table"] = torch.randint(4, vocab, shape, generator=generator)
+    weights["shortlist_frequent"] = torch.randperm(vocab - 4, generator=generator)[:32] + 4
+    save_checkpoint(path, checkpoint)
+    return path, export_bundle(path, folder / "bundle")
+
+
+@pytest.mark.parametrize("io_binding", [False, True])
+def test_a_shortlisted_bundle_decodes_as_pytorch_does(
+    shortlisted: tuple[Path, Path], io_binding: bool
+) -> None:
+    checkpoint, bundle = shortlisted
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["shortlist"] == {"file": "shortlist.json", "per_source": 2, "frequent": 32}
+    step_inputs = manifest["graphs"]["step"]["inputs"]
+    assert step_inputs[-1] == {"name": "output_ids", "dtype": "int64", "shape": ["shortlist"]}
+    reference = load(checkpoint, device="cpu")
+    runtime = load_bundle(bundle, device="cpu", threads=1, io_binding=io_binding)
+    vocab = reference.target_tokenizer.vocab_size
+    sources = make_sources(SOURCE_LENGTHS[7], reference.source_tokenizer.vocab_size)
+    torch_state, tokens = reference.step_function.start(sources)
+    onnx_state, _ = runtime.step_function.start(sources)
+    expected, _ = reference.step_function.step(tokens, torch_state)
+    got, _ = runtime.step_function.step(tokens, onnx_state)
+    outside = np.isneginf(expected)
+    assert expected.shape == got.shape == (7, vocab) and 0 < outside.sum(axis=1).min()
+    np.testing.assert_array_equal(np.isneginf(got), outside)
+    assert np.abs(got[~outside] - expected[~outside]).max() < 1e-4
+    sentences = ["ein mann", "", "zwei hunde spielen im schnee.", "fährt"]
+    for options in ({"beam_size": 1}, {"beam_size": 5, "n_best": 3}):
+        for shortlist in (True, False):
+            settings = {"max_length": 15, "shortlist": shortlist, **options}
+            want = reference.translate_n_best(sentences, **settings)
+            have = runtime.translate_n_best(sentences, **settings)
+            assert [[h.text for h in b] for b in have] == [[h.text for h in b] for b in want]
+    full, _ = runtime.step_function.start(sources, shortlist=False)
+    unlisted, _ = runtime.step_function.step(tokens, full)
+    assert np.isfinite(unlisted).all()  # the whole vocabulary on request
+
+
+def test_a_bundle_without_its_shortlist_file_is_refused(
+    shortlisted: tuple[Path, Path], tmp_path: Path
+) -> None:
+    bundle = shutil.copytree(shortlisted[1], tmp_path / "bundle")
+    (bundle / "shortlist.json").write_text('{"table": [[1, 2]], "frequent": []}')
+    with pytest.raises(CheckpointError) as error:
+        load_bundle(bundle)
+    assert_one_line(error, "shortlist is missing or damaged", "re-export")
+    (bundle / "shortlist.json").unlink()
+    with pytest.raises(CheckpointError) as error:
+        load_bundle(bundle)
+    assert_one_line(error, "missing shortlist.json", "re-export")
+
+
+def test_the_step_graph_gathers_the_gate_table_unless_it_is_too_large(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the decoder's gate table the first layer's embedding product is a constant
+    table gathered per step (no LSTM node); above GATE_TABLE_LIMIT the LSTM node stays."""
+    onnx = pytest.importorskip("onnx")
+    from seqgen.layers import cells
+
+    checkpoint = save_tiny_translator(tmp_path / "translator.safetensors", input_feeding=False)
+    vocab = load(checkpoint, device="cpu").target_tokenizer.vocab_size
+    found = {}
+    for label, limit in (("table", cells.GATE_TABLE_LIMIT), ("node", 0)):
+        monkeypatch.setattr(cells, "GATE_TABLE_LIMIT", limit)
+        bundle = export_bundle(checkpoint, tmp_path / label)  # checks parity with PyTorch
+        graph = onnx.load(str(bundle / "step.onnx")).graph
+        shapes = [list(initializer.dims) for initializer in graph.initializer]
+        found[label] = ({node.op_type for node in graph.node}, shapes)
+    assert "LSTM" not in found["table"][0] and [vocab, 4 * 20] in found["table"][1]
+    assert "LSTM" in found["node"][0] and [vocab, 4 * 20] not in found["node"][1]
+
+
+# --- int8 -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_an_int8_bundle_runs_close_to_float32_on_the_cpu_only(
+    shortlisted: tuple[Path, Path], tmp_path: Path
+) -> None:
+    checkpoint, bundle = shortlisted
+    int8_bundle = export_bundle(checkpoint, tmp_path / "int8", int8=True)
+    manifest = json.loads((int8_bundle / "manifest.json").read_text())
+    assert manifest["matmul"] == "int8" and manifest["precision"] == "float32"
+    step_graph = onnx.load(str(int8_bundle / "step.onnx"))
+    assert "DynamicQuantizeMatMul" in {node.op_type for node in step_graph.graph.node}
+    quantized = load_bundle(int8_bundle, threads=1)  # "auto" takes the CPU for int8
+    assert quantized.device == "cpu"
+    full = load_bundle(bundle, device="cpu", threads=1)
+    sources = make_sources(SOURCE_LENGTHS[7], 20)
+    state, tokens = quantized.step_function.start(sources)
+    got, _ = quantized.step_function.step(tokens, state)
+    expected, _ = full.step_function.step(tokens, full.step_function.start(sources)[0])
+    outside = np.isneginf(expected)  # the same shortlist
+    np.testing.assert_array_equal(np.isneginf(got), outside)
+    assert 0 < np.abs(got[~outside] - expected[~outside]).max() < 0.1
+    sentences = ["ein mann", "zwei hunde spielen im schnee."]
+    assert len(quantized.translate(sentences, beam_size=5, max_length=15)) == 2
+    with pytest.raises(SeqgenError) as error:
+        load_bundle(int8_bundle, device="cuda")
+    assert_one_line(error, "int8 bundle", "--device cpu")
+    manifest["matmul"] = "int4"
+    (int8_bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError) as error:
+        load_bundle(int8_bundle)
+    assert_one_line(error, "'int4'", "upgrade seqgen")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_an_input_fed_int8_step_has_no_float32_weight_product_left(
+    cell: str, tmp_path: Path
+) -> None:
+    """With input feeding the first layer's weight on the fed-back vector is a slice of its
+    input weight (the embedding's share is the gate table): that product is int8 too."""
+    checkpoint = save_tiny_translator(tmp_path / "translator.safetensors", cell=cell)
+    bundle = export_bundle(checkpoint, tmp_path / "float32")
+    int8_bundle = export_bundle(checkpoint, tmp_path / "int8", int8=True)
+    ops = [node.op_type for node in onnx.load(str(int8_bundle / "step.onnx")).graph.node]
+    assert ops.count("DynamicQuantizeMatMul") == 4  # hidden, feed, attention out, output
+    assert "Gemm" not in ops and "Slice" not in ops
+    sources = make_sources(SOURCE_LENGTHS[7], 20)
+    log_probs = []
+    for folder in (bundle, int8_bundle):
+        step_function = load_bundle(folder, device="cpu", threads=1).step_function
+        state, tokens = step_function.start(sources)
+        log_probs.append(step_function.step(tokens, state)[0])
+    expected, got = log_probs
+    assert 0 < np.abs(got - expected).max() < 0.1
+
+
+def test_int8_and_fp16_together_are_refused(exported: tuple[Path, Path], tmp_path: Path) -> None:
+    with pytest.raises(SeqgenError) as error:
+        export_bundle(exported[0], tmp_path / "both", fp16=True, int8=True)
+    assert_one_line(error, "--fp16", "--int8", "not both")
+    assert not (tmp_path / "both").exists()
