@@ -12,8 +12,7 @@ from typing import Any
 
 from seqgen.errors import CheckpointError, SeqgenError
 from seqgen.recipes import DEFAULT_TASK, recipe_from_dict
-from seqgen.task import Task
-from seqgen.tasks import TASKS, is_task, task_named
+from seqgen.task import Task, is_task, registered_tasks, task_named
 
 
 def load_checkpoint_pipeline(path: str | Path, *, kind: str | None = None, device: str = "auto"):
@@ -35,9 +34,28 @@ def load_checkpoint_pipeline(path: str | Path, *, kind: str | None = None, devic
 
 
 def bundled_model_path(kind: str = DEFAULT_TASK) -> Path:
-    """The model shipped inside the package for task ``kind``."""
-    asset = task_named(kind).bundled_model
-    return Path(str(resources.files("seqgen") / "assets" / asset))
+    """The model shipped inside the package for task ``kind`` (its default one)."""
+    asset = next(iter(task_named(kind).bundled_models.values()))
+    return _asset(asset)
+
+
+def bundled_models() -> dict[str, Path]:
+    """Every model shipped inside the package, by the name ``--model`` takes."""
+    return {
+        name: _asset(asset)
+        for task in registered_tasks().values()
+        for name, asset in task.bundled_models.items()
+    }
+
+
+def model_path(path: str | Path) -> Path:
+    """``path``, or the bundled model it names where no such file or folder exists."""
+    named = bundled_models().get(str(path))
+    return named if named is not None and not Path(path).exists() else Path(path)
+
+
+def _asset(file: str) -> Path:
+    return Path(str(resources.files("seqgen") / "assets" / file))
 
 
 def check_task(path: Any, found: Task, expected: Task | None) -> None:
@@ -54,5 +72,5 @@ def task_of_kind(kind: str | None) -> Task | None:
     if kind is None:
         return None
     if not is_task(kind):
-        raise SeqgenError(f"unknown kind {kind!r}; choose one of: {', '.join(TASKS)}")
+        raise SeqgenError(f"unknown kind {kind!r}; choose one of: {', '.join(registered_tasks())}")
     return task_named(kind)

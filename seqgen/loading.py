@@ -18,11 +18,12 @@ from seqgen.checkpoints import (
     bundled_model_path,
     check_task,
     load_checkpoint_pipeline,
+    model_path,
     task_of_kind,
 )
 from seqgen.errors import CheckpointError, SeqgenError
 from seqgen.recipes import DEFAULT_TASK
-from seqgen.tasks import is_task, task_named
+from seqgen.task import is_task, task_named
 
 BACKENDS = ("auto", "torch", "onnx")
 
@@ -37,13 +38,16 @@ def load(
     """Load a checkpoint (file or run folder) or an exported ONNX bundle folder: the
     pipeline of its task (a ``Generator``, a ``Translator``).
 
-    Without a path, the bundled model of task ``kind`` (default: the generator). With
+    ``path`` may name a bundled model instead (``"sentiment"``, ``"spam"``,
+    ``"shakespeare-char"``, ``"multi30k-de-en"``); without a path, the bundled model of task
+    ``kind`` (default: the generator). With
     ``kind``, a model of another task is refused with a message naming the right command.
     ``backend``: ``auto`` (ONNX Runtime for a bundle, PyTorch for a checkpoint), ``torch``
     or ``onnx``.
     """
     from seqgen.bundles.reader import bundle_kind, load_bundle
 
+    path = model_path(path) if path is not None else None
     if backend not in BACKENDS:
         raise SeqgenError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     expected = task_of_kind(kind)

@@ -27,7 +27,7 @@ import tomllib
 
 from seqgen.config import build_section, suggest
 from seqgen.errors import ConfigError
-from seqgen.tasks import task_named
+from seqgen.task import task_named
 
 DEFAULT_TASK = "generation"
 

@@ -1,9 +1,12 @@
-"""What a task registers: the one place where the shared layers learn what a task has.
+"""The task registry: what a task registers, and where the shared layers find it.
 
 A task (generation, translation, ...) lives in one folder, ``seqgen/tasks/<name>/``, and
-describes itself with one :class:`Task` in that folder's ``__init__.py``; the registry
-(``seqgen.tasks``) lists them. The shared layers (recipes, loading, bundles, training, the
-command line) look a task up there and call its hooks; none of them names a task.
+describes itself with one :class:`Task`, the ``TASK`` of that folder's ``__init__.py``;
+:data:`TASK_PACKAGES` lists those folders. Adding a task is one folder and one line there.
+The shared layers (recipes, loading, bundles, training, the command line) look a task up
+with :func:`task_named` and call its hooks; none of them names a task, and none imports one:
+the registry imports the task packages by name when first asked, so every import arrow
+points from the tasks down to the shared layers.
 
 Hooks are ``"module:attribute"`` strings imported on first use, so that reading the registry
 imports neither torch nor ONNX Runtime (``seqgen --help`` stays instant, and a bundle runs
@@ -12,10 +15,21 @@ without torch installed).
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from seqgen.errors import ConfigError
+
+# The registry: each task's package, whose ``TASK`` is its entry, in the order commands and
+# messages list them.
+TASK_PACKAGES = (
+    "seqgen.tasks.generation",
+    "seqgen.tasks.translation",
+    "seqgen.tasks.classification",
+)
 
 
 @dataclass(frozen=True)
@@ -39,7 +53,9 @@ class Task:
     sections: Mapping[str, type]  # recipe section -> dataclass, in order
     graph_files: Mapping[str, str]  # bundle graph name -> file
     tokenizer_files: tuple[str, ...]  # a bundle's tokenizer files
-    bundled_model: str  # the asset file of the model shipped in the package
+    # The models shipped in the package: name (``--model NAME``) -> asset file; the first is
+    # the task's default model.
+    bundled_models: Mapping[str, str]
     hooks: Mapping[str, str]  # hook name -> "module:attribute"
     aliases: tuple[str, ...] = field(default=())  # older names, read in old files
 
@@ -64,3 +80,30 @@ class Task:
         """The hook ``name``, imported now."""
         module, _, attribute = self.hooks[name].partition(":")
         return getattr(importlib.import_module(module), attribute)
+
+
+@functools.cache
+def registered_tasks() -> dict[str, Task]:
+    """Every registered task by name (its package imported on the first call)."""
+    entries = (importlib.import_module(package).TASK for package in TASK_PACKAGES)
+    return {task.name: task for task in entries}
+
+
+@functools.cache
+def _aliases() -> dict[str, Task]:
+    return {alias: task for task in registered_tasks().values() for alias in task.aliases}
+
+
+def task_named(name: object) -> Task:
+    """The task called ``name`` (or by an older name of it); ConfigError for any other."""
+    if isinstance(name, str):
+        found = registered_tasks().get(name) or _aliases().get(name)
+        if found is not None:
+            return found
+    names = ", ".join(registered_tasks())
+    raise ConfigError(f"task = {name!r} is not valid; choose one of: {names}")
+
+
+def is_task(name: object) -> bool:
+    """Whether ``name`` names a task (or an older name of one)."""
+    return isinstance(name, str) and (name in registered_tasks() or name in _aliases())

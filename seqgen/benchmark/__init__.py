@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from seqgen.benchmark import flops
+from seqgen.benchmark.classification import classification_throughput
 from seqgen.benchmark.measure import peak_memory_bytes
 from seqgen.benchmark.suites import (
     Result,
@@ -37,6 +38,7 @@ class BenchOptions:
     repeats: int = 3
     generator: str | None = None  # checkpoint; None: the bundled one
     translator: str | None = None
+    classifier: str | None = None
     generator_overrides: tuple[str, ...] = ()
     translator_overrides: tuple[str, ...] = ()
     data_dir: str | None = None
@@ -47,6 +49,7 @@ def run_benchmark(options: BenchOptions, *, on_result: Any = None) -> dict[str, 
     device = resolve_device(options.device)
     generator = Path(options.generator or bundled_model_path("generation"))
     translator = Path(options.translator or bundled_model_path("translation"))
+    classifier = Path(options.classifier or bundled_model_path("classification"))
     quick, repeats = options.quick, 1 if options.quick else options.repeats
     results: list[Result] = []
 
@@ -93,6 +96,8 @@ def run_benchmark(options: BenchOptions, *, on_result: Any = None) -> dict[str, 
             repeats=repeats,
         )
     )
+    sentences = 100 if quick else None
+    keep(*classification_throughput(classifier, device, sentences=sentences, **common))
     return _report(device, options, repeats, results)
 
 

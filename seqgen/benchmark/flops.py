@@ -112,3 +112,14 @@ def cpu_peak() -> tuple[float | None, str]:
 def gpu_peak(name: str) -> float | None:
     """The dense bf16 peak of a GPU named ``name``, where known."""
     return next((peak for key, peak in GPU_PEAKS.items() if key in name), None)
+
+
+def classifier_token(config: object, num_classes: int) -> int:
+    """Forward FLOPs per token of a classifier: its recurrent layers, both directions (the
+    output layer runs once per text and is left out)."""
+    directions = 2 if config.bidirectional else 1  # type: ignore[attr-defined]
+    total, input_size = 0, config.embedding_size  # type: ignore[attr-defined]
+    for _ in range(config.num_layers):  # type: ignore[attr-defined]
+        total += directions * _rnn_layer(config.cell, input_size, config.hidden_size)  # type: ignore[attr-defined]
+        input_size = directions * config.hidden_size  # type: ignore[attr-defined]
+    return total

@@ -42,7 +42,6 @@ import numpy as np
 import torch
 from torch import nn
 
-import seqgen
 from seqgen.bundles.quantize import quantize_step_graph
 from seqgen.bundles.reader import (
     FORMAT_NAME,
@@ -55,8 +54,9 @@ from seqgen.checkpoints import load_checkpoint_pipeline
 from seqgen.decoding.contract import TOP_CANDIDATES
 from seqgen.decoding.onnx_session import SELECTED_PREFIX
 from seqgen.errors import CheckpointError, SeqgenError
-from seqgen.tasks import task_named
+from seqgen.task import task_named
 from seqgen.text import Tokenizer
+from seqgen.version import __version__
 
 OPSET = 18  # the oldest the torch.export based exporter writes; ONNX Runtime >= 1.14 runs it
 # torch 2.11 and 2.12 freeze a bidirectional encoder's time axis and write generator graphs
@@ -129,7 +129,9 @@ def export_bundle(
         exported = copy.deepcopy(model).cpu().eval()
         write = task.hook("write_bundle")
         manifest = write(pipeline, exported.half() if fp16 else exported, staging, fp16=fp16)
-        if int8 and not quantize_step_graph(staging / task.graph_files["step"]):
+        # The graph run at every step (a classifier's one graph runs once per batch).
+        hot = task.graph_files.get("step") or next(iter(task.graph_files.values()))
+        if int8 and not quantize_step_graph(staging / hot):
             raise CheckpointError(
                 f"{checkpoint_path}: its step graph has no matrix product to make int8"
             )
@@ -159,7 +161,7 @@ def manifest_header(kind: str, *, fp16: bool, int8: bool = False) -> dict[str, A
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "kind": kind,
-        "seqgen_version": seqgen.__version__,
+        "seqgen_version": __version__,
         "opset": OPSET,
         "precision": "float16" if fp16 else "float32",
     }

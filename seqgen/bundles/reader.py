@@ -43,7 +43,7 @@ from typing import Any
 import onnxruntime
 
 from seqgen.errors import CheckpointError, SeqgenError
-from seqgen.tasks import TASKS, is_task, task_named
+from seqgen.task import is_task, registered_tasks, task_named
 
 FORMAT_NAME = "seqgen-bundle"
 FORMAT_VERSION = 1
@@ -164,9 +164,8 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         )
     kind = manifest.get("kind")
     if not is_task(kind):
-        raise CheckpointError(
-            f"{folder} holds a {kind!r} bundle; this seqgen runs {', '.join(TASKS)} bundles"
-        )
+        known = ", ".join(registered_tasks())
+        raise CheckpointError(f"{folder} holds a {kind!r} bundle; this seqgen runs {known} bundles")
     task = task_named(kind)
     graphs = manifest.get("graphs")
     if not isinstance(graphs, dict) or set(graphs) != set(task.graph_files):

@@ -15,11 +15,11 @@ import sys
 
 import click
 
-from seqgen import __version__
 from seqgen.cli import commands
 from seqgen.errors import SeqgenError
 from seqgen.memory import keep_freed_memory
-from seqgen.tasks import TASKS
+from seqgen.task import registered_tasks
+from seqgen.version import __version__
 
 # click >= 8.2 reports a bare ``seqgen`` as this usage error whose message is the whole help.
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
@@ -31,10 +31,12 @@ class SeqgenGroup(click.Group):
     asked for (click's lazy-loading group)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), *(t.command for t in TASKS.values())])
+        return sorted(
+            [*super().list_commands(ctx), *(t.command for t in registered_tasks().values())]
+        )
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        for task in TASKS.values():
+        for task in registered_tasks().values():
             if task.command == name:
                 return task.hook("command")
         return super().get_command(ctx, name)

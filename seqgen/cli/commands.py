@@ -112,7 +112,7 @@ def evaluate(
 ) -> None:
     """Generators: loss, perplexity, bits per token/char. Translators: BLEU and chrF."""
     from seqgen.loading import load
-    from seqgen.tasks import task_named
+    from seqgen.task import task_named
 
     if split and (text_file or source_file):
         raise SeqgenError("give --split, or --file / --source and --reference, not both")
@@ -143,7 +143,7 @@ def export(model_path: str | None, output: str, fp16: bool, int8: bool) -> None:
     from seqgen.bundles.export import export_bundle
     from seqgen.bundles.reader import bundle_kind
     from seqgen.checkpoints import bundled_model_path
-    from seqgen.tasks import task_named
+    from seqgen.task import task_named
 
     written = export_bundle(model_path or bundled_model_path(), output, fp16=fp16, int8=int8)
     command = task_named(bundle_kind(written)).command
@@ -168,6 +168,13 @@ def export(model_path: str | None, output: str, fp16: bool, int8: bool) -> None:
     help="Translator checkpoint [default: the bundled one].",
 )
 @click.option(
+    "--classifier",
+    "classifier",
+    type=click.Path(),
+    default=None,
+    help="Classifier checkpoint [default: the bundled sentiment model].",
+)
+@click.option(
     "--set",
     "overrides",
     multiple=True,
@@ -189,6 +196,7 @@ def bench(
     repeats: int,
     generator: str | None,
     translator: str | None,
+    classifier: str | None,
     overrides: tuple[str, ...],
     json_file: str | None,
     data_dir: str | None,
@@ -216,6 +224,7 @@ def bench(
         repeats=repeats,
         generator=generator,
         translator=translator,
+        classifier=classifier,
         generator_overrides=tuple(split["generator"]),
         translator_overrides=tuple(split["translator"]),
         data_dir=data_dir,

@@ -29,6 +29,7 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,11 +47,16 @@ _CHUNK_BYTES = 1 << 20
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """One file of a corpus: where it lives under a mirror or cache, its URL and checksum."""
+    """One file of a corpus: where it lives under a mirror or cache, its URL and checksum.
+
+    With ``member``, the URL is a zip archive and the file is that member of it, checked by its
+    own SHA-256 (the archive's is not published): the mirror and the cache hold the member.
+    """
 
     relative_path: str
     url: str
     sha256: str
+    member: str = ""
 
 
 @dataclass(frozen=True)
@@ -141,7 +147,16 @@ def fetch(
     cache_dir: str | Path | None = None,
 ) -> Path:
     """Return a local, checksum-verified copy of a registered corpus file (see module doc)."""
-    remote = _find_remote_file(relative_path)
+    return fetch_file(_find_remote_file(relative_path), data_dir=data_dir, cache_dir=cache_dir)
+
+
+def fetch_file(
+    remote: RemoteFile,
+    *,
+    data_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+) -> Path:
+    """A local, checksum-verified copy of ``remote``: from the mirror, the cache, or its URL."""
     mirror = _folder_from(data_dir, DATA_DIR_VARIABLE)
     if mirror is not None:
         return _from_mirror(mirror, remote)
@@ -212,6 +227,8 @@ def _download(remote: RemoteFile, target: Path) -> None:
         with tempfile.NamedTemporaryFile(dir=target.parent, prefix=prefix, delete=False) as handle:
             temporary = Path(handle.name)
             actual = _copy_from_url(remote, handle)
+        if remote.member:
+            actual = _keep_member(temporary, remote)
         if actual != remote.sha256:
             raise DataError(
                 f"checksum mismatch for {remote.url}: expected sha256 {remote.sha256},"
@@ -227,6 +244,19 @@ def _download(remote: RemoteFile, target: Path) -> None:
                 f" point {CACHE_DIR_VARIABLE} at a writable folder"
             ) from error
         raise
+
+
+def _keep_member(archive: Path, remote: RemoteFile) -> str:
+    """Replace the zip ``archive`` by its member ``remote.member``; the member's SHA-256."""
+    try:
+        with zipfile.ZipFile(archive) as opened:
+            data = opened.read(remote.member)
+    except (zipfile.BadZipFile, KeyError) as error:
+        raise DataError(
+            f"{remote.url} is not a zip archive holding {remote.member} ({error})"
+        ) from None
+    archive.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def _copy_from_url(remote: RemoteFile, handle: BinaryIO) -> str:

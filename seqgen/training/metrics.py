@@ -19,6 +19,8 @@ COLUMNS = (
     "validation_bleu",
     "validation_chrf",
     "elapsed_seconds",
+    "validation_accuracy",
+    "validation_macro_f1",
 )
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from seqgen.recipes import Recipe
-from seqgen.tasks import task_named
+from seqgen.task import task_named
 
 
 def train(

@@ -126,6 +126,8 @@ def test_bench_quick_prints_a_table_and_writes_json(data_dir: str, tmp_path: Pat
         "translation greedy, onnx",
         "translation beam 5, onnx",
         "generator sampling, torch",
+        "classification, torch",
+        "classification, onnx",
     ]
     assert all(row["value"] > 0 for row in report["results"])
     assert report["results"][1]["extra"]["batch"] == "512 tokens"

@@ -235,6 +235,8 @@ def tiny_overrides(task: str, tmp_path: Path, corpus_file: Path) -> list[str]:
         ]
     words = corpus_file.read_text(encoding="utf-8").split()[:400]
     lines = [" ".join(words[i : i + 5]) for i in range(0, len(words), 5)]
+    if task == "classification":
+        return [*common, *_labelled_files(lines, tmp_path), "model.embedding_size=16"]
     for name, side in (("source", lines), ("target", [line.upper() for line in lines])):
         (tmp_path / f"pairs.{name}").write_text("\n".join(side) + "\n", encoding="utf-8")
     files = [
@@ -254,6 +256,15 @@ def tiny_overrides(task: str, tmp_path: Path, corpus_file: Path) -> list[str]:
         "decoding.batch_size=16",
         "decoding.beam_size=2",
     ]
+
+
+def _labelled_files(lines: list[str], tmp_path: Path) -> list[str]:
+    """A TSV file of the lines labelled by whether they hold "the"; its overrides."""
+    labelled = tmp_path / "labelled.tsv"
+    rows = [f"{line}\t{'the' in line.split()}" for line in lines]
+    labelled.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    files = ["data.corpus=", f"data.train_file={labelled}", f"data.validation_file={labelled}"]
+    return [*files, "model.hidden_size=8", "train.batch_size=8"]
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda path: path.stem)

@@ -1,0 +1,233 @@
+"""Training a classifier: length-bucketed batches, class weights, dev accuracy selects the best
+checkpoint and stops early (``trainer`` hook).
+
+Validation classifies the validation split through
+:class:`seqgen.tasks.classification.pipeline.Classifier`, the same code ``seqgen classify``
+runs. With ``model.init_from`` the embedding and recurrent layers start from a language
+model's (ULMFiT's route: Howard & Ruder, 2018), whose tokenizer the classifier then takes;
+``train.freeze_pretrained_steps`` keeps them frozen while the new layers learn first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from seqgen.recipes import Recipe, recipe_to_dict
+from seqgen.tasks.classification.evaluation import ClassificationScores, score_predictions
+from seqgen.tasks.classification.examples import LengthBatches, label_ids, label_set, load_examples
+from seqgen.tasks.classification.model import SequenceClassifier
+from seqgen.tasks.classification.pipeline import Classifier
+from seqgen.tasks.classification.pretrained import pretrained_encoder
+from seqgen.tasks.classification.torch_step import ClassifierTorchStep
+from seqgen.text import tokenizer_from_dict, train_tokenizer
+from seqgen.training.checkpoint import Checkpoint, save_checkpoint
+from seqgen.training.device import adamw, autocast, optimizer_step, resolve_device, use_cpu_bf16
+from seqgen.training.driver import LoopStats, drive
+from seqgen.training.metrics import MetricsLog
+from seqgen.training.progress import Progress
+from seqgen.training.run_folder import capture_rng, open_run, restore_rng
+from seqgen.training.schedule import learning_rate_at
+
+
+@dataclass
+class ClassificationResult:
+    output_dir: Path
+    steps: int
+    best_accuracy: float
+    loop: LoopStats
+    unit: ClassVar[str] = "tokens"  # what the loop's throughput counts
+
+    def best(self) -> str:
+        """The best checkpoint's score, for the last line ``seqgen train`` prints."""
+        return f"best validation accuracy {100 * self.best_accuracy:.2f}%"
+
+
+@dataclass
+class _RunState:
+    """What changes as training goes; all of it is saved in ``last.safetensors``."""
+
+    step: int = 0
+    best_accuracy: float = -1.0
+    validations_without_gain: int = 0
+    elapsed: float = 0.0
+
+
+class ClassificationTrainer:
+    """Holds the pieces of one run; :meth:`run` is the loop."""
+
+    def __init__(
+        self, recipe: Recipe, output_dir: Path, *, resume: bool, data_dir: str | None
+    ) -> None:
+        recipe, last = open_run(recipe, output_dir, resume=resume)
+        self.recipe, self.output_dir = recipe, output_dir
+        self.device = resolve_device(recipe.train.device)
+        self.cpu_bf16 = use_cpu_bf16(self.device, recipe.train.cpu_mixed_precision)
+        texts, labels = load_examples(recipe, "train", data_dir=data_dir)
+        self.validation = load_examples(recipe, "val", data_dir=data_dir)
+        pretrained = None if last is not None else pretrained_encoder(recipe.model)
+        if last is not None:
+            self.tokenizer = tokenizer_from_dict(last.tokenizer["text"])
+            self.labels = list(last.tokenizer["labels"])
+        else:
+            self.labels = label_set(labels, "the training split")
+            self.tokenizer = pretrained.tokenizer if pretrained else None
+            self.tokenizer = self.tokenizer or train_tokenizer(recipe.tokenizer, texts)
+        targets = label_ids(labels, self.labels, "the training split")
+        self.validation_targets = label_ids(self.validation[1], self.labels, "the validation split")
+        limit = recipe.data.max_length
+        sequences = [
+            self.tokenizer.encode(text)[:limit] or [self.tokenizer.unk_id] for text in texts
+        ]
+        self.batches = LengthBatches(
+            sequences, targets, batch_size=recipe.train.batch_size, seed=recipe.train.seed
+        )
+        self.class_weights = _class_weights(targets, len(self.labels), recipe.train.class_weights)
+        self.model = SequenceClassifier(recipe.model, self.tokenizer.vocab_size, len(self.labels))
+        if pretrained is not None:
+            self.model.load_state_dict(pretrained.weights, strict=False)
+        self.model.to(self.device)
+        train = recipe.train
+        self.optimizer = adamw(
+            self.model.parameters(),
+            self.device,
+            lr=train.learning_rate,
+            weight_decay=train.weight_decay,
+        )
+        self.run_state = _RunState()
+        if last is not None:
+            self.model.load_state_dict({k: v.float() for k, v in last.weights.items()})
+            self._restore(last.training)
+        self.metrics = MetricsLog(output_dir / "metrics.csv")
+        self.metrics.keep_until(self.run_state.step)
+        self._epoch, self._epoch_batches = -1, []
+
+    def _restore(self, training: dict) -> None:
+        run = self.run_state
+        run.step, run.best_accuracy = training["step"], training["best_accuracy"]
+        run.validations_without_gain = training["validations_without_gain"]
+        run.elapsed = training["elapsed"]
+        self.optimizer.load_state_dict(training["optimizer"])
+        restore_rng(training["rng"])
+
+    def _checkpoint(self, *, info: dict, with_training: bool) -> Checkpoint:
+        run = self.run_state
+        training = None
+        if with_training:
+            training = {
+                "step": run.step,
+                "best_accuracy": run.best_accuracy,
+                "validations_without_gain": run.validations_without_gain,
+                "elapsed": run.elapsed,
+                "optimizer": self.optimizer.state_dict(),
+                "rng": capture_rng(),
+            }
+        return Checkpoint(
+            kind=self.recipe.task,
+            recipe=recipe_to_dict(self.recipe),
+            # The labels are the classifier's output vocabulary, kept beside its input one.
+            tokenizer={"text": self.tokenizer.to_dict(), "labels": self.labels},
+            weights=self.model.state_dict(),
+            info=info,
+            training=training,
+        )
+
+    def classifier(self) -> Classifier:
+        """The pipeline ``seqgen classify`` would build from the current weights."""
+        return Classifier(
+            ClassifierTorchStep(self.model),
+            self.tokenizer,
+            self.labels,
+            self.recipe.decoding,
+            max_length=self.recipe.data.max_length,
+            recipe=self.recipe,
+        )
+
+    def validate(self) -> ClassificationScores:
+        """Scores of the validation split, classified as ``seqgen classify`` does."""
+        probabilities = self.classifier().probabilities(self.validation[0])
+        self.model.train()
+        return score_predictions(self.labels, self.validation_targets, probabilities.argmax(1))
+
+    def train_step(self) -> tuple[float, int]:
+        """One optimizer step; returns the mean loss per text and the tokens it read."""
+        run, train = self.run_state, self.recipe.train
+        epoch, index = divmod(run.step, len(self.batches))
+        if epoch != self._epoch:
+            self._epoch, self._epoch_batches = epoch, self.batches.epoch(epoch)
+        token_ids, lengths, targets = self.batches.make_batch(self._epoch_batches[index])
+        token_ids, targets = token_ids.to(self.device), targets.to(self.device)
+        self._freeze_pretrained(run.step < train.freeze_pretrained_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate_at(run.step, train)
+        with autocast(self.device, enabled=train.mixed_precision, cpu_enabled=self.cpu_bf16):
+            logits = self.model(token_ids, lengths)
+        weight = None if self.class_weights is None else self.class_weights.to(self.device)
+        loss = torch.nn.functional.cross_entropy(logits.float(), targets, weight=weight)
+        optimizer_step(loss, self.model, self.optimizer, train.grad_clip)
+        run.step += 1
+        return loss.item(), int(lengths.sum())
+
+    def _freeze_pretrained(self, frozen: bool) -> None:
+        if self.recipe.model.init_from:
+            for parameter in (*self.model.embedding.parameters(), *self.model.rnn.parameters()):
+                parameter.requires_grad_(not frozen)
+
+    def validate_and_save(self, progress: Progress) -> None:
+        run = self.run_state
+        scores = self.validate()
+        self.metrics.append(
+            step=run.step,
+            validation_accuracy=scores.accuracy,
+            validation_macro_f1=scores.macro_f1,
+            elapsed_seconds=run.elapsed,
+        )
+        info = {
+            "step": run.step,
+            "validation": {"accuracy": scores.accuracy, "macro_f1": scores.macro_f1},
+            "elapsed_seconds": run.elapsed,
+        }
+        improved = scores.accuracy > run.best_accuracy
+        run.validations_without_gain = 0 if improved else run.validations_without_gain + 1
+        if improved:
+            run.best_accuracy = scores.accuracy
+            save_checkpoint(
+                self.output_dir / "best.safetensors",
+                self._checkpoint(info=info, with_training=False),
+            )
+        save_checkpoint(
+            self.output_dir / "last.safetensors", self._checkpoint(info=info, with_training=True)
+        )
+        progress.message(
+            f"step {run.step}: validation accuracy {100 * scores.accuracy:.2f}% "
+            f"macro-F1 {scores.macro_f1:.4f}{' (best)' if improved else ''}"
+        )
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.batches)
+
+    def early_stop_reason(self) -> str | None:
+        patience = self.recipe.train.patience
+        if patience and self.run_state.validations_without_gain >= patience:
+            return f"no better validation accuracy in {patience} validations (train.patience)"
+        return None
+
+    def run(self, *, show_progress: bool = True) -> ClassificationResult:
+        self.model.train()
+        _, loop = drive(self, self.recipe.train, show_progress=show_progress)
+        run = self.run_state
+        return ClassificationResult(self.output_dir, run.step, run.best_accuracy, loop)
+
+
+def _class_weights(targets: list[int], classes: int, setting: str) -> torch.Tensor | None:
+    """``balanced``: each class weighs ``examples / (classes * its examples)``; else None."""
+    if setting != "balanced":
+        return None
+    counts = np.bincount(np.asarray(targets), minlength=classes).astype(np.float64)
+    weights = len(targets) / (classes * np.maximum(counts, 1))
+    return torch.tensor(weights, dtype=torch.float32)
