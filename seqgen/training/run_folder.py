@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from seqgen.errors import SeqgenError
 from seqgen.recipes import Recipe, recipe_from_dict, recipe_to_dict
-from seqgen.training.checkpoint import Checkpoint, load_checkpoint
+from seqgen.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -79,3 +80,21 @@ def open_run(recipe: Recipe, output_dir: Path, *, resume: bool) -> tuple[Recipe,
         recipe = resumed_recipe(recipe_from_dict(last.recipe), recipe)
     torch.manual_seed(recipe.train.seed)
     return recipe, last
+
+
+def save_validated(
+    output_dir: Path, checkpoint_of: Callable[[bool], Checkpoint], *, improved: bool
+) -> None:
+    """After a validation: ``best.safetensors`` where it improved, and always
+    ``last.safetensors`` with the training state (``checkpoint_of(with_training)``)."""
+    if improved:
+        save_checkpoint(output_dir / "best.safetensors", checkpoint_of(False))
+    save_checkpoint(output_dir / "last.safetensors", checkpoint_of(True))
+
+
+def patience_reason(patience: int, without_gain: int, metric: str) -> str | None:
+    """Why training stops early: ``train.patience`` validations in a row without a better
+    ``metric`` (0 = never), or None."""
+    if patience and without_gain >= patience:
+        return f"no better validation {metric} in {patience} validations (train.patience)"
+    return None

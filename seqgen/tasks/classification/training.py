@@ -25,12 +25,18 @@ from seqgen.tasks.classification.pipeline import Classifier
 from seqgen.tasks.classification.pretrained import pretrained_encoder
 from seqgen.tasks.classification.torch_step import ClassifierTorchStep
 from seqgen.text import tokenizer_from_dict, train_tokenizer
-from seqgen.training.checkpoint import Checkpoint, save_checkpoint
+from seqgen.training.checkpoint import Checkpoint
 from seqgen.training.device import adamw, autocast, optimizer_step, resolve_device, use_cpu_bf16
 from seqgen.training.driver import LoopStats, drive
 from seqgen.training.metrics import MetricsLog
 from seqgen.training.progress import Progress
-from seqgen.training.run_folder import capture_rng, open_run, restore_rng
+from seqgen.training.run_folder import (
+    capture_rng,
+    open_run,
+    patience_reason,
+    restore_rng,
+    save_validated,
+)
 from seqgen.training.schedule import learning_rate_at
 
 
@@ -195,12 +201,10 @@ class ClassificationTrainer:
         run.validations_without_gain = 0 if improved else run.validations_without_gain + 1
         if improved:
             run.best_accuracy = scores.accuracy
-            save_checkpoint(
-                self.output_dir / "best.safetensors",
-                self._checkpoint(info=info, with_training=False),
-            )
-        save_checkpoint(
-            self.output_dir / "last.safetensors", self._checkpoint(info=info, with_training=True)
+        save_validated(
+            self.output_dir,
+            lambda training: self._checkpoint(info=info, with_training=training),
+            improved=improved,
         )
         progress.message(
             f"step {run.step}: validation accuracy {100 * scores.accuracy:.2f}% "
@@ -212,10 +216,8 @@ class ClassificationTrainer:
         return len(self.batches)
 
     def early_stop_reason(self) -> str | None:
-        patience = self.recipe.train.patience
-        if patience and self.run_state.validations_without_gain >= patience:
-            return f"no better validation accuracy in {patience} validations (train.patience)"
-        return None
+        without_gain = self.run_state.validations_without_gain
+        return patience_reason(self.recipe.train.patience, without_gain, "accuracy")
 
     def run(self, *, show_progress: bool = True) -> ClassificationResult:
         self.model.train()

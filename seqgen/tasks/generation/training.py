@@ -23,7 +23,7 @@ from seqgen.recipes import Recipe, recipe_to_dict
 from seqgen.tasks.generation.evaluation import LanguageModelScores, evaluate_language_model
 from seqgen.tasks.generation.model import LanguageModel
 from seqgen.text import Tokenizer, tokenizer_from_dict, train_tokenizer
-from seqgen.training.checkpoint import Checkpoint, save_checkpoint
+from seqgen.training.checkpoint import Checkpoint
 from seqgen.training.device import (
     adamw,
     autocast,
@@ -35,7 +35,7 @@ from seqgen.training.driver import LoopStats, drive
 from seqgen.training.loss import cross_entropy_sum
 from seqgen.training.metrics import MetricsLog
 from seqgen.training.progress import Progress
-from seqgen.training.run_folder import capture_rng, open_run, restore_rng
+from seqgen.training.run_folder import capture_rng, open_run, restore_rng, save_validated
 from seqgen.training.schedule import learning_rate_at
 
 logger = logging.getLogger(__name__)
@@ -200,12 +200,10 @@ class LanguageModelTrainer:
         improved = scores.loss < run.best_loss
         if improved:
             run.best_loss = scores.loss
-            save_checkpoint(
-                self.output_dir / "best.safetensors",
-                self._checkpoint(info=info, with_training=False),
-            )
-        save_checkpoint(
-            self.output_dir / "last.safetensors", self._checkpoint(info=info, with_training=True)
+        save_validated(
+            self.output_dir,
+            lambda training: self._checkpoint(info=info, with_training=training),
+            improved=improved,
         )
         progress.message(
             f"step {run.step}: validation loss {scores.loss:.4f} ppl {scores.perplexity:.2f} "

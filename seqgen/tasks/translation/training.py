@@ -42,11 +42,7 @@ from seqgen.training.driver import LoopStats, drive
 from seqgen.training.loss import cross_entropy_sum
 from seqgen.training.metrics import MetricsLog
 from seqgen.training.progress import Progress
-from seqgen.training.run_folder import (
-    capture_rng,
-    open_run,
-    restore_rng,
-)
+from seqgen.training.run_folder import capture_rng, open_run, patience_reason, restore_rng
 from seqgen.training.schedule import learning_rate_at
 
 logger = logging.getLogger(__name__)
@@ -342,10 +338,8 @@ class TranslationTrainer:
         return len(self.batches)
 
     def early_stop_reason(self) -> str | None:
-        patience = self.recipe.train.patience
-        if patience and self.run_state.validations_without_gain >= patience:
-            return f"no better validation BLEU in {patience} validations (train.patience)"
-        return None
+        without_gain = self.run_state.validations_without_gain
+        return patience_reason(self.recipe.train.patience, without_gain, "BLEU")
 
     def run(self, *, show_progress: bool = True) -> TranslationResult:
         self.model.train()
