@@ -14,7 +14,8 @@ PyTorch's LSTM/GRU export traps, as met with torch 2.13 (older versions are refu
 - the TorchScript exporter (``dynamo=False``) writes LSTM graphs that disagree with the
   model, so the ``torch.export`` based exporter is used: it maps LSTM and GRU layers onto the
   ONNX LSTM/GRU operators, whose sequence length is a true dynamic axis;
-- it has no such mapping for plain (tanh) RNNs, whose time axis it freezes: they are refused;
+- it has no such mapping for plain (tanh) RNNs, whose time axis it freezes: they are exported
+  as the GRU that computes the same (``seqgen.layers.cells.tanh_rnn_as_gru``);
 - a second export in one process froze the time axis too (see :func:`_forget_rnn_dispatch`);
 - where it cannot keep an axis dynamic, it silently makes it static.
 
@@ -54,6 +55,7 @@ from seqgen.checkpoints import load_checkpoint_pipeline
 from seqgen.decoding.contract import TOP_CANDIDATES
 from seqgen.decoding.onnx_session import SELECTED_PREFIX
 from seqgen.errors import CheckpointError, SeqgenError
+from seqgen.layers.cells import with_exportable_cells
 from seqgen.task import task_named
 from seqgen.text import Tokenizer
 from seqgen.version import __version__
@@ -65,7 +67,6 @@ MIN_TORCH = (2, 13)
 EXAMPLE_ROWS, EXAMPLE_TIME = 3, 4  # not 0 or 1, which torch.export would freeze
 EXAMPLE_SELECTED_ROWS = 6  # differs from the others, so torch.export keeps the axes apart
 PARITY_TOLERANCE = 1e-4
-EXPORTABLE_CELLS = ("lstm", "gru")
 # Step graphs also return each row's TOP_CANDIDATES best log-probs (seqgen.decoding.contract).
 
 
@@ -122,11 +123,11 @@ def export_bundle(
     pipeline = load_checkpoint_pipeline(Path(checkpoint_path), device="cpu")
     task = task_named(pipeline.task)
     model = pipeline.step_function.model
-    check_exportable(model, checkpoint_path)
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
     try:
-        exported = copy.deepcopy(model).cpu().eval()
+        # A tanh RNN is exported as the GRU that computes it (layers.cells.tanh_rnn_as_gru).
+        exported = with_exportable_cells(copy.deepcopy(model)).cpu().eval()
         write = task.hook("write_bundle")
         manifest = write(pipeline, exported.half() if fp16 else exported, staging, fp16=fp16)
         # The graph run at every step (a classifier's one graph runs once per batch).
@@ -142,17 +143,6 @@ def export_bundle(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return output
-
-
-def check_exportable(model: nn.Module, path: str | Path) -> None:
-    """CheckpointError, before anything is written, for a model ONNX cannot carry."""
-    cell = model.config.cell
-    if cell not in EXPORTABLE_CELLS:
-        raise CheckpointError(
-            f"{path} uses plain RNN cells (cell {cell!r}), which cannot be exported yet: "
-            "PyTorch's ONNX exporter fixes their time axis; train with cell "
-            f"{' or '.join(EXPORTABLE_CELLS)}"
-        )
 
 
 def manifest_header(kind: str, *, fp16: bool, int8: bool = False) -> dict[str, Any]:

@@ -90,3 +90,47 @@ def step_cells(
             layer_input = nn.functional.dropout(new_hidden, rnn.dropout, rnn.training)
     stacked = torch.stack(hiddens)
     return hiddens[-1], ((stacked, torch.stack(cells)) if is_lstm else stacked)
+
+
+# sigmoid(+-1e4) is exactly 1 or 0 in float32 and in float16 (whose largest value is 65504).
+SATURATED = 1e4
+
+
+def tanh_rnn_as_gru(rnn: nn.RNN) -> nn.GRU:
+    """An ``nn.GRU`` that computes what the tanh ``rnn`` computes, for export.
+
+    With its update gate shut (z = 0) and its reset gate open (r = 1) by saturated biases and
+    zero weights, a GRU's step is ``h' = tanh(W_ih x + b_ih + W_hh h + b_hh)``: the tanh RNN's,
+    the same sums. ONNX exporters map ``nn.GRU`` onto ONNX's GRU operator, whose time axis
+    stays dynamic; ``nn.RNN`` maps onto nothing, and its time axis froze.
+    """
+    gru = nn.GRU(
+        rnn.input_size,
+        rnn.hidden_size,
+        num_layers=rnn.num_layers,
+        batch_first=rnn.batch_first,
+        dropout=rnn.dropout,
+        bidirectional=rnn.bidirectional,
+    )
+    reference = rnn.weight_ih_l0
+    gru = gru.to(device=reference.device, dtype=reference.dtype)
+    size = rnn.hidden_size
+    with torch.no_grad():
+        for name, parameter in gru.named_parameters():  # gates in PyTorch's order: r, z, n
+            parameter.zero_()
+            source = getattr(rnn, name, None)
+            if source is not None:
+                parameter[2 * size :] = source
+            if name.startswith("bias_ih"):
+                parameter[:size] = SATURATED
+                parameter[size : 2 * size] = -SATURATED
+    return gru.train(rnn.training)
+
+
+def with_exportable_cells(model: nn.Module) -> nn.Module:
+    """``model`` with every tanh ``nn.RNN`` replaced by its :func:`tanh_rnn_as_gru`, in place."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.RNN and child.nonlinearity == "tanh":
+                setattr(parent, name, tanh_rnn_as_gru(child))
+    return model

@@ -322,3 +322,17 @@ def test_empty_lines_and_wrong_models(run: Path, trained_run: Path, tmp_path: Pa
     assert_one_line_error(
         invoke("classify", "--model", run, "--top-k", "0", input="x\n"), "top_k = 0"
     )
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru"])
+def test_every_cell_exports(cell: str, corpus: Path, tmp_path: Path) -> None:
+    """A plain tanh RNN too: it is exported as the GRU that computes it."""
+    from seqgen.bundles.export import export_bundle
+
+    recipe = load_recipe(_recipe(corpus, tmp_path / "r.toml", cell=cell, steps=3))
+    result = train(recipe, tmp_path / "run", show_progress=False)
+    assert result.steps == 3
+    bundle = export_bundle(tmp_path / "run", tmp_path / "bundle")
+    texts = ["a great day", "the story was dull and cold", "it"]
+    from_torch = seqgen.load(tmp_path / "run", device="cpu").probabilities(texts)
+    np.testing.assert_allclose(seqgen.load(bundle).probabilities(texts), from_torch, atol=1e-4)

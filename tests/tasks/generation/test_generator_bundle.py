@@ -24,6 +24,7 @@ from seqgen.decoding.beam import beam_search
 from seqgen.decoding.contract import TOP_CANDIDATES
 from seqgen.decoding.search import greedy_search
 from seqgen.errors import CheckpointError, SeqgenError
+from seqgen.layers.cells import tanh_rnn_as_gru, with_exportable_cells
 from seqgen.loading import load
 from seqgen.recipes import Recipe, recipe_to_dict
 from seqgen.tasks.generation.config import LanguageModelConfig
@@ -66,7 +67,7 @@ def save_tiny_checkpoint(path: Path, cell: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="module", params=["lstm", "gru"])
+@pytest.fixture(scope="module", params=["lstm", "gru", "rnn"])
 def exported(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, Path]:
@@ -402,9 +403,17 @@ def test_export_refuses_a_torch_whose_exporter_freezes_the_time_axis(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lstm.safetensors"]
 
 
-def test_export_refuses_plain_rnns_whose_time_axis_the_exporter_freezes(tmp_path: Path) -> None:
-    checkpoint = save_tiny_checkpoint(tmp_path / "rnn.safetensors", "rnn")
-    with pytest.raises(CheckpointError) as error:
-        export_bundle(checkpoint, tmp_path / "bundle")
-    assert_one_line(error, "plain RNN", "lstm or gru")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["rnn.safetensors"]
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_a_tanh_rnn_exports_as_the_gru_that_computes_it(bidirectional: bool) -> None:
+    torch.manual_seed(0)
+    rnn = torch.nn.RNN(5, 7, num_layers=2, batch_first=True, bidirectional=bidirectional)
+    gru = tanh_rnn_as_gru(rnn)
+    inputs = torch.randn(3, 9, 5)
+    start = torch.randn(2 * (2 if bidirectional else 1), 3, 7)
+    with torch.no_grad():
+        expected, expected_state = rnn(inputs, start)
+        got, state = gru(inputs, start)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(state, expected_state, atol=1e-6, rtol=1e-6)
+    model = torch.nn.Sequential(rnn)
+    assert type(with_exportable_cells(model)[0]) is torch.nn.GRU
