@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import torch
 
 from seqgen.benchmark import flops
 from seqgen.benchmark.measure import median_rate
-from seqgen.benchmark.suites import Result, _onnx_backend
-from seqgen.errors import SeqgenError
-
-logger = logging.getLogger(__name__)
+from seqgen.benchmark.suites import Result, both_backends
 
 
 def classification_throughput(
@@ -25,21 +21,13 @@ def classification_throughput(
 ) -> list[Result]:
     """The model's test split (SST-2's 1,821 sentences for the bundled sentiment model)
     classified by both backends, in the model's default batches; sentences/s."""
-    from seqgen.bundles.reader import load_bundle
     from seqgen.checkpoints import load_checkpoint_pipeline
-    from seqgen.loading import exported_bundle
     from seqgen.tasks.classification.examples import load_examples
 
     reference = load_checkpoint_pipeline(checkpoint_path, kind="classification", device=str(device))
     texts, _ = load_examples(reference.recipe, "test", data_dir=data_dir)
     texts = texts[:sentences] if sentences else texts
-    backends = {"torch": reference}
-    try:
-        bundle = exported_bundle(checkpoint_path, kind="classification")
-    except SeqgenError as error:  # e.g. a torch whose ONNX exporter seqgen does not support
-        logger.warning("no ONNX Runtime rows: %s", error)
-    else:
-        backends.update(_onnx_backend(bundle, device, load_bundle))
+    backends = both_backends(reference, checkpoint_path, device)
     tokens = sum(len(ids) for ids in reference.encode(texts))
     per_token = flops.classifier_token(reference.recipe.model, len(reference.labels))
     results = []

@@ -131,9 +131,7 @@ def translation_decoding(
 
     On CUDA, ONNX Runtime runs on CUDA where its CUDA provider is usable, else on the CPU,
     and the rows say which."""
-    from seqgen.bundles.reader import load_bundle
     from seqgen.checkpoints import load_checkpoint_pipeline
-    from seqgen.loading import exported_bundle
 
     _, recipe = _recipe(checkpoint_path, device, overrides)
     # Each backend's own default (at least 1,000 sentences on CUDA) unless overridden.
@@ -143,13 +141,7 @@ def translation_decoding(
     corpus = reference.recipe.data.corpus or "multi30k:de-en"
     lines, _ = load_parallel(corpus, "test_2016_flickr", data_dir=data_dir)
     lines = lines[:sentences] if sentences else lines
-    backends = {"torch": reference}
-    try:
-        bundle = exported_bundle(checkpoint_path, kind="translation")
-    except SeqgenError as error:  # e.g. a torch whose ONNX exporter seqgen does not support
-        logger.warning("no ONNX Runtime rows: %s", error)
-    else:
-        backends.update(_onnx_backend(bundle, device, load_bundle))
+    backends = both_backends(reference, checkpoint_path, device)
     sources = reference.encode_sources(lines)
     model = reference.recipe.model
     vocab = reference.target_tokenizer.vocab_size
@@ -222,6 +214,22 @@ class _DecodingBench:
         return Result(
             f"translation {label}, {backend}", rate, "sentences/s", work / seconds, details
         )
+
+
+def both_backends(reference: Any, checkpoint_path: Path, device: torch.device) -> dict[str, Any]:
+    """``reference`` (the PyTorch pipeline) as ``torch``, and its checkpoint exported once into
+    the cache and opened on ONNX Runtime (:func:`_onnx_backend`), where the export works."""
+    from seqgen.bundles.reader import load_bundle
+    from seqgen.loading import exported_bundle
+
+    backends = {"torch": reference}
+    try:
+        bundle = exported_bundle(checkpoint_path, kind=reference.task)
+    except SeqgenError as error:  # e.g. a torch whose ONNX exporter seqgen does not support
+        logger.warning("no ONNX Runtime rows: %s", error)
+    else:
+        backends.update(_onnx_backend(bundle, device, load_bundle))
+    return backends
 
 
 def _onnx_backend(bundle: Path, device: torch.device, load_bundle: Any) -> dict[str, Any]:

@@ -49,6 +49,27 @@ def model_option(default: str, *, bundles: bool = True) -> Any:
     return click.option("--model", "model_path", type=click.Path(), default=None, help=help_text)
 
 
+def lines_options(what: str) -> Any:
+    """``--input`` (UTF-8 ``what``, one per line; default stdin) and ``--output`` (one line
+    per input line, written atomically; default stdout)."""
+    path = click.Path(dir_okay=False, allow_dash=True)
+    source = click.option(
+        "--input",
+        "input_file",
+        type=path,
+        default="-",
+        help=f"UTF-8 {what}, one per line [default: stdin].",
+    )
+    target = click.option(
+        "--output",
+        "output_file",
+        type=path,
+        default="-",
+        help="Where results go, one line per input line, written atomically [default: stdout].",
+    )
+    return lambda command: source(target(command))
+
+
 @dataclass(frozen=True)
 class EvaluationRequest:
     """What ``seqgen evaluate`` was asked; each task's ``evaluate`` hook reads what applies

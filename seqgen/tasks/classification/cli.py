@@ -15,6 +15,7 @@ from seqgen.cli.common import (
     EvaluationRequest,
     backend_option,
     device_option,
+    lines_options,
     model_option,
     read_lines,
     write_text,
@@ -26,20 +27,7 @@ _DEFAULT = "[default: the model's]"
 
 @click.command()
 @model_option("the bundled sentiment model; or sentiment, spam")
-@click.option(
-    "--input",
-    "input_file",
-    type=click.Path(dir_okay=False, allow_dash=True),
-    default="-",
-    help="UTF-8 texts, one per line [default: stdin].",
-)
-@click.option(
-    "--output",
-    "output_file",
-    type=click.Path(dir_okay=False, allow_dash=True),
-    default="-",
-    help="Where results go, one line per text, written atomically [default: stdout].",
-)
+@lines_options("texts")
 @click.option("--top-k", type=int, default=None, help=f"Classes per text, best first {_DEFAULT}.")
 @click.option(
     "--format",

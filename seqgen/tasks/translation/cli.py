@@ -15,6 +15,7 @@ from seqgen.cli.common import (
     EvaluationRequest,
     backend_option,
     device_option,
+    lines_options,
     model_option,
     read_lines,
     shortlist_option,
@@ -27,20 +28,7 @@ _DEFAULT = "[default: the model's]"
 
 @click.command()
 @model_option("the bundled translator")
-@click.option(
-    "--input",
-    "input_file",
-    type=click.Path(dir_okay=False, allow_dash=True),
-    default="-",
-    help="UTF-8 sentences, one per line [default: stdin].",
-)
-@click.option(
-    "--output",
-    "output_file",
-    type=click.Path(dir_okay=False, allow_dash=True),
-    default="-",
-    help="Where translations go, one per line, written atomically [default: stdout].",
-)
+@lines_options("sentences")
 @click.option("--beam-size", type=int, default=None, help=f"1 is greedy {_DEFAULT}.")
 @click.option(
     "--n-best",
