@@ -31,7 +31,6 @@ from seqgen.data.corpora import load_parallel, load_text
 from seqgen.decoding.beam import beam_search
 from seqgen.decoding.search import greedy_search
 from seqgen.tasks.generation.pipeline import banned_token_ids
-from seqgen.tasks.translation.pipeline import TranslationOptions
 
 TOLERANCE = 1e-4
 FORCED_STEPS = 30  # per-step log-prob comparison along PyTorch's greedy path
@@ -69,7 +68,8 @@ def check_translator(
         order = sorted(range(len(batch_sources)), key=lambda i: -len(batch_sources[i]))
         ordered = [batch_sources[i] for i in order]
         for beam_size in (1, 5):
-            settings = TranslationOptions(beam_size=beam_size)
+            # The model's own decoding settings, as `seqgen translate` resolves them.
+            settings = reference.options(beam_size=beam_size)
             for batch in batch_sizes:
                 differ = 0
                 for start in range(0, len(ordered), batch):
