@@ -51,7 +51,7 @@ from seqgen.bundles.reader import (
     MANIFEST_FILE,
     is_bundle,
 )
-from seqgen.checkpoints import load_checkpoint_pipeline
+from seqgen.checkpoints import load_checkpoint_pipeline, model_path
 from seqgen.decoding.contract import TOP_CANDIDATES
 from seqgen.decoding.onnx_session import SELECTED_PREFIX
 from seqgen.errors import CheckpointError, SeqgenError
@@ -118,6 +118,7 @@ def export_bundle(
         raise SeqgenError("choose one of --fp16 (for GPUs) and --int8 (for CPUs), not both")
     output = Path(output_dir)
     _check_output(output)
+    checkpoint_path = model_path(checkpoint_path)  # a file, a run folder, or a bundled model's name
     if is_bundle(checkpoint_path):
         raise CheckpointError(f"{checkpoint_path} is already an ONNX bundle; pass a checkpoint")
     pipeline = load_checkpoint_pipeline(Path(checkpoint_path), device="cpu")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Iterable
 
 import torch
@@ -14,7 +15,10 @@ logger = logging.getLogger(__name__)
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` is CUDA when present, else CPU; asking for CUDA without one is an error."""
+    """``auto`` is CUDA when present, else CPU; asking for CUDA without one is an error, and
+    so is any name but auto, cpu, cuda and cuda:N (ConfigError, one line)."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():

@@ -417,3 +417,9 @@ def test_a_copied_run_folder_still_loads(tmp_path: Path, trained_run: Path) -> N
     shutil.copytree(trained_run, copy)
     (copy / "metrics.csv").unlink()
     assert_ok(generate(copy, "--prompt", "The", "--seed", "1"))
+
+
+@pytest.mark.parametrize("command", ["generate", "translate", "classify", "evaluate"])
+def test_an_unknown_device_is_refused_in_one_line(command: str) -> None:
+    result = CliRunner().invoke(main, [command, "--device", "bogus"], input="hello\n")
+    assert_one_line_error(result, "unknown device 'bogus'", "cpu, cuda")

@@ -336,3 +336,15 @@ def test_every_cell_exports(cell: str, corpus: Path, tmp_path: Path) -> None:
     texts = ["a great day", "the story was dull and cold", "it"]
     from_torch = seqgen.load(tmp_path / "run", device="cpu").probabilities(texts)
     np.testing.assert_allclose(seqgen.load(bundle).probabilities(texts), from_torch, atol=1e-4)
+
+
+def test_a_bundled_model_exports_by_name(tmp_path: Path) -> None:
+    from seqgen.bundles.export import export_bundle
+
+    bundle = export_bundle("spam", tmp_path / "spam")
+    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["kind"] == "classification" and manifest["labels"] == ["ham", "spam"]
+    texts = ["WINNER!! Claim your free prize now, call 09061701461", "Ok see you at home later"]
+    from_onnx = seqgen.load(bundle).probabilities(texts)
+    np.testing.assert_allclose(from_onnx, seqgen.load("spam").probabilities(texts), atol=1e-4)
+    assert from_onnx.argmax(1).tolist() == [1, 0]
