@@ -50,6 +50,9 @@ def run_benchmark(options: BenchOptions, *, on_result: Any = None) -> dict[str, 
     generator = Path(options.generator or bundled_model_path("generation"))
     translator = Path(options.translator or bundled_model_path("translation"))
     classifier = Path(options.classifier or bundled_model_path("classification"))
+    _check_tasks(
+        [(generator, "generation"), (translator, "translation"), (classifier, "classification")]
+    )
     quick, repeats = options.quick, 1 if options.quick else options.repeats
     results: list[Result] = []
 
@@ -99,6 +102,17 @@ def run_benchmark(options: BenchOptions, *, on_result: Any = None) -> dict[str, 
     sentences = 100 if quick else None
     keep(*classification_throughput(classifier, device, sentences=sentences, **common))
     return _report(device, options, repeats, results)
+
+
+def _check_tasks(models: list[tuple[Path, str]]) -> None:
+    """CheckpointError, before any measurement, for a checkpoint of another task than its
+    option's (``--translator`` given a generator, ...)."""
+    from seqgen.checkpoints import check_task
+    from seqgen.task import task_named
+    from seqgen.training.checkpoint import load_checkpoint
+
+    for path, kind in models:
+        check_task(path, task_named(load_checkpoint(path).kind), task_named(kind))
 
 
 def _report(

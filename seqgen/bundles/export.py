@@ -43,7 +43,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from seqgen.bundles.quantize import quantize_step_graph
 from seqgen.bundles.reader import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -124,8 +123,7 @@ def export_bundle(
     pipeline = load_checkpoint_pipeline(Path(checkpoint_path), device="cpu")
     task = task_named(pipeline.task)
     model = pipeline.step_function.model
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
+    staging = _staging_folder(output)
     try:
         # A tanh RNN is exported as the GRU that computes it (layers.cells.tanh_rnn_as_gru).
         exported = with_exportable_cells(copy.deepcopy(model)).cpu().eval()
@@ -133,7 +131,7 @@ def export_bundle(
         manifest = write(pipeline, exported.half() if fp16 else exported, staging, fp16=fp16)
         # The graph run at every step (a classifier's one graph runs once per batch).
         hot = task.graph_files.get("step") or next(iter(task.graph_files.values()))
-        if int8 and not quantize_step_graph(staging / hot):
+        if int8 and not _quantize(staging / hot):
             raise CheckpointError(
                 f"{checkpoint_path}: its step graph has no matrix product to make int8"
             )
@@ -144,6 +142,25 @@ def export_bundle(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return output
+
+
+def _quantize(graph: Path) -> int:
+    from seqgen.bundles.quantize import quantize_step_graph  # onnx: the export extra
+
+    return quantize_step_graph(graph)
+
+
+def _staging_folder(output: Path) -> Path:
+    """A new private folder beside ``output`` to write the bundle into; CheckpointError, in
+    one line, where ``output``'s parent cannot be written."""
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
+    except OSError as error:
+        raise CheckpointError(
+            f"cannot write a bundle beside {output} ({error.strerror or error}); "
+            "choose another --output"
+        ) from None
 
 
 def manifest_header(kind: str, *, fp16: bool, int8: bool = False) -> dict[str, Any]:

@@ -25,7 +25,13 @@ def prepare_output_dir(output_dir: Path, *, resume: bool) -> None:
             f"{output_dir} already holds a run; "
             "pass --resume to continue it or choose another --output"
         )
-    output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # no permission, a file in the way, a read-only disk, ...
+        raise SeqgenError(
+            f"cannot create the run folder {output_dir} ({error.strerror or error}); "
+            "choose another --output"
+        ) from None
 
 
 def resumed_recipe(stored: Recipe, requested: Recipe) -> Recipe:

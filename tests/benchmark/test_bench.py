@@ -134,3 +134,22 @@ def test_bench_quick_prints_a_table_and_writes_json(data_dir: str, tmp_path: Pat
     assert {row["extra"]["batch_size"] for row in report["results"][2:6]} == {30}
     assert report["peak_memory_bytes"] > 0
     assert "translation beam 5, onnx" in result.output and "GFLOP/s" in result.output
+
+
+@pytest.mark.parametrize(
+    ("option", "asset", "words"),
+    [
+        ("--generator", "multi30k-de-en", ("holds a translator, not a generator",)),
+        ("--translator", "shakespeare-char", ("holds a generator, not a translator",)),
+        ("--classifier", "multi30k-de-en", ("holds a translator, not a classifier",)),
+    ],
+)
+def test_a_model_of_another_task_is_refused_before_measuring(
+    option: str, asset: str, words: tuple[str, ...]
+) -> None:
+    from seqgen.checkpoints import bundled_models
+
+    path = str(bundled_models()[asset])
+    result = CliRunner().invoke(main, ["bench", "--quick", option, path])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.startswith("seqgen: error: ") and all(w in result.stderr for w in words)

@@ -423,3 +423,35 @@ def test_a_copied_run_folder_still_loads(tmp_path: Path, trained_run: Path) -> N
 def test_an_unknown_device_is_refused_in_one_line(command: str) -> None:
     result = CliRunner().invoke(main, [command, "--device", "bogus"], input="hello\n")
     assert_one_line_error(result, "unknown device 'bogus'", "cpu, cuda")
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_line(tmp_path: Path, write_recipe) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n", encoding="utf-8")
+    result = invoke("train", write_recipe(), "--output", blocker / "run")
+    assert_one_line_error(result, "cannot create the run folder", "--output")
+    result = invoke("export", "--model", "spam", "--output", blocker / "bundle")
+    assert_one_line_error(result, "cannot write a bundle", "--output")
+
+
+def test_export_without_its_extra_names_the_extra(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import seqgen
+
+    script = (
+        "import sys; sys.modules['onnx'] = None\n"  # as if the export extra were not installed
+        "from seqgen.cli import main\n"
+        f"main(['export', '--model', 'spam', '--output', {str(tmp_path / 'b')!r}])\n"
+    )
+    root = Path(seqgen.__file__).parent.parent
+    environment = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=environment
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == (
+        "seqgen: error: exporting needs onnx: pip install 'seqgen[export]'"
+    )
+    assert not (tmp_path / "b").exists()
