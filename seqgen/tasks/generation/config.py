@@ -11,6 +11,8 @@ from seqgen.config import LoopConfig, check_choice, check_fraction, check_positi
 from seqgen.errors import ConfigError
 
 STRATEGIES = ("greedy", "sample", "beam")
+# Above it sampling is uniform to float32's precision, and scores / temperature underflow.
+MAX_TEMPERATURE = 100.0
 
 
 @dataclass
@@ -88,10 +90,10 @@ class GenerationDecodingConfig:
         if self.max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens = {self.max_new_tokens}; it must be at least 1")
         check_choice("strategy", self.strategy, STRATEGIES)
-        if not self.temperature >= 0 or self.temperature == float("inf"):
+        if not 0 <= self.temperature <= MAX_TEMPERATURE:  # NaN fails too
             raise ConfigError(
-                f"temperature = {self.temperature}; it must be a finite number >= 0 "
-                "(0 means greedy)"
+                f"temperature = {self.temperature}; it must be >= 0 (0 means greedy) and at "
+                f"most {MAX_TEMPERATURE:g}"
             )
         if self.top_k < 0:
             raise ConfigError(f"top_k = {self.top_k}; it must be >= 0 (0 turns it off)")
