@@ -417,3 +417,15 @@ def test_a_tanh_rnn_exports_as_the_gru_that_computes_it(bidirectional: bool) -> 
     torch.testing.assert_close(state, expected_state, atol=1e-6, rtol=1e-6)
     model = torch.nn.Sequential(rnn)
     assert type(with_exportable_cells(model)[0]) is torch.nn.GRU
+
+
+@pytest.mark.parametrize(
+    "entry", [["defaults"], {"defaults": ["greedy"]}, {"defaults": {"top_p": 2}}]
+)
+def test_damaged_generation_defaults_are_named(bundle_copy: Path, entry: object) -> None:
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    manifest["generation"] = entry
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError) as error:
+        load_bundle(bundle_copy)
+    assert_one_line(error, "bad generation defaults", "re-export")
