@@ -29,7 +29,7 @@ def classification_throughput(
     texts = texts[:sentences] if sentences else texts
     backends = both_backends(reference, checkpoint_path, device)
     tokens = sum(len(ids) for ids in reference.encode(texts))
-    per_token = flops.classifier_token(reference.recipe.model, len(reference.labels))
+    per_token = flops.classifier_token(reference.recipe.model)
     results = []
     for backend, classifier in backends.items():
 

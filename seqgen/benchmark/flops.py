@@ -114,7 +114,7 @@ def gpu_peak(name: str) -> float | None:
     return next((peak for key, peak in GPU_PEAKS.items() if key in name), None)
 
 
-def classifier_token(config: object, num_classes: int) -> int:
+def classifier_token(config: object) -> int:
     """Forward FLOPs per token of a classifier: its recurrent layers, both directions (the
     output layer runs once per text and is left out)."""
     directions = 2 if config.bidirectional else 1  # type: ignore[attr-defined]

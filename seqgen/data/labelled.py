@@ -161,7 +161,7 @@ def read_labelled_file(
     texts, labels = [], []
     needed = max(text_column, label_column) + 1
     for number, row in enumerate(rows, start=1):
-        if header and number == 1 or not row:
+        if (header and number == 1) or not row:
             continue
         if len(row) < needed:
             raise DataError(

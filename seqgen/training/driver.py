@@ -57,6 +57,31 @@ class Trainer(Protocol):
         ...
 
 
+class EpochTrainer:
+    """What every task's trainer shares: epochs of ``self.batches``, and early stopping once
+    ``train.patience`` validations in a row bring no better :attr:`selection_metric` (None:
+    the task selects no checkpoint that way, so it never stops early)."""
+
+    selection_metric: str | None = None  # what its validation selects on: "BLEU", "accuracy"
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.batches)  # type: ignore[attr-defined]
+
+    def early_stop_reason(self) -> str | None:
+        """Why training should stop now (checked after each step), or None."""
+        if self.selection_metric is None:
+            return None
+        patience = self.recipe.train.patience  # type: ignore[attr-defined]
+        without_gain = self.run_state.validations_without_gain  # type: ignore[attr-defined]
+        if patience and without_gain >= patience:
+            return (
+                f"no better validation {self.selection_metric} in {patience} validations "
+                "(train.patience)"
+            )
+        return None
+
+
 def drive(
     trainer: Trainer, config: LoopConfig, *, show_progress: bool
 ) -> tuple[Progress, LoopStats]:

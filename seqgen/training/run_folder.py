@@ -96,11 +96,3 @@ def save_validated(
     if improved:
         save_checkpoint(output_dir / "best.safetensors", checkpoint_of(False))
     save_checkpoint(output_dir / "last.safetensors", checkpoint_of(True))
-
-
-def patience_reason(patience: int, without_gain: int, metric: str) -> str | None:
-    """Why training stops early: ``train.patience`` validations in a row without a better
-    ``metric`` (0 = never), or None."""
-    if patience and without_gain >= patience:
-        return f"no better validation {metric} in {patience} validations (train.patience)"
-    return None

@@ -27,13 +27,12 @@ from seqgen.tasks.classification.torch_step import ClassifierTorchStep
 from seqgen.text import tokenizer_from_dict, train_tokenizer
 from seqgen.training.checkpoint import Checkpoint
 from seqgen.training.device import adamw, autocast, optimizer_step, resolve_device, use_cpu_bf16
-from seqgen.training.driver import LoopStats, drive
+from seqgen.training.driver import EpochTrainer, LoopStats, drive
 from seqgen.training.metrics import MetricsLog
 from seqgen.training.progress import Progress
 from seqgen.training.run_folder import (
     capture_rng,
     open_run,
-    patience_reason,
     restore_rng,
     save_validated,
 )
@@ -63,8 +62,10 @@ class _RunState:
     elapsed: float = 0.0
 
 
-class ClassificationTrainer:
+class ClassificationTrainer(EpochTrainer):
     """Holds the pieces of one run; :meth:`run` is the loop."""
+
+    selection_metric = "accuracy"
 
     def __init__(
         self, recipe: Recipe, output_dir: Path, *, resume: bool, data_dir: str | None
@@ -81,8 +82,9 @@ class ClassificationTrainer:
             self.labels = list(last.tokenizer["labels"])
         else:
             self.labels = label_set(labels, "the training split")
-            self.tokenizer = pretrained.tokenizer if pretrained else None
-            self.tokenizer = self.tokenizer or train_tokenizer(recipe.tokenizer, texts)
+            self.tokenizer = (
+                pretrained.tokenizer if pretrained else train_tokenizer(recipe.tokenizer, texts)
+            )
         targets = label_ids(labels, self.labels, "the training split")
         self.validation_targets = label_ids(self.validation[1], self.labels, "the validation split")
         limit = recipe.data.max_length
@@ -92,7 +94,9 @@ class ClassificationTrainer:
         self.batches = LengthBatches(
             sequences, targets, batch_size=recipe.train.batch_size, seed=recipe.train.seed
         )
-        self.class_weights = _class_weights(targets, len(self.labels), recipe.train.class_weights)
+        self.class_weights = _class_weights(
+            targets, len(self.labels), recipe.train.class_weights, self.device
+        )
         self.model = SequenceClassifier(recipe.model, self.tokenizer.vocab_size, len(self.labels))
         if pretrained is not None:
             self.model.load_state_dict(pretrained.weights, strict=False)
@@ -111,6 +115,7 @@ class ClassificationTrainer:
         self.metrics = MetricsLog(output_dir / "metrics.csv")
         self.metrics.keep_until(self.run_state.step)
         self._epoch, self._epoch_batches = -1, []
+        self._frozen: bool | None = None  # the pretrained layers' state, once set
 
     def _restore(self, training: dict) -> None:
         run = self.run_state
@@ -172,16 +177,18 @@ class ClassificationTrainer:
             group["lr"] = learning_rate_at(run.step, train)
         with autocast(self.device, enabled=train.mixed_precision, cpu_enabled=self.cpu_bf16):
             logits = self.model(token_ids, lengths)
-        weight = None if self.class_weights is None else self.class_weights.to(self.device)
-        loss = torch.nn.functional.cross_entropy(logits.float(), targets, weight=weight)
+        loss = torch.nn.functional.cross_entropy(logits.float(), targets, weight=self.class_weights)
         optimizer_step(loss, self.model, self.optimizer, train.grad_clip)
         run.step += 1
         return loss.item(), int(lengths.sum())
 
     def _freeze_pretrained(self, frozen: bool) -> None:
-        if self.recipe.model.init_from:
-            for parameter in (*self.model.embedding.parameters(), *self.model.rnn.parameters()):
-                parameter.requires_grad_(not frozen)
+        """Freeze or thaw the pretrained layers, where that changes (twice a run at most)."""
+        if not self.recipe.model.init_from or frozen == self._frozen:
+            return
+        self._frozen = frozen
+        for parameter in (*self.model.embedding.parameters(), *self.model.rnn.parameters()):
+            parameter.requires_grad_(not frozen)
 
     def validate_and_save(self, progress: Progress) -> None:
         run = self.run_state
@@ -211,14 +218,6 @@ class ClassificationTrainer:
             f"macro-F1 {scores.macro_f1:.4f}{' (best)' if improved else ''}"
         )
 
-    @property
-    def steps_per_epoch(self) -> int:
-        return len(self.batches)
-
-    def early_stop_reason(self) -> str | None:
-        without_gain = self.run_state.validations_without_gain
-        return patience_reason(self.recipe.train.patience, without_gain, "accuracy")
-
     def run(self, *, show_progress: bool = True) -> ClassificationResult:
         self.model.train()
         _, loop = drive(self, self.recipe.train, show_progress=show_progress)
@@ -226,10 +225,12 @@ class ClassificationTrainer:
         return ClassificationResult(self.output_dir, run.step, run.best_accuracy, loop)
 
 
-def _class_weights(targets: list[int], classes: int, setting: str) -> torch.Tensor | None:
+def _class_weights(
+    targets: list[int], classes: int, setting: str, device: torch.device
+) -> torch.Tensor | None:
     """``balanced``: each class weighs ``examples / (classes * its examples)``; else None."""
     if setting != "balanced":
         return None
     counts = np.bincount(np.asarray(targets), minlength=classes).astype(np.float64)
     weights = len(targets) / (classes * np.maximum(counts, 1))
-    return torch.tensor(weights, dtype=torch.float32)
+    return torch.tensor(weights, dtype=torch.float32, device=device)

@@ -31,7 +31,7 @@ from seqgen.training.device import (
     resolve_device,
     use_cpu_bf16,
 )
-from seqgen.training.driver import LoopStats, drive
+from seqgen.training.driver import EpochTrainer, LoopStats, drive
 from seqgen.training.loss import cross_entropy_sum
 from seqgen.training.metrics import MetricsLog
 from seqgen.training.progress import Progress
@@ -93,7 +93,7 @@ def _restore_training_state(
     run.carried = {k: v.to(device) for k, v in training["carried"].items()} or None
 
 
-class LanguageModelTrainer:
+class LanguageModelTrainer(EpochTrainer):
     """Holds the pieces of one run; :meth:`run` is the loop."""
 
     def __init__(
@@ -210,13 +210,6 @@ class LanguageModelTrainer:
             f"bits/token {scores.bits_per_token:.4f}{' (best)' if improved else ''}"
         )
         self.model.train()
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return len(self.batches)
-
-    def early_stop_reason(self) -> str | None:
-        return None
 
     def run(self, *, show_progress: bool = True) -> TrainingResult:
         self.model.train()

@@ -38,11 +38,11 @@ from seqgen.training.device import (
     resolve_device,
     use_cpu_bf16,
 )
-from seqgen.training.driver import LoopStats, drive
+from seqgen.training.driver import EpochTrainer, LoopStats, drive
 from seqgen.training.loss import cross_entropy_sum
 from seqgen.training.metrics import MetricsLog
 from seqgen.training.progress import Progress
-from seqgen.training.run_folder import capture_rng, open_run, patience_reason, restore_rng
+from seqgen.training.run_folder import capture_rng, open_run, restore_rng
 from seqgen.training.schedule import learning_rate_at
 
 logger = logging.getLogger(__name__)
@@ -100,8 +100,10 @@ def train_tokenizers(
     }
 
 
-class TranslationTrainer:
+class TranslationTrainer(EpochTrainer):
     """Holds the pieces of one run; :meth:`run` is the loop."""
+
+    selection_metric = "BLEU"
 
     def __init__(
         self,
@@ -332,14 +334,6 @@ class TranslationTrainer:
             f"average of the last {len(paths)} checkpoints: validation BLEU {bleu:.2f} "
             f"chrF {chrf:.2f}{' (best)' if better else ''}"
         )
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return len(self.batches)
-
-    def early_stop_reason(self) -> str | None:
-        without_gain = self.run_state.validations_without_gain
-        return patience_reason(self.recipe.train.patience, without_gain, "BLEU")
 
     def run(self, *, show_progress: bool = True) -> TranslationResult:
         self.model.train()
