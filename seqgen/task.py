@@ -44,7 +44,8 @@ class Task:
     - ``write_bundle(pipeline, model, staging, *, fp16) -> manifest entries`` (export);
     - ``trainer``: a class ``(recipe, output_dir, *, resume, data_dir)`` with ``run()``;
     - ``evaluate(pipeline, request) -> lines``: what ``seqgen evaluate`` prints;
-    - ``command``: the click command named :attr:`command` (``seqgen generate``, ...).
+    - ``command``: the click command named :attr:`command` (``seqgen generate``, ...);
+    - ``serve``: the :class:`~seqgen.serving.endpoint.Endpoint` of ``seqgen serve``.
     """
 
     name: str  # the recipe's ``task``, a checkpoint's and a bundle's ``kind``
@@ -64,7 +65,8 @@ class Task:
         """The hooks of a task folder laid out as every task's is: ``loading.py``
         (``from_checkpoint``, ``from_bundle``), ``graphs.py`` (``write_bundle``),
         ``training.py`` (the ``trainer`` class named), ``cli.py`` (``evaluate`` and the
-        command, passed as ``command="cli:NAME"``); ``more`` adds or replaces hooks, each
+        command, passed as ``command="cli:NAME"``), ``serving.py`` (``ENDPOINT``, the HTTP
+        route); ``more`` adds or replaces hooks, each
         ``"module:attribute"`` inside the folder."""
         hooks = {
             "from_checkpoint": "loading:from_checkpoint",
@@ -72,6 +74,7 @@ class Task:
             "write_bundle": "graphs:write_bundle",
             "trainer": f"training:{trainer}",
             "evaluate": "cli:evaluate",
+            "serve": "serving:ENDPOINT",
             **more,
         }
         return {name: f"{package}.{where}" for name, where in hooks.items()}

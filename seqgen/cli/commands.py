@@ -237,4 +237,10 @@ def bench(
         write_text(json_file, json.dumps(report, indent=2) + "\n")
 
 
-COMMANDS = (train, evaluate, export, bench)
+def _serve() -> click.Command:
+    from seqgen.cli.serve import serve
+
+    return serve
+
+
+COMMANDS = (train, evaluate, export, bench, _serve())
