@@ -1,0 +1,92 @@
+#!/usr/bin/env node
+// The command line: lines on stdin, one result line each on stdout.
+//
+//   node bin/seqgen.js translate BUNDLE [--beam-size N] [--max-length N] [--workers N]
+//   node bin/seqgen.js generate BUNDLE [--strategy greedy|sample|beam] [--max-length N] [--seed N] [--temperature T]
+//   node bin/seqgen.js classify BUNDLE [--top-k N]
+//
+// Bad input (not a bundle, a newer format, another task's bundle, a bad option, an empty text
+// to classify) is one line on stderr and exit status 1, without a stack trace.
+
+import { availableCores, BundleError, openBundle } from '../src/node.js';
+
+const USAGE =
+  'usage: seqgen.js translate|generate|classify BUNDLE [--beam-size N] [--max-length N] ' +
+  '[--strategy S] [--seed N] [--temperature T] [--top-k N] [--workers N]';
+const TASKS = { translate: 'translation', generate: 'generation', classify: 'classification' };
+const OPTIONS = {
+  '--beam-size': ['beamSize', 'int'],
+  '--max-length': ['maxLength', 'int'],
+  '--workers': ['workers', 'int'],
+  '--strategy': ['strategy', 'string'],
+  '--seed': ['seed', 'int'],
+  '--temperature': ['temperature', 'number'],
+  '--top-k': ['topK', 'int'],
+};
+
+/** The command, the bundle folder and the options, or a BundleError naming what is wrong. */
+export function parseArguments(argv) {
+  const [command, bundle, ...rest] = argv;
+  if (!TASKS[command] || !bundle || bundle.startsWith('--')) throw new BundleError(USAGE);
+  const options = {};
+  for (let i = 0; i < rest.length; i += 2) {
+    const [flag, value] = rest[i].includes('=') ? rest[i].split(/=(.*)/s) : [rest[i], rest[i + 1]];
+    if (rest[i].includes('=')) i -= 1;
+    const known = OPTIONS[flag];
+    if (!known) throw new BundleError(`unknown option ${flag}; ${USAGE}`);
+    if (value === undefined) throw new BundleError(`${flag} needs a value`);
+    const [name, type] = known;
+    const parsed = type === 'string' ? value : Number(value);
+    if (type !== 'string' && (!Number.isFinite(parsed) || (type === 'int' && !Number.isInteger(parsed)))) {
+      throw new BundleError(`${flag} ${value}: expected ${type === 'int' ? 'a whole number' : 'a number'}`);
+    }
+    options[name] = parsed;
+  }
+  return { command, bundle, options };
+}
+
+async function readLines(stream) {
+  let text = '';
+  for await (const chunk of stream) text += chunk;
+  const lines = text.split('\n').map((line) => line.replace(/\r$/, ''));
+  if (lines.at(-1) === '') lines.pop();
+  return lines;
+}
+
+async function run(command, model, options, lines) {
+  if (command === 'translate') {
+    const { maxLength, beamSize, workers = availableCores() } = options;
+    const limit = model.options().maxSourceLength;
+    const tooLong = lines.filter((line) => line.trim() && model.sourceTokenizer.encode(line).length > limit).length;
+    if (tooLong) process.stderr.write(`seqgen-js: warning: ${tooLong} sentence(s) longer than the model's limit of ${limit} pieces were cut to it\n`);
+    return model.translate(lines, { maxLength, beamSize, workers });
+  }
+  if (command === 'generate') {
+    const { maxLength: maxNewTokens, strategy, seed, temperature, beamSize } = options;
+    const texts = [];
+    for (const line of lines) texts.push(await model.generate(line, { maxNewTokens, strategy, seed, temperature, beamSize }));
+    return texts.map((text) => JSON.stringify(text)); // a continuation may hold newlines
+  }
+  lines.forEach((line, i) => {
+    if (!line.trim()) throw new BundleError(`line ${i + 1} of the input is empty; give one text per line`);
+  });
+  const results = await model.classify(lines, { topK: options.topK ?? 1 });
+  return results.map((best) => best.map(([label, p]) => `${label}\t${p.toFixed(4)}`).join('\t'));
+}
+
+async function main(argv) {
+  const { command, bundle, options } = parseArguments(argv);
+  const model = await openBundle(bundle, { task: TASKS[command] });
+  model.options?.(command === 'translate' ? { beamSize: options.beamSize, maxLength: options.maxLength } : {});
+  const lines = await readLines(process.stdin.setEncoding('utf8'));
+  const output = await run(command, model, options, lines);
+  process.stdout.write(output.map((line) => `${line}\n`).join(''));
+}
+
+main(process.argv.slice(2)).catch((error) => {
+  // One line for what a user can fix; anything else is a bug, worth its trace under SEQGEN_DEBUG.
+  const message = error instanceof BundleError ? error.message : String(error?.message ?? error).split('\n')[0];
+  process.stderr.write(`seqgen-js: error: ${message}\n`);
+  if (!(error instanceof BundleError) && process.env.SEQGEN_DEBUG) process.stderr.write(`${error.stack}\n`);
+  process.exitCode = 1;
+});

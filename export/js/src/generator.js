@@ -1,0 +1,129 @@
+// A generator bundle on ONNX Runtime (export/README.md, "Generator graphs"): the prompt is
+// read by the prime graph in one call, then the step graph continues it greedily, by
+// sampling, or with beam search, as seqgen/tasks/generation/pipeline.py does.
+
+import { BundleError } from './errors.js';
+import { beamSearch } from './search/beam.js';
+import { greedySearch } from './search/greedy.js';
+import { sampleSearch } from './search/sample.js';
+import { gatherRows, int64 } from './tensors.js';
+import { BOS_ID } from './tokenizers.js';
+
+const STRATEGIES = ['greedy', 'sample', 'beam'];
+
+/** The decoding contract over prime.onnx and step.onnx. */
+class GeneratorStep {
+  constructor(ort, prime, step, manifest) {
+    this.ort = ort;
+    this.prime = prime;
+    this.session = step;
+    this.stateNames = manifest.state.names;
+    this.stateShape = manifest.state.shape.slice(1); // [layers, hidden]
+    this.float16 = manifest.state.dtype === 'float16';
+    const top = manifest.graphs.step.outputs?.find((o) => o.name === 'top_log_probs');
+    this.topCount = Number.isInteger(top?.shape?.[1]) ? top.shape[1] : 0;
+  }
+
+  /** The state after `promptIds` (BOS first), and the token the first step feeds. */
+  async start(promptIds) {
+    const size = this.stateShape.reduce((a, b) => a * b, 1);
+    let state = Object.fromEntries(
+      this.stateNames.map((name) => [
+        name,
+        this.float16
+          ? new this.ort.Tensor('float16', new Uint16Array(size), [1, ...this.stateShape])
+          : new this.ort.Tensor('float32', new Float32Array(size), [1, ...this.stateShape]),
+      ]),
+    );
+    const head = promptIds.slice(0, -1);
+    if (head.length > 0) {
+      const outputs = await this.prime.run({ token_ids: int64(this.ort, head, [1, head.length]), ...state });
+      state = this.renamed(outputs);
+    }
+    return { state, firstToken: promptIds[promptIds.length - 1] };
+  }
+
+  async step(tokens, state, { candidates }) {
+    const useTop = candidates <= this.topCount;
+    const news = this.stateNames.map((name) => `new_${name}`);
+    const fetches = useTop ? ['top_log_probs', 'top_ids', ...news] : ['log_probs', ...news];
+    const outputs = await this.session.run({ tokens: int64(this.ort, tokens), ...state }, fetches);
+    const next = this.renamed(outputs);
+    if (useTop) {
+      const top = outputs.top_log_probs;
+      return { values: top.data, ids: Int32Array.from(outputs.top_ids.data, Number), width: top.dims[1], ranked: true, state: next };
+    }
+    const logProbs = outputs.log_probs;
+    const width = logProbs.dims[1];
+    const ids = Int32Array.from({ length: logProbs.data.length }, (_, i) => i % width);
+    return { values: logProbs.data, ids, width, ranked: false, state: next };
+  }
+
+  select(state, rows) {
+    return Object.fromEntries(Object.entries(state).map(([name, t]) => [name, gatherRows(this.ort, t, rows)]));
+  }
+
+  renamed(outputs) {
+    return Object.fromEntries(this.stateNames.map((name) => [name, outputs[`new_${name}`]]));
+  }
+}
+
+export class Generator {
+  constructor(ort, prime, step, tokenizer, manifest) {
+    this.task = 'generation';
+    this.step = new GeneratorStep(ort, prime, step, manifest);
+    this.tokenizer = tokenizer;
+    this.defaults = manifest.generation?.defaults ?? {};
+    this.bannedIds = manifest.generation?.banned_token_ids ?? [0, 1, 2, 3];
+  }
+
+  options(given = {}) {
+    const defined = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined && v !== null));
+    const d = this.defaults;
+    const options = {
+      strategy: d.strategy ?? 'sample',
+      maxNewTokens: d.max_new_tokens ?? 300,
+      temperature: d.temperature ?? 1,
+      topK: d.top_k ?? 0,
+      topP: d.top_p ?? 1,
+      beamSize: d.beam_size ?? 5,
+      lengthPenalty: d.length_penalty ?? 1,
+      ...defined,
+    };
+    if (!STRATEGIES.includes(options.strategy)) {
+      throw new BundleError(`unknown strategy ${JSON.stringify(options.strategy)}; choose from: ${STRATEGIES.join(', ')}`);
+    }
+    if (!Number.isInteger(options.maxNewTokens) || options.maxNewTokens < 0) {
+      throw new BundleError(`max length ${options.maxNewTokens}; it must be a whole number >= 0`);
+    }
+    if (!(options.temperature > 0 && options.temperature <= 100)) {
+      throw new BundleError(`temperature ${options.temperature}; it must be in (0, 100]`);
+    }
+    return options;
+  }
+
+  /** The prompt followed by its continuation (seqgen's generate prints the same). */
+  async generate(prompt, given = {}) {
+    const options = this.options(given);
+    const promptIds = [BOS_ID, ...this.tokenizer.encode(prompt)];
+    const { state, firstToken } = await this.step.start(promptIds);
+    const common = { maxNew: [options.maxNewTokens], eosId: null, bannedIds: this.bannedIds };
+    let tokens;
+    if (options.strategy === 'beam') {
+      const [best] = await beamSearch(this.step, state, [firstToken], { ...common, beamSize: options.beamSize, lengthPenalty: options.lengthPenalty });
+      tokens = best[0].tokens;
+    } else if (options.strategy === 'greedy') {
+      tokens = (await greedySearch(this.step, state, [firstToken], common))[0].tokens;
+    } else {
+      tokens = (await sampleSearch(this.step, state, [firstToken], { ...common, ...options }))[0].tokens;
+    }
+    return prompt + this.continuation(promptIds, tokens);
+  }
+
+  /** The text the new tokens add to the prompt's, with the tokenizer's own spacing. */
+  continuation(promptIds, newIds) {
+    const before = this.tokenizer.decode(promptIds);
+    const after = this.tokenizer.decode([...promptIds, ...newIds]);
+    return after.startsWith(before) ? after.slice(before.length) : this.tokenizer.decode(newIds);
+  }
+}

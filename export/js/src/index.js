@@ -1,0 +1,53 @@
+// Opening a bundle, whatever runs it: `ort` is onnxruntime-node or onnxruntime-web, `source`
+// reads the bundle's files (a folder in Node.js, static files over HTTP in a browser).
+
+import { readGraph, readJson, readManifest } from './bundle.js';
+import { BundleError } from './errors.js';
+import { Classifier } from './classifier.js';
+import { Generator } from './generator.js';
+import { createTokenizer } from './tokenizers.js';
+import { Translator } from './translator.js';
+import { TranslatorStep } from './translator-step.js';
+
+export { BundleError } from './errors.js';
+export { checkFileName, readManifest } from './bundle.js';
+export { createTokenizer } from './tokenizers.js';
+
+/**
+ * The bundle as its task's pipeline: a Translator, a Generator or a Classifier.
+ * @param {object} ort onnxruntime-node or onnxruntime-web
+ * @param {{name: string, readText: Function, readBytes: Function}} source the bundle's files
+ * @param {object} [options]
+ * @param {string} [options.task] refuse a bundle of another task
+ * @param {object} [options.sessionOptions] for ort.InferenceSession.create
+ */
+export async function openBundle(ort, source, { task, sessionOptions = {} } = {}) {
+  const manifest = await readManifest(source, task);
+  const open = async (graph) => {
+    const bytes = await readGraph(source, manifest, graph);
+    try {
+      return await ort.InferenceSession.create(bytes, { graphOptimizationLevel: 'extended', ...sessionOptions });
+    } catch (error) {
+      const detail = String(error.message ?? error).split('\n')[0];
+      throw new BundleError(`ONNX Runtime cannot load ${source.name}/${manifest.graphs[graph].file} (${detail}); re-export the bundle`);
+    }
+  };
+  const tokenizer = async (entry) => createTokenizer(await readJson(source, entry.file), `${source.name}/${entry.file}`);
+  if (manifest.kind === 'translation') {
+    const shortlist = manifest.shortlist ? await readJson(source, manifest.shortlist.file) : null;
+    const [encoder, step, sourceTokenizer, targetTokenizer] = await Promise.all([
+      open('encoder'),
+      open('step'),
+      tokenizer(manifest.tokenizers.source),
+      tokenizer(manifest.tokenizers.target),
+    ]);
+    const translatorStep = new TranslatorStep(ort, encoder, step, manifest, shortlist);
+    return new Translator(translatorStep, sourceTokenizer, targetTokenizer, manifest.decoding ?? {});
+  }
+  if (manifest.kind === 'generation') {
+    const [prime, step, text] = await Promise.all([open('prime'), open('step'), tokenizer(manifest.tokenizer)]);
+    return new Generator(ort, prime, step, text, manifest);
+  }
+  const [session, text] = await Promise.all([open('classify'), tokenizer(manifest.tokenizer)]);
+  return new Classifier(ort, session, text, manifest);
+}

@@ -1,0 +1,37 @@
+// Host-side helpers on ONNX Runtime tensors, whatever their element type: every state array
+// is batch-major (axis 0 = rows), so selecting or reordering rows is one gather on axis 0.
+
+/**
+ * Rows of a batch-major tensor, in the order given (rows may repeat).
+ * @param {object} ort onnxruntime-node or onnxruntime-web
+ * @param {import('onnxruntime-common').Tensor} tensor `(rows, ...)` of any element type
+ * @param {ArrayLike<number>} rows `(new_rows,)` indices into axis 0
+ * @returns a `(new_rows, ...)` tensor of the same type
+ */
+export function gatherRows(ort, tensor, rows) {
+  const [, ...rest] = tensor.dims;
+  const width = rest.reduce((a, b) => a * b, 1);
+  const source = tensor.data;
+  const target = new source.constructor(rows.length * width);
+  for (let i = 0; i < rows.length; i += 1) {
+    target.set(source.subarray(rows[i] * width, (rows[i] + 1) * width), i * width);
+  }
+  return new ort.Tensor(tensor.type, target, [rows.length, ...rest]);
+}
+
+/** An int64 tensor from numbers. */
+export function int64(ort, values, dims = [values.length]) {
+  return new ort.Tensor('int64', BigInt64Array.from(values, (v) => BigInt(v)), dims);
+}
+
+/** A zero-filled float32 tensor. */
+export function zeros(ort, dims) {
+  return new ort.Tensor('float32', new Float32Array(dims.reduce((a, b) => a * b, 1)), dims);
+}
+
+/** Whether two index arrays hold the same numbers. */
+export function sameIndices(a, b) {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i += 1) if (a[i] !== b[i]) return false;
+  return true;
+}

@@ -1,0 +1,124 @@
+// The ONNX Runtime step function of a translator bundle: `start` runs the encoder, `step` the
+// step graph, `select` gathers rows on the host. The source side of the state (memory, keys,
+// source_mask and a shortlist's output_mask) is per sentence: it is gathered again only
+// when some row's sentence changes, never when beams reorder within their sentence.
+
+import { BundleError } from './errors.js';
+import { shortlistIds } from './shortlist.js';
+import { gatherRows, int64, sameIndices } from './tensors.js';
+import { EOS_ID, PAD_ID } from './tokenizers.js';
+
+const RECURRENT = ['hidden', 'cell', 'feed'];
+const OUTPUT_IDS = 'output_ids'; // (M,) int64: the batch's shortlist (union of its sentences)
+const OUTPUT_MASK = 'output_mask'; // (rows, M) float32: 0 where the row's sentence may use it
+
+export class TranslatorStep {
+  /**
+   * @param {object} ort onnxruntime-node or onnxruntime-web
+   * @param {object} encoder, step InferenceSessions
+   * @param {object} manifest the bundle's manifest
+   * @param {{table: number[][], frequent: number[]}|null} shortlist
+   */
+  constructor(ort, encoder, step, manifest, shortlist) {
+    this.ort = ort;
+    this.encoder = encoder;
+    this.session = step;
+    this.stateNames = manifest.state.names;
+    this.recurrentNames = this.stateNames.filter((name) => RECURRENT.includes(name));
+    this.sourceNames = this.stateNames.filter((name) => !RECURRENT.includes(name));
+    this.takesOutputIds = step.inputNames.includes(OUTPUT_IDS);
+    this.takesOutputMask = step.inputNames.includes(OUTPUT_MASK);
+    this.topCount = topCount(manifest);
+    this.shortlist = shortlist;
+    this.vocabSize = manifest.model.target_vocab_size;
+    if (this.takesOutputIds && !shortlist) {
+      throw new BundleError('the step graph takes a shortlist but the bundle has none; re-export it');
+    }
+  }
+
+  /**
+   * Encode a batch of sources (ids without EOS).
+   * @param {number[][]} sources
+   * @returns the state: one row per sentence
+   */
+  async start(sources) {
+    const rows = sources.map((s) => [...s, EOS_ID]);
+    const width = Math.max(...rows.map((r) => r.length));
+    const padded = rows.flatMap((r) => [...r, ...Array(width - r.length).fill(PAD_ID)]);
+    const outputs = await this.encoder.run({
+      source_ids: int64(this.ort, padded, [rows.length, width]),
+      source_lengths: int64(this.ort, rows.map((r) => r.length)),
+    });
+    const sources_ = Object.fromEntries(this.sourceNames.map((name) => [name, outputs[name]]));
+    let outputIds = null;
+    if (this.takesOutputIds) {
+      const union = shortlistIds(this.shortlist, padded);
+      outputIds = { ids: union, tensor: int64(this.ort, union) };
+      if (this.takesOutputMask) sources_[OUTPUT_MASK] = this.outputMask(rows, union);
+    }
+    return {
+      sentence: Int32Array.from(rows, (_, i) => i),
+      recurrent: Object.fromEntries(this.recurrentNames.map((name) => [name, outputs[name]])),
+      sources: sources_,
+      sourceSide: sources_,
+      outputIds,
+    };
+  }
+
+  /** `(sentences, M)` float32: 0 where the sentence's own shortlist has the token, else -inf. */
+  outputMask(rows, union) {
+    const column = new Map(union.map((id, c) => [id, c]));
+    const mask = new Float32Array(rows.length * union.length).fill(Number.NEGATIVE_INFINITY);
+    rows.forEach((row, s) => {
+      for (const id of shortlistIds(this.shortlist, row)) mask[s * union.length + column.get(id)] = 0;
+    });
+    return new this.ort.Tensor('float32', mask, [rows.length, union.length]);
+  }
+
+  /**
+   * One step of every row.
+   * @param {number[]} tokens `(rows,)` each row's previous token
+   * @param {{candidates: number}} need how many best candidates per row search reads
+   * @returns {Promise<{values: Float32Array, ids: Int32Array, width: number, ranked: boolean, state: object}>}
+   *   `(rows, width)` log-probs and their token ids: the graph's top K, best first, when
+   *   they suffice, else every (shortlisted) token
+   */
+  async step(tokens, state, { candidates }) {
+    const feeds = { tokens: int64(this.ort, tokens), ...state.recurrent, ...state.sourceSide };
+    if (state.outputIds) feeds[OUTPUT_IDS] = state.outputIds.tensor;
+    const useTop = candidates <= this.topCount;
+    const news = this.recurrentNames.map((name) => `new_${name}`);
+    const fetches = useTop ? ['top_log_probs', 'top_ids', ...news] : ['log_probs', ...news];
+    const outputs = await this.session.run(feeds, fetches);
+    const recurrent = Object.fromEntries(this.recurrentNames.map((name) => [name, outputs[`new_${name}`]]));
+    const next = { ...state, recurrent };
+    if (useTop) {
+      const top = outputs.top_log_probs;
+      return { values: top.data, ids: Int32Array.from(outputs.top_ids.data, Number), width: top.dims[1], ranked: true, state: next };
+    }
+    const logProbs = outputs.log_probs;
+    const width = logProbs.dims[1];
+    const columns = state.outputIds ? state.outputIds.ids : Array.from({ length: width }, (_, i) => i);
+    const ids = new Int32Array(logProbs.data.length);
+    for (let row = 0; row < tokens.length; row += 1) ids.set(columns, row * width);
+    return { values: logProbs.data, ids, width, ranked: false, state: next };
+  }
+
+  /** Gather `rows` (indices into the current rows, may repeat) of the state. */
+  select(state, rows) {
+    const sentence = Int32Array.from(rows, (row) => state.sentence[row]);
+    const recurrent = Object.fromEntries(
+      Object.entries(state.recurrent).map(([name, t]) => [name, gatherRows(this.ort, t, rows)]),
+    );
+    const sourceSide = sameIndices(sentence, state.sentence)
+      ? state.sourceSide
+      : Object.fromEntries(Object.entries(state.sources).map(([name, t]) => [name, gatherRows(this.ort, t, sentence)]));
+    return { ...state, sentence, recurrent, sourceSide };
+  }
+}
+
+/** K of the step graph's top_log_probs `(rows, K)`, from the manifest. */
+function topCount(manifest) {
+  const output = manifest.graphs.step.outputs?.find((o) => o.name === 'top_log_probs');
+  return Number.isInteger(output?.shape?.[1]) ? output.shape[1] : 0;
+}

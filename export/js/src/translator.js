@@ -1,0 +1,118 @@
+// A translator bundle on ONNX Runtime (export/README.md, "Translator graphs"): the encoder
+// graph starts the state, the step graph advances it, and search (greedy or beam) drives it
+// exactly as seqgen/tasks/translation/pipeline.py does, batch for batch.
+
+import { BundleError } from './errors.js';
+import { greedySearch } from './search/greedy.js';
+import { beamSearch } from './search/beam.js';
+import { TranslatorStep } from './translator-step.js';
+import { BOS_ID, EOS_ID, PAD_ID, UNK_ID } from './tokenizers.js';
+
+export class Translator {
+  /**
+   * @param {TranslatorStep} step the graphs
+   * @param {object} sourceTokenizer, targetTokenizer
+   * @param {object} decoding the manifest's decoding defaults
+   */
+  constructor(step, sourceTokenizer, targetTokenizer, decoding) {
+    this.task = 'translation';
+    this.step = step;
+    this.sourceTokenizer = sourceTokenizer;
+    this.targetTokenizer = targetTokenizer;
+    this.decoding = decoding;
+  }
+
+  /** The call's options over the model's defaults, checked. */
+  options(given = {}) {
+    const defined = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined && v !== null));
+    const options = { nBest: 1, workers: 1, ...this.decodingDefaults(), ...defined };
+    if (!Number.isInteger(options.beamSize) || options.beamSize < 1) {
+      throw new BundleError(`beam size ${options.beamSize}; it must be a whole number >= 1`);
+    }
+    if (options.maxLength !== undefined && (!Number.isInteger(options.maxLength) || options.maxLength < 1)) {
+      throw new BundleError(`max length ${options.maxLength}; it must be a whole number >= 1`);
+    }
+    if (!Number.isInteger(options.nBest) || options.nBest < 1 || options.nBest > options.beamSize) {
+      throw new BundleError(`n-best ${options.nBest}; it must be between 1 and the beam size (${options.beamSize})`);
+    }
+    return options;
+  }
+
+  decodingDefaults() {
+    const d = this.decoding;
+    return {
+      beamSize: d.beam_size ?? 5,
+      lengthPenalty: d.length_penalty ?? 1,
+      maxLengthRatio: d.max_length_ratio ?? 1.5,
+      maxLengthOffset: d.max_length_offset ?? 10,
+      minLengthRatio: d.min_length_ratio ?? 0,
+      batchSize: d.batch_size ?? 100,
+      maxSourceLength: d.max_source_length ?? Infinity,
+    };
+  }
+
+  /** One translation per sentence; an empty sentence translates to "". */
+  async translate(sentences, given = {}) {
+    return (await this.translateNBest(sentences, given)).map((best) => best[0].text);
+  }
+
+  /**
+   * The nBest translations of each sentence, best first: {text, score}.
+   * Sentences are sorted longest first and decoded in batches (as Python does, so that a
+   * shortlist's batch union is the same); `workers` batches run at once.
+   */
+  async translateNBest(sentences, given = {}) {
+    const options = this.options(given);
+    const sources = this.encodeSources(sentences, options);
+    const results = sources.map(() => [{ text: '', score: 0 }]);
+    const order = sources.map((_, i) => i).filter((i) => sources[i].length > 0);
+    order.sort((a, b) => sources[b].length - sources[a].length); // stable, as Python's sorted
+    const batches = [];
+    for (let start = 0; start < order.length; start += options.batchSize) {
+      batches.push(order.slice(start, start + options.batchSize));
+    }
+    let next = 0;
+    const worker = async () => {
+      while (next < batches.length) {
+        const rows = batches[next++];
+        const found = await this.search(rows.map((r) => sources[r]), options);
+        rows.forEach((row, i) => {
+          results[row] = found[i].map((h) => ({ text: this.targetTokenizer.decode(h.tokens), score: h.normalized }));
+        });
+      }
+    };
+    await Promise.all(Array.from({ length: Math.max(1, options.workers) }, worker));
+    return results;
+  }
+
+  /** Source ids (no EOS) per sentence, cut to the model's limit; [] for a blank line. */
+  encodeSources(sentences, options) {
+    return sentences.map((sentence) => {
+      const ids = sentence.trim() ? this.sourceTokenizer.encode(sentence) : [];
+      return ids.slice(0, options.maxSourceLength);
+    });
+  }
+
+  /** Search one batch of non-empty sources; per source, its hypotheses best first. */
+  async search(sources, options) {
+    const lengths = sources.map((s) => s.length + 1); // the encoder also reads EOS
+    const maxNew = lengths.map((n) => {
+      const bound = Math.ceil(options.maxLengthRatio * n + options.maxLengthOffset);
+      return options.maxLength ? Math.min(bound, options.maxLength) : bound;
+    });
+    const minNew = lengths.map((n, i) => Math.min(Math.floor(options.minLengthRatio * n), maxNew[i]));
+    const state = await this.step.start(sources);
+    const common = { maxNew, minNew, eosId: EOS_ID, bannedIds: [PAD_ID, BOS_ID, UNK_ID] };
+    const firstTokens = sources.map(() => BOS_ID);
+    if (options.beamSize === 1) {
+      const paths = await greedySearch(this.step, state, firstTokens, common);
+      return paths.map((p) => [{ tokens: p.tokens, normalized: 0 }]);
+    }
+    return beamSearch(this.step, state, firstTokens, {
+      ...common,
+      beamSize: options.beamSize,
+      nBest: options.nBest,
+      lengthPenalty: options.lengthPenalty,
+    });
+  }
+}
