@@ -6,6 +6,9 @@ import click
 
 from seqgen.cli.common import backend_option, device_option
 from seqgen.errors import SeqgenError
+from seqgen.serving.limits import Limits
+
+DEFAULTS = Limits()
 
 
 @click.command()
@@ -22,20 +25,34 @@ from seqgen.errors import SeqgenError
 @click.option(
     "--batch-window",
     type=float,
-    default=5.0,
+    default=DEFAULTS.window * 1000,
     show_default=True,
     help="Milliseconds an idle model waits to gather requests into one batch.",
 )
-@click.option("--max-batch", type=int, default=256, show_default=True, help="Texts per batch.")
-@click.option("--max-texts", type=int, default=256, show_default=True, help="Texts in one request.")
+@click.option(
+    "--max-batch", type=int, default=DEFAULTS.max_batch, show_default=True, help="Texts per batch."
+)
+@click.option(
+    "--max-texts",
+    type=int,
+    default=DEFAULTS.max_texts,
+    show_default=True,
+    help="Texts in one request.",
+)
 @click.option(
     "--max-queued",
     type=int,
-    default=4096,
+    default=DEFAULTS.max_queued,
     show_default=True,
     help="Texts waiting per model; beyond it requests are answered 503.",
 )
-@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds per request.")
+@click.option(
+    "--timeout",
+    type=float,
+    default=DEFAULTS.timeout,
+    show_default=True,
+    help="Seconds per request.",
+)
 @device_option
 @backend_option
 def serve(
@@ -56,7 +73,6 @@ def serve(
     the requests in flight are answered first.
     """
     try:
-        from seqgen.serving.app import Limits
         from seqgen.serving.models import load_models
         from seqgen.serving.server import serve as run_server
     except ModuleNotFoundError as error:
@@ -72,6 +88,7 @@ def serve(
     if batch_window < 0 or timeout <= 0 or max_queued < 1:
         raise SeqgenError("--batch-window must be >= 0, --timeout > 0 and --max-queued >= 1")
     limits = Limits(
+        max_body_bytes=DEFAULTS.max_body_bytes,
         max_texts=max_texts,
         timeout=timeout,
         window=batch_window / 1000,

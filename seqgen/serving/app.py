@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 from starlette.applications import Starlette
@@ -25,6 +25,7 @@ from starlette.routing import Route
 from seqgen.errors import SeqgenError
 from seqgen.serving.batching import Batcher
 from seqgen.serving.endpoint import Endpoint, ParsedRequest, RequestError, parse_request
+from seqgen.serving.limits import Limits
 from seqgen.serving.models import ServedModel
 from seqgen.task import registered_tasks
 from seqgen.version import __version__
@@ -32,20 +33,9 @@ from seqgen.version import __version__
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Limits:
-    """What one request may ask of the server."""
-
-    max_body_bytes: int = 1_000_000
-    max_texts: int = 256  # texts in one request
-    timeout: float = 60.0  # seconds from arrival to the last byte of the answer
-    window: float = 0.005  # seconds an idle model waits to gather a batch
-    max_batch: int = 256  # texts decoded together
-    max_queued: int = 4096  # texts waiting per model; more are answered 503
-
-
-def create_app(models: Sequence[ServedModel], limits: Limits = Limits()) -> Starlette:
-    """The ASGI application serving ``models``."""
+def create_app(models: Sequence[ServedModel], limits: Limits | None = None) -> Starlette:
+    """The ASGI application serving ``models`` (``limits``: None, the defaults)."""
+    limits = limits or Limits()
     batchers = {
         model.name: Batcher(
             decoder(model),

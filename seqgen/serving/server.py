@@ -11,7 +11,10 @@ import socket
 import sys
 from collections.abc import Sequence
 
+import uvicorn
+
 from seqgen.errors import SeqgenError
+from seqgen.serving.app import create_app
 from seqgen.serving.models import ServedModel
 
 
@@ -33,9 +36,6 @@ def bind(host: str, port: int) -> socket.socket:
 
 def serve(models: Sequence[ServedModel], *, host: str, port: int, limits, grace: float) -> None:
     """Serve ``models`` until SIGTERM or Ctrl-C."""
-    import uvicorn
-
-    from seqgen.serving.app import create_app
 
     sock = bind(host, port)
     bound_host, bound_port = sock.getsockname()[:2]

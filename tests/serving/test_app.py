@@ -8,7 +8,8 @@ import json
 import pytest
 from starlette.testclient import TestClient
 
-from seqgen.serving.app import Limits, create_app
+from seqgen.serving.app import create_app
+from seqgen.serving.limits import Limits
 from seqgen.serving.models import load_models
 
 SENTENCES = ["Ein Mann fährt Fahrrad.", "Zwei Hunde spielen im Schnee.", "Eine Frau liest."]

@@ -73,3 +73,15 @@ def test_load_test_short_form(capsys):
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "| 3 | 24 |" in printed
+
+
+def test_serve_without_its_extra_names_the_extra():
+    hide = "import sys; sys.modules['uvicorn'] = None; from seqgen.cli import run; run()"
+    done = subprocess.run(
+        [sys.executable, "-c", hide, "serve", "--model", "sentiment"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "pip install 'seqgen[serve]'" in done.stderr and done.stderr.count("\n") == 1
