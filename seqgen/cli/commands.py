@@ -243,4 +243,10 @@ def _serve() -> click.Command:
     return serve
 
 
-COMMANDS = (train, evaluate, export, bench, _serve())
+def _plot() -> click.Command:
+    from seqgen.cli.plot import plot
+
+    return plot
+
+
+COMMANDS = (train, evaluate, export, bench, _serve(), _plot())
