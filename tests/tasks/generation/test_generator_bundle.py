@@ -249,39 +249,7 @@ def test_a_bundle_loads_and_generates_where_torch_cannot_be_imported(
     assert text == runtimes[0].generate("to be", strategy="greedy", max_new_tokens=30)[0]
 
 
-# --- the Node.js client (export/node) ------------------------------------------------------
-
-NODE_CLIENT = Path(__file__).parents[3] / "export" / "node"
-
-
-def test_the_node_client_continues_a_prompt_as_seqgen_does(
-    exported: tuple[Path, Path], runtimes: tuple[Generator, Generator]
-) -> None:
-    if shutil.which("node") is None:
-        pytest.skip("node is not installed")
-    if not (NODE_CLIENT / "node_modules" / "onnxruntime-node").is_dir():
-        pytest.skip("onnxruntime-node is not installed: npm ci --prefix export/node")
-    _, bundle = exported
-    expected = runtimes[0].generate("to be", strategy="greedy", max_new_tokens=40)[0]
-    environment = {
-        **os.environ,
-        "SEQGEN_BUNDLE": str(bundle),
-        "SEQGEN_PROMPT": "to be",
-        "SEQGEN_MAX_NEW": "40",
-        "SEQGEN_EXPECTED": expected,
-    }
-    result = subprocess.run(
-        ["node", "--test", "generate.test.js"],
-        cwd=NODE_CLIENT,
-        capture_output=True,
-        text=True,
-        env=environment,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "# pass 3" in result.stdout and "# skipped 0" in result.stdout
-    command = ["node", "generate.js", str(bundle), "to be", "40"]
-    printed = subprocess.run(command, cwd=NODE_CLIENT, capture_output=True, text=True)
-    assert printed.returncode == 0 and printed.stdout == expected + "\n"
+# The JavaScript runtime (export/js) runs this contract too: tests/export/test_js_runtime.py.
 
 
 # --- float16 --------------------------------------------------------------------------------

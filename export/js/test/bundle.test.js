@@ -1,0 +1,54 @@
+// node --test: what the runtime refuses when it opens a bundle, and the tokenizers' rules.
+
+import assert from 'node:assert';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import test from 'node:test';
+import { BundleError, checkFileName, openBundle, readManifest } from '../src/node.js';
+import { VocabularyTokenizer } from '../src/tokenizers.js';
+
+function memorySource(manifest) {
+  return { name: 'memory', readText: async () => JSON.stringify(manifest), readBytes: async () => new Uint8Array() };
+}
+
+const MANIFEST = {
+  format: 'seqgen-bundle',
+  format_version: 1,
+  kind: 'classification',
+  graphs: { classify: { file: 'classify.onnx' } },
+  tokenizer: { file: 'tokenizer.json', kind: 'word' },
+};
+
+const oneLine = (pattern) => (error) => error instanceof BundleError && pattern.test(error.message) && !error.message.includes('\n');
+
+test('a file name must be a plain name inside the bundle', async () => {
+  for (const name of ['../secret.onnx', '/etc/passwd', 'sub/step.onnx', 'a\\b.onnx', 'C:step.onnx', '..', '', 3]) {
+    assert.throws(() => checkFileName(name, 'graphs.step.file'), oneLine(/plain file name/));
+    const manifest = { ...MANIFEST, graphs: { classify: { file: name } } };
+    await assert.rejects(readManifest(memorySource(manifest)), oneLine(/graphs\.classify\.file/));
+  }
+  const sentencepiece = { ...MANIFEST, tokenizer: { file: 'tokenizer.json', sentencepiece_model: '../x.model' } };
+  await assert.rejects(readManifest(memorySource(sentencepiece)), oneLine(/sentencepiece_model/));
+  const shortlist = { ...MANIFEST, shortlist: { file: '/tmp/shortlist.json' } };
+  await assert.rejects(readManifest(memorySource(shortlist)), oneLine(/shortlist\.file/));
+});
+
+test('newer format, unknown kind, another task: one line each', async () => {
+  await assert.rejects(readManifest(memorySource({ ...MANIFEST, format_version: 2 })), oneLine(/newer than this runtime reads/));
+  await assert.rejects(readManifest(memorySource({ ...MANIFEST, kind: 'speech' })), oneLine(/"speech" bundle/));
+  await assert.rejects(readManifest(memorySource(MANIFEST), 'translation'), oneLine(/classification bundle, not a translation one/));
+  await assert.rejects(readManifest(memorySource({ ...MANIFEST, matmul: 'int4' })), oneLine(/"int4" matrix products/));
+});
+
+test('a folder without a manifest, or no folder, is not a bundle', async () => {
+  const empty = fs.mkdtempSync(path.join(os.tmpdir(), 'not-a-bundle-'));
+  await assert.rejects(openBundle(empty), oneLine(/manifest\.json/));
+  await assert.rejects(openBundle(path.join(empty, 'nothing')), oneLine(/no such folder/));
+});
+
+test('word tokens split and join as seqgen/text/word.py', () => {
+  const tokenizer = new VocabularyTokenizer('word', ['<pad>', '<unk>', '<s>', '</s>', 'don\'t', 'stop', ',', 'café', '(', ')'], false);
+  assert.deepStrictEqual(tokenizer.encode("Don't stop, café (x)"), [1, 5, 6, 7, 8, 1, 9]);
+  assert.strictEqual(tokenizer.decode([4, 5, 6, 7, 8, 5, 9]), "don't stop, café (stop)");
+});

@@ -1,0 +1,108 @@
+// The page: open a bundle served as static files (?bundle=URL, default ./bundle/) with
+// onnxruntime-web, then translate, continue or classify the text as it is typed. Everything
+// is fetched once at load; after that the page needs no network.
+
+import * as ort from 'onnxruntime-web';
+import { openBundle } from '../js/src/browser.js';
+
+const page = Object.fromEntries(
+  ['task', 'status', 'error', 'input', 'input-label', 'beam', 'beam-label', 'max-length', 'length-label', 'output', 'timing'].map((id) => [id, document.getElementById(id)]),
+);
+const VERBS = { translation: 'translator', generation: 'generator', classification: 'classifier' };
+
+// The WebAssembly files sit beside ort.wasm.min.mjs; one thread, since a page served without
+// cross-origin isolation has no SharedArrayBuffer.
+ort.env.wasm.wasmPaths = new URL('../js/node_modules/onnxruntime-web/dist/', import.meta.url).href;
+ort.env.wasm.numThreads = 1;
+
+function showError(message) {
+  page.error.textContent = message;
+  page.error.hidden = false;
+}
+
+function clearError() {
+  page.error.hidden = true;
+  page.error.textContent = '';
+}
+
+async function load() {
+  const url = new URLSearchParams(location.search).get('bundle') ?? 'bundle/';
+  const started = performance.now();
+  const model = await openBundle(ort, new URL(url, location.href).href);
+  const seconds = (performance.now() - started) / 1000;
+  page.task.textContent = `${VERBS[model.task]} (ONNX Runtime Web, WebAssembly)`;
+  page.status.textContent = `Bundle ${url} loaded in ${seconds.toFixed(2)} s.`;
+  page.status.dataset.loadSeconds = seconds.toFixed(3);
+  page['beam-label'].hidden = model.task === 'classification';
+  page['length-label'].hidden = model.task === 'classification';
+  if (model.task === 'generation') page['max-length'].value = 100;
+  if (model.task === 'translation') page.beam.value = model.options().beamSize;
+  page.input.disabled = false;
+  page.input.focus();
+  return model;
+}
+
+/** The model's answer for the text, as the line the page shows. */
+async function run(model, text) {
+  const number = (input) => (input.value === '' ? undefined : Number(input.value));
+  if (model.task === 'translation') {
+    const options = { beamSize: number(page.beam), maxLength: number(page['max-length']) };
+    const limit = model.options().maxSourceLength;
+    const lines = text.split('\n');
+    const cut = lines.filter((line) => model.sourceTokenizer.encode(line).length > limit).length;
+    const translations = await model.translate(lines, options);
+    if (cut) showError(`${cut} line(s) longer than the model's limit of ${limit} pieces were cut to it.`);
+    return translations.join('\n');
+  }
+  if (model.task === 'generation') {
+    return model.generate(text, { strategy: 'greedy', maxNewTokens: number(page['max-length']) });
+  }
+  const [best] = await model.classify([text], { topK: model.labels.length });
+  return best.map(([label, p]) => `${label} ${(100 * p).toFixed(1)}%`).join('   ');
+}
+
+async function main() {
+  let model;
+  try {
+    model = await load();
+  } catch (error) {
+    page.status.textContent = 'No model loaded.';
+    showError(error.message);
+    return;
+  }
+  let latest = 0;
+  let queue = Promise.resolve(); // one model call at a time: a session runs one call at once
+  const update = () => (queue = queue.then(answer, answer));
+  const answer = async () => {
+    const call = ++latest;
+    const text = page.input.value;
+    clearError();
+    if (!text.trim()) {
+      page.output.textContent = '';
+      page.timing.textContent = model.task === 'generation' ? '' : 'Type some text.';
+      return;
+    }
+    const started = performance.now();
+    try {
+      const result = await run(model, text);
+      if (call !== latest) return; // a newer keystroke's answer is on its way
+      const milliseconds = performance.now() - started;
+      page.output.textContent = result;
+      page.timing.textContent = `${milliseconds.toFixed(0)} ms`;
+      page.output.dataset.done = String(call);
+    } catch (error) {
+      if (call === latest) showError(error.message);
+    }
+  };
+  let timer;
+  const soon = () => {
+    clearTimeout(timer);
+    timer = setTimeout(update, 150);
+  };
+  page.input.addEventListener('input', soon);
+  page.beam.addEventListener('change', soon);
+  page['max-length'].addEventListener('change', soon);
+  window.seqgen = { model, update }; // for tests and the console
+}
+
+main();
