@@ -1,8 +1,9 @@
 """A translator's narrowed step on CUDA graphs (:mod:`seqgen.decoding.cuda_graphs`).
 
 The step's inputs are the translator's state (recurrent state and source side), the gate
-table and the shortlist's output layer rows; the source side and the output layer change only
-when a sentence leaves the batch or a new batch starts, which is what ``StepGraphs`` copies in.
+table and the shortlist's output layer rows and per-row mask; the source side, the mask and the
+output layer change only when a sentence leaves the batch or a new batch starts, which is what
+``StepGraphs`` copies in.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from seqgen.tasks.translation.source_rows import (
     EMBEDDING_GATES,
     OUTPUT_IDS,
     OUTPUT_LAYER,
+    OUTPUT_MASK,
     SOURCE_NAMES,
 )
 
@@ -48,6 +50,8 @@ class TranslatorGraphs:
         best log-probs and their token ids ``(rows, candidates)``, and the new recurrent
         state."""
         inputs = {"tokens": token_ids, **{name: state[name] for name in self.names}}
+        if state.get(OUTPUT_MASK) is not None:
+            inputs[OUTPUT_MASK] = state[OUTPUT_MASK]
         if state.get(EMBEDDING_GATES) is not None:
             inputs["embedding_gates"] = state[EMBEDDING_GATES]
         output = state.get(OUTPUT_LAYER)
@@ -59,7 +63,7 @@ class TranslatorGraphs:
         if graphs is None:
             graphs = self.by_candidates[candidates] = StepGraphs(
                 self._run(candidates),
-                per_row=("tokens", *self.names),
+                per_row=("tokens", *self.names, OUTPUT_MASK),
                 recurrent=tuple(name for name in self.names if name not in SOURCE_NAMES),
                 capture=token_ids.device.type == "cuda",
             )
@@ -76,7 +80,10 @@ class TranslatorGraphs:
             logits, new_state = self.model.step(
                 inputs["tokens"], state, output, inputs.get("embedding_gates")
             )
-            values, token_ids = self.top_log_probs(logits.float(), candidates)
+            logits = logits.float()
+            if OUTPUT_MASK in inputs:  # each row to its own sentence's shortlist
+                logits = logits + inputs[OUTPUT_MASK]
+            values, token_ids = self.top_log_probs(logits, candidates)
             if "output_ids" in inputs:
                 token_ids = inputs["output_ids"][token_ids]
             recurrent = {n: new_state[n] for n in self.names if n not in SOURCE_NAMES}

@@ -39,9 +39,11 @@ from seqgen.errors import SeqgenError
 from seqgen.recipes import recipe_to_dict
 from seqgen.tasks.translation import GRAPH_FILES, TOKENIZER_FILES
 from seqgen.tasks.translation.model import EncoderDecoder
+from seqgen.tasks.translation.onnx_step import SHORTLIST_INPUT as OUTPUT_IDS_INPUT
 from seqgen.tasks.translation.onnx_step import OnnxTranslatorStep
 from seqgen.tasks.translation.pipeline import Translator
-from seqgen.tasks.translation.source_rows import SOURCE_NAMES, encoder_inputs
+from seqgen.tasks.translation.shortlist import batch_shortlist
+from seqgen.tasks.translation.source_rows import OUTPUT_MASK, SOURCE_NAMES, encoder_inputs
 
 EXAMPLE_SOURCE_LENGTH = 5  # differs from EXAMPLE_ROWS, so torch.export keeps them apart
 EXAMPLE_SHORTLIST = 40  # at least the top-k's 32 candidates, and unlike the other sizes
@@ -67,9 +69,12 @@ class TranslatorStepGraph(nn.Module):
     """``tokens`` ``(rows,)`` + state -> ``log_probs`` ``(rows, vocab)`` float32, the top
     candidates (``with_top_candidates``) and the new recurrent state.
 
-    A model with a lexical shortlist takes ``output_ids`` ``(M,)`` int64 last (the batch's
-    shortlist, :func:`seqgen.tasks.translation.shortlist.shortlist_ids`): ``log_probs`` is then
-    ``(rows, M)``, over those tokens, and ``top_ids`` are token ids all the same.
+    A model with a lexical shortlist takes ``output_ids`` ``(M,)`` int64 (the union of the
+    batch's shortlists, :func:`seqgen.tasks.translation.shortlist.shortlist_ids`) and then
+    ``output_mask`` ``(rows, M)`` float32 (0 where the row's sentence may use the token, -inf
+    elsewhere, :func:`~seqgen.tasks.translation.shortlist.shortlist_mask`), added to the logits
+    before the log-softmax: ``log_probs`` is then ``(rows, M)``, each row normalised over its own
+    sentence's shortlist, and ``top_ids`` are token ids all the same.
     """
 
     def __init__(self, model: EncoderDecoder) -> None:
@@ -87,12 +92,17 @@ class TranslatorStepGraph(nn.Module):
     def forward(self, tokens: torch.Tensor, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         names = self.model.state_names
         state = dict(zip(names, inputs[: len(names)], strict=True))
-        output_ids = inputs[len(names)] if self.model.has_shortlist else None
+        output_ids, output_mask = None, None
+        if self.model.has_shortlist:
+            output_ids, output_mask = inputs[len(names) :]
         # In the graph the rows are gathered at every step: output_ids is an input.
         output = None if output_ids is None else self.model.decoder.output_rows(output_ids)
         logits, new_state = self.model.step(tokens, state, output, self.embedding_gates)
         # As TranslatorStep.step: log-softmax in float32, also for a float16 model.
-        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        logits = logits.float()
+        if output_mask is not None:  # each row to its own sentence's shortlist
+            logits = logits + output_mask
+        log_probs = torch.log_softmax(logits, dim=-1)
         if output_ids is None:
             log_probs, top_values, top_ids = with_top_candidates(log_probs)
         else:
@@ -177,10 +187,15 @@ def graph_specs(model: EncoderDecoder) -> dict[str, GraphSpec]:
     }
     new_recurrent = [NEW_PREFIX + name for name in recurrent]
     step_inputs, step_axes = {"tokens": torch.zeros(rows, dtype=torch.long), **state}, {}
+    per_row = {}  # gathered by select like the state: the shortlist's mask
     if model.has_shortlist:
         # Any ids of a size unlike the other axes', so the exporter keeps the axis dynamic.
-        step_inputs["output_ids"] = torch.arange(EXAMPLE_SHORTLIST, dtype=torch.long)
-        step_axes["output_ids"] = {0: "shortlist"}
+        step_inputs[OUTPUT_IDS_INPUT] = torch.arange(EXAMPLE_SHORTLIST, dtype=torch.long)
+        step_axes[OUTPUT_IDS_INPUT] = {0: "shortlist"}
+        per_row[OUTPUT_MASK] = torch.zeros(rows, EXAMPLE_SHORTLIST)
+        per_row[OUTPUT_MASK][0, 1] = -torch.inf  # a mask, not a constant the exporter folds
+        step_inputs.update(per_row)
+        step_axes[OUTPUT_MASK] = {0: "rows", 1: "shortlist"}
     return {
         "encoder": GraphSpec(
             EncoderGraph(model),
@@ -196,7 +211,9 @@ def graph_specs(model: EncoderDecoder) -> dict[str, GraphSpec]:
             {"tokens": {0: "rows"}, **state_axes, **step_axes},
             {name: ["rows"] for name in [*STEP_OUTPUTS, *new_recurrent]},
         ),
-        "select": select_spec(state, state_axes),
+        "select": select_spec(
+            {**state, **per_row}, {**state_axes, **{name: step_axes[name] for name in per_row}}
+        ),
     }
 
 
@@ -218,23 +235,12 @@ def check_parity(model: EncoderDecoder, folder: Path) -> None:
         state, _ = onnx_step.start(sources)
         log_probs, stepped = onnx_step.step(tokens.numpy(), state)
         stepped = onnx_step.select(stepped, np.arange(len(lengths))[::-1].copy())
-        with torch.inference_mode():
-            source_ids, source_lengths = map(torch.from_numpy, encoder_inputs(sources))
-            expected_state = model.start(source_ids, source_lengths)
-            output_ids, output = None, None
-            if model.has_shortlist:
-                output_ids = torch.from_numpy(model.shortlist_ids(source_ids.numpy()))
-                output = model.decoder.output_rows(output_ids)
-            logits, expected_state = model.step(tokens, expected_state, output)
-        expected = torch.log_softmax(logits, -1)
-        if output_ids is not None:  # the adapter hands the whole vocabulary to search
-            full = expected.new_full((len(lengths), model.target_vocab_size), -torch.inf)
-            expected = full.index_copy_(1, output_ids, expected)
-        pairs = [(log_probs, expected.numpy())]
-        for name in model.state_names:
+        expected, expected_state = _torch_step(model, sources, tokens)
+        pairs = [(log_probs, expected)]
+        for name in [*model.state_names, *([OUTPUT_MASK] if model.has_shortlist else [])]:
             got = stepped[name]
             got = got.numpy() if hasattr(got, "numpy") else np.asarray(got)
-            pairs.append((got, expected_state[name].flip(0).numpy()))
+            pairs.append((got, np.flip(expected_state[name], 0)))
         for got, want in pairs:
             if not np.array_equal(np.isneginf(got), np.isneginf(want)):
                 worst = np.inf  # not the same shortlist
@@ -246,6 +252,34 @@ def check_parity(model: EncoderDecoder, folder: Path) -> None:
             f"the exported graphs disagree with PyTorch (max difference {worst:.2g} > "
             f"{PARITY_TOLERANCE}); this torch version's ONNX exporter is not supported"
         )
+
+
+def _torch_step(
+    model: EncoderDecoder, sources: list[list[int]], tokens: torch.Tensor
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """What the step graph should give: ``(rows, vocab)`` log-probs (-inf outside each row's
+    shortlist, as the adapter hands them to search) and the new state, with ``output_mask``
+    for a shortlisted model."""
+    host_ids, host_lengths = encoder_inputs(sources)
+    with torch.inference_mode():
+        state = model.start(torch.from_numpy(host_ids), torch.from_numpy(host_lengths))
+        output_ids, output, mask = None, None, None
+        if model.has_shortlist:
+            table, frequent = model.shortlist_table.numpy(), model.shortlist_frequent.numpy()
+            ids, mask = batch_shortlist(table, frequent, host_ids, host_lengths)
+            output_ids = torch.from_numpy(ids)
+            output = model.decoder.output_rows(output_ids)
+        logits, state = model.step(tokens, state, output)
+    if mask is not None:
+        logits = logits + torch.from_numpy(mask)
+    log_probs = torch.log_softmax(logits, -1)
+    if output_ids is not None:  # the adapter hands the whole vocabulary to search
+        full = log_probs.new_full((len(sources), model.target_vocab_size), -torch.inf)
+        log_probs = full.index_copy_(1, output_ids, log_probs)
+    expected = {name: tensor.numpy() for name, tensor in state.items()}
+    if mask is not None:
+        expected[OUTPUT_MASK] = mask
+    return log_probs.numpy(), expected
 
 
 def _model_entry(model: EncoderDecoder) -> dict[str, Any]:

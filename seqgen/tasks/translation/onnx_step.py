@@ -19,10 +19,15 @@ go up, and for greedy and beam search (``narrowed``) only each row's top candida
 back. (I/O binding also runs on the CPU, which is how the tests cover it without a GPU.)
 
 A model with a lexical shortlist has a step graph that also takes ``output_ids`` ``(M,)``
-int64, the tokens to score (:mod:`seqgen.tasks.translation.shortlist`); its ``log_probs`` are then
-``(rows, M)``. ``start`` computes the batch's ids from the bundle's table
-(:meth:`OnnxTranslatorStep.use_shortlist`), or passes every token id for
-``shortlist=False``; search still sees token ids and ``(rows, vocab)`` log-probs.
+int64, the tokens to score (the union of the batch's shortlists,
+:mod:`seqgen.tasks.translation.shortlist`), and then ``output_mask`` ``(rows, M)`` float32, 0
+where the row's sentence may use the token and -inf elsewhere; its ``log_probs`` are then
+``(rows, M)``, each row normalised over its own sentence's shortlist. ``start`` computes both
+from the bundle's table (:meth:`OnnxTranslatorStep.use_shortlist`), or passes every token id
+and a mask of zeros for ``shortlist=False``; the mask is per row like the source side, and
+``select`` gathers it (the ``select`` graph takes it too). Search still sees token ids and
+``(rows, vocab)`` log-probs. A step graph exported before the mask (no ``output_mask``
+input) is run as it was: every row scores the union, so its output depends on the batch.
 """
 
 from __future__ import annotations
@@ -30,12 +35,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime
 
 from seqgen.cores import available_cores
-from seqgen.decoding.contract import State
+from seqgen.decoding.contract import State, TopLogProbs
 from seqgen.decoding.onnx_session import (
     NEW_PREFIX,
     STEP_OUTPUTS,
@@ -44,11 +50,13 @@ from seqgen.decoding.onnx_session import (
     open_graphs,
     run_select,
     run_session,
+    to_device,
 )
 from seqgen.errors import CheckpointError
-from seqgen.tasks.translation.shortlist import shortlist_ids
+from seqgen.tasks.translation.shortlist import batch_shortlist, shortlist_ids
 from seqgen.tasks.translation.source_rows import (
     OUTPUT_IDS,
+    OUTPUT_MASK,
     SENTENCE,
     SOURCE_NAMES,
     SOURCES,
@@ -61,7 +69,9 @@ from seqgen.text.vocabulary import BOS_ID
 
 ENCODER_INPUTS = ["source_ids", "source_lengths"]
 RECURRENT_NAMES = ("hidden", "cell", "feed")
-SHORTLIST_INPUT = "output_ids"  # the step graph's last input, for a shortlisted model
+SHORTLIST_INPUT = "output_ids"  # a step graph input, for a shortlisted model
+# After it, each row's mask of it (source_rows.OUTPUT_MASK); absent in bundles exported before
+SHORTLIST_INPUTS = (SHORTLIST_INPUT, OUTPUT_MASK)
 
 
 class OnnxTranslatorStep(DeviceState):
@@ -83,7 +93,13 @@ class OnnxTranslatorStep(DeviceState):
         self.select_session = select
         self.workers = workers
         self.state_names, self.recurrent_names = translator_state_names(encoder, step)
-        self.takes_output_ids = step.get_inputs()[-1].name == SHORTLIST_INPUT
+        step_inputs = {node.name for node in step.get_inputs()}
+        self.takes_output_ids = SHORTLIST_INPUT in step_inputs
+        self.takes_output_mask = OUTPUT_MASK in step_inputs
+        # What select gathers on the device: the state, and the mask where the graph has it.
+        self.selected_names = self.state_names
+        if select is not None and OUTPUT_MASK in {node.name for node in select.get_inputs()}:
+            self.selected_names = (*self.state_names, OUTPUT_MASK)
         self.shortlist: tuple[np.ndarray, np.ndarray] | None = None
         self.vocab_size = 0
         self.device = device_of(step)
@@ -129,6 +145,10 @@ class OnnxTranslatorStep(DeviceState):
         every token). Returns the state (``(batch, ...)`` per name) and ``first_tokens``
         ``(batch,)``, BOS.
         """
+        if len(sources) == 1 and self.device == "cpu":
+            # One row as two (see _one_row_as_two), then back to one.
+            state, first_tokens = self.start([sources[0], sources[0]], shortlist=shortlist)
+            return self.select(state, np.zeros(1, dtype=np.int64)), first_tokens[:1]
         source_ids, source_lengths = encoder_inputs(sources)
         outputs = run_session(
             self.encoder_session,
@@ -137,25 +157,45 @@ class OnnxTranslatorStep(DeviceState):
             device_outputs=self.state_names,
             device=self.bound_device,
         )
-        state = with_sentences(outputs, len(sources))
         if self.takes_output_ids:
-            if self.shortlist is None:
-                raise CheckpointError(
-                    "the step graph takes a shortlist but the bundle has none; re-export it"
-                )
-            state[OUTPUT_IDS] = (
-                shortlist_ids(*self.shortlist, source_ids)
-                if shortlist
-                else np.arange(self.vocab_size, dtype=np.int64)
-            )
+            outputs.update(self._shortlist(source_ids, source_lengths, shortlist=shortlist))
+        state = with_sentences(outputs, len(sources))
         return state, np.full(len(sources), BOS_ID, dtype=np.int64)
 
-    def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray, State]:
-        """``tokens`` ``(rows,)`` -> ``log_probs`` ``(rows, vocab)`` float32 and the new state."""
+    def _shortlist(
+        self, source_ids: np.ndarray, source_lengths: np.ndarray, *, shortlist: bool
+    ) -> dict[str, Any]:
+        """The step graph's shortlist inputs for a batch: ``OUTPUT_IDS`` ``(M,)`` and, for a
+        graph that takes it, ``OUTPUT_MASK`` ``(rows, M)`` (on the device with I/O binding,
+        so steps do not copy it in again). ``shortlist=False``: every token, mask of zeros."""
+        if self.shortlist is None:
+            raise CheckpointError(
+                "the step graph takes a shortlist but the bundle has none; re-export it"
+            )
+        if not shortlist:
+            output_ids = np.arange(self.vocab_size, dtype=np.int64)
+            mask = np.zeros((len(source_ids), self.vocab_size), dtype=np.float32)
+        elif self.takes_output_mask:
+            output_ids, mask = batch_shortlist(*self.shortlist, source_ids, source_lengths)
+        else:  # a bundle from before the mask: the union over the batch, as it was
+            return {OUTPUT_IDS: shortlist_ids(*self.shortlist, source_ids)}
+        if not self.takes_output_mask:
+            return {OUTPUT_IDS: output_ids}
+        if self.bound_device is not None:
+            mask = to_device(mask, self.bound_device)
+        return {OUTPUT_IDS: output_ids, OUTPUT_MASK: mask}
+
+    def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray | TopLogProbs, State]:
+        """``tokens`` ``(rows,)`` -> ``log_probs`` ``(rows, vocab)`` float32 (or each row's
+        top candidates, narrowed) and the new state."""
         tokens = np.ascontiguousarray(tokens, dtype=np.int64)
+        if len(tokens) == 1 and self.device == "cpu":
+            return self._one_row_as_two(tokens, state)
         inputs = {"tokens": tokens, **{name: state[name] for name in self.state_names}}
         if self.takes_output_ids:
             inputs[SHORTLIST_INPUT] = state[OUTPUT_IDS]
+        if self.takes_output_mask:
+            inputs[OUTPUT_MASK] = state[OUTPUT_MASK]
         log_probs, outputs = self._run_step(
             inputs, [NEW_PREFIX + name for name in self.recurrent_names]
         )
@@ -168,6 +208,25 @@ class OnnxTranslatorStep(DeviceState):
         new_state.update((name, outputs[NEW_PREFIX + name]) for name in self.recurrent_names)
         return log_probs, new_state
 
+    def _one_row_as_two(
+        self, tokens: np.ndarray, state: State
+    ) -> tuple[np.ndarray | TopLogProbs, State]:
+        """:meth:`step` of one row, run as two copies of it. ONNX Runtime's CPU matrix
+        product takes another kernel for a single row (a matrix-vector product, whose sums
+        run in another order), so a sentence decoded alone differed in the last bits from
+        the same sentence in a batch, enough to change a beam's choice now and then (1 line
+        of test_2016_flickr in 1,000). From two rows up the products give a row the same
+        bits whatever the other rows (measured; the log-softmax's sum may still differ in
+        its last bit where the batch's union of shortlists is wider, docs/translation.md)."""
+        pair = np.zeros(2, dtype=np.int64)
+        log_probs, new_state = self.step(np.repeat(tokens, 2), self.select(state, pair))
+        first = np.zeros(1, dtype=np.int64)
+        if isinstance(log_probs, TopLogProbs):
+            return TopLogProbs(log_probs.values[:1], log_probs.token_ids[:1]), self.select(
+                new_state, first
+            )
+        return log_probs[:1], self.select(new_state, first)
+
     def select(self, state: State, rows: np.ndarray) -> State:
         """Gather ``rows`` of the state (on the host, the source side only when sentences
         change; on the device, everything in one run of the ``select`` graph)."""
@@ -175,7 +234,7 @@ class OnnxTranslatorStep(DeviceState):
             return select_rows(state, rows, lambda array, index: array[index])
         assert self.select_session is not None  # checked in __init__
         rows = np.ascontiguousarray(rows, dtype=np.int64)
-        selected = run_select(self.select_session, state, self.state_names, rows, self.device)
+        selected = run_select(self.select_session, state, self.selected_names, rows, self.device)
         return {**selected, SENTENCE: state[SENTENCE][rows], **per_batch(state)}
 
 
@@ -187,8 +246,8 @@ def translator_state_names(
     names = tuple(o.name for o in encoder.get_outputs())
     recurrent = tuple(n for n in names if n in RECURRENT_NAMES)
     step_inputs = ["tokens", *names]
-    if step.get_inputs()[-1].name == SHORTLIST_INPUT:
-        step_inputs.append(SHORTLIST_INPUT)
+    given = [node.name for node in step.get_inputs()]
+    step_inputs += [name for name in SHORTLIST_INPUTS if name in given[len(step_inputs) :]]
     expected = {
         "encoder": (ENCODER_INPUTS, list(names)),
         "step": (step_inputs, [*STEP_OUTPUTS, *(NEW_PREFIX + n for n in recurrent)]),

@@ -4,13 +4,20 @@ At each decoding step the output layer (``decoder_hidden x vocab`` per row), its
 log-softmax and its top-k are most of a translator's work. Most of those 8,000 tokens
 never stand a chance for a given source: a shortlist keeps, for each source token, the
 target tokens that co-occur with it most in the training pairs, plus the most frequent
-target tokens, and decoding scores only the union of them over the batch's sources
-(the lexical shortlists of Marian, Junczys-Dowmunt et al., 2018, with co-occurrence
-counts instead of word alignments). Log-probabilities are normalised over that union.
+target tokens (the lexical shortlists of Marian, Junczys-Dowmunt et al., 2018, with
+co-occurrence counts instead of word alignments).
+
+Each sentence may produce only its own shortlist, whatever else is in its batch: the output
+layer is computed once for the union over the batch (:func:`shortlist_ids`, ``(M,)``), and a
+per-row mask (:func:`shortlist_mask`, ``(rows, M)``, 0 or -inf) added to the logits before
+the log-softmax keeps each row to its sentence's tokens, so its log-probabilities are
+normalised over those alone. (Before the mask, a batch scored the union, and a sentence's
+words depended on its neighbours.)
 
 The table is built once from the training pairs (:func:`build_shortlist`), stored with
 the model's weights (buffers ``shortlist_table`` and ``shortlist_frequent``) and in an
-ONNX bundle, and read by both backends through :func:`shortlist_ids`.
+ONNX bundle, and read by both backends through :func:`shortlist_ids` and
+:func:`shortlist_mask`.
 """
 
 from __future__ import annotations
@@ -107,3 +114,46 @@ def shortlist_ids(table: np.ndarray, frequent: np.ndarray, source_ids: np.ndarra
     chosen[frequent] = True
     chosen[rows] = True
     return np.flatnonzero(chosen).astype(np.int64)
+
+
+def shortlist_mask(
+    table: np.ndarray,
+    frequent: np.ndarray,
+    source_ids: np.ndarray,
+    source_lengths: np.ndarray,
+    output_ids: np.ndarray,
+) -> np.ndarray:
+    """Which of the batch's ``output_ids`` each sentence may produce: exactly the ids
+    :func:`shortlist_ids` gives for that sentence alone.
+
+    Args:
+        table, frequent: as for :func:`shortlist_ids`.
+        source_ids: ``(rows, source_len)`` int64, right-padded (padding is not read).
+        source_lengths: ``(rows,)`` int64, each row's real tokens (EOS included).
+        output_ids: ``(M,)`` int64 ascending, a superset of every row's shortlist (the
+            batch's :func:`shortlist_ids`).
+
+    Returns:
+        ``(rows, M)`` float32: 0 where row i may use ``output_ids[j]``, -inf elsewhere (added
+        to the logits before the log-softmax).
+    """
+    rows, width = source_ids.shape
+    column = np.full(int(output_ids.max(initial=0)) + 1, -1, dtype=np.int64)
+    column[output_ids] = np.arange(len(output_ids))
+    allowed = np.zeros((rows, len(output_ids)), dtype=bool)
+    allowed[:, column[SPECIAL_IDS]] = True
+    allowed[:, column[frequent]] = True
+    row, position = np.nonzero(np.arange(width) < source_lengths[:, None])
+    targets = table[source_ids[row, position]]  # (real tokens, K)
+    allowed[np.repeat(row, targets.shape[1]), column[targets.ravel()]] = True
+    return np.where(allowed, np.float32(0), np.float32(-np.inf))
+
+
+def batch_shortlist(
+    table: np.ndarray, frequent: np.ndarray, source_ids: np.ndarray, source_lengths: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """A batch's ``output_ids`` ``(M,)``, the union of its sentences' shortlists (padding
+    not read), and their :func:`shortlist_mask` ``(rows, M)``."""
+    real = np.arange(source_ids.shape[1]) < source_lengths[:, None]
+    output_ids = shortlist_ids(table, frequent, source_ids[real])
+    return output_ids, shortlist_mask(table, frequent, source_ids, source_lengths, output_ids)

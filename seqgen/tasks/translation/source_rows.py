@@ -3,7 +3,9 @@
 A translator's decoder state has two parts (names in :mod:`seqgen.tasks.translation.model`):
 
 - the recurrent part (``hidden``, ``cell``, ``feed``), which every step rewrites;
-- the source side (``memory``, ``keys``, ``source_mask``), fixed per *sentence*.
+- the source side (``memory``, ``keys``, ``source_mask``), fixed per *sentence*, and with a
+  lexical shortlist ``output_mask`` ``(rows, M)``, which of the batch's shortlisted tokens
+  (``OUTPUT_IDS``) the row's sentence may produce (0 or -inf, added to the logits).
 
 Beam search reorders rows at every step, but only among the rows of one sentence, so the
 source side of a row does not change. Gathering ``memory`` and ``keys`` (the largest arrays)
@@ -24,6 +26,10 @@ from seqgen.decoding.contract import State
 from seqgen.text.vocabulary import EOS_ID, PAD_ID
 
 SOURCE_NAMES = ("memory", "keys", "source_mask")
+# (rows, M) float32, 0 where the row's sentence may produce OUTPUT_IDS[j], else -inf
+# (seqgen.tasks.translation.shortlist.shortlist_mask); also the step graph's input name
+OUTPUT_MASK = "output_mask"
+PER_SENTENCE = (*SOURCE_NAMES, OUTPUT_MASK)  # fixed per sentence: gathered when rows change it
 SENTENCE = "_sentence"  # (rows,) int64 numpy: the encoded sentence each row decodes
 SOURCES = "_sources"  # name -> (sentences, ...) array, the encoder's source side
 # (M,) int64, the batch's shortlist (seqgen.tasks.translation.shortlist), when the model has one
@@ -59,7 +65,7 @@ def encoder_inputs(sources: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.nda
 def with_sentences(state: dict[str, Any], rows: int) -> dict[str, Any]:
     """Add the bookkeeping to a fresh encoder state of ``rows`` rows (row i: sentence i)."""
     state[SENTENCE] = np.arange(rows, dtype=np.int64)
-    state[SOURCES] = {name: state[name] for name in SOURCE_NAMES if name in state}
+    state[SOURCES] = {name: state[name] for name in PER_SENTENCE if name in state}
     return state
 
 

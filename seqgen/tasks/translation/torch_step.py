@@ -20,10 +20,12 @@ from seqgen.decoding.torch_step import (
 )
 from seqgen.tasks.translation.cuda_graphs import TranslatorGraphs
 from seqgen.tasks.translation.model import EncoderDecoder
+from seqgen.tasks.translation.shortlist import batch_shortlist
 from seqgen.tasks.translation.source_rows import (
     EMBEDDING_GATES,
     OUTPUT_IDS,
     OUTPUT_LAYER,
+    OUTPUT_MASK,
     encoder_inputs,
     select_rows,
     with_sentences,
@@ -37,8 +39,10 @@ class TranslatorStep(TorchStep):
     The state (names in :mod:`seqgen.tasks.translation.model`) stays on the model's device as
     torch tensors; search sees numpy log-probabilities ``(rows, vocab)`` only. The source
     side is gathered only when rows change sentence (:mod:`seqgen.tasks.translation.source_rows`).
-    A model with a lexical shortlist scores only the batch's shortlisted tokens (the
-    state's ``OUTPUT_IDS``), unless ``start`` is told ``shortlist=False``.
+    A model with a lexical shortlist computes the output layer for the batch's shortlisted
+    tokens only (the state's ``OUTPUT_IDS``, the union over its sentences) and keeps each row
+    to its own sentence's (``OUTPUT_MASK``, added to the logits), so a translation does not
+    depend on its batch; ``start`` told ``shortlist=False`` scores every token.
     The model decodes in eval mode (no dropout); a model in training mode (the training
     loop validates mid-run) is put back in it after each call.
 
@@ -79,14 +83,17 @@ class TranslatorStep(TorchStep):
         with eval_mode(self.model):
             state = self.model.start(source_ids, source_lengths)
         first_tokens = np.full(len(sources), BOS_ID, dtype=np.int64)
+        if shortlist and self.model.has_shortlist:
+            table = self.model.shortlist_table.cpu().numpy()
+            frequent = self.model.shortlist_frequent.cpu().numpy()
+            output_ids, mask = batch_shortlist(table, frequent, host_ids, host_lengths)
+            state[OUTPUT_MASK] = torch.from_numpy(mask).to(self.device)
+            state[OUTPUT_IDS] = torch.from_numpy(output_ids).to(self.device)
+            state[OUTPUT_LAYER] = self.model.decoder.output_rows(state[OUTPUT_IDS])
         state = with_sentences(state, len(sources))
         gate_table = self._gate_table.get(self.MAX_GATE_TABLE)
         if gate_table is not None:
             state[EMBEDDING_GATES] = gate_table
-        if shortlist and self.model.has_shortlist:
-            output_ids = torch.from_numpy(self.model.shortlist_ids(host_ids)).to(self.device)
-            state[OUTPUT_IDS] = output_ids
-            state[OUTPUT_LAYER] = self.model.decoder.output_rows(output_ids)
         return state, first_tokens
 
     @contextlib.contextmanager
@@ -122,6 +129,9 @@ class TranslatorStep(TorchStep):
             logits, new_state = self.model.step(
                 token_ids, dict(state), state.get(OUTPUT_LAYER), state.get(EMBEDDING_GATES)
             )
+        mask = state.get(OUTPUT_MASK)
+        if mask is not None:  # each row to its own sentence's shortlist, before the softmax
+            logits = logits.float() + mask
         vocab_size = self.model.target_vocab_size
         return self._log_probs(logits, state.get(OUTPUT_IDS), vocab_size), new_state
 
