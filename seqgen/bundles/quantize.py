@@ -6,9 +6,20 @@ hidden``) and, with input feeding, the fed-back vector's (``hidden x 4 hidden``,
 embedding's gate table), attention's output layer (``2 hidden x hidden``) and the output
 layer over the batch's shortlist (``hidden x M``). :func:`quantize_step_graph` turns each
 ``Gemm`` of the graph whose weight is a constant (or a constant slice of one), or rows
-gathered from a constant table (the shortlisted output layer), into ONNX Runtime's
-``DynamicQuantizeMatMul``: int8 weights with one scale per output unit, and the activations
-quantized to uint8 at each step from their own range.
+gathered from a constant table (the shortlisted output layer), into an int8 product: int8
+weights with one scale per output unit, and the activations quantized at each step with one
+scale per row, from that row's own range.
+
+Per row, so that a row's result never depends on the other rows of its batch (a sentence
+translates the same alone or beside others). ONNX Runtime's ``DynamicQuantizeMatMul``, used
+before, takes one scale over every row present; ``MatMulInteger`` and
+``MatMulIntegerToFloat`` take only one activation zero point. So the product is built from
+standard operators: each row's peak ``|x|`` gives its scale (``peak / 127``), the row is
+quantized symmetrically to ``round(x / scale) + 128`` in uint8 (one zero point, 128, for
+every row), ``MatMulInteger`` with that zero point gives the exact int32 products, and they
+are rescaled by the row's scale times the weights' column scale (then the bias is added).
+Every step of it is per row and exact up to the float32 rescaling, so it does not depend on
+the batch.
 
 Weights use 7 of their 8 bits (``[-63, 63]``): without VNNI, x86 CPUs multiply uint8 by
 int8 with ``vpmaddubsw``, which saturates a pair of products at 32,767 (255 x 127 x 2 does
@@ -25,7 +36,19 @@ import onnx
 from onnx import helper, numpy_helper
 
 INT8_LIMIT = 63  # 7-bit weights: see the module docstring
-MS_DOMAIN = "com.microsoft"
+ACTIVATION_LIMIT = 127  # activations: round(x / scale) in [-127, 127], stored + 128 as uint8
+ACTIVATION_ZERO = 128
+# A row of zeros gets this peak, not 0 (a zero scale would divide 0 by 0): any positive value
+# quantizes it to zeros; 1e-30 is far below any activation and far above float32's denormals.
+PEAK_FLOOR = 1e-30
+# Constants every int8 product reads, added to the graph once.
+CONSTANTS = {
+    "int8_last_axis": np.array([-1], dtype=np.int64),
+    "int8_peak_floor": np.array(PEAK_FLOOR, dtype=np.float32),
+    "int8_levels": np.array(ACTIVATION_LIMIT, dtype=np.float32),
+    "int8_one": np.array(1.0, dtype=np.float32),
+    "int8_zero_point": np.array(ACTIVATION_ZERO, dtype=np.uint8),
+}
 
 
 def quantize_weight(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -48,7 +71,10 @@ def quantize_step_graph(path: str | Path) -> int:
     """
     model = onnx.load(str(path))
     graph = model.graph
-    rewrite = _Rewrite(graph)
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=1)
+    if opset < 13:  # QuantizeLinear's and ReduceMax's forms used here
+        return 0
+    rewrite = _Rewrite(graph, axes_input=opset >= 18)
     replaced: dict[int, list[onnx.NodeProto]] = {}
     for position, node in enumerate(graph.node):
         nodes = rewrite.product(position, node)
@@ -68,9 +94,8 @@ def quantize_step_graph(path: str | Path) -> int:
     del graph.node[:]
     graph.node.extend(kept)
     del graph.initializer[:]
-    graph.initializer.extend([*still, *rewrite.new_inits])
-    if not any(opset.domain == MS_DOMAIN for opset in model.opset_import):
-        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    constants = [numpy_helper.from_array(value, name) for name, value in CONSTANTS.items()]
+    graph.initializer.extend([*still, *rewrite.new_inits, *constants])
     onnx.save(model, str(path))
     return len(replaced)
 
@@ -78,7 +103,8 @@ def quantize_step_graph(path: str | Path) -> int:
 class _Rewrite:
     """What :func:`quantize_step_graph` learns of a graph and adds to it, node by node."""
 
-    def __init__(self, graph: onnx.GraphProto) -> None:
+    def __init__(self, graph: onnx.GraphProto, *, axes_input: bool) -> None:
+        self.axes_input = axes_input  # ReduceMax takes its axes as an input from opset 18
         self.weights = {init.name: init for init in graph.initializer}
         self.producers = {out: node for node in graph.node for out in node.output}
         self.uses = Counter(name for node in graph.node for name in node.input)
@@ -111,14 +137,11 @@ class _Rewrite:
             return None
         self.new_inits += _quantized(unit_rows, f"{prefix}_weight", by_column=True)
         weight, scale = f"{prefix}_weight", f"{prefix}_weight_scale"
-        if not bias_name or _is_vector(weights.get(bias_name)):
-            return [_matmul(activations, weight, scale, bias_name, node.output[0])]
-        # DynamicQuantizeMatMul's bias is one per column; a (rows, n) addend (the
-        # embedding's gathered gates) is added after the product.
-        return [
-            _matmul(activations, weight, scale, "", f"{prefix}_product"),
-            helper.make_node("Add", [f"{prefix}_product", bias_name], list(node.output)),
-        ]
+        # The bias, a vector or a (rows, n) addend (the embedding's gathered gates), is added
+        # after the product.
+        return _matmul(
+            prefix, activations, weight, scale, bias_name, node.output[0], self.axes_input
+        )
 
     def _gathered(
         self, prefix: str, activations: str, weight_name: str, bias_name: str, node: onnx.NodeProto
@@ -132,19 +155,28 @@ class _Rewrite:
         table = numpy_helper.to_array(self.weights[table_name])
         self.new_inits += _quantized(table, f"{prefix}_table", by_column=False)
         self.folded.add(weight_name)
-        return _gathered_matmul(prefix, activations, indices, bias_name, node)
+        return [
+            *_gathered_weight(prefix, indices),
+            *_matmul(
+                prefix,
+                activations,
+                f"{prefix}_w",
+                f"{prefix}_scale",
+                bias_name,
+                node.output[0],
+                self.axes_input,
+            ),
+        ]
 
 
-def _gathered_matmul(
-    prefix: str, activations: str, indices: str, bias: str, replaces: onnx.NodeProto
-) -> list[onnx.NodeProto]:
-    """The int8 product by the rows ``indices`` (``(M, 1)``) of the int8 table ``prefix +
-    "_table"`` and its scales, as ``DynamicQuantizeMatMul`` reads them: ``(k, M)``."""
+def _gathered_weight(prefix: str, indices: str) -> list[onnx.NodeProto]:
+    """The rows ``indices`` (``(M, 1)``) of the int8 table ``prefix + "_table"`` and their
+    scales, as the product reads them: ``prefix + "_w"`` ``(k, M)``, ``prefix + "_scale"``
+    ``(M,)``."""
     return [
         helper.make_node("GatherND", [f"{prefix}_table", indices], [f"{prefix}_rows"]),
         helper.make_node("Transpose", [f"{prefix}_rows"], [f"{prefix}_w"], perm=[1, 0]),
         helper.make_node("GatherND", [f"{prefix}_table_scale", indices], [f"{prefix}_scale"]),
-        _matmul(activations, f"{prefix}_w", f"{prefix}_scale", bias, replaces.output[0]),
     ]
 
 
@@ -178,11 +210,6 @@ def _is_float_matrix(init: onnx.TensorProto | None) -> bool:
     )
 
 
-def _is_vector(init: onnx.TensorProto | None) -> bool:
-    """A float32 initializer of one axis (a bias DynamicQuantizeMatMul takes as it is)."""
-    return init is not None and init.data_type == onnx.TensorProto.FLOAT and len(init.dims) == 1
-
-
 def _sliced_weight(
     node: onnx.NodeProto | None, weights: dict[str, onnx.TensorProto]
 ) -> np.ndarray | None:
@@ -212,13 +239,38 @@ def _gathers_rows(node: onnx.NodeProto | None, weights: dict[str, onnx.TensorPro
     return batch_dims == 0 and _is_float_matrix(weights[node.input[0]])
 
 
-def _matmul(activations: str, weight: str, scale: str, bias: str, output: str) -> onnx.NodeProto:
-    """``DynamicQuantizeMatMul``: ``output = activations @ (weight * scale) + bias``, weight
-    ``(k, n)`` int8, scale ``(n,)``; no weight zero point (symmetric)."""
-    return helper.make_node(
-        "DynamicQuantizeMatMul",
-        [activations, weight, scale, "", bias],
-        [output],
-        name=f"{weight}_matmul",  # unique: the weight's name holds the node's position
-        domain=MS_DOMAIN,
-    )
+def _matmul(
+    prefix: str,
+    activations: str,
+    weight: str,
+    scale: str,
+    bias: str,
+    output: str,
+    axes_input: bool,
+) -> list[onnx.NodeProto]:
+    """``output = activations @ (weight * scale) + bias`` in int8, one activation scale per
+    row (see the module docstring): ``activations`` ``(..., k)`` float32, ``weight`` ``(k,
+    n)`` int8, ``scale`` ``(n,)``, ``bias`` ``(n,)``, ``(..., n)`` or ``""``."""
+
+    def node(op: str, inputs: list[str], out: str, **attributes: object) -> onnx.NodeProto:
+        return helper.make_node(op, inputs, [out], name=f"{prefix}_{op}_{out}", **attributes)
+
+    p = prefix
+    reduce_axes = {"axes": [-1]} if not axes_input else {}
+    axes = ["int8_last_axis"] if axes_input else []
+    product = f"{p}_product" if bias else output
+    return [
+        node("Abs", [activations], f"{p}_abs"),
+        node("ReduceMax", [f"{p}_abs", *axes], f"{p}_peak", keepdims=1, **reduce_axes),
+        node("Max", [f"{p}_peak", "int8_peak_floor"], f"{p}_floored"),
+        # Div, not a Mul by 1/127: ONNX Runtime fuses MatMulInteger -> Cast -> Mul by a Mul's
+        # output into MatMulIntegerToFloat, which takes one activation scale only.
+        node("Div", [f"{p}_floored", "int8_levels"], f"{p}_row_scale"),  # (..., 1)
+        node("Div", [activations, f"{p}_row_scale"], f"{p}_scaled"),  # within [-127, 127]
+        node("QuantizeLinear", [f"{p}_scaled", "int8_one", "int8_zero_point"], f"{p}_q"),
+        node("MatMulInteger", [f"{p}_q", weight, "int8_zero_point"], f"{p}_int"),
+        node("Cast", [f"{p}_int"], f"{p}_float", to=onnx.TensorProto.FLOAT),
+        node("Mul", [f"{p}_float", f"{p}_row_scale"], f"{p}_rows_scaled"),
+        node("Mul", [f"{p}_rows_scaled", scale], product),
+        *([node("Add", [product, bias], output)] if bias else []),
+    ]

@@ -82,7 +82,8 @@ def test_constant_and_gathered_products_become_int8_and_stay_close(tmp_path: Pat
     model = onnx.load(str(path))
     onnx.checker.check_model(model)
     ops = [node.op_type for node in model.graph.node]
-    assert ops.count("DynamicQuantizeMatMul") == 3 and ops.count("Gemm") == 1  # attention
+    assert ops.count("MatMulInteger") == 3 and ops.count("Gemm") == 1  # attention
+    assert "DynamicQuantizeMatMul" not in ops  # one activation scale over all rows
     # The float32 weights are gone; only their int8 copies (and the bias rows) remain.
     kept = {init.name for init in model.graph.initializer}
     assert not {"W", "V", "table"} & kept and "bias" in kept
@@ -141,9 +142,57 @@ def test_a_constant_slice_of_a_weight_with_a_per_row_addend_becomes_int8(tmp_pat
     assert quantize_step_graph(path) == 1
     model = onnx.load(str(path))
     onnx.checker.check_model(model)
-    assert [node.op_type for node in model.graph.node] == ["DynamicQuantizeMatMul", "Add"]
+    ops = [node.op_type for node in model.graph.node]
+    assert ops.count("MatMulInteger") == 1 and ops[-1] == "Add"
     assert "weight" not in {init.name for init in model.graph.initializer}
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (got,) = session.run(["y"], feeds)
     assert np.abs(got - expected).max() < 0.05 * np.abs(expected).max()
     assert not np.allclose(got, expected, atol=1e-6)  # it really multiplied in int8
+
+
+def test_each_row_is_quantized_alone_so_its_result_ignores_the_other_rows(tmp_path: Path) -> None:
+    """A row's int8 product is the same alone, beside a row of far larger values (which a
+    scale over all rows would coarsen it by) and among many, bit for bit; and it is the
+    per-row arithmetic the module describes."""
+    path = tmp_path / "step.onnx"
+    feeds = small_step_graph(path)
+    quantize_step_graph(path)
+    x = feeds["x"]
+    alone = [run(path, {"x": x[i : i + 1], "ids": feeds["ids"]}) for i in range(len(x))]
+    loud = np.concatenate([x, 100 * x[:1], np.zeros((1, K), np.float32)])
+    together = run(path, {"x": loud, "ids": feeds["ids"]})
+    for i, outputs in enumerate(alone):
+        for name, (one, many) in enumerate(zip(outputs[:2], together[:2], strict=True)):
+            assert np.array_equal(one[0], many[i]), (i, ["out", "logits"][name])
+    assert all(np.isfinite(output).all() for output in together)  # a row of zeros: no 0 / 0
+
+
+def test_the_int8_product_is_the_per_row_arithmetic_of_the_module_docstring(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(3)
+    weight = rng.standard_normal((K, N)).astype(np.float32) * 0.2
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "V"], ["y"])],
+        "step",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["rows", K])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["rows", N])],
+        initializer=[numpy_helper.from_array(weight, "V")],
+    )
+    path = tmp_path / "step.onnx"
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    onnx.save(model, str(path))
+    assert quantize_step_graph(path) == 1
+    x = rng.uniform(-1, 1, (7, K)).astype(np.float32)
+    x[2] *= 50  # rows of very different ranges
+    x[4] = 0.0  # and a row of zeros, which must give zeros (not 0 / 0)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(["y"], {"x": x})
+    table, scale = quantize_weight(weight.T)  # per output unit
+    row_scale = np.maximum(np.abs(x).max(axis=1, keepdims=True), 1e-30) / np.float32(127)
+    q = np.rint(x / row_scale).astype(np.int32)  # within [-127, 127]
+    expected = (q @ table.T.astype(np.int32)).astype(np.float32) * row_scale * scale
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+    assert np.all(got[4] == 0)
+    np.testing.assert_allclose(got, x @ weight, atol=0.03 * np.abs(x @ weight).max())
