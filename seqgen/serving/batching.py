@@ -163,14 +163,17 @@ class Batcher:
 
     async def _decode(self, batch: list[Waiting]) -> list[Any]:
         texts = [text for waiting in batch for text in waiting.texts]
-        stream = listened = batch[0].stream
-        if stream is not None:  # one streamed request: stop when nobody listens any more
+        stream, listened = batch[0].stream, None
+        if stream is not None or not self.batches:
+            # One request alone (a stream, a generator's): its decode stops at the next piece
+            # once nobody waits for it (the client left, or its time ran out).
             future = batch[0].future
 
             def listened(index: int, piece: str) -> None:
                 if future.done():
                     raise Cancelled
-                stream(index, piece)
+                if stream is not None:
+                    stream(index, piece)
 
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
