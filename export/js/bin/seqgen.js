@@ -8,7 +8,7 @@
 // Bad input (not a bundle, a newer format, another task's bundle, a bad option, an empty text
 // to classify) is one line on stderr and exit status 1, without a stack trace.
 
-import { availableCores, BundleError, openBundle } from '../src/node.js';
+import { BundleError, openBundle, translateInThreads } from '../src/node.js';
 
 const USAGE =
   'usage: seqgen.js translate|generate|classify BUNDLE [--beam-size N] [--max-length N] ' +
@@ -53,13 +53,14 @@ async function readLines(stream) {
   return lines;
 }
 
-async function run(command, model, options, lines) {
+async function run(command, bundle, model, options, lines) {
   if (command === 'translate') {
-    const { maxLength, beamSize, workers = availableCores() } = options;
+    const { maxLength, beamSize, workers } = options;
     const limit = model.options().maxSourceLength;
     const tooLong = lines.filter((line) => line.trim() && model.sourceTokenizer.encode(line).length > limit).length;
     if (tooLong) process.stderr.write(`seqgen-js: warning: ${tooLong} sentence(s) longer than the model's limit of ${limit} pieces were cut to it\n`);
-    return model.translate(lines, { maxLength, beamSize, workers });
+    const found = await translateInThreads(bundle, model, lines, { maxLength, beamSize, workers });
+    return found.map((best) => best[0].text);
   }
   if (command === 'generate') {
     const { maxLength: maxNewTokens, strategy, seed, temperature, beamSize } = options;
@@ -79,7 +80,7 @@ async function main(argv) {
   const model = await openBundle(bundle, { task: TASKS[command] });
   model.options?.(command === 'translate' ? { beamSize: options.beamSize, maxLength: options.maxLength } : {});
   const lines = await readLines(process.stdin.setEncoding('utf8'));
-  const output = await run(command, model, options, lines);
+  const output = await run(command, bundle, model, options, lines);
   process.stdout.write(output.map((line) => `${line}\n`).join(''));
 }
 

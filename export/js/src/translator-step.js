@@ -42,6 +42,10 @@ export class TranslatorStep {
    * @returns the state: one row per sentence
    */
   async start(sources) {
+    if (sources.length === 1) {
+      // One row as two, then back to one (see oneRowAsTwo).
+      return this.select(await this.start([sources[0], sources[0]]), [0]);
+    }
     const rows = sources.map((s) => [...s, EOS_ID]);
     const width = Math.max(...rows.map((r) => r.length));
     const padded = rows.flatMap((r) => [...r, ...Array(width - r.length).fill(PAD_ID)]);
@@ -84,6 +88,7 @@ export class TranslatorStep {
    *   they suffice, else every (shortlisted) token
    */
   async step(tokens, state, { candidates }) {
+    if (tokens.length === 1) return this.oneRowAsTwo(tokens, state, candidates);
     const feeds = { tokens: int64(this.ort, tokens), ...state.recurrent, ...state.sourceSide };
     if (state.outputIds) feeds[OUTPUT_IDS] = state.outputIds.tensor;
     const useTop = candidates <= this.topCount;
@@ -102,6 +107,23 @@ export class TranslatorStep {
     const ids = new Int32Array(logProbs.data.length);
     for (let row = 0; row < tokens.length; row += 1) ids.set(columns, row * width);
     return { values: logProbs.data, ids, width, ranked: false, state: next };
+  }
+
+  /**
+   * `step` of one row, run as two copies of it, as seqgen's Python adapter does: ONNX
+   * Runtime's CPU matrix product takes a matrix-vector kernel for a single row, whose sums
+   * run in another order, so a sentence alone would differ in the last bits from the same
+   * sentence in a batch (enough to change a beam's choice now and then).
+   */
+  async oneRowAsTwo(tokens, state, candidates) {
+    const found = await this.step([tokens[0], tokens[0]], this.select(state, [0, 0]), { candidates });
+    const { width } = found;
+    return {
+      ...found,
+      values: found.values.slice(0, width),
+      ids: found.ids.slice(0, width),
+      state: this.select(found.state, [0]),
+    };
   }
 
   /** Gather `rows` (indices into the current rows, may repeat) of the state. */

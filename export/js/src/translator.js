@@ -58,31 +58,49 @@ export class Translator {
 
   /**
    * The nBest translations of each sentence, best first: {text, score}.
-   * Sentences are sorted longest first and decoded in batches (as Python does, so that a
-   * shortlist's batch union is the same); `workers` batches run at once.
+   * @param {object} [given] beamSize, nBest, maxLength, batchSize; `decodeBatch(sentences,
+   *   options)` may decode a batch elsewhere (Node.js worker threads), else it runs here
    */
-  async translateNBest(sentences, given = {}) {
+  async translateNBest(sentences, given = {}, decodeBatch = null) {
     const options = this.options(given);
-    const sources = this.encodeSources(sentences, options);
-    const results = sources.map(() => [{ text: '', score: 0 }]);
-    const order = sources.map((_, i) => i).filter((i) => sources[i].length > 0);
-    order.sort((a, b) => sources[b].length - sources[a].length); // stable, as Python's sorted
-    const batches = [];
-    for (let start = 0; start < order.length; start += options.batchSize) {
-      batches.push(order.slice(start, start + options.batchSize));
-    }
+    const results = sentences.map(() => [{ text: '', score: 0 }]);
+    const batches = this.batches(sentences, options);
+    const decode = decodeBatch ?? ((texts) => this.decodeBatch(texts, options));
     let next = 0;
     const worker = async () => {
       while (next < batches.length) {
         const rows = batches[next++];
-        const found = await this.search(rows.map((r) => sources[r]), options);
-        rows.forEach((row, i) => {
-          results[row] = found[i].map((h) => ({ text: this.targetTokenizer.decode(h.tokens), score: h.normalized }));
-        });
+        const found = await decode(rows.map((r) => sentences[r]), options);
+        rows.forEach((row, i) => (results[row] = found[i]));
       }
     };
     await Promise.all(Array.from({ length: Math.max(1, options.workers) }, worker));
     return results;
+  }
+
+  /**
+   * The batches Python decodes: non-empty sentences sorted longest first (in source pieces,
+   * a stable sort), cut into batches of batchSize. The same batches matter: a shortlist
+   * without output_mask scores the union of a batch's shortlists.
+   * @returns {number[][]} sentence indices per batch
+   */
+  batches(sentences, options) {
+    const lengths = this.encodeSources(sentences, options).map((ids) => ids.length);
+    const order = lengths.map((_, i) => i).filter((i) => lengths[i] > 0);
+    order.sort((a, b) => lengths[b] - lengths[a]);
+    const batches = [];
+    for (let start = 0; start < order.length; start += options.batchSize) {
+      batches.push(order.slice(start, start + options.batchSize));
+    }
+    return batches;
+  }
+
+  /** Decode one batch (sorted longest first, non-empty); per sentence its hypotheses. */
+  async decodeBatch(sentences, options) {
+    const found = await this.search(this.encodeSources(sentences, options), options);
+    return found.map((hypotheses) =>
+      hypotheses.map((h) => ({ text: this.targetTokenizer.decode(h.tokens), score: h.normalized })),
+    );
   }
 
   /** Source ids (no EOS) per sentence, cut to the model's limit; [] for a blank line. */

@@ -1,0 +1,50 @@
+"""The web page (export/web) in headless Chromium, driven by playwright-core: it loads the
+bundled translator served as static files, translates what is typed (offline once loaded)
+as Python does, and shows bad input as a visible message."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from seqgen.bundles.reader import load_bundle
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_browser_page_translates_as_python_does(
+    node_package: Path, bundled: Callable[[str], Path], data_dir: str, tmp_path: Path
+) -> None:
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install chromium chromium-driver)")
+    if not (node_package / "node_modules" / "playwright-core").is_dir():
+        pytest.skip("playwright-core is not installed: npm ci --prefix export/js")
+    bundle = bundled("multi30k-de-en")
+    source = Path(data_dir) / "multi30k" / "test_2016_flickr.de.gz"
+    sentences = gzip.decompress(source.read_bytes()).decode("utf-8").splitlines()[:3]
+    (tmp_path / "sentences.txt").write_text("\n".join(sentences) + "\n", encoding="utf-8")
+    driver = node_package.parent / "web" / "test" / "drive-page.mjs"
+    command = [
+        "node", str(driver), str(bundle), str(tmp_path / "sentences.txt"),
+        "--chromium", CHROMIUM, "--screenshot", str(tmp_path / "page.png"),
+        "--bad-bundle", "/web/no-such-bundle/",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    page = json.loads(result.stdout)
+    # What the page shows for one typed sentence is Python's translation of that sentence.
+    translator = load_bundle(bundle, device="cpu")
+    expected = [translator.translate([sentence])[0] for sentence in sentences]
+    assert [typed["output"] for typed in page["typed"]] == expected
+    assert all(t["error"] is None and t["timing"].endswith(" ms") for t in page["typed"])
+    assert page["emptyLine"] == {"output": "", "timing": "Type some text.", "error": None}
+    assert "longer than the model's limit of 100 pieces" in page["longLine"]
+    assert "no readable manifest.json" in page["badBundle"]
+    assert page["consoleErrors"] == []
+    assert (tmp_path / "page.png").stat().st_size > 10_000
