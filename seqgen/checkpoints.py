@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from seqgen.errors import CheckpointError, SeqgenError
+from seqgen.errors import CheckpointError, ConfigError, SeqgenError
 from seqgen.recipes import DEFAULT_TASK, recipe_from_dict
 from seqgen.task import Task, is_task, registered_tasks, task_named
 
@@ -29,7 +29,12 @@ def load_checkpoint_pipeline(path: str | Path, *, kind: str | None = None, devic
         )
     task = task_named(checkpoint.kind)
     check_task(path, task, expected)
-    recipe = recipe_from_dict(checkpoint.recipe)
+    try:
+        recipe = recipe_from_dict(checkpoint.recipe)
+    except ConfigError as error:
+        raise CheckpointError(
+            f"{path} has a damaged recipe ({error}); retrain or re-export it"
+        ) from None
     return task.hook("from_checkpoint")(checkpoint, recipe, Path(path), resolve_device(device))
 
 

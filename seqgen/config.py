@@ -9,12 +9,50 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
+import reprlib
 import typing
 from dataclasses import dataclass
 from typing import Any
 
 from seqgen.errors import ConfigError
+
+# Metadata (a checkpoint's recipe and tokenizer, a bundle's manifest) nests a few levels;
+# deeper is a hostile or broken file, refused before any recursive code walks it.
+MAX_JSON_DEPTH = 64
+# Values quoted in messages are cut short, so an error stays one readable line.
+_short = reprlib.Repr()
+_short.maxlevel, _short.maxstring, _short.maxother, _short.maxdict, _short.maxlist = 2, 60, 60, 4, 4
+_quote = _short.repr
+
+
+class JSONLimitError(ValueError):
+    """JSON text that parses, or would, past :data:`MAX_JSON_DEPTH` levels."""
+
+
+def parse_json(text: str | bytes) -> Any:
+    """``json.loads`` with a nesting limit: JSONLimitError (a ValueError, as
+    ``json.JSONDecodeError`` is) for text nested deeper than :data:`MAX_JSON_DEPTH`."""
+    try:
+        value = json.loads(text)
+    except RecursionError:  # the parser recursed past Python's limit (about 1,000 levels)
+        raise JSONLimitError(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
+    if json_depth(value) > MAX_JSON_DEPTH:
+        raise JSONLimitError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def json_depth(value: Any) -> int:
+    """How deeply ``value`` nests (a scalar: 0), walked without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def check_choice(where: str, value: str, choices: tuple[str, ...]) -> None:
@@ -114,13 +152,13 @@ def _coerce(where: str, value: Any, kind: Any) -> Any:
     if kind is int and isinstance(value, float) and value.is_integer():
         return int(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ConfigError(f"{where} = {value!r} is not a valid {kind.__name__}")
+        raise ConfigError(f"{where} = {_quote(value)} is not a valid {kind.__name__}")
     return value
 
 
 def build_section(cls: type, values: dict[str, Any], where: str) -> Any:
     if not isinstance(values, dict):
-        raise ConfigError(f"[{where}] must be a table of keys, got {values!r}")
+        raise ConfigError(f"[{where}] must be a table of keys, got {_quote(values)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for key in values:

@@ -45,13 +45,15 @@ def load(
     ``backend``: ``auto`` (ONNX Runtime for a bundle, PyTorch for a checkpoint), ``torch``
     or ``onnx``.
     """
-    from seqgen.bundles.reader import bundle_kind, load_bundle
+    from seqgen.bundles.reader import MANIFEST_FILE, bundle_kind, load_bundle, read_manifest
 
     path = model_path(path) if path is not None else None
     if backend not in BACKENDS:
         raise SeqgenError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     expected = task_of_kind(kind)
     found = bundle_kind(path) if path is not None else None
+    if found is None and path is not None and (Path(path) / MANIFEST_FILE).is_file():
+        read_manifest(Path(path))  # a damaged manifest: the one-line error that names it
     if found is not None:
         if backend == "torch":
             raise CheckpointError(

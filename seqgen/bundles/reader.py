@@ -36,12 +36,12 @@ can run a bundle without PyTorch installed.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import onnxruntime
 
+from seqgen.config import parse_json
 from seqgen.errors import CheckpointError, SeqgenError
 from seqgen.task import is_task, registered_tasks, task_named
 
@@ -57,6 +57,8 @@ ONNX_TYPE_NAMES = {
     "tensor(bool)": "bool",
 }
 EXPORT_HINT = "export one with: seqgen export --model CHECKPOINT --output DIR"
+# The keys under which a manifest entry names a file of the bundle.
+FILE_KEYS = ("file", "sentencepiece_model")
 
 
 def load_bundle(
@@ -135,8 +137,8 @@ def is_bundle(path: str | Path) -> bool:
 def bundle_kind(path: str | Path) -> str | None:
     """The ``kind`` a bundle's manifest states (``""`` if none), or None for no bundle."""
     try:
-        manifest = json.loads((Path(path) / MANIFEST_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        manifest = parse_json((Path(path) / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # a JSONLimitError too: read_manifest names it
         return None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         return None
@@ -144,10 +146,12 @@ def bundle_kind(path: str | Path) -> str | None:
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
-    """The manifest of a bundle folder, checked: format, version, kind and files present."""
+    """The manifest of a bundle folder, checked: format, version, kind, and files present,
+    each a plain name inside the folder (a bundle never reads outside it)."""
     if not (folder / MANIFEST_FILE).is_file():
         what = "no such folder" if not folder.exists() else f"no {MANIFEST_FILE}"
         raise CheckpointError(f"{folder} is not a seqgen bundle ({what}); {EXPORT_HINT}")
+    check_inside(folder, MANIFEST_FILE, folder / MANIFEST_FILE)
     manifest = read_json(folder / MANIFEST_FILE)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise CheckpointError(
@@ -173,10 +177,104 @@ def read_manifest(folder: Path) -> dict[str, Any]:
             f"{folder / MANIFEST_FILE} is damaged: it must list the graphs "
             f"{', '.join(task.graph_files)}; re-export the bundle"
         )
-    for name in (MANIFEST_FILE, *task.tokenizer_files, *task.graph_files.values()):
-        if not (folder / name).is_file():
-            raise CheckpointError(f"{folder} is missing {name}; re-export the bundle")
+    _check_files(folder, manifest, task)
     return manifest
+
+
+def _check_files(folder: Path, manifest: dict[str, Any], task: Any) -> None:
+    """CheckpointError unless every file the manifest names is a plain name inside the
+    bundle and every file the task reads is there (and no link out of the folder)."""
+    listed = listed_files(manifest)
+    for field, name in listed.items():
+        check_plain_name(folder, field, name)
+    required = {f"graphs.{graph}.file": file for graph, file in graph_files(manifest).items()}
+    # The tokenizer files the manifest names (a hand-written one may name none: the usual).
+    named = {k: v for k, v in listed.items() if k.startswith("tokenizer") and k.endswith(".file")}
+    required.update(named or {name: name for name in task.tokenizer_files})
+    for field, name in {**listed, **required}.items():
+        path = folder / name
+        if field in required and not path.is_file():
+            raise CheckpointError(f"{folder} is missing {name}; re-export the bundle")
+        check_inside(folder, field, path)
+
+
+def listed_files(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Every file name the manifest states, by its field (``graphs.step.file``,
+    ``tokenizers.source.sentencepiece_model``, ``shortlist.file``, ...)."""
+    entries: dict[str, Any] = {}
+    for name, entry in manifest["graphs"].items():
+        entries[f"graphs.{name}"] = entry
+    entries["tokenizer"] = manifest.get("tokenizer")
+    tokenizers = manifest.get("tokenizers")
+    for side, entry in tokenizers.items() if isinstance(tokenizers, dict) else ():
+        entries[f"tokenizers.{side}"] = entry
+    entries["shortlist"] = manifest.get("shortlist")
+    listed = {}
+    for where, entry in entries.items():
+        for key in FILE_KEYS:
+            if isinstance(entry, dict) and key in entry:
+                listed[f"{where}.{key}"] = entry[key]
+    return listed
+
+
+def graph_files(manifest: dict[str, Any]) -> dict[str, str]:
+    """Graph name -> its file, as the manifest names it (the task's usual name where the
+    manifest names none); :func:`read_manifest` has checked each is a plain name."""
+    task = task_named(manifest["kind"])
+    graphs = manifest["graphs"]
+    return {
+        name: graphs[name]["file"]
+        if isinstance(graphs.get(name), dict) and "file" in graphs[name]
+        else default
+        for name, default in task.graph_files.items()
+    }
+
+
+def tokenizer_file(manifest: dict[str, Any], default: str, side: str | None = None) -> str:
+    """The file of the bundle's tokenizer (of ``side``, for a task with several), as the
+    manifest names it, else ``default``; :func:`read_manifest` has checked the name."""
+    entry = manifest.get("tokenizer") if side is None else manifest.get("tokenizers")
+    if side is not None and isinstance(entry, dict):
+        entry = entry.get(side)
+    return entry["file"] if isinstance(entry, dict) and "file" in entry else default
+
+
+def bundle_file(folder: Path, name: Any, field: str) -> Path:
+    """``folder / name`` for a file name read from the manifest's ``field``, checked to be
+    a plain name of a file inside the bundle (CheckpointError otherwise)."""
+    check_plain_name(folder, field, name)
+    path = folder / name
+    check_inside(folder, field, path)
+    return path
+
+
+def check_plain_name(folder: Path, field: str, name: Any) -> None:
+    """CheckpointError unless ``name`` is a plain file name: a bundle never reads outside
+    its folder, so no separators, no ``..``, no absolute path (the JavaScript runtime
+    follows these names too)."""
+    plain = (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and not any(mark in name for mark in ("/", "\\", "\0", ":"))
+    )
+    if not plain:
+        raise CheckpointError(
+            f"{folder / MANIFEST_FILE}: {field} = {name!r} is not a plain file name inside "
+            "the bundle (a bundle reads only its own folder); re-export the bundle"
+        )
+
+
+def check_inside(folder: Path, field: str, path: Path) -> None:
+    """CheckpointError where ``path`` is a link that leads out of ``folder``."""
+    try:
+        inside = path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):  # a link loop
+        inside = False
+    if not inside:
+        raise CheckpointError(
+            f"{path} ({field}) is a link that leads outside the bundle, which a bundle "
+            "never reads; copy the file into the bundle folder or re-export it"
+        )
 
 
 def check_graph(path: Path, session: onnxruntime.InferenceSession, listed: Any) -> None:
@@ -203,8 +301,10 @@ def _describe(name: str, dtype: str, shape: Any) -> str:
 
 
 def read_json(path: Path) -> Any:
+    """A bundle's JSON file, nested no deeper than config.MAX_JSON_DEPTH; CheckpointError,
+    in one line, for a missing, unreadable or damaged one."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return parse_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(
             f"{path.parent} is missing {path.name}; re-export the bundle"

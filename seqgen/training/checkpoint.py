@@ -12,6 +12,7 @@ a half-written checkpoint.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from seqgen.config import parse_json
 from seqgen.errors import CheckpointError
 from seqgen.files import atomic_write
 
@@ -139,23 +141,119 @@ def load_checkpoint(path: str | Path, *, with_training_state: bool = False) -> C
             f"{path} has checkpoint format {version}, newer than this seqgen reads "
             f"({FORMAT_VERSION}); upgrade seqgen"
         )
+    return _decode(path, metadata, tensors, with_training_state=with_training_state)
+
+
+def _decode(
+    path: Path, metadata: dict[str, str], tensors: dict[str, torch.Tensor], **wanted: bool
+) -> Checkpoint:
+    """The checkpoint's metadata parsed and checked: each JSON entry a table nested no
+    deeper than config.MAX_JSON_DEPTH (a 200,000-deep one crashed the parser)."""
     try:
         checkpoint = Checkpoint(
             kind=metadata["kind"],
-            recipe=json.loads(metadata["recipe"]),
-            tokenizer=json.loads(metadata["tokenizer"]),
+            recipe=_table(metadata, "recipe"),
+            tokenizer=_table(metadata, "tokenizer"),
             weights={k: v for k, v in tensors.items() if not k.startswith(TRAINING_PREFIX)},
-            info=json.loads(metadata.get("info", "{}")),
+            info=_table(metadata, "info", default="{}"),
         )
-        if with_training_state and "training" in metadata:
-            checkpoint.training = _unflatten_training_state(
-                json.loads(metadata["training"]), tensors
-            )
-    except (KeyError, json.JSONDecodeError) as error:
+        if wanted["with_training_state"] and "training" in metadata:
+            skeleton = parse_json(metadata["training"])
+            checkpoint.training = _unflatten_training_state(skeleton, tensors)
+    except KeyError as error:
+        raise CheckpointError(
+            f"{path} has damaged metadata (no {error}); retrain or re-export it"
+        ) from None
+    except (TypeError, ValueError) as error:  # json's errors are ValueErrors
         raise CheckpointError(
             f"{path} has damaged metadata ({error}); retrain or re-export it"
         ) from None
     return checkpoint
+
+
+def _table(metadata: dict[str, str], key: str, *, default: str | None = None) -> dict[str, Any]:
+    """The JSON table stored under ``key``; ValueError for anything else."""
+    text = metadata[key] if default is None else metadata.get(key, default)
+    try:
+        value = parse_json(text)
+    except ValueError as error:
+        raise ValueError(f"its {key} is not readable JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"its {key} is a JSON {type(value).__name__}, not a table")
+    return value
+
+
+def build_model(
+    make: Callable[[], torch.nn.Module], checkpoint: Checkpoint, path: Path, device: torch.device
+) -> torch.nn.Module:
+    """``make()``, the model a checkpoint's config describes, with the checkpoint's weights,
+    on ``device``. The config is first built on the meta device (no memory) and checked
+    against the weights in the file (names, shapes, dtypes) and against the memory
+    available, so a damaged config (``hidden_size = 10**9``) is one CheckpointError line,
+    not a terabyte allocation."""
+    try:
+        with torch.device("meta"):
+            skeleton = make()
+    except (RuntimeError, ValueError, OverflowError) as error:  # sizes past int64
+        raise CheckpointError(
+            f"{path}: its config describes a model too large to build "
+            f"({str(error).splitlines()[0]}); the file is damaged: retrain or re-export it"
+        ) from None
+    check_weights(skeleton.state_dict(), checkpoint.weights, path)
+    check_memory(skeleton, path)
+    model = make()
+    load_weights(model, checkpoint, path, device)
+    return model
+
+
+def check_weights(
+    expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], path: Path
+) -> None:
+    """CheckpointError, in one line, where the weights in the file are not those the
+    config builds: a name missing or extra, another shape, or integers where floating
+    point weights belong (int8 tensors would load as garbage numbers)."""
+    damaged = "the file is damaged or its config is not its weights'; retrain or re-export it"
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    if missing or extra:
+        what = f"no {missing[0]}" if missing else f"an unknown tensor {extra[0]}"
+        raise CheckpointError(f"{path}: weights do not match its config ({what}); {damaged}")
+    for name, tensor in expected.items():
+        stored = found[name]
+        if tuple(stored.shape) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{path}: its config builds {name} of shape {tuple(tensor.shape)}, the file "
+                f"holds {tuple(stored.shape)}; {damaged}"
+            )
+        if stored.is_floating_point() != tensor.is_floating_point():
+            raise CheckpointError(
+                f"{path}: {name} is stored as {str(stored.dtype).removeprefix('torch.')} "
+                f"where {str(tensor.dtype).removeprefix('torch.')} belongs; {damaged}"
+            )
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can still give (Linux ``MemAvailable``), or None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(skeleton: torch.nn.Module, path: Path) -> None:
+    """CheckpointError where the model (float32) would not fit in the memory available."""
+    needed = sum(t.numel() * 4 for t in skeleton.state_dict().values())
+    available = available_memory()
+    if available is not None and needed > available:
+        raise CheckpointError(
+            f"{path}: its model needs {needed / 2**30:,.1f} GiB, more than the "
+            f"{available / 2**30:,.1f} GiB of memory available; free memory or use a "
+            "larger machine"
+        )
 
 
 def load_weights(
@@ -163,8 +261,11 @@ def load_weights(
 ) -> None:
     """Put a checkpoint's weights into ``model`` (float32) and move it to ``device``;
     CheckpointError, in one line, where they do not fit the model its config builds."""
+    check_weights(model.state_dict(), checkpoint.weights, path)
     try:
-        model.load_state_dict({k: v.float() for k, v in checkpoint.weights.items()})
+        model.load_state_dict(
+            {k: v.float() if v.is_floating_point() else v for k, v in checkpoint.weights.items()}
+        )
     except RuntimeError as error:
         first_line = str(error).splitlines()[0]
         raise CheckpointError(f"{path}: weights do not match its config ({first_line})") from None

@@ -8,10 +8,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from seqgen.bundles.reader import MANIFEST_FILE, open_step_function, read_json
+from seqgen.bundles.reader import (
+    MANIFEST_FILE,
+    graph_files,
+    open_step_function,
+    read_json,
+    tokenizer_file,
+)
 from seqgen.errors import CheckpointError, ConfigError
 from seqgen.recipes import Recipe, recipe_from_dict
-from seqgen.tasks.classification import GRAPH_FILES, TOKENIZER_FILE
+from seqgen.tasks.classification import TOKENIZER_FILE
 from seqgen.tasks.classification.pipeline import Classifier
 from seqgen.text import tokenizer_from_dict
 
@@ -20,15 +26,19 @@ def from_checkpoint(checkpoint: Any, recipe: Recipe, path: Path, device: Any) ->
     """The classifier of a loaded checkpoint, on PyTorch on ``device`` (a torch.device)."""
     from seqgen.tasks.classification.model import SequenceClassifier
     from seqgen.tasks.classification.torch_step import ClassifierTorchStep
-    from seqgen.training.checkpoint import load_weights
+    from seqgen.training.checkpoint import build_model
 
     try:
         tokenizer = tokenizer_from_dict(checkpoint.tokenizer["text"])
         labels = [str(label) for label in checkpoint.tokenizer["labels"]]
     except (KeyError, TypeError):
         raise CheckpointError(f"{path}: a classifier needs a tokenizer and labels") from None
-    model = SequenceClassifier(recipe.model, tokenizer.vocab_size, len(labels))
-    load_weights(model, checkpoint, path, device)
+    model = build_model(
+        lambda: SequenceClassifier(recipe.model, tokenizer.vocab_size, len(labels)),
+        checkpoint,
+        path,
+        device,
+    )
     return Classifier(
         ClassifierTorchStep(model.eval()),
         tokenizer,
@@ -45,8 +55,9 @@ def from_bundle(folder: Path, manifest: dict[str, Any], **runtime: Any) -> Class
     see ``seqgen.bundles.reader.load_bundle``)."""
     from seqgen.tasks.classification.onnx_step import ClassifierOnnxStep
 
-    tokenizer = tokenizer_from_dict(read_json(folder / TOKENIZER_FILE))
-    step_function = open_step_function(ClassifierOnnxStep, folder, manifest, GRAPH_FILES, **runtime)
+    tokenizer = tokenizer_from_dict(read_json(folder / tokenizer_file(manifest, TOKENIZER_FILE)))
+    files = graph_files(manifest)  # checked by read_manifest: plain names inside the bundle
+    step_function = open_step_function(ClassifierOnnxStep, folder, manifest, files, **runtime)
     try:
         recipe = recipe_from_dict(manifest["recipe"])
         labels = [str(label) for label in manifest["labels"]]

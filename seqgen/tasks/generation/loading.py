@@ -8,11 +8,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from seqgen.bundles.reader import MANIFEST_FILE, open_step_function, read_json
+from seqgen.bundles.reader import (
+    MANIFEST_FILE,
+    graph_files,
+    open_step_function,
+    read_json,
+    tokenizer_file,
+)
 from seqgen.decoding.options import resolve_options
 from seqgen.errors import CheckpointError, SeqgenError
 from seqgen.recipes import Recipe
-from seqgen.tasks.generation import GRAPH_FILES, TOKENIZER_FILE
+from seqgen.tasks.generation import TOKENIZER_FILE
 from seqgen.tasks.generation.pipeline import GenerationOptions, Generator
 from seqgen.text import tokenizer_from_dict
 
@@ -21,11 +27,12 @@ def from_checkpoint(checkpoint: Any, recipe: Recipe, path: Path, device: Any) ->
     """The generator of a loaded checkpoint, on PyTorch on ``device`` (a torch.device)."""
     from seqgen.tasks.generation.model import LanguageModel
     from seqgen.tasks.generation.torch_step import LanguageModelStep
-    from seqgen.training.checkpoint import load_weights
+    from seqgen.training.checkpoint import build_model
 
     tokenizer = tokenizer_from_dict(checkpoint.tokenizer)
-    model = LanguageModel(recipe.model, tokenizer.vocab_size)
-    load_weights(model, checkpoint, path, device)
+    model = build_model(
+        lambda: LanguageModel(recipe.model, tokenizer.vocab_size), checkpoint, path, device
+    )
     return Generator(
         LanguageModelStep(model),
         tokenizer,
@@ -40,10 +47,9 @@ def from_bundle(folder: Path, manifest: dict[str, Any], **runtime: Any) -> Gener
     io_binding; see ``seqgen.bundles.reader.load_bundle``)."""
     from seqgen.tasks.generation.onnx_step import OnnxLanguageModelStep
 
-    tokenizer = tokenizer_from_dict(read_json(folder / TOKENIZER_FILE))
-    step_function = open_step_function(
-        OnnxLanguageModelStep, folder, manifest, GRAPH_FILES, **runtime
-    )
+    tokenizer = tokenizer_from_dict(read_json(folder / tokenizer_file(manifest, TOKENIZER_FILE)))
+    files = graph_files(manifest)  # checked by read_manifest: plain names inside the bundle
+    step_function = open_step_function(OnnxLanguageModelStep, folder, manifest, files, **runtime)
     info = manifest.get("training_info", {})
     return Generator(step_function, tokenizer, _stored_defaults(folder, manifest), info=info)
 

@@ -10,10 +10,17 @@ from typing import Any
 
 import numpy as np
 
-from seqgen.bundles.reader import MANIFEST_FILE, open_step_function, read_json
+from seqgen.bundles.reader import (
+    MANIFEST_FILE,
+    bundle_file,
+    graph_files,
+    open_step_function,
+    read_json,
+    tokenizer_file,
+)
 from seqgen.errors import CheckpointError, ConfigError
 from seqgen.recipes import Recipe, recipe_from_dict
-from seqgen.tasks.translation import GRAPH_FILES, TOKENIZER_FILES
+from seqgen.tasks.translation import TOKENIZER_FILES
 from seqgen.tasks.translation.pipeline import Translator
 from seqgen.text import tokenizer_from_dict
 
@@ -22,7 +29,7 @@ def from_checkpoint(checkpoint: Any, recipe: Recipe, path: Path, device: Any) ->
     """The translator of a loaded checkpoint, on PyTorch on ``device`` (a torch.device)."""
     from seqgen.tasks.translation.model import EncoderDecoder
     from seqgen.tasks.translation.torch_step import TranslatorStep
-    from seqgen.training.checkpoint import load_weights
+    from seqgen.training.checkpoint import build_model
 
     try:
         source, target = (
@@ -32,8 +39,12 @@ def from_checkpoint(checkpoint: Any, recipe: Recipe, path: Path, device: Any) ->
         raise CheckpointError(
             f"{path}: a translation model needs source and target tokenizers"
         ) from None
-    model = EncoderDecoder(recipe.model, source.vocab_size, target.vocab_size)
-    load_weights(model, checkpoint, path, device)
+    model = build_model(
+        lambda: EncoderDecoder(recipe.model, source.vocab_size, target.vocab_size),
+        checkpoint,
+        path,
+        device,
+    )
     return Translator(TranslatorStep(model.eval()), source, target, recipe, checkpoint.info)
 
 
@@ -42,11 +53,13 @@ def from_bundle(folder: Path, manifest: dict[str, Any], **runtime: Any) -> Trans
     io_binding; see ``seqgen.bundles.reader.load_bundle``)."""
     from seqgen.tasks.translation.onnx_step import OnnxTranslatorStep
 
+    # The files the manifest names, checked by read_manifest: plain names inside the bundle.
     tokenizers = {
-        side: tokenizer_from_dict(read_json(folder / file))
+        side: tokenizer_from_dict(read_json(folder / tokenizer_file(manifest, file, side)))
         for side, file in TOKENIZER_FILES.items()
     }
-    step_function = open_step_function(OnnxTranslatorStep, folder, manifest, GRAPH_FILES, **runtime)
+    files = graph_files(manifest)
+    step_function = open_step_function(OnnxTranslatorStep, folder, manifest, files, **runtime)
     if step_function.takes_output_ids:
         step_function.use_shortlist(*_read_shortlist(folder, manifest))
     try:
@@ -64,7 +77,8 @@ def _read_shortlist(folder: Path, manifest: dict[str, Any]) -> tuple[np.ndarray,
     frequent tokens ``(N,)`` (int64) and the target vocabulary's size."""
     try:
         entry, model = manifest["shortlist"], manifest["model"]
-        stored = read_json(folder / entry["file"])
+        # A bundle never reads outside its folder (read_manifest checked it too).
+        stored = read_json(bundle_file(folder, entry["file"], "shortlist.file"))
         table = np.asarray(stored["table"], dtype=np.int64)
         frequent = np.asarray(stored["frequent"], dtype=np.int64)
         vocab_size = int(model["target_vocab_size"])
