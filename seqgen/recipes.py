@@ -106,7 +106,31 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recip
         raise ConfigError(f"{path} is not valid TOML: {error}") from None
     except OSError as error:  # a folder, no permission, ...
         raise ConfigError(f"cannot read recipe {path} ({error.strerror or error})") from None
-    return recipe_from_dict(apply_overrides(values, overrides))
+    recipe = recipe_from_dict(apply_overrides(values, overrides))
+    check_data_sources(recipe)
+    return recipe
+
+
+# A data section's fields that name the user's own files: read only when its corpus is "".
+FILE_FIELD_ENDINGS = ("_source", "_target", "_file")
+
+
+def check_data_sources(recipe: Recipe) -> None:
+    """ConfigError where the data section names a corpus and files too: the corpus wins and
+    the files would never be read, without a word (``--set data.train_source=FILE`` on a
+    recipe naming ``data.corpus``). Checked for recipes being trained, not for the recipes
+    stored in checkpoints, which were trained as they say."""
+    corpus = getattr(recipe.data, "corpus", "")
+    if not corpus:
+        return
+    for field in dataclasses.fields(recipe.data):
+        value = getattr(recipe.data, field.name)
+        if field.name.endswith(FILE_FIELD_ENDINGS) and value:
+            raise ConfigError(
+                f"data.{field.name} = {value!r} would be ignored: files are read only when "
+                f"data.corpus is empty, and this recipe names data.corpus = {corpus!r}; add "
+                f"--set data.corpus= to train on your files, or leave data.{field.name} out"
+            )
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:

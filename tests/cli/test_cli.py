@@ -254,77 +254,8 @@ def test_evaluate_the_validation_split_by_default(trained_run: Path) -> None:
 
 
 # --- bad input: one line, non-zero exit, no traceback ---------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("args", "words"),
-    [
-        (("--max-new-tokens", "0"), ("max_new_tokens = 0", "at least 1")),
-        (("--temperature", "-1"), ("temperature = -1.0", ">= 0")),
-        (("--top-p", "0"), ("top_p = 0.0", "(0, 1]")),
-        (("--top-p", "1.5"), ("top_p = 1.5",)),
-        (("--top-k", "-2"), ("top_k = -2",)),
-        (("--num-samples", "0"), ("num_samples",)),
-        (("--strategy", "beam", "--num-samples", "9"), ("beam_size is 5", "--beam-size")),
-        (("--strategy", "nucleus"), ("'nucleus' is not one of",)),
-    ],
-)
-def test_bad_generation_options(trained_run: Path, args: tuple[str, ...], words) -> None:
-    assert_one_line_error(invoke("generate", "--model", trained_run, *args), *words)
-
-
-def test_bad_generation_options_fail_before_loading_a_model(tmp_path: Path) -> None:
-    result = invoke("generate", "--model", tmp_path / "nothing", "--max-new-tokens", "0")
-    assert_one_line_error(result, "max_new_tokens")
-
-
-def test_missing_checkpoint(tmp_path: Path) -> None:
-    missing = tmp_path / "missing.safetensors"
-    assert_one_line_error(
-        invoke("generate", "--model", missing), "no such checkpoint", str(missing)
-    )
-    assert_one_line_error(invoke("generate", "--model", tmp_path), "no such checkpoint")
-    assert_one_line_error(invoke("evaluate", "--model", missing), "no such checkpoint")
-
-
-@pytest.mark.parametrize("command", ["generate", "evaluate"])
-def test_corrupt_checkpoint(tmp_path: Path, trained_run: Path, command: str) -> None:
-    corrupt = tmp_path / "corrupt.safetensors"
-    data = (trained_run / "best.safetensors").read_bytes()
-    corrupt.write_bytes(data[: len(data) // 2])
-    assert_one_line_error(invoke(command, "--model", corrupt), "not a readable checkpoint")
-    corrupt.write_bytes(os.urandom(1000))
-    assert_one_line_error(invoke(command, "--model", corrupt), "corrupt or truncated")
-
-
-def test_unknown_recipe_key(tmp_path: Path, write_recipe) -> None:
-    run = tmp_path / "run"
-    result = invoke("train", write_recipe(), "--output", run, "--set", "train.learning_rat=1")
-    assert_one_line_error(result, "train.learning_rat", "did you mean 'learning_rate'")
-    assert not run.exists()
-
-
-@pytest.mark.parametrize(
-    ("override", "words"),
-    [
-        ("train.max_steps=ten", ("train.max_steps = 'ten' is not a valid int",)),
-        ("model.cell=transformer", ("model.cell", "lstm, gru, rnn")),
-        ("train", ("section.key=value",)),
-    ],
-)
-def test_bad_overrides(tmp_path: Path, write_recipe, override: str, words) -> None:
-    result = invoke("train", write_recipe(), "--output", tmp_path / "run", "--set", override)
-    assert_one_line_error(result, *words)
-
-
-def test_missing_recipe(tmp_path: Path) -> None:
-    assert_one_line_error(invoke("train", tmp_path / "nope.toml"), "no such recipe")
-
-
-def test_invalid_toml_recipe(tmp_path: Path) -> None:
-    recipe = tmp_path / "broken.toml"
-    recipe.write_text("[train\n", encoding="utf-8")
-    assert_one_line_error(invoke("train", recipe), "is not valid TOML")
+# The battery of one-line errors is tests/cli/test_bad_input.py; here, the cases that also
+# check what is left on disk, or need a subprocess.
 
 
 def test_non_utf8_training_file(tmp_path: Path, write_recipe) -> None:
@@ -343,41 +274,6 @@ def test_empty_training_file(tmp_path: Path, write_recipe) -> None:
     result = invoke("train", write_recipe(empty), "--output", tmp_path / "run", "--quiet")
     assert_one_line_error(result, "empty.txt is empty")
     assert no_temporary_files(tmp_path)
-
-
-def test_existing_run_without_resume(trained_run: Path, write_recipe) -> None:
-    result = invoke("train", write_recipe(), "--output", trained_run, "--quiet")
-    assert_one_line_error(result, "already holds a run", "--resume")
-
-
-def test_resume_with_nothing_to_resume(tmp_path: Path, write_recipe) -> None:
-    result = invoke("train", write_recipe(), "--output", tmp_path / "new", "--resume")
-    assert_one_line_error(result, "no last.safetensors")
-
-
-def test_evaluate_test_split_without_one(trained_run: Path) -> None:
-    result = invoke("evaluate", "--model", trained_run, "--split", "test")
-    assert_one_line_error(result, "no 'test' split", "--file")
-
-
-def test_evaluate_split_and_file_together(trained_run: Path, corpus_file: Path) -> None:
-    result = invoke("evaluate", "--model", trained_run, "--split", "val", "--file", corpus_file)
-    assert_one_line_error(result, "--split", "not both")
-
-
-@pytest.mark.parametrize(
-    ("content", "words"),
-    [(b"", ("is empty",)), (b"\xff\xfe bad bytes", ("is not UTF-8",))],
-    ids=["empty", "not-utf8"],
-)
-def test_evaluate_a_bad_file(tmp_path: Path, trained_run: Path, content: bytes, words) -> None:
-    text = tmp_path / "score-me.txt"
-    text.write_bytes(content)
-    assert_one_line_error(invoke("evaluate", "--model", trained_run, "--file", text), *words)
-    missing = tmp_path / "missing.txt"
-    assert_one_line_error(
-        invoke("evaluate", "--model", trained_run, "--file", missing), "no such file"
-    )
 
 
 def test_an_interrupted_run_leaves_no_half_written_files(
@@ -417,21 +313,6 @@ def test_a_copied_run_folder_still_loads(tmp_path: Path, trained_run: Path) -> N
     shutil.copytree(trained_run, copy)
     (copy / "metrics.csv").unlink()
     assert_ok(generate(copy, "--prompt", "The", "--seed", "1"))
-
-
-@pytest.mark.parametrize("command", ["generate", "translate", "classify", "evaluate"])
-def test_an_unknown_device_is_refused_in_one_line(command: str) -> None:
-    result = CliRunner().invoke(main, [command, "--device", "bogus"], input="hello\n")
-    assert_one_line_error(result, "unknown device 'bogus'", "cpu, cuda")
-
-
-def test_an_output_folder_that_cannot_be_made_is_one_line(tmp_path: Path, write_recipe) -> None:
-    blocker = tmp_path / "a-file"
-    blocker.write_text("not a folder\n", encoding="utf-8")
-    result = invoke("train", write_recipe(), "--output", blocker / "run")
-    assert_one_line_error(result, "cannot create the run folder", "--output")
-    result = invoke("export", "--model", "spam", "--output", blocker / "bundle")
-    assert_one_line_error(result, "cannot write a bundle", "--output")
 
 
 def test_export_without_its_extra_names_the_extra(tmp_path: Path) -> None:
