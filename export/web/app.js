@@ -9,6 +9,7 @@ const page = Object.fromEntries(
   ['task', 'status', 'error', 'input', 'input-label', 'beam', 'beam-label', 'max-length', 'length-label', 'output', 'timing'].map((id) => [id, document.getElementById(id)]),
 );
 const VERBS = { translation: 'translator', generation: 'generator', classification: 'classifier' };
+const DONE = { translation: 'translated', generation: 'generated', classification: 'classified' };
 
 // The WebAssembly files sit beside ort.wasm.min.mjs; one thread, since a page served without
 // cross-origin isolation has no SharedArrayBuffer.
@@ -36,7 +37,11 @@ async function load() {
   page['beam-label'].hidden = model.task === 'classification';
   page['length-label'].hidden = model.task === 'classification';
   if (model.task === 'generation') page['max-length'].value = 100;
-  if (model.task === 'translation') page.beam.value = model.options().beamSize;
+  if (model.task === 'translation') {
+    page.beam.value = model.options().beamSize;
+    page['max-length'].value = ''; // the model's own bound, from the source's length
+    page['max-length'].placeholder = 'auto';
+  }
   page.input.disabled = false;
   page.input.focus();
   return model;
@@ -88,7 +93,7 @@ async function main() {
       if (call !== latest) return; // a newer keystroke's answer is on its way
       const milliseconds = performance.now() - started;
       page.output.textContent = result;
-      page.timing.textContent = `${milliseconds.toFixed(0)} ms`;
+      page.timing.textContent = `${DONE[model.task]} in ${milliseconds.toFixed(0)} ms`;
       page.output.dataset.done = String(call);
     } catch (error) {
       if (call === latest) showError(error.message);

@@ -3,7 +3,7 @@
 // with a bundle, type each sentence, read what the page shows. Prints one JSON object.
 //
 //   node export/web/test/drive-page.mjs BUNDLE_DIR SENTENCES_FILE [--screenshot PNG]
-//       [--bench N] [--chromium PATH] [--bad-bundle DIR]
+//       [--type N] [--bench N] [--chromium PATH] [--bad-bundle DIR]
 //
 // --bench N also times the model itself inside the page on the first N sentences (greedy and
 // beam 5, sentences per second); --bad-bundle loads the page with that folder and reports the
@@ -56,7 +56,7 @@ async function main() {
     result.bytes = await page.evaluate(() => performance.getEntriesByType('resource').reduce((sum, e) => sum + (e.encodedBodySize || 0), 0));
     await context.setOffline(true); // from here on the page must need no network
     result.typed = [];
-    for (const line of lines) result.typed.push(await typeAndRead(page, line));
+    for (const line of lines.slice(0, Number(options.type ?? 3))) result.typed.push(await typeAndRead(page, line));
     if (options.screenshot) await page.screenshot({ path: options.screenshot });
     const empty = await typeAndRead(page, ' ');
     result.emptyLine = { output: empty.output, timing: empty.timing, error: empty.error };
