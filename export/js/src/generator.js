@@ -96,6 +96,9 @@ export class Generator {
     if (!Number.isInteger(options.maxNewTokens) || options.maxNewTokens < 0) {
       throw new BundleError(`max length ${options.maxNewTokens}; it must be a whole number >= 0`);
     }
+    if ((d.no_repeat_ngram_size ?? 0) > 0) {
+      throw new BundleError(`the bundle generates with no_repeat_ngram_size = ${d.no_repeat_ngram_size}, which this runtime does not implement yet`);
+    }
     if (!(options.temperature > 0 && options.temperature <= 100)) {
       throw new BundleError(`temperature ${options.temperature}; it must be in (0, 100]`);
     }

@@ -35,6 +35,10 @@ export class Translator {
     if (!Number.isInteger(options.nBest) || options.nBest < 1 || options.nBest > options.beamSize) {
       throw new BundleError(`n-best ${options.nBest}; it must be between 1 and the beam size (${options.beamSize})`);
     }
+    if (options.noRepeatNgramSize > 0) {
+      // Not ported yet: decoding without the ban would print other text than Python's.
+      throw new BundleError(`the bundle decodes with no_repeat_ngram_size = ${options.noRepeatNgramSize}, which this runtime does not implement yet`);
+    }
     return options;
   }
 
@@ -46,6 +50,7 @@ export class Translator {
       maxLengthRatio: d.max_length_ratio ?? 1.5,
       maxLengthOffset: d.max_length_offset ?? 10,
       minLengthRatio: d.min_length_ratio ?? 0,
+      noRepeatNgramSize: d.no_repeat_ngram_size ?? 0,
       batchSize: d.batch_size ?? 100,
       maxSourceLength: d.max_source_length ?? Infinity,
     };
