@@ -76,7 +76,9 @@ class LoopConfig:
     """What every training loop shares: steps, time budget, AdamW, schedule, checkpoints."""
 
     max_steps: int = 5000
-    max_minutes: float = 0.0  # stop after this much wall-clock training time; 0 = no limit
+    # Stop after this many minutes of wall-clock time in this invocation (validation
+    # included; a run resumed with --resume gets them afresh); 0 = no limit.
+    max_minutes: float = 0.0
     learning_rate: float = 2e-3
     min_learning_rate: float = 1e-4  # where the cosine schedule ends
     warmup_steps: int = 100

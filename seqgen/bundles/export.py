@@ -155,12 +155,49 @@ def _staging_folder(output: Path) -> Path:
     one line, where ``output``'s parent cannot be written."""
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
+        remove_stale_staging(output)
+        # The exporting process's id in the name tells a later export whether it is stale.
+        prefix = f".{output.name}.pid{os.getpid()}."
+        return Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=output.parent))
     except OSError as error:
         raise CheckpointError(
             f"cannot write a bundle beside {output} ({error.strerror or error}); "
             "choose another --output"
         ) from None
+
+
+def remove_stale_staging(output: Path) -> list[Path]:
+    """Remove what killed exports to ``output`` left beside it; returns what it removed.
+
+    A staging folder ``.<name>.pid<PID>.<random>.tmp`` is stale once process PID has ended
+    (a live one may be another export writing now); a ``.<name>.old-<hex>`` folder is the
+    bundle a killed export was replacing, stale once ``output`` holds a bundle again."""
+    removed = []
+    for staging in output.parent.glob(f".{output.name}.pid*.tmp"):
+        pid = staging.name[len(output.name) + 5 :].partition(".")[0]
+        if staging.is_dir() and pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(staging, ignore_errors=True)
+            removed.append(staging)
+    if is_bundle(output):
+        for previous in output.parent.glob(f".{output.name}.old-*"):
+            shutil.rmtree(previous, ignore_errors=True)
+            removed.append(previous)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (a staging folder another machine is
+    writing on a shared disk looks stale here: exporting to one folder from two machines
+    at once is not supported)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def manifest_header(kind: str, *, fp16: bool, int8: bool = False) -> dict[str, Any]:

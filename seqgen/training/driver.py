@@ -85,11 +85,20 @@ class EpochTrainer:
 def drive(
     trainer: Trainer, config: LoopConfig, *, show_progress: bool
 ) -> tuple[Progress, LoopStats]:
-    """Train until ``max_steps`` or ``max_minutes``; validate every ``eval_every`` steps."""
+    """Train until ``max_steps`` or ``max_minutes``; validate every ``eval_every`` steps.
+
+    ``max_minutes`` counts this invocation's wall-clock time (validation included): a run
+    resumed with ``--resume`` gets the whole budget again, while ``run.elapsed`` (the
+    ``elapsed_seconds`` of metrics.csv) keeps counting the run's total time.
+    """
     run = trainer.run_state
-    progress = Progress(config.max_steps, enabled=show_progress, log_every=config.log_every)
+    budget = config.max_minutes * 60 if config.max_minutes > 0 else None
+    progress = Progress(
+        config.max_steps, enabled=show_progress, log_every=config.log_every, seconds=budget
+    )
     stats = LoopStats()
-    started = time.perf_counter() - run.elapsed
+    invoked = time.perf_counter()
+    started = invoked - run.elapsed  # the run's start, earlier invocations included
     window_start, window_tokens = time.perf_counter(), 0
     while run.step < config.max_steps:
         step_start = time.perf_counter()
@@ -111,7 +120,7 @@ def drive(
                 elapsed_seconds=run.elapsed,
             )
             window_start, window_tokens = time.perf_counter(), 0
-        out_of_time = config.max_minutes > 0 and run.elapsed >= config.max_minutes * 60
+        out_of_time = budget is not None and time.perf_counter() - invoked >= budget
         if run.step % config.eval_every == 0 or run.step == config.max_steps or out_of_time:
             trainer.validate_and_save(progress)
             # Validation time is not training throughput.

@@ -24,6 +24,14 @@ COLUMNS = (
 )
 
 
+def _whole(row: dict[str | None, str | None]) -> bool:
+    """Whether a row read back is whole: a process killed while appending (kill -9) may
+    leave its last line cut short, which is then dropped instead of kept half."""
+    step = row.get("step")
+    no_field_missing = all(value is not None for value in row.values())
+    return None not in row and no_field_missing and step is not None and step.isdigit()
+
+
 class MetricsLog:
     """Appends rows to a CSV file, writing the header when the file is new."""
 
@@ -34,8 +42,10 @@ class MetricsLog:
         """Drop the rows after ``step``: what an interrupted run logged past its checkpoint."""
         if not self.path.exists():
             return
-        with self.path.open(newline="", encoding="utf-8") as handle:
-            rows = [row for row in csv.DictReader(handle) if int(row["step"]) <= step]
+        with self.path.open(newline="", encoding="utf-8", errors="replace") as handle:
+            rows = [
+                row for row in csv.DictReader(handle) if _whole(row) and int(row["step"]) <= step
+            ]
 
         def write(temporary: str) -> None:
             with open(temporary, "w", newline="", encoding="utf-8") as handle:

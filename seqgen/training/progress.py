@@ -14,8 +14,18 @@ def _clock(seconds: float) -> str:
 class Progress:
     """Redraws one line on a terminal; prints a line every ``log_every`` steps otherwise."""
 
-    def __init__(self, total_steps: int, *, enabled: bool = True, log_every: int = 50) -> None:
+    def __init__(
+        self,
+        total_steps: int,
+        *,
+        enabled: bool = True,
+        log_every: int = 50,
+        seconds: float | None = None,
+    ) -> None:
+        """``seconds``: the time budget (train.max_minutes) that stops training before
+        ``total_steps`` if it runs out first; the ETA is the sooner of the two."""
         self.total_steps = total_steps
+        self.seconds = seconds
         self.enabled = enabled
         self.log_every = log_every
         self.interactive = sys.stderr.isatty()
@@ -28,7 +38,10 @@ class Progress:
         if self.first_step is None:
             self.first_step = step - 1
         done = step - self.first_step
-        remaining = (time.perf_counter() - self.start) / max(1, done) * (self.total_steps - step)
+        spent = time.perf_counter() - self.start
+        remaining = spent / max(1, done) * (self.total_steps - step)
+        if self.seconds is not None:
+            remaining = min(remaining, self.seconds - spent)
         width = 24
         filled = int(width * step / max(1, self.total_steps))
         bar = "#" * filled + "-" * (width - filled)

@@ -80,6 +80,7 @@ def open_run(recipe: Recipe, output_dir: Path, *, resume: bool) -> tuple[Recipe,
     Seeds torch's RNG from the recipe (a resumed run then restores the saved RNG state).
     """
     prepare_output_dir(output_dir, resume=resume)
+    remove_leftovers(output_dir)
     last = None
     if resume:
         last = load_checkpoint(output_dir / "last.safetensors", with_training_state=True)
@@ -96,3 +97,25 @@ def save_validated(
     if improved:
         save_checkpoint(output_dir / "best.safetensors", checkpoint_of(False))
     save_checkpoint(output_dir / "last.safetensors", checkpoint_of(True))
+    remove_leftovers(output_dir)
+
+
+# The files a run writes through files.atomic_write, whose temporary name is
+# ``.<name>.<random>.tmp``: a process killed while writing one (kill -9, a power cut)
+# leaves that hidden file behind.
+RUN_FILES = ("best.safetensors", "last.safetensors", "metrics.csv")
+
+
+def remove_leftovers(output_dir: Path) -> list[Path]:
+    """Remove the temporary files a killed run left in its folder; returns them.
+
+    Safe because a run folder has one writer: a new run refuses a folder holding a run,
+    and this run's own temporary files are renamed into place before it calls this."""
+    removed = []
+    for name in RUN_FILES:
+        for leftover in output_dir.glob(f".{name}.*.tmp"):
+            leftover.unlink(missing_ok=True)
+            removed.append(leftover)
+    if removed:
+        logger.info("removed %d temporary files a killed run left in %s", len(removed), output_dir)
+    return removed
