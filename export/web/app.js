@@ -62,6 +62,8 @@ async function run(model, text) {
   if (model.task === 'generation') {
     return model.generate(text, { strategy: 'greedy', maxNewTokens: number(page['max-length']) });
   }
+  const tokens = model.tokenizer.encode(text).length;
+  if (tokens > model.maxLength) showError(`The text has ${tokens} tokens; the model reads the first ${model.maxLength}.`);
   const [best] = await model.classify([text], { topK: model.labels.length });
   return best.map(([label, p]) => `${label} ${(100 * p).toFixed(1)}%`).join('   ');
 }

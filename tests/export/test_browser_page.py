@@ -48,3 +48,24 @@ def test_browser_page_translates_as_python_does(
     assert "no readable manifest.json" in page["badBundle"]
     assert page["consoleErrors"] == []
     assert (tmp_path / "page.png").stat().st_size > 10_000
+
+
+def test_browser_page_classifies_as_python_does(
+    node_package: Path, bundled: Callable[[str], Path], tmp_path: Path
+) -> None:
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install chromium chromium-driver)")
+    bundle = bundled("sentiment")
+    texts = ["a gorgeous , witty , seductive movie .", "a dull , lifeless mess ."]
+    (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    driver = node_package.parent / "web" / "test" / "drive-page.mjs"
+    texts_file = str(tmp_path / "texts.txt")
+    command = ["node", str(driver), str(bundle), texts_file, "--chromium", CHROMIUM]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    page = json.loads(result.stdout)
+    classified = load_bundle(bundle, device="cpu").classify(texts, top_k=2)
+    expected = ["   ".join(f"{label} {100 * p:.1f}%" for label, p in best) for best in classified]
+    assert [typed["output"] for typed in page["typed"]] == expected
+    assert page["longLine"] is not None and "the model reads the first 80" in page["longLine"]
+    assert page["consoleErrors"] == []
