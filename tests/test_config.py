@@ -6,9 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from seqgen.config import MAX_JSON_DEPTH, json_depth, parse_json
 from seqgen.errors import ConfigError, SeqgenError
 from seqgen.recipes import Recipe, apply_overrides, load_recipe, recipe_from_dict, recipe_to_dict
+from seqgen.task import registered_tasks
 from seqgen.tasks.generation.config import (
     GenerationDecodingConfig,
     LanguageModelConfig,
@@ -291,3 +295,112 @@ def test_every_shipped_recipe_parses(path: Path) -> None:
     recipe = load_recipe(path)
     assert recipe.task in ("generation", "translation", "classification")
     assert recipe_from_dict(recipe_to_dict(recipe)) == recipe
+
+
+# --- property-based (hypothesis): the parser and overrides on any input -----------------------
+
+
+FAST = settings(max_examples=80, deadline=None)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+def section_fields() -> list[tuple[str, str, str]]:
+    """(task, section, key) for every key of every registered task's recipe."""
+    import dataclasses
+
+    return [
+        (task.name, section, field.name)
+        for task in registered_tasks().values()
+        for section, cls in task.sections.items()
+        for field in dataclasses.fields(cls)
+    ]
+
+
+FIELDS = section_fields()
+
+
+@FAST
+@given(values=json_values)
+def test_any_json_recipe_is_a_recipe_or_one_config_error(values: object) -> None:
+    """A checkpoint's or bundle's stored recipe may be anything: it builds, or fails with a
+    ConfigError of one line, never another exception."""
+    try:
+        recipe_from_dict(values)  # type: ignore[arg-type]
+    except ConfigError as error:
+        assert "\n" not in str(error)
+
+
+@FAST
+@given(field=st.sampled_from(FIELDS), value=json_values)
+def test_any_value_for_any_key_is_taken_or_one_config_error(
+    field: tuple[str, str, str], value: object
+) -> None:
+    task, section, key = field
+    try:
+        recipe = recipe_from_dict({"task": task, section: {key: value}})
+    except ConfigError as error:
+        message = str(error)
+        assert "\n" not in message and len(message) < 400, message
+        return
+    # Taken: the stored recipe reads back as the same recipe.
+    assert recipe_from_dict(json.loads(json.dumps(recipe_to_dict(recipe)))) == recipe
+
+
+@FAST
+@given(field=st.sampled_from(FIELDS), text=st.text(max_size=12))
+def test_any_set_text_is_taken_or_one_config_error(field: tuple[str, str, str], text: str) -> None:
+    task, section, key = field
+    overrides = [f"{section}.{key}={text}"]
+    try:
+        recipe = recipe_from_dict(apply_overrides({"task": task}, overrides))
+    except ConfigError as error:
+        assert "\n" not in str(error)
+        return
+    assert recipe_from_dict(recipe_to_dict(recipe)) == recipe
+
+
+@FAST
+@given(number=st.integers(min_value=1, max_value=10**12))
+def test_an_integer_set_as_text_reads_back(number: int) -> None:
+    for text in (str(number), f" {number} "):
+        recipe = recipe_from_dict(apply_overrides({}, [f"train.max_steps={text}"]))
+        assert recipe.train.max_steps == number
+
+
+@FAST
+@given(number=st.floats(min_value=1e-12, max_value=1e12, allow_nan=False))
+def test_a_float_set_as_text_reads_back(number: float) -> None:
+    recipe = recipe_from_dict(apply_overrides({}, [f"train.learning_rate={number!r}"]))
+    assert recipe.train.learning_rate == number
+
+
+@FAST
+@given(
+    base=st.dictionaries(st.sampled_from(["train", "model"]), st.just({"seed": 1}), max_size=2),
+    key=st.sampled_from(["seed", "max_steps", "log_every"]),
+    value=st.text(alphabet="0123456789=.e ", min_size=1, max_size=6),
+)
+def test_overrides_set_exactly_their_key_and_leave_the_input_alone(
+    base: dict, key: str, value: str
+) -> None:
+    before = json.dumps(base, sort_keys=True)
+    result = apply_overrides(base, [f"train.{key}={value}"])
+    assert result["train"][key] == value  # the text after the first "=", as given
+    assert json.dumps(base, sort_keys=True) == before
+
+
+@FAST
+@given(depth=st.integers(min_value=1, max_value=3 * MAX_JSON_DEPTH))
+def test_json_nested_past_the_limit_is_refused(depth: int) -> None:
+    text = "[" * depth + "]" * depth
+    if depth <= MAX_JSON_DEPTH:
+        assert json_depth(parse_json(text)) == depth
+    else:
+        with pytest.raises(ValueError, match="nested deeper than"):
+            parse_json(text)
