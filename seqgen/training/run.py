@@ -6,9 +6,13 @@ task's pieces (data, model, loss, validation) and runs the one loop of ``driver.
 
 from __future__ import annotations
 
+import contextlib
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from seqgen.errors import SeqgenError
 from seqgen.recipes import Recipe
 from seqgen.task import task_named
 
@@ -27,10 +31,33 @@ def train(
     existed = output_dir.exists()
     try:
         trainer_type = task_named(recipe.task).hook("trainer")
-        trainer = trainer_type(recipe, output_dir, resume=resume, data_dir=data_dir)
-        return trainer.run(show_progress=show_progress)
+        with _memory_errors_named():
+            trainer = trainer_type(recipe, output_dir, resume=resume, data_dir=data_dir)
+            return trainer.run(show_progress=show_progress)
     except BaseException:
         # A run that failed before writing anything leaves no empty folder behind.
         if not existed and output_dir.is_dir() and not any(output_dir.iterdir()):
             output_dir.rmdir()
         raise
+
+
+# How PyTorch reports an allocation that cannot be made: CPU, CUDA, and sizes past int64.
+_MEMORY_ERRORS = ("can't allocate memory", "out of memory", "size calculation overflowed")
+
+
+@contextlib.contextmanager
+def _memory_errors_named() -> Iterator[None]:
+    """Turn PyTorch's failure to allocate (``--set model.hidden_size=1000000000`` asked
+    for 256 GB) into one SeqgenError line naming the settings that size the run."""
+    try:
+        yield
+    except RuntimeError as error:  # torch.OutOfMemoryError is one
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if not any(words in message for words in _MEMORY_ERRORS):
+            raise
+        asked = re.search(r"allocate (\d+) bytes", message)
+        what = f"{int(asked[1]) / 2**30:,.1f} GiB asked at once" if asked else message[:160]
+        raise SeqgenError(
+            f"training ran out of memory ({what}); make the model "
+            "(model.*_size, model.*layers) or the batches (train.batch_size) smaller"
+        ) from None

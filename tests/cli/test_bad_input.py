@@ -214,6 +214,13 @@ CASES = [
         ("cannot write a bundle", "--output"),
     ),
     Case(
+        # 10**18, not 10**9: sizes past int64 fail before any allocation, so the test is
+        # safe on a machine that overcommits memory (10**9 asks for 238 GiB at once)
+        "train-hidden-size-1e18",
+        train("--output", "huge", "--set", "model.hidden_size=1000000000000000000"),
+        ("training ran out of memory", "overflowed", "model.*_size"),
+    ),
+    Case(
         "corpus-and-files",
         lambda f: [
             "train",
