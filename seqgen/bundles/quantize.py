@@ -12,13 +12,16 @@ scale per row, from that row's own range.
 
 Per row, so that a row's result never depends on the other rows of its batch (a sentence
 translates the same alone or beside others). ONNX Runtime's ``DynamicQuantizeMatMul``, used
-before, takes one scale over every row present; ``MatMulInteger`` and
-``MatMulIntegerToFloat`` take only one activation zero point. So the product is built from
-standard operators: each row's peak ``|x|`` gives its scale (``peak / 127``), the row is
-quantized symmetrically to ``round(x / scale) + 128`` in uint8 (one zero point, 128, for
-every row), ``MatMulInteger`` with that zero point gives the exact int32 products, and they
-are rescaled by the row's scale times the weights' column scale (then the bias is added).
-Every step of it is per row and exact up to the float32 rescaling, so it does not depend on
+before, takes one scale over every row present, and its ``MatMulInteger`` and
+``MatMulIntegerToFloat`` take only one activation scale and zero point. So each row's peak
+``|x|`` gives its scale (``peak / 127``, standard operators), the row is quantized
+symmetrically to ``round(x / scale) + 128`` in uint8 (one zero point, 128, for every row),
+``MatMulIntegerToFloat`` (domain ``com.microsoft``) with that zero point and an activation
+scale of 1 gives the exact integer products times the weights' column scales, and a ``Mul``
+by the row's scale (then an ``Add`` of the bias) finishes it. Activations a ``Tanh`` made
+(the attentional vector the output layer reads) lie within [-1, 1]: they take the fixed
+scale 1/127 instead, and ``MatMulIntegerToFloat`` adds the bias in its own pass. Every
+operation is per row (the integer products exact), so a row's result does not depend on
 the batch.
 
 Weights use 7 of their 8 bits (``[-63, 63]``): without VNNI, x86 CPUs multiply uint8 by
@@ -29,6 +32,7 @@ not fit), the reason ONNX Runtime's own quantizer has ``reduce_range``.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +40,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 INT8_LIMIT = 63  # 7-bit weights: see the module docstring
+MS_DOMAIN = "com.microsoft"
 ACTIVATION_LIMIT = 127  # activations: round(x / scale) in [-127, 127], stored + 128 as uint8
 ACTIVATION_ZERO = 128
 # A row of zeros gets this peak, not 0 (a zero scale would divide 0 by 0): any positive value
@@ -47,6 +52,7 @@ CONSTANTS = {
     "int8_peak_floor": np.array(PEAK_FLOOR, dtype=np.float32),
     "int8_levels": np.array(ACTIVATION_LIMIT, dtype=np.float32),
     "int8_one": np.array(1.0, dtype=np.float32),
+    "int8_unit_scale": np.array(1 / ACTIVATION_LIMIT, dtype=np.float32),
     "int8_zero_point": np.array(ACTIVATION_ZERO, dtype=np.uint8),
 }
 
@@ -96,6 +102,8 @@ def quantize_step_graph(path: str | Path) -> int:
     del graph.initializer[:]
     constants = [numpy_helper.from_array(value, name) for name, value in CONSTANTS.items()]
     graph.initializer.extend([*still, *rewrite.new_inits, *constants])
+    if not any(opset.domain == MS_DOMAIN for opset in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     onnx.save(model, str(path))
     return len(replaced)
 
@@ -136,12 +144,20 @@ class _Rewrite:
         else:
             return None
         self.new_inits += _quantized(unit_rows, f"{prefix}_weight", by_column=True)
-        weight, scale = f"{prefix}_weight", f"{prefix}_weight_scale"
-        # The bias, a vector or a (rows, n) addend (the embedding's gathered gates), is added
-        # after the product.
-        return _matmul(
-            prefix, activations, weight, scale, bias_name, node.output[0], self.axes_input
+        # The bias, a vector or a (rows, n) addend (the embedding's gathered gates).
+        vector = not bias_name or _is_vector(weights.get(bias_name))
+        product = _Product(
+            prefix, activations, f"{prefix}_weight", f"{prefix}_weight_scale", bias_name, vector
         )
+        return self._matmul(product, node.output[0])
+
+    def _matmul(self, product: _Product, output: str) -> list[onnx.NodeProto]:
+        """The int8 nodes of ``product``: with a fixed scale where a ``Tanh`` made its
+        activations (within [-1, 1]), else with a scale per row."""
+        producer = self.producers.get(product.activations)
+        if producer is not None and producer.op_type == "Tanh":
+            return _unit_range_matmul(product, output)
+        return _per_row_matmul(product, output, self.axes_input)
 
     def _gathered(
         self, prefix: str, activations: str, weight_name: str, bias_name: str, node: onnx.NodeProto
@@ -155,18 +171,9 @@ class _Rewrite:
         table = numpy_helper.to_array(self.weights[table_name])
         self.new_inits += _quantized(table, f"{prefix}_table", by_column=False)
         self.folded.add(weight_name)
-        return [
-            *_gathered_weight(prefix, indices),
-            *_matmul(
-                prefix,
-                activations,
-                f"{prefix}_w",
-                f"{prefix}_scale",
-                bias_name,
-                node.output[0],
-                self.axes_input,
-            ),
-        ]
+        # The bias, if any, is the gathered rows of a bias vector.
+        product = _Product(prefix, activations, f"{prefix}_w", f"{prefix}_scale", bias_name, True)
+        return [*_gathered_weight(prefix, indices), *self._matmul(product, node.output[0])]
 
 
 def _gathered_weight(prefix: str, indices: str) -> list[onnx.NodeProto]:
@@ -210,6 +217,11 @@ def _is_float_matrix(init: onnx.TensorProto | None) -> bool:
     )
 
 
+def _is_vector(init: onnx.TensorProto | None) -> bool:
+    """A float32 initializer of one axis (a bias added in the product's own pass)."""
+    return init is not None and init.data_type == onnx.TensorProto.FLOAT and len(init.dims) == 1
+
+
 def _sliced_weight(
     node: onnx.NodeProto | None, weights: dict[str, onnx.TensorProto]
 ) -> np.ndarray | None:
@@ -239,38 +251,81 @@ def _gathers_rows(node: onnx.NodeProto | None, weights: dict[str, onnx.TensorPro
     return batch_dims == 0 and _is_float_matrix(weights[node.input[0]])
 
 
-def _matmul(
-    prefix: str,
-    activations: str,
-    weight: str,
-    scale: str,
-    bias: str,
-    output: str,
-    axes_input: bool,
-) -> list[onnx.NodeProto]:
-    """``output = activations @ (weight * scale) + bias`` in int8, one activation scale per
-    row (see the module docstring): ``activations`` ``(..., k)`` float32, ``weight`` ``(k,
-    n)`` int8, ``scale`` ``(n,)``, ``bias`` ``(n,)``, ``(..., n)`` or ``""``."""
+@dataclass(frozen=True)
+class _Product:
+    """A product to make int8: ``activations`` ``(..., k)`` float32 times ``weight`` ``(k, n)``
+    int8 with per-column ``scale`` ``(n,)``, plus ``bias`` (``""``, or ``(n,)`` where
+    ``bias_is_vector``, else ``(..., n)``)."""
+
+    prefix: str
+    activations: str
+    weight: str
+    scale: str
+    bias: str
+    bias_is_vector: bool
+
+
+def _unit_range_matmul(product: _Product, output: str) -> list[onnx.NodeProto]:
+    """Activations within [-1, 1] (a ``Tanh``'s: the attentional vector the output layer
+    reads): one fixed scale, 1/127, so nothing depends on the rows, and ONNX Runtime's
+    ``MatMulIntegerToFloat`` rescales and adds a bias vector in its own pass."""
+    p = product
+    fused_bias = p.bias if p.bias_is_vector else ""
+    result = output if p.bias_is_vector or not p.bias else f"{p.prefix}_product"
+    nodes = [
+        helper.make_node(
+            "QuantizeLinear",
+            [p.activations, "int8_unit_scale", "int8_zero_point"],
+            [f"{p.prefix}_q"],
+            name=f"{p.prefix}_QuantizeLinear",
+        ),
+        helper.make_node(
+            "MatMulIntegerToFloat",
+            [
+                f"{p.prefix}_q",
+                p.weight,
+                "int8_unit_scale",
+                p.scale,
+                "int8_zero_point",
+                "",
+                fused_bias,
+            ],
+            [result],
+            name=f"{p.prefix}_MatMulIntegerToFloat",
+            domain=MS_DOMAIN,
+        ),
+    ]
+    if result != output:
+        nodes.append(helper.make_node("Add", [result, p.bias], [output], name=f"{p.prefix}_Add"))
+    return nodes
+
+
+def _per_row_matmul(product: _Product, output: str, axes_input: bool) -> list[onnx.NodeProto]:
+    """``output = activations @ (weight * scale) + bias`` in int8 with one activation scale
+    per row (see the module docstring)."""
 
     def node(op: str, inputs: list[str], out: str, **attributes: object) -> onnx.NodeProto:
-        return helper.make_node(op, inputs, [out], name=f"{prefix}_{op}_{out}", **attributes)
+        return helper.make_node(op, inputs, [out], name=f"{p}_{op}_{out}", **attributes)
 
-    p = prefix
+    p, activations, bias = product.prefix, product.activations, product.bias
     reduce_axes = {"axes": [-1]} if not axes_input else {}
     axes = ["int8_last_axis"] if axes_input else []
-    product = f"{p}_product" if bias else output
+    scaled = f"{p}_product" if bias else output
     return [
         node("Abs", [activations], f"{p}_abs"),
         node("ReduceMax", [f"{p}_abs", *axes], f"{p}_peak", keepdims=1, **reduce_axes),
         node("Max", [f"{p}_peak", "int8_peak_floor"], f"{p}_floored"),
-        # Div, not a Mul by 1/127: ONNX Runtime fuses MatMulInteger -> Cast -> Mul by a Mul's
-        # output into MatMulIntegerToFloat, which takes one activation scale only.
         node("Div", [f"{p}_floored", "int8_levels"], f"{p}_row_scale"),  # (..., 1)
         node("Div", [activations, f"{p}_row_scale"], f"{p}_scaled"),  # within [-127, 127]
         node("QuantizeLinear", [f"{p}_scaled", "int8_one", "int8_zero_point"], f"{p}_q"),
-        node("MatMulInteger", [f"{p}_q", weight, "int8_zero_point"], f"{p}_int"),
-        node("Cast", [f"{p}_int"], f"{p}_float", to=onnx.TensorProto.FLOAT),
-        node("Mul", [f"{p}_float", f"{p}_row_scale"], f"{p}_rows_scaled"),
-        node("Mul", [f"{p}_rows_scaled", scale], product),
-        *([node("Add", [product, bias], output)] if bias else []),
+        # (rows, n): the integer products times each column's weight scale, then the row's.
+        helper.make_node(
+            "MatMulIntegerToFloat",
+            [f"{p}_q", product.weight, "int8_one", product.scale, "int8_zero_point"],
+            [f"{p}_columns_scaled"],
+            name=f"{p}_MatMulIntegerToFloat",
+            domain=MS_DOMAIN,
+        ),
+        node("Mul", [f"{p}_columns_scaled", f"{p}_row_scale"], scaled),
+        *([node("Add", [scaled, bias], output)] if bias else []),
     ]

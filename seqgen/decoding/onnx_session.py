@@ -81,6 +81,11 @@ def _open(
 ) -> onnxruntime.InferenceSession:
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
+    # Denormals as zero: a log-softmax over a row with masked (-inf) or far lower entries
+    # sums exp() results that ONNX Runtime's kernel clamps to denormals, and the CPU's slow
+    # path for them made a translator's shortlist-masked LogSoftmax 7x slower (1.5 -> 11 ms
+    # for 500 rows x 2,500 tokens). Values under 1e-38 change nothing decoding can see.
+    options.add_session_config_entry("session.set_denormal_as_zero", "1")
     if threads is not None:
         options.intra_op_num_threads = threads
     if providers[0] == CPU:

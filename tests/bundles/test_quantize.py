@@ -82,7 +82,7 @@ def test_constant_and_gathered_products_become_int8_and_stay_close(tmp_path: Pat
     model = onnx.load(str(path))
     onnx.checker.check_model(model)
     ops = [node.op_type for node in model.graph.node]
-    assert ops.count("MatMulInteger") == 3 and ops.count("Gemm") == 1  # attention
+    assert ops.count("MatMulIntegerToFloat") == 3 and ops.count("Gemm") == 1  # attention
     assert "DynamicQuantizeMatMul" not in ops  # one activation scale over all rows
     # The float32 weights are gone; only their int8 copies (and the bias rows) remain.
     kept = {init.name for init in model.graph.initializer}
@@ -143,7 +143,7 @@ def test_a_constant_slice_of_a_weight_with_a_per_row_addend_becomes_int8(tmp_pat
     model = onnx.load(str(path))
     onnx.checker.check_model(model)
     ops = [node.op_type for node in model.graph.node]
-    assert ops.count("MatMulInteger") == 1 and ops[-1] == "Add"
+    assert ops.count("MatMulIntegerToFloat") == 1 and ops[-1] == "Add"
     assert "weight" not in {init.name for init in model.graph.initializer}
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (got,) = session.run(["y"], feeds)
@@ -196,3 +196,36 @@ def test_the_int8_product_is_the_per_row_arithmetic_of_the_module_docstring(
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
     assert np.all(got[4] == 0)
     np.testing.assert_allclose(got, x @ weight, atol=0.03 * np.abs(x @ weight).max())
+
+
+def test_activations_of_a_tanh_take_one_fixed_scale_and_the_bias_in_the_product(
+    tmp_path: Path,
+) -> None:
+    """The output layer reads tanh's output, within [-1, 1]: quantized with 1/127 whatever the
+    rows (no per-row range to find), the bias added by MatMulIntegerToFloat itself."""
+    rng = np.random.default_rng(4)
+    weight = rng.standard_normal((N, K)).astype(np.float32) * 0.2
+    bias = rng.standard_normal(N).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Tanh", ["x"], ["h"]),
+            helper.make_node("Gemm", ["h", "W", "b"], ["y"], transB=1),
+        ],
+        "step",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["rows", K])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["rows", N])],
+        initializer=[numpy_helper.from_array(weight, "W"), numpy_helper.from_array(bias, "b")],
+    )
+    path = tmp_path / "step.onnx"
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    onnx.save(model, str(path))
+    assert quantize_step_graph(path) == 1
+    ops = [node.op_type for node in onnx.load(str(path)).graph.node]
+    assert ops == ["Tanh", "QuantizeLinear", "MatMulIntegerToFloat"]
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = rng.uniform(-3, 3, (6, K)).astype(np.float32)
+    (got,) = session.run(["y"], {"x": x})
+    alone = [session.run(["y"], {"x": x[i : i + 1]})[0][0] for i in range(len(x))]
+    assert all(np.array_equal(row, got[i]) for i, row in enumerate(alone))
+    expected = np.tanh(x) @ weight.T + bias
+    assert np.abs(got - expected).max() < 0.03 * np.abs(expected).max()

@@ -517,7 +517,7 @@ def test_an_int8_bundle_runs_close_to_float32_on_the_cpu_only(
     manifest = json.loads((int8_bundle / "manifest.json").read_text())
     assert manifest["matmul"] == "int8" and manifest["precision"] == "float32"
     step_graph = onnx.load(str(int8_bundle / "step.onnx"))
-    assert "MatMulInteger" in {node.op_type for node in step_graph.graph.node}
+    assert "MatMulIntegerToFloat" in {node.op_type for node in step_graph.graph.node}
     quantized = load_bundle(int8_bundle, threads=1)  # "auto" takes the CPU for int8
     assert quantized.device == "cpu"
     full = load_bundle(bundle, device="cpu", threads=1)
@@ -551,7 +551,7 @@ def test_an_input_fed_int8_step_has_no_float32_weight_product_left(
     bundle = export_bundle(checkpoint, tmp_path / "float32")
     int8_bundle = export_bundle(checkpoint, tmp_path / "int8", int8=True)
     ops = [node.op_type for node in onnx.load(str(int8_bundle / "step.onnx")).graph.node]
-    assert ops.count("MatMulInteger") == 4  # hidden, feed, attention out, output
+    assert ops.count("MatMulIntegerToFloat") == 4  # hidden, feed, attention out, output
     assert "Gemm" not in ops and "Slice" not in ops
     sources = make_sources(SOURCE_LENGTHS[7], 20)
     log_probs = []
