@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from seqgen.errors import SeqgenError
+from seqgen.errors import CheckpointError, SeqgenError
 from seqgen.recipes import Recipe, recipe_from_dict, recipe_to_dict
 from seqgen.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
@@ -84,9 +85,33 @@ def open_run(recipe: Recipe, output_dir: Path, *, resume: bool) -> tuple[Recipe,
     last = None
     if resume:
         last = load_checkpoint(output_dir / "last.safetensors", with_training_state=True)
+        check_training_state(output_dir / "last.safetensors", last.training)
         recipe = resumed_recipe(recipe_from_dict(last.recipe), recipe)
     torch.manual_seed(recipe.train.seed)
     return recipe, last
+
+
+def check_training_state(path: Path, training: object) -> None:
+    """CheckpointError, in one line, unless ``training`` has what every task's trainer
+    restores (a damaged or hand-made last.safetensors was a KeyError traceback)."""
+    problem = None
+    if not isinstance(training, dict):
+        problem = "no training state" if training is None else "a training state that is no table"
+    else:
+        step, elapsed, rng = training.get("step"), training.get("elapsed"), training.get("rng")
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            problem = f"a bad step {step!r}"
+        elif not isinstance(elapsed, (int, float)) or not math.isfinite(elapsed):
+            problem = f"a bad elapsed time {elapsed!r}"
+        elif not isinstance(training.get("optimizer"), dict):
+            problem = "no optimizer state"
+        elif not isinstance(rng, dict) or not isinstance(rng.get("cpu"), torch.Tensor):
+            problem = "no random number generator state"
+    if problem:
+        raise CheckpointError(
+            f"--resume: {path} holds {problem}, so the run cannot continue; "
+            "start it anew in another --output (its best.safetensors is still usable)"
+        )
 
 
 def save_validated(

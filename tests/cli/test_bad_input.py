@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +71,9 @@ OUTSIDE = ("not a plain file name inside the bundle", "re-export the bundle")
 
 CASES = [
     # --- generation options, refused before a model is loaded --------------------------------
-    Case("max-new-tokens-0", generate("--max-new-tokens", "0"), ("max_new_tokens = 0", "at least 1")),
+    Case(
+        "max-new-tokens-0", generate("--max-new-tokens", "0"), ("max_new_tokens = 0", "at least 1")
+    ),
     Case("temperature-nan", generate("--temperature", "nan"), ("temperature = ", "at most 100")),
     Case("temperature-inf", generate("--temperature", "inf"), ("temperature = ", "at most 100")),
     Case("temperature-1e308", generate("--temperature", "1e308"), ("at most 100",)),
@@ -203,6 +206,18 @@ CASES = [
         train("--output", Path("/nonexistent/new"), "--resume"),
         ("no last.safetensors",),
     ),
+    *(
+        Case(
+            f"resume-{name}",
+            lambda f, n=name: ["train", f.recipe, "--output", f.folder / f"run_{n}", "--resume"],
+            words,
+        )
+        for name, words in [
+            ("training-state-a-list", ("--resume", "no table", "another --output")),
+            ("training-state-without-step", ("--resume", "a bad step None", "another --output")),
+            ("training-state-200000-deep", ("damaged metadata", "nested deeper than")),
+        ]
+    ),
     Case(
         "train-output-under-a-file",
         lambda f: ["train", f.recipe, "--output", f.folder / "a-file" / "run"],
@@ -328,6 +343,28 @@ def write_hostile_checkpoints(best: Path, folder: Path) -> None:
         save_file(weights, str(folder / f"{name}.safetensors"), metadata={**metadata, **entries})
     as_int8 = {k: (v * 100).to(torch.int8) for k, v in weights.items()}
     save_file(as_int8, str(folder / "int8.safetensors"), metadata=metadata)
+    write_hostile_runs(best.parent, folder)
+
+
+def write_hostile_runs(run: Path, folder: Path) -> None:
+    """Copies of the run folder whose last.safetensors holds a damaged training state."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    last = run / "last.safetensors"
+    with safe_open(str(last), framework="pt") as handle:
+        metadata = handle.metadata()
+    tensors = load_file(str(last))
+    states = {
+        "training-state-a-list": "[1, 2]",
+        "training-state-without-step": json.dumps({"__dict__": []}),
+        "training-state-200000-deep": DEEP,
+    }
+    for name, training in states.items():
+        copy = shutil.copytree(run, folder / f"run_{name}")
+        save_file(
+            tensors, str(copy / "last.safetensors"), metadata={**metadata, "training": training}
+        )
 
 
 def write_hostile_bundles(folder: Path) -> None:
