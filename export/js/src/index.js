@@ -10,6 +10,15 @@ import { Translator } from './translator.js';
 import { TranslatorStep } from './translator-step.js';
 
 export { BundleError } from './errors.js';
+
+// As seqgen's Python sessions (seqgen/decoding/onnx_session.py), so that both compute the same
+// bits: the `extended` graph optimisations, and denormals as zero (a shortlist-masked
+// LogSoftmax sums exp() results ONNX Runtime clamps to denormals, which the CPU's slow path
+// made several times slower; values under 1e-38 change nothing decoding can see).
+const SESSION_OPTIONS = {
+  graphOptimizationLevel: 'extended',
+  extra: { session: { set_denormal_as_zero: '1' } },
+};
 export { checkFileName, readManifest } from './bundle.js';
 export { createTokenizer } from './tokenizers.js';
 
@@ -26,7 +35,7 @@ export async function openBundle(ort, source, { task, sessionOptions = {} } = {}
   const open = async (graph) => {
     const bytes = await readGraph(source, manifest, graph);
     try {
-      return await ort.InferenceSession.create(bytes, { graphOptimizationLevel: 'extended', ...sessionOptions });
+      return await ort.InferenceSession.create(bytes, { ...SESSION_OPTIONS, ...sessionOptions });
     } catch (error) {
       const detail = String(error.message ?? error).split('\n')[0];
       throw new BundleError(`ONNX Runtime cannot load ${source.name}/${manifest.graphs[graph].file} (${detail}); re-export the bundle`);
