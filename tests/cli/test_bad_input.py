@@ -288,6 +288,29 @@ def test_bad_input_is_one_line(
     assert not [p for p in files.folder.rglob("*") if p.name.endswith(".tmp")]
 
 
+API_CASES = {
+    "load-kind-translator": (lambda f: {"kind": "translator"}, "unknown kind 'translator'"),
+    "load-backend-unknown": (lambda f: {"backend": "tf"}, "unknown backend 'tf'"),
+    "load-int8-weights": (lambda f: {"path": f.folder / "int8.safetensors"}, "stored as int8"),
+    "load-bundle-outside": (
+        lambda f: {"path": f.folder / "bundle_shortlist_outside"},
+        "not a plain file name",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(API_CASES))
+def test_the_python_api_refuses_in_one_line(name: str, files: Files) -> None:
+    """``seqgen.load`` raises a SeqgenError of one line (the CLI prints it), nothing else."""
+    import seqgen
+    from seqgen.errors import SeqgenError
+
+    arguments, words = API_CASES[name]
+    with pytest.raises(SeqgenError) as error:
+        seqgen.load(**arguments(files))
+    assert "\n" not in str(error.value) and words in str(error.value)
+
+
 def test_the_case_ids_are_unique() -> None:
     assert len({case.id for case in CASES}) == len(CASES)
 
