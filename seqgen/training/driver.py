@@ -129,4 +129,5 @@ def drive(
         if reason:
             progress.message(f"stopping at step {run.step}: {reason}")
             break
+    progress.close()
     return progress, stats

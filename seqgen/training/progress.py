@@ -1,9 +1,16 @@
-"""A one-line progress display (loss, tokens/s, ETA) on stderr; plain lines when piped."""
+"""The training progress display on stderr: a tqdm bar on a terminal, plain lines when piped.
+
+tqdm draws and redraws the bar (terminal width, rate, no flicker); seqgen supplies what tqdm
+cannot know: the loss, the tokens per second, and an ETA from whichever limit ends the run
+first, ``train.max_steps`` or ``train.max_minutes`` (tqdm's own ETA only knows steps).
+"""
 
 from __future__ import annotations
 
 import sys
 import time
+
+from tqdm import tqdm
 
 
 def _clock(seconds: float) -> str:
@@ -12,7 +19,7 @@ def _clock(seconds: float) -> str:
 
 
 class Progress:
-    """Redraws one line on a terminal; prints a line every ``log_every`` steps otherwise."""
+    """A bar on a terminal; on a pipe or file, a line every ``log_every`` steps."""
 
     def __init__(
         self,
@@ -31,32 +38,50 @@ class Progress:
         self.interactive = sys.stderr.isatty()
         self.start = time.perf_counter()
         self.first_step: int | None = None
+        self.bar: tqdm | None = None
+
+    def eta(self, step: int) -> float:
+        """Seconds left: the steps left at this invocation's pace, or the time budget left,
+        whichever ends first."""
+        assert self.first_step is not None
+        spent = time.perf_counter() - self.start
+        remaining = spent / max(1, step - self.first_step) * (self.total_steps - step)
+        if self.seconds is not None:
+            remaining = min(remaining, self.seconds - spent)
+        return remaining
 
     def update(self, step: int, *, loss: float, tokens_per_second: float) -> None:
         if not self.enabled:
             return
         if self.first_step is None:
             self.first_step = step - 1
-        done = step - self.first_step
-        spent = time.perf_counter() - self.start
-        remaining = spent / max(1, done) * (self.total_steps - step)
-        if self.seconds is not None:
-            remaining = min(remaining, self.seconds - spent)
-        width = 24
-        filled = int(width * step / max(1, self.total_steps))
-        bar = "#" * filled + "-" * (width - filled)
-        line = (
-            f"[{bar}] {step}/{self.total_steps} loss {loss:.4f} "
-            f"{tokens_per_second:,.0f} tok/s ETA {_clock(remaining)}"
-        )
+        status = f"loss {loss:.4f} {tokens_per_second:,.0f} tok/s ETA {_clock(self.eta(step))}"
         if self.interactive:
-            sys.stderr.write("\r" + line)
-            sys.stderr.flush()
+            self._bar().update(step - self._bar().n)
+            self._bar().set_postfix_str(status, refresh=True)
         elif step % self.log_every == 0 or step == self.total_steps:
-            sys.stderr.write(line + "\n")
+            sys.stderr.write(f"step {step}/{self.total_steps} {status}\n")
+            sys.stderr.flush()
+
+    def _bar(self) -> tqdm:
+        if self.bar is None:
+            self.bar = tqdm(
+                total=self.total_steps,
+                initial=self.first_step or 0,
+                file=sys.stderr,
+                dynamic_ncols=True,
+                # seqgen's ETA (in the postfix) replaces tqdm's, which ignores max_minutes.
+                bar_format="{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {postfix}",
+            )
+        return self.bar
 
     def message(self, text: str) -> None:
         """Print a line of its own (e.g. validation results) without breaking the bar."""
         if self.enabled:
-            sys.stderr.write(("\n" if self.interactive else "") + text + "\n")
-            sys.stderr.flush()
+            tqdm.write(text, file=sys.stderr)
+
+    def close(self) -> None:
+        """End the bar's line (training is over)."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from seqgen.tasks.generation.config import LanguageModelTrainConfig
 from seqgen.tasks.generation.training import LanguageModelTrainer
 from seqgen.training.checkpoint import load_checkpoint
 from seqgen.training.metrics import COLUMNS
+from seqgen.training.progress import Progress
 from seqgen.training.run import train
 from seqgen.training.schedule import learning_rate_at
 
@@ -410,3 +413,33 @@ def test_clip_gradients_equals_clip_grad_norm(scale):
         assert torch.equal(mine.grad, expected.grad)
     norm = torch.nn.utils.get_total_norm([p.grad for p in ours.parameters()])
     assert (norm <= 1.0 + 1e-5) if scale > 1 else (norm < 1.0)
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_on_a_terminal_is_a_tqdm_bar_with_seqgen_s_eta(monkeypatch) -> None:
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    bar = Progress(200, seconds=3600.0)
+    for step in range(1, 51):
+        bar.update(step, loss=2.5, tokens_per_second=1234.0)
+    bar.message("validation: loss 2.4")
+    bar.close()
+    shown = terminal.getvalue()
+    assert "\r" in shown and "50/200" in shown and "25%" in shown  # redrawn in place
+    assert "loss 2.5000 1,234 tok/s ETA 0:00:0" in shown
+    assert "validation: loss 2.4\n" in shown
+
+
+def test_progress_on_a_pipe_is_plain_lines(monkeypatch) -> None:
+    pipe = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", pipe)
+    bar = Progress(100, log_every=50)
+    for step in range(1, 101):
+        bar.update(step, loss=1.0, tokens_per_second=10.0)
+    lines = pipe.getvalue().splitlines()
+    assert [line.split(" loss")[0] for line in lines] == ["step 50/100", "step 100/100"]
+    assert "\r" not in pipe.getvalue()
