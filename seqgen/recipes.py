@@ -107,30 +107,8 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recip
     except OSError as error:  # a folder, no permission, ...
         raise ConfigError(f"cannot read recipe {path} ({error.strerror or error})") from None
     recipe = recipe_from_dict(apply_overrides(values, overrides))
-    check_data_sources(recipe)
+    check_data_sources(recipe, overrides)
     return recipe
-
-
-# A data section's fields that name the user's own files: read only when its corpus is "".
-FILE_FIELD_ENDINGS = ("_source", "_target", "_file")
-
-
-def check_data_sources(recipe: Recipe) -> None:
-    """ConfigError where the data section names a corpus and files too: the corpus wins and
-    the files would never be read, without a word (``--set data.train_source=FILE`` on a
-    recipe naming ``data.corpus``). Checked for recipes being trained, not for the recipes
-    stored in checkpoints, which were trained as they say."""
-    corpus = getattr(recipe.data, "corpus", "")
-    if not corpus:
-        return
-    for field in dataclasses.fields(recipe.data):
-        value = getattr(recipe.data, field.name)
-        if field.name.endswith(FILE_FIELD_ENDINGS) and value:
-            raise ConfigError(
-                f"data.{field.name} = {value!r} would be ignored: files are read only when "
-                f"data.corpus is empty, and this recipe names data.corpus = {corpus!r}; add "
-                f"--set data.corpus= to train on your files, or leave data.{field.name} out"
-            )
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
@@ -140,3 +118,30 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
         "task": recipe.task,
         **{name: dataclasses.asdict(getattr(recipe, name)) for name in sections},
     }
+
+
+# A data section's fields that name the user's own files: read only when its corpus is "".
+FILE_FIELD_ENDINGS = ("_source", "_target", "_file")
+
+
+def check_data_sources(recipe: Recipe, overrides: typing.Sequence[str] = ()) -> None:
+    """ConfigError where the data section names a corpus and files too, so the files would
+    never be read, without a word (``--set data.train_source=FILE`` on a recipe naming
+    ``data.corpus``). A corpus given with ``--set`` over a recipe of files is what was asked
+    for, so that is allowed. Checked for recipes being trained, not for the recipes stored
+    in checkpoints, which were trained as they say."""
+    corpus = getattr(recipe.data, "corpus", "")
+    if not corpus:
+        return
+    given = {item.partition("=")[0].strip() for item in overrides}
+    for field in dataclasses.fields(recipe.data):
+        value = getattr(recipe.data, field.name)
+        if not (field.name.endswith(FILE_FIELD_ENDINGS) and value):
+            continue
+        if "data.corpus" in given and f"data.{field.name}" not in given:
+            continue  # the recipe's files, replaced by the corpus asked for on the command line
+        raise ConfigError(
+            f"data.{field.name} = {value!r} would be ignored: files are read only when "
+            f"data.corpus is empty, and this recipe names data.corpus = {corpus!r}; add "
+            f"--set data.corpus= to train on your files, or leave data.{field.name} out"
+        )

@@ -404,3 +404,30 @@ def test_json_nested_past_the_limit_is_refused(depth: int) -> None:
     else:
         with pytest.raises(ValueError, match="nested deeper than"):
             parse_json(text)
+
+
+@pytest.mark.parametrize(
+    ("in_file", "overrides", "refused"),
+    [
+        ({"corpus": "multi30k:de-en"}, ["data.train_source=a.de", "data.train_target=a.en"], True),
+        ({"corpus": "multi30k:de-en", "train_source": "a.de"}, [], True),
+        ({"corpus": "", "train_source": "a.de", "validation_source": "v.de"}, [], False),
+        # A corpus asked for on the command line replaces the recipe's files, as asked.
+        (
+            {"corpus": "", "train_source": "a.de", "validation_source": "v.de"},
+            ["data.corpus=multi30k:de-en"],
+            False,
+        ),  # fmt: skip
+        ({"corpus": ""}, ["data.corpus=multi30k:de-en", "data.train_source=a.de"], True),
+    ],
+)
+def test_a_corpus_and_files_together_are_refused_unless_the_corpus_was_asked_for(
+    tmp_path: Path, in_file: dict, overrides: list[str], refused: bool
+) -> None:
+    lines = "\n".join(f"{key} = {json.dumps(value)}" for key, value in in_file.items())
+    path = write(tmp_path, f'task = "translation"\n[data]\n{lines}\n')
+    if not refused:
+        load_recipe(path, overrides)
+        return
+    with pytest.raises(ConfigError, match=r"would be ignored.*--set data\.corpus="):
+        load_recipe(path, overrides)
