@@ -145,7 +145,11 @@ def load_checkpoint(path: str | Path, *, with_training_state: bool = False) -> C
 
 
 def _decode(
-    path: Path, metadata: dict[str, str], tensors: dict[str, torch.Tensor], **wanted: bool
+    path: Path,
+    metadata: dict[str, str],
+    tensors: dict[str, torch.Tensor],
+    *,
+    with_training_state: bool,
 ) -> Checkpoint:
     """The checkpoint's metadata parsed and checked: each JSON entry a table nested no
     deeper than config.MAX_JSON_DEPTH (a 200,000-deep one crashed the parser)."""
@@ -157,7 +161,7 @@ def _decode(
             weights={k: v for k, v in tensors.items() if not k.startswith(TRAINING_PREFIX)},
             info=_table(metadata, "info", default="{}"),
         )
-        if wanted["with_training_state"] and "training" in metadata:
+        if with_training_state and "training" in metadata:
             skeleton = parse_json(metadata["training"])
             checkpoint.training = _unflatten_training_state(skeleton, tensors)
     except KeyError as error:
