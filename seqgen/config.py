@@ -94,6 +94,9 @@ class LoopConfig:
     # products (AVX512-BF16 or AMX); without them bf16 is emulated and oneDNN's LSTM refuses
     # it. "auto": bf16 where the CPU has them, float32 elsewhere; true: bf16, refused without.
     cpu_mixed_precision: bool | str = False
+    # Also write metrics.csv's scalars and a few sample outputs per validation to
+    # RUN/tensorboard/ (needs the tensorboard extra).
+    tensorboard: bool = False
 
     def validate(self) -> None:
         for name in ("max_steps", "eval_every", "log_every"):

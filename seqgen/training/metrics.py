@@ -1,10 +1,13 @@
-"""Metrics appended to ``metrics.csv`` in the run folder, one row per log or validation."""
+"""Metrics appended to ``metrics.csv`` in the run folder, one row per log or validation, and
+with ``train.tensorboard = true`` the same scalars (and a few sample outputs per validation)
+as TensorBoard event files in ``RUN/tensorboard/``."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
+from seqgen.errors import ConfigError
 from seqgen.files import atomic_write
 
 COLUMNS = (
@@ -32,11 +35,26 @@ def _whole(row: dict[str | None, str | None]) -> bool:
     return None not in row and no_field_missing and step is not None and step.isdigit()
 
 
-class MetricsLog:
-    """Appends rows to a CSV file, writing the header when the file is new."""
+# metrics.csv column -> TensorBoard tag: the training scalars, then the validation ones.
+TAGS = {
+    "epoch": "train/epoch",
+    "learning_rate": "train/learning_rate",
+    "train_loss": "train/loss",
+    "tokens_per_second": "train/tokens_per_second",
+    "elapsed_seconds": "train/elapsed_seconds",
+    **{name: "validation/" + name.removeprefix("validation_") for name in COLUMNS[5:10]},
+    "validation_accuracy": "validation/accuracy",
+    "validation_macro_f1": "validation/macro_f1",
+}
 
-    def __init__(self, path: Path) -> None:
+
+class MetricsLog:
+    """Appends rows to a CSV file, writing the header when the file is new; with
+    ``tensorboard``, also writes each value as a TensorBoard scalar at its step."""
+
+    def __init__(self, path: Path, *, tensorboard: bool = False) -> None:
         self.path = path
+        self.board = tensorboard_writer(path.parent / "tensorboard") if tensorboard else None
 
     def keep_until(self, step: int) -> None:
         """Drop the rows after ``step``: what an interrupted run logged past its checkpoint."""
@@ -67,3 +85,27 @@ class MetricsLog:
             writer.writerow(
                 {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in values.items()}
             )
+        if self.board is not None:
+            for name, value in values.items():
+                if name in TAGS:
+                    self.board.add_scalar(TAGS[name], value, global_step=int(values["step"]))
+            self.board.flush()
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        """A sample output (a translation, a continuation) for TensorBoard's text tab."""
+        if self.board is not None:
+            self.board.add_text(tag, text, global_step=step)
+            self.board.flush()
+
+
+def tensorboard_writer(folder: Path):
+    """PyTorch's TensorBoard writer on ``folder``; ConfigError naming the extra where the
+    tensorboard package is missing (checked before training starts)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ModuleNotFoundError:
+        raise ConfigError(
+            "train.tensorboard = true needs the tensorboard package: "
+            "pip install 'seqgen[tensorboard]' (or set train.tensorboard = false)"
+        ) from None
+    return SummaryWriter(log_dir=str(folder))

@@ -112,7 +112,7 @@ class ClassificationTrainer(EpochTrainer):
         if last is not None:
             self.model.load_state_dict({k: v.float() for k, v in last.weights.items()})
             self._restore(last.training)
-        self.metrics = MetricsLog(output_dir / "metrics.csv")
+        self.metrics = MetricsLog(output_dir / "metrics.csv", tensorboard=recipe.train.tensorboard)
         self.metrics.keep_until(self.run_state.step)
         self._epoch, self._epoch_batches = -1, []
         self._frozen: bool | None = None  # the pretrained layers' state, once set
@@ -216,6 +216,18 @@ class ClassificationTrainer(EpochTrainer):
         progress.message(
             f"step {run.step}: validation accuracy {100 * scores.accuracy:.2f}% "
             f"macro-F1 {scores.macro_f1:.4f}{' (best)' if improved else ''}"
+        )
+        if self.metrics.board is not None:
+            self.metrics.text("validation/samples", self.samples(), run.step)
+
+    def samples(self, count: int = 5) -> str:
+        """The first validation texts with their true and predicted labels (for TensorBoard)."""
+        texts, labels = self.validation[0][:count], self.validation[1][:count]
+        found = self.classifier().classify(texts)
+        self.model.train()
+        return "\n\n".join(
+            f"{text}  \n**true** {label}, **predicted** {top[0][0]} ({top[0][1]:.3f})"
+            for text, label, top in zip(texts, labels, found, strict=True)
         )
 
     def run(self, *, show_progress: bool = True) -> ClassificationResult:

@@ -142,7 +142,7 @@ class LanguageModelTrainer(EpochTrainer):
         if last is not None:
             self.model.load_state_dict({k: v.float() for k, v in last.weights.items()})
             _restore_training_state(last.training, self.run_state, self.optimizer, self.device)
-        self.metrics = MetricsLog(output_dir / "metrics.csv")
+        self.metrics = MetricsLog(output_dir / "metrics.csv", tensorboard=recipe.train.tensorboard)
         self.last_scores: LanguageModelScores | None = None
         # Rows logged after the checkpoint we start from (or by a run that never reached
         # one) would otherwise repeat or mix with this run's.
@@ -209,7 +209,18 @@ class LanguageModelTrainer(EpochTrainer):
             f"step {run.step}: validation loss {scores.loss:.4f} ppl {scores.perplexity:.2f} "
             f"bits/token {scores.bits_per_token:.4f}{' (best)' if improved else ''}"
         )
+        if self.metrics.board is not None:
+            self.metrics.text("validation/sample", self.sample(), run.step)
         self.model.train()
+
+    def sample(self) -> str:
+        """The model's greedy continuation of nothing, 200 tokens (for TensorBoard; greedy
+        draws no random numbers, so a resumed run stays bit for bit the same)."""
+        from seqgen.tasks.generation.pipeline import Generator
+        from seqgen.tasks.generation.torch_step import LanguageModelStep
+
+        generator = Generator(LanguageModelStep(self.model), self.tokenizer, self.recipe.decoding)
+        return generator.generate("", strategy="greedy", max_new_tokens=200)[0]
 
     def run(self, *, show_progress: bool = True) -> TrainingResult:
         self.model.train()

@@ -157,7 +157,7 @@ class TranslationTrainer(EpochTrainer):
         if last is not None:
             self.model.load_state_dict({k: v.float() for k, v in last.weights.items()})
             self._restore(last.training)
-        self.metrics = MetricsLog(output_dir / "metrics.csv")
+        self.metrics = MetricsLog(output_dir / "metrics.csv", tensorboard=recipe.train.tensorboard)
         self.metrics.keep_until(self.run_state.step)
         self._epoch, self._epoch_batches = -1, []
 
@@ -228,6 +228,7 @@ class TranslationTrainer(EpochTrainer):
         hypotheses = (translator or self.translator()).translate(
             self.validation_sources, beam_size=beam_size
         )
+        self.last_hypotheses = hypotheses
         self.model.train()
         return (
             corpus_bleu(hypotheses, self.validation_references).score,
@@ -314,6 +315,17 @@ class TranslationTrainer(EpochTrainer):
         progress.message(
             f"step {run.step}: validation BLEU {bleu:.2f} chrF {chrf:.2f}"
             f"{' (best)' if improved else ''}"
+        )
+        if self.metrics.board is not None:
+            self.metrics.text("validation/translations", self.samples(), run.step)
+
+    def samples(self, count: int = 3) -> str:
+        """The first validation sentences, their translations and references (TensorBoard)."""
+        sources, references = self.validation_sources, self.validation_references
+        rows = zip(sources[:count], self.last_hypotheses[:count], references[:count], strict=True)
+        return "\n\n".join(
+            f"**source** {source}  \n**translation** {hypothesis}  \n**reference** {reference}"
+            for source, hypothesis, reference in rows
         )
 
     def _average(self, progress: Progress) -> None:

@@ -348,3 +348,18 @@ def test_a_bundled_model_exports_by_name(tmp_path: Path) -> None:
     from_onnx = seqgen.load(bundle).probabilities(texts)
     np.testing.assert_allclose(from_onnx, seqgen.load("spam").probabilities(texts), atol=1e-4)
     assert from_onnx.argmax(1).tolist() == [1, 0]
+
+
+def test_tensorboard_shows_validation_samples(corpus: Path, tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    recipe = load_recipe(
+        _recipe(corpus, tmp_path / "tiny.toml", steps=40), ["train.tensorboard=true"]
+    )
+    train(recipe, tmp_path / "run", show_progress=False)
+    board = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    board.Reload()
+    assert [event.step for event in board.Scalars("validation/accuracy")] == [40]
+    sample = board.Tensors("validation/samples/text_summary")[0].tensor_proto.string_val[0]
+    assert sample.decode().count("**predicted**") == 5

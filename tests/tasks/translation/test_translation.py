@@ -888,3 +888,17 @@ def test_translate_takes_the_new_options_as_flags(translator_run: Path) -> None:
     bad = translate(translator_run, "--length-penalty", "-1", input="Der hund.\n")
     assert_one_line_error(bad, "length_penalty = -1.0")
     assert_one_line_error(translate(translator_run, "--min-length", "-1"), "min_length = -1")
+
+
+def test_tensorboard_shows_validation_translations(recipe_file: Path, tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    flags = ["--set", "train.tensorboard=true", "--set", "train.max_steps=20", "--quiet"]
+    assert_ok(invoke("train", recipe_file, "--output", run, *flags))
+    board = EventAccumulator(str(run / "tensorboard"))
+    board.Reload()
+    assert [event.step for event in board.Scalars("validation/bleu")] == [20]
+    sample = board.Tensors("validation/translations/text_summary")[0].tensor_proto.string_val[0]
+    assert sample.decode().count("**reference**") == 3
