@@ -23,8 +23,14 @@ from seqgen.errors import ConfigError
 MAX_JSON_DEPTH = 64
 # Values quoted in messages are cut short, so an error stays one readable line.
 _short = reprlib.Repr()
-_short.maxlevel, _short.maxstring, _short.maxother, _short.maxdict, _short.maxlist = 2, 60, 60, 4, 4
-_quote = _short.repr
+_short.maxlevel, _short.maxstring, _short.maxother, _short.maxdict, _short.maxlist = 2, 40, 40, 3, 3
+QUOTE_LENGTH = 80
+
+
+def _quote(value: Any) -> str:
+    """``repr(value)``, cut to at most :data:`QUOTE_LENGTH` characters."""
+    text = _short.repr(value)
+    return text if len(text) <= QUOTE_LENGTH else text[: QUOTE_LENGTH - 3] + "..."
 
 
 class JSONLimitError(ValueError):
@@ -57,7 +63,9 @@ def json_depth(value: Any) -> int:
 
 def check_choice(where: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ConfigError(f"{where} = {value!r} is not valid; choose one of: {', '.join(choices)}")
+        raise ConfigError(
+            f"{where} = {_quote(value)} is not valid; choose one of: {', '.join(choices)}"
+        )
 
 
 def check_positive(where: str, value: float, *, allow_zero: bool = False) -> None:
@@ -113,7 +121,7 @@ class LoopConfig:
         check_choice("train.schedule", self.schedule, ("cosine", "constant"))
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(
-                f"train.device = {self.device!r} is not valid; use auto, cpu, cuda or cuda:N"
+                f"train.device = {_quote(self.device)} is not valid; use auto, cpu, cuda or cuda:N"
             )
 
 
@@ -137,7 +145,7 @@ def _parse(where: str, text: str, kind: type) -> Any:
             return float(text)  # then checked to be a whole number, so 1.5e0 is refused
         return kind(text)
     except ValueError:
-        raise ConfigError(f"{where} = {text!r} is not a valid {kind.__name__}") from None
+        raise ConfigError(f"{where} = {_quote(text)} is not a valid {kind.__name__}") from None
 
 
 def _coerce(where: str, value: Any, kind: Any) -> Any:
@@ -146,7 +154,7 @@ def _coerce(where: str, value: Any, kind: Any) -> Any:
         if value == "auto":
             return value
         if isinstance(value, str) and value.strip().lower() not in _BOOL_WORDS:
-            raise ConfigError(f'{where} = {value!r} is not valid; use true, false or "auto"')
+            raise ConfigError(f'{where} = {_quote(value)} is not valid; use true, false or "auto"')
         kind = bool
     if isinstance(value, str) and kind is not str:
         value = _parse(where, value, kind)
@@ -168,5 +176,6 @@ def build_section(cls: type, values: dict[str, Any], where: str) -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     for key in values:
         if key not in names:
-            raise ConfigError(f"unknown key '{where}.{key}'{suggest(key, names)}")
+            name = f"{where}.{key}" if len(key) <= QUOTE_LENGTH else f"{where}.{key[:40]}..."
+            raise ConfigError(f"unknown key '{name}'{suggest(key, names)}")
     return cls(**{k: _coerce(f"{where}.{k}", v, hints[k]) for k, v in values.items()})

@@ -70,7 +70,8 @@ def recipe_from_dict(values: dict[str, Any]) -> Recipe:
     sections = task.sections
     for key in values:
         if key not in sections:
-            raise ConfigError(f"unknown section '{key}'{suggest(key, ['task', *sections])}")
+            name = key if len(key) <= 80 else f"{key[:40]}..."  # a hostile file's, cut short
+            raise ConfigError(f"unknown section '{name}'{suggest(key, ['task', *sections])}")
     built = {name: build_section(cls, values.get(name, {}), name) for name, cls in sections.items()}
     recipe = Recipe(task=task.name, **built)
     recipe.validate()
