@@ -7,6 +7,7 @@ library's (``seqgen.decoding.options``). Heavy imports happen inside the functio
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -55,6 +56,13 @@ _DEFAULT = "[default: the model's]"
 @click.option(
     "--timing", is_flag=True, help="Report the model's load time and the decoding speed on stderr."
 )
+@click.option(
+    "--attention-plot",
+    type=click.Path(),
+    default=None,
+    help="Draw each translation's attention as a PNG heatmap: FILE.png for one line, else a "
+    "folder of line-0001.png, ... (n-best: line-0001-2.png for the second).",
+)
 @shortlist_option
 @device_option
 @backend_option
@@ -63,6 +71,7 @@ def translate(
     input_file: str,
     output_file: str,
     timing: bool,
+    attention_plot: str | None,
     device: str,
     backend: str,
     **given: Any,
@@ -73,6 +82,10 @@ def translate(
     from seqgen.tasks.translation.pipeline import TranslationOptions
 
     check_each(TranslationOptions, given)  # bad flags fail before a model is loaded
+    if attention_plot:
+        from seqgen.plotting.curves import matplotlib_pyplot
+
+        matplotlib_pyplot()  # a missing extra fails before a model is loaded
     started = time.perf_counter()
     translator = load(model_path, kind="translation", device=device, backend=backend)
     loaded = time.perf_counter()
@@ -94,6 +107,29 @@ def translate(
             for hypothesis in hypotheses
         )
     write_text(output_file, text)
+    if attention_plot:
+        for line, target in draw_attention(translator, lines, results, Path(attention_plot)):
+            click.echo(f"attention of line {line} -> {target}", err=True)
+
+
+def draw_attention(translator: Any, lines: list[str], results: list, path: Path):
+    """Draw every translation's attention map; yields (line number, file). ``path`` is the
+    file for a single translation named ``*.png``, else a folder of one file per translation."""
+    from seqgen.plotting.attention import plot_attention
+
+    drawn = [(n, s, found) for n, (s, found) in enumerate(zip(lines, results, strict=True), 1)]
+    drawn = [(n, s, found) for n, s, found in drawn if s.strip()]
+    single = len(drawn) == 1 and len(drawn[0][2]) == 1 and path.suffix.lower() == ".png"
+    for number, sentence, hypotheses in drawn:
+        for rank, hypothesis in enumerate(hypotheses, 1):
+            suffix = "" if len(hypotheses) == 1 else f"-{rank}"
+            target = path if single else path / f"line-{number:04d}{suffix}.png"
+            found = translator.attention(sentence, hypothesis)
+            title = f"{sentence}\n-> {hypothesis.text}"
+            plot_attention(
+                found.weights, found.source_pieces, found.target_pieces, target, title=title
+            )
+            yield number, target
 
 
 def evaluate(translator: Any, request: EvaluationRequest) -> list[str]:

@@ -57,6 +57,7 @@ class TranslatorStepFunction(StepFunction, Protocol):
 class ScoredTranslation:
     text: str
     score: float  # length-normalised log-probability (beam) or the plain sum (greedy)
+    token_ids: tuple[int, ...] = ()  # the target pieces found (no BOS, no EOS)
 
 
 @dataclass
@@ -168,8 +169,34 @@ class Translator:
             decode_all(self.target_tokenizer, [h.tokens for _, hs in found_rows for h in hs])
         )
         for row, hypotheses in found_rows:
-            results[row] = [ScoredTranslation(next(texts), h.normalized_score) for h in hypotheses]
+            results[row] = [
+                ScoredTranslation(next(texts), h.normalized_score, tuple(h.tokens))
+                for h in hypotheses
+            ]
         return results
+
+    def attention(self, sentence: str, translation: ScoredTranslation | None = None, **options):
+        """The :class:`~seqgen.tasks.translation.attention_maps.AttentionMap` of
+        ``translation`` (one of :meth:`translate_n_best`'s results for ``sentence``), or of
+        the best translation with the call's ``options``."""
+        from seqgen.tasks.translation import attention_maps
+
+        if translation is None:
+            translation = self.translate_n_best([sentence], **options)[0][0]
+        source_ids = self.encode_sources([sentence])[0]
+        if not source_ids:
+            raise SeqgenError("an empty sentence has no attention to draw")
+        target_ids = list(translation.token_ids)
+        model = getattr(self.step_function, "model", None)
+        if model is not None:
+            weights = attention_maps.torch_attention(model, source_ids, target_ids)
+        else:
+            weights = attention_maps.onnx_attention(self.step_function, source_ids, target_ids)
+        return attention_maps.AttentionMap(
+            weights,
+            attention_maps.piece_labels(self.source_tokenizer, source_ids),
+            attention_maps.piece_labels(self.target_tokenizer, target_ids),
+        )
 
     def encode_sources(self, sentences: Sequence[str]) -> list[list[int]]:
         """Source token ids (no EOS) per sentence, cut to the model's limit; ``[]`` for an
