@@ -24,8 +24,9 @@ from seqgen.tasks.translation.source_rows import (
     SOURCE_NAMES,
 )
 
-TopLogProbsOf = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
-"""``(rows, width)`` logits and ``k`` -> the ``k`` best log-probs and their columns."""
+TopLogProbsOf = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+"""``(rows, width)`` logits, ``k`` and ``masked=`` (some logits -inf) -> the ``k`` best
+log-probs and their columns (``seqgen.decoding.torch_step.top_log_probs``)."""
 
 
 class TranslatorGraphs:
@@ -80,10 +81,10 @@ class TranslatorGraphs:
             logits, new_state = self.model.step(
                 inputs["tokens"], state, output, inputs.get("embedding_gates")
             )
-            logits = logits.float()
-            if OUTPUT_MASK in inputs:  # each row to its own sentence's shortlist
+            logits, masked = logits.float(), OUTPUT_MASK in inputs
+            if masked:  # each row to its own sentence's shortlist
                 logits = logits + inputs[OUTPUT_MASK]
-            values, token_ids = self.top_log_probs(logits, candidates)
+            values, token_ids = self.top_log_probs(logits, candidates, masked=masked)
             if "output_ids" in inputs:
                 token_ids = inputs["output_ids"][token_ids]
             recurrent = {n: new_state[n] for n in self.names if n not in SOURCE_NAMES}

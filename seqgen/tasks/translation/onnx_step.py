@@ -141,9 +141,9 @@ class OnnxTranslatorStep(DeviceState):
     ) -> tuple[State, np.ndarray]:
         """Encode a batch of sources (token ids without EOS; EOS is appended here).
 
-        ``shortlist``: with a shortlisted graph, score only the batch's shortlist (False:
-        every token). Returns the state (``(batch, ...)`` per name) and ``first_tokens``
-        ``(batch,)``, BOS.
+        ``shortlist``: with a shortlisted graph, keep each sentence to its own shortlist (a
+        graph exported before ``output_mask``: to the batch's union; False: every token).
+        Returns the state (``(batch, ...)`` per name) and ``first_tokens`` ``(batch,)``, BOS.
         """
         if len(sources) == 1 and self.device == "cpu":
             # One row as two (see _one_row_as_two), then back to one.

@@ -69,8 +69,8 @@ class TranslatorStep(TorchStep):
         Args:
             sources: ``batch`` token id lists without BOS or EOS (EOS is appended here, as
                 ``ParallelBatches`` does in training; an empty source is just EOS).
-            shortlist: score only the batch's shortlisted tokens, where the model has a
-                shortlist (False: the whole vocabulary).
+            shortlist: keep each sentence to its own shortlisted tokens, where the model has
+                a shortlist (False: the whole vocabulary).
 
         Returns:
             the state (``(batch, ...)`` per name) and ``first_tokens`` ``(batch,)`` int64,
@@ -133,7 +133,10 @@ class TranslatorStep(TorchStep):
         if mask is not None:  # each row to its own sentence's shortlist, before the softmax
             logits = logits.float() + mask
         vocab_size = self.model.target_vocab_size
-        return self._log_probs(logits, state.get(OUTPUT_IDS), vocab_size), new_state
+        log_probs = self._log_probs(
+            logits, state.get(OUTPUT_IDS), vocab_size, masked=mask is not None
+        )
+        return log_probs, new_state
 
     def _graphable(self, state: State) -> bool:
         """Whether :meth:`step` replays a graph: with graphs, for a narrowed view that
