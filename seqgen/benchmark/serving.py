@@ -28,6 +28,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from seqgen.errors import SeqgenError
+
 SEQGEN = [sys.executable, "-m", "seqgen"]
 
 
@@ -187,18 +189,33 @@ def run_load_test(arguments: argparse.Namespace) -> dict:
             result = load_run(server, sentences, expected, clients, arguments.max_seconds)
             report["runs"].append({**asdict(result), "per_second": result.per_second})
         if arguments.soak:
-            repeats = -(-arguments.soak // len(sentences))
-            result = load_run(
-                server,
-                (sentences * repeats)[: arguments.soak],
-                (expected * repeats)[: arguments.soak],
-                max(arguments.clients),
-                arguments.max_seconds * 20,
-            )
-            report["soak"] = {**asdict(result), "per_second": result.per_second}
+            report["soak"] = soak(server, sentences, expected, arguments)
     finally:
         report["server_exit_code"] = server.stop()
     return report
+
+
+def soak(server: Server, sentences: list[str], expected: list[str], arguments) -> dict:
+    """``--soak`` requests from the most clients, in rounds of the test set, with the
+    server's memory after each round (flat memory means no leak per request)."""
+    done: list[LoadResult] = []
+    while sum(result.requests for result in done) < arguments.soak:
+        count = min(len(sentences), arguments.soak - sum(result.requests for result in done))
+        clients = max(arguments.clients)
+        done.append(load_run(server, sentences[:count], expected, clients, arguments.max_seconds))
+    seconds = sum(result.seconds for result in done)
+    requests = sum(result.requests for result in done)
+    return {
+        "clients": max(arguments.clients),
+        "requests": requests,
+        "seconds": seconds,
+        "per_second": requests / seconds,
+        "p50_ms": statistics.median(result.p50_ms for result in done),
+        "p99_ms": max(result.p99_ms for result in done),
+        "differing": sum(result.differing for result in done),
+        "rss_mb_after": done[-1].rss_mb_after,
+        "rss_mb_by_round": [round(result.rss_mb_after) for result in done],
+    }
 
 
 def format_report(report: dict) -> str:
@@ -223,6 +240,9 @@ def format_report(report: dict) -> str:
     if "cli_one_call_each_seconds_per_sentence" in report:
         each = report["cli_one_call_each_seconds_per_sentence"]
         rows.append(f"CLI, one process call per sentence: {1 / each:.2f} sentences/s")
+    if "soak" in report:
+        rounds = ", ".join(str(mb) for mb in report["soak"]["rss_mb_by_round"])
+        rows.append(f"server RSS (MiB) after each round of the soak: {rounds}")
     rows.append(
         f"server RSS after warm-up {report['rss_mb_start']:.0f} MiB; "
         f"exit status after SIGTERM {report['server_exit_code']} (-15: stopped by the signal, "
@@ -246,7 +266,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--server-args", nargs=argparse.REMAINDER, default=[])
     parser.add_argument("--json", dest="json_file")
     arguments = parser.parse_args(argv)
-    report = run_load_test(arguments)
+    try:
+        report = run_load_test(arguments)
+    except SeqgenError as error:
+        print(f"seqgen: error: {error}", file=sys.stderr)
+        return 1
     print(format_report(report))
     if arguments.json_file:
         Path(arguments.json_file).write_text(json.dumps(report, indent=2) + "\n")
