@@ -70,8 +70,9 @@ def recipe_from_dict(values: dict[str, Any]) -> Recipe:
     sections = task.sections
     for key in values:
         if key not in sections:
-            name = key if len(key) <= 80 else f"{key[:40]}..."  # a hostile file's, cut short
-            raise ConfigError(f"unknown section '{name}'{suggest(key, ['task', *sections])}")
+            # repr: a hostile file's name stays on one line (a newline is shown as \n), cut short
+            name = repr(key) if len(key) <= 80 else f"{key[:40]!r}..."
+            raise ConfigError(f"unknown section {name}{suggest(key, ['task', *sections])}")
     built = {name: build_section(cls, values.get(name, {}), name) for name, cls in sections.items()}
     recipe = Recipe(task=task.name, **built)
     recipe.validate()

@@ -15,6 +15,7 @@ import numpy as np
 import onnxruntime
 
 from seqgen.decoding.contract import TopLogProbs
+from seqgen.decoding.float_environment import creating_sessions, running_sessions
 from seqgen.errors import CheckpointError, SeqgenError
 
 CPU = "CPUExecutionProvider"
@@ -93,7 +94,8 @@ def _open(
         # 1.31 crashes (segfault) applying them to a float16 LSTM on the CPU.
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     try:
-        return onnxruntime.InferenceSession(str(path), options, providers=providers)
+        with creating_sessions():  # keeps the FTZ/DAZ it sets, gives this thread its own
+            return onnxruntime.InferenceSession(str(path), options, providers=providers)
     except Exception as error:  # ONNX Runtime raises its own types for bad files and devices
         detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(
@@ -122,7 +124,9 @@ def run_session(
     """
     if device is None:
         names = [*host_outputs, *device_outputs]
-        return dict(zip(names, session.run(names, dict(inputs)), strict=True))
+        with running_sessions():
+            outputs = session.run(names, dict(inputs))
+        return dict(zip(names, outputs, strict=True))
     binding = session.io_binding()
     for name, value in inputs.items():
         if isinstance(value, np.ndarray):
@@ -133,7 +137,8 @@ def run_session(
         binding.bind_output(name)  # host memory
     for name in device_outputs:
         binding.bind_output(name, device)
-    session.run_with_iobinding(binding)
+    with running_sessions():
+        session.run_with_iobinding(binding)
     values = dict(zip([*host_outputs, *device_outputs], binding.get_outputs(), strict=True))
     return {name: values[name].numpy() if name in host_outputs else values[name] for name in values}
 

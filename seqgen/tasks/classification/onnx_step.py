@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
+from seqgen.decoding.float_environment import running_sessions
 from seqgen.decoding.onnx_session import create_session, device_of
 
 
@@ -40,5 +41,6 @@ class ClassifierOnnxStep:
 
     def probabilities(self, token_ids: np.ndarray) -> np.ndarray:
         """``(rows, time)`` int64 ids of whole texts -> ``(rows, classes)`` float32."""
-        (probabilities,) = self.session.run(["probabilities"], {"token_ids": token_ids})
+        with running_sessions():
+            (probabilities,) = self.session.run(["probabilities"], {"token_ids": token_ids})
         return probabilities

@@ -24,6 +24,7 @@ import numpy as np
 import onnxruntime
 
 from seqgen.decoding.contract import State
+from seqgen.decoding.float_environment import running_sessions
 from seqgen.decoding.onnx_session import (
     NEW_PREFIX,
     STEP_OUTPUTS,
@@ -101,9 +102,10 @@ class OnnxLanguageModelStep(DeviceState):
 
     def prime(self, token_ids: np.ndarray, state: State) -> dict[str, np.ndarray]:
         """Run ``token_ids`` ``(rows, time)`` int64 through the model; returns the new state."""
-        outputs = self.prime_session.run(
-            [NEW_PREFIX + name for name in self.state_names], {"token_ids": token_ids, **state}
-        )
+        with running_sessions():
+            outputs = self.prime_session.run(
+                [NEW_PREFIX + name for name in self.state_names], {"token_ids": token_ids, **state}
+            )
         return dict(zip(self.state_names, outputs, strict=True))
 
     def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray, State]:
