@@ -138,3 +138,25 @@ def test_a_request_over_its_time_is_a_504_and_its_generation_stops(models):
         # Had the first generation gone on, this one would wait behind it and time out too.
         again = client.post("/generate", json={"prompt": "A", "max_new_tokens": 5})
         assert again.status_code == 200 and len(again.json()["texts"][0]) == 6
+
+
+def test_a_bundle_is_served_on_onnx_runtime(tmp_path):
+    """A bundle folder serves as a checkpoint does, on ONNX Runtime, with the same answers."""
+    from click.testing import CliRunner
+
+    from seqgen.cli import main
+
+    bundle = tmp_path / "spam-bundle"
+    assert (
+        CliRunner().invoke(main, ["export", "--model", "spam", "--output", str(bundle)]).exit_code
+        == 0
+    )
+    (model,) = load_models([str(bundle)], device="cpu", backend="auto")
+    texts = ["WINNER!! Claim your free prize now, call 09061701461", "see you at lunch?"]
+    with TestClient(create_app([model])) as client:
+        listed = client.get("/models").json()["models"][0]
+        answer = client.post("/classify", json={"text": texts, "top_k": 2}).json()
+    assert listed["name"] == "spam-bundle" and listed["format"] == "bundle"
+    assert listed["runtime"] == "onnxruntime" and listed["labels"] == ["ham", "spam"]
+    expected = model.pipeline.classify(texts, top_k=2)
+    assert answer["labels"] == [top[0][0] for top in expected] == ["spam", "ham"]
