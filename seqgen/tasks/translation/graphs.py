@@ -65,6 +65,9 @@ class EncoderGraph(nn.Module):
         return tuple(state[name] for name in self.model.state_names)
 
 
+ATTENTION_OUTPUT = "attention"  # the step graph's last output: (rows, source_len) weights
+
+
 class TranslatorStepGraph(nn.Module):
     """``tokens`` ``(rows,)`` + state -> ``log_probs`` ``(rows, vocab)`` float32, the top
     candidates (``with_top_candidates``) and the new recurrent state.
@@ -97,7 +100,17 @@ class TranslatorStepGraph(nn.Module):
             output_ids, output_mask = inputs[len(names) :]
         # In the graph the rows are gathered at every step: output_ids is an input.
         output = None if output_ids is None else self.model.decoder.output_rows(output_ids)
-        logits, new_state = self.model.step(tokens, state, output, self.embedding_gates)
+        # The attention weights the step computes, an output for attention maps
+        # (attention_maps.onnx_attention): caught from the attention module, which keeps none.
+        caught: list[torch.Tensor] = []
+        hook = self.model.decoder.attention.register_forward_hook(
+            lambda module, inputs, output: caught.append(output[1])
+        )
+        try:
+            logits, new_state = self.model.step(tokens, state, output, self.embedding_gates)
+        finally:
+            hook.remove()
+        attention = caught[-1].reshape(tokens.shape[0], -1).float()
         # As TranslatorStep.step: log-softmax in float32, also for a float16 model.
         logits = logits.float()
         if output_mask is not None:  # each row to its own sentence's shortlist
@@ -112,7 +125,7 @@ class TranslatorStepGraph(nn.Module):
             top_values, top_columns = torch.topk(log_probs, count, dim=-1)
             top_ids = output_ids[top_columns]
         recurrent = (new_state[name] for name in names if name in RECURRENT)
-        return (log_probs, top_values, top_ids, *recurrent)
+        return (log_probs, top_values, top_ids, *recurrent, attention)
 
 
 def write_bundle(
@@ -207,9 +220,12 @@ def graph_specs(model: EncoderDecoder) -> dict[str, GraphSpec]:
         "step": GraphSpec(
             TranslatorStepGraph(model),
             step_inputs,
-            [*STEP_OUTPUTS, *new_recurrent],
+            [*STEP_OUTPUTS, *new_recurrent, ATTENTION_OUTPUT],
             {"tokens": {0: "rows"}, **state_axes, **step_axes},
-            {name: ["rows"] for name in [*STEP_OUTPUTS, *new_recurrent]},
+            {
+                **{name: ["rows"] for name in [*STEP_OUTPUTS, *new_recurrent]},
+                ATTENTION_OUTPUT: ["rows", "source_len"],
+            },
         ),
         "select": select_spec(
             {**state, **per_row}, {**state_axes, **{name: step_axes[name] for name in per_row}}

@@ -69,6 +69,7 @@ from seqgen.text.vocabulary import BOS_ID
 
 ENCODER_INPUTS = ["source_ids", "source_lengths"]
 RECURRENT_NAMES = ("hidden", "cell", "feed")
+ATTENTION_OUTPUT = "attention"  # the step graph's optional last output (attention maps)
 SHORTLIST_INPUT = "output_ids"  # a step graph input, for a shortlisted model
 # After it, each row's mask of it (source_rows.OUTPUT_MASK); absent in bundles exported before
 SHORTLIST_INPUTS = (SHORTLIST_INPUT, OUTPUT_MASK)
@@ -208,6 +209,27 @@ class OnnxTranslatorStep(DeviceState):
         new_state.update((name, outputs[NEW_PREFIX + name]) for name in self.recurrent_names)
         return log_probs, new_state
 
+    @property
+    def step_output_names(self) -> list[str]:
+        """The step graph's outputs (``attention`` last in bundles since 2026-12-06)."""
+        return [output.name for output in self.step_session.get_outputs()]
+
+    def attention_step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        """One step for attention maps (``attention_maps.onnx_attention``): ``tokens``
+        ``(rows,)`` -> the attention weights ``(rows, source_len)`` and the new state."""
+        device = onnxruntime.OrtValue
+        host = {name: v.numpy() if isinstance(v, device) else v for name, v in state.items()}
+        inputs = {"tokens": np.ascontiguousarray(tokens, dtype=np.int64)}
+        inputs.update((name, host[name]) for name in self.state_names)
+        if self.takes_output_ids:
+            inputs[SHORTLIST_INPUT] = host[OUTPUT_IDS]
+        if self.takes_output_mask:
+            inputs[OUTPUT_MASK] = host[OUTPUT_MASK]
+        names = [NEW_PREFIX + name for name in self.recurrent_names]
+        outputs = run_session(self.step_session, inputs, host_outputs=[ATTENTION_OUTPUT, *names])
+        new_state = {**host, **{name: outputs[NEW_PREFIX + name] for name in self.recurrent_names}}
+        return outputs[ATTENTION_OUTPUT], new_state
+
     def _one_row_as_two(
         self, tokens: np.ndarray, state: State
     ) -> tuple[np.ndarray | TopLogProbs, State]:
@@ -252,6 +274,8 @@ def translator_state_names(
         "encoder": (ENCODER_INPUTS, list(names)),
         "step": (step_inputs, [*STEP_OUTPUTS, *(NEW_PREFIX + n for n in recurrent)]),
     }
+    if [o.name for o in step.get_outputs()][-1:] == [ATTENTION_OUTPUT]:  # since 2026-12-06
+        expected["step"][1].append(ATTENTION_OUTPUT)
     usable = "hidden" in recurrent and set(SOURCE_NAMES) <= set(names)
     usable = usable and not {SENTENCE, SOURCES} & set(names)
     for label, session in (("encoder", encoder), ("step", step)):

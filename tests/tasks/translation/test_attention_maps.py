@@ -79,3 +79,23 @@ def test_without_matplotlib_it_names_the_extra(tmp_path):
     )
     assert done.returncode == 1 and "pip install 'seqgen[plot]'" in done.stderr
     assert done.stderr.count("\n") == 1 and not (tmp_path / "a.png").exists()
+
+
+def test_a_bundle_gives_the_attention_pytorch_gives(translator, tmp_path):
+    """The step graph outputs its attention weights; the forced pass over the bundle's graphs
+    gives PyTorch's map."""
+    bundle = tmp_path / "de-en"
+    result = CliRunner().invoke(
+        main, ["export", "--model", "multi30k-de-en", "--output", str(bundle)]
+    )
+    assert result.exit_code == 0, result.output
+    onnx_translator = seqgen.load(str(bundle))
+    hypothesis = translator.translate_n_best(SENTENCES[:1])[0][0]
+    from_bundle = onnx_translator.attention(SENTENCES[0], hypothesis)
+    from_torch = translator.attention(SENTENCES[0], hypothesis)
+    assert from_bundle.target_pieces == from_torch.target_pieces
+    assert np.abs(from_bundle.weights - from_torch.weights).max() < 1e-4
+    target = tmp_path / "map.png"
+    args = ["translate", "--model", str(bundle), "--attention-plot", str(target)]
+    assert CliRunner().invoke(main, args, input="Ein Hund.\n").exit_code == 0
+    assert png_size(target)[0] > 300

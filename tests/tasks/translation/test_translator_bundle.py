@@ -145,7 +145,10 @@ def test_bundle_holds_checked_graphs_tokenizers_and_manifest(exported: tuple[Pat
     assert [i["name"] for i in graphs["step"]["inputs"]] == ["tokens", *names]
     step_outputs = graphs["step"]["outputs"]
     top = ["log_probs", "top_log_probs", "top_ids"]
-    assert [o["name"] for o in step_outputs] == [*top, *("new_" + n for n in recurrent)]
+    new = [f"new_{name}" for name in recurrent]
+    assert [o["name"] for o in step_outputs] == [*top, *new, "attention"]
+    attention = {"name": "attention", "dtype": "float32", "shape": ["rows", "source_len"]}
+    assert step_outputs[-1] == attention
     vocab = model.target_tokenizer.vocab_size
     assert step_outputs[0] == {"name": "log_probs", "dtype": "float32", "shape": ["rows", vocab]}
     top_ids = {"name": "top_ids", "dtype": "int64", "shape": ["rows", TOP_CANDIDATES]}
