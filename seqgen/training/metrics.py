@@ -5,6 +5,7 @@ as TensorBoard event files in ``RUN/tensorboard/``."""
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
 
 from seqgen.errors import ConfigError
@@ -91,10 +92,11 @@ class MetricsLog:
                     self.board.add_scalar(TAGS[name], value, global_step=int(values["step"]))
             self.board.flush()
 
-    def text(self, tag: str, text: str, step: int) -> None:
-        """A sample output (a translation, a continuation) for TensorBoard's text tab."""
+    def samples(self, tag: str, make: Callable[[], str], step: int) -> None:
+        """Sample outputs (translations, a continuation) for TensorBoard's text tab; ``make``
+        is called only when TensorBoard is on, since decoding samples costs time."""
         if self.board is not None:
-            self.board.add_text(tag, text, global_step=step)
+            self.board.add_text(tag, make(), global_step=step)
             self.board.flush()
 
 

@@ -53,7 +53,7 @@ def test_without_the_flag_no_events_are_written(trained_run):
 def test_metrics_log_maps_every_column_to_a_tag(tmp_path):
     log = MetricsLog(tmp_path / "metrics.csv", tensorboard=True)
     log.append(step=3, validation_bleu=12.5, validation_accuracy=0.75, epoch=0.5)
-    log.text("validation/translations", "**source** a", 3)
+    log.samples("validation/translations", lambda: "**source** a", 3)
     board = events(tmp_path / "tensorboard")
     assert board.Scalars("validation/bleu")[0].value == 12.5
     assert board.Scalars("validation/accuracy")[0].step == 3

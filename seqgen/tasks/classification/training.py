@@ -217,8 +217,7 @@ class ClassificationTrainer(EpochTrainer):
             f"step {run.step}: validation accuracy {100 * scores.accuracy:.2f}% "
             f"macro-F1 {scores.macro_f1:.4f}{' (best)' if improved else ''}"
         )
-        if self.metrics.board is not None:
-            self.metrics.text("validation/samples", self.samples(), run.step)
+        self.metrics.samples("validation/samples", self.samples, run.step)
 
     def samples(self, count: int = 5) -> str:
         """The first validation texts with their true and predicted labels (for TensorBoard)."""

@@ -209,8 +209,7 @@ class LanguageModelTrainer(EpochTrainer):
             f"step {run.step}: validation loss {scores.loss:.4f} ppl {scores.perplexity:.2f} "
             f"bits/token {scores.bits_per_token:.4f}{' (best)' if improved else ''}"
         )
-        if self.metrics.board is not None:
-            self.metrics.text("validation/sample", self.sample(), run.step)
+        self.metrics.samples("validation/sample", self.sample, run.step)
         self.model.train()
 
     def sample(self) -> str:

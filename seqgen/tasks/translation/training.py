@@ -316,8 +316,7 @@ class TranslationTrainer(EpochTrainer):
             f"step {run.step}: validation BLEU {bleu:.2f} chrF {chrf:.2f}"
             f"{' (best)' if improved else ''}"
         )
-        if self.metrics.board is not None:
-            self.metrics.text("validation/translations", self.samples(), run.step)
+        self.metrics.samples("validation/translations", self.samples, run.step)
 
     def samples(self, count: int = 3) -> str:
         """The first validation sentences, their translations and references (TensorBoard)."""
