@@ -51,13 +51,16 @@ def parse_json(text: str | bytes) -> Any:
 
 def json_depth(value: Any) -> int:
     """How deeply ``value`` nests (a scalar: 0), walked without recursion."""
-    deepest, stack = 0, [(value, 1)]
+    if not isinstance(value, (dict, list)):
+        return 0
+    deepest, stack = 1, [(value, 1)]
     while stack:
         item, depth = stack.pop()
+        deepest = max(deepest, depth)
         children = item.values() if isinstance(item, dict) else item
-        if isinstance(item, (dict, list)):
-            deepest = max(deepest, depth)
-            stack.extend((child, depth + 1) for child in children)
+        # Only containers go on the stack: a bundle's shortlist holds 80,000 numbers, and
+        # pushing each one made this walk a fifth of a one-line translation's time.
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
     return deepest
 
 
