@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seqgen.config import MAX_JSON_DEPTH, json_depth, parse_json
+from seqgen.config import MAX_JSON_DEPTH, json_depth, parse_json, text_depth
 from seqgen.errors import ConfigError, SeqgenError
 from seqgen.recipes import Recipe, apply_overrides, load_recipe, recipe_from_dict, recipe_to_dict
 from seqgen.task import registered_tasks
@@ -404,6 +404,24 @@ def test_json_nested_past_the_limit_is_refused(depth: int) -> None:
     else:
         with pytest.raises(ValueError, match="nested deeper than"):
             parse_json(text)
+
+
+@FAST
+@given(
+    value=st.recursive(
+        st.none() | st.integers() | st.text(alphabet='[]{}"\\ab,:'),
+        lambda children: (
+            st.lists(children, max_size=3)
+            | st.dictionaries(st.text(alphabet='[]{}"\\ab'), children, max_size=3)
+        ),
+        max_leaves=30,
+    )
+)
+def test_text_depth_counts_brackets_outside_strings(value: object) -> None:
+    # Brackets and quotes inside strings (escaped or not) do not nest.
+    text = json.dumps(value)
+    assert text_depth(text) == min(json_depth(value), MAX_JSON_DEPTH + 1)
+    assert text_depth(text.encode()) == text_depth(text)
 
 
 @pytest.mark.parametrize(
