@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 // The command line: lines on stdin, one result line each on stdout.
 //
-//   node bin/seqgen.js translate BUNDLE [--beam-size N] [--max-length N] [--workers N]
-//   node bin/seqgen.js generate BUNDLE [--strategy greedy|sample|beam] [--max-length N] [--seed N] [--temperature T]
+//   node bin/seqgen.js translate BUNDLE [--beam-size N] [--n-best N] [--max-length N]
+//       [--length-penalty A] [--no-repeat-ngram-size N] [--workers N]
+//   node bin/seqgen.js generate BUNDLE [--strategy greedy|sample|beam] [--max-length N] [--seed N]
+//       [--temperature T] [--top-k N] [--top-p P] [--no-repeat-ngram-size N]
 //   node bin/seqgen.js classify BUNDLE [--top-k N]
 //
 // Bad input (not a bundle, a newer format, another task's bundle, a bad option, an empty text
@@ -11,8 +13,9 @@
 import { BundleError, openBundle, translateInThreads } from '../src/node.js';
 
 const USAGE =
-  'usage: seqgen.js translate|generate|classify BUNDLE [--beam-size N] [--max-length N] ' +
-  '[--strategy S] [--seed N] [--temperature T] [--top-k N] [--workers N]';
+  'usage: seqgen.js translate|generate|classify BUNDLE [--beam-size N] [--n-best N] [--max-length N] ' +
+  '[--length-penalty A] [--no-repeat-ngram-size N] [--strategy S] [--seed N] [--temperature T] ' +
+  '[--top-k N] [--top-p P] [--workers N]';
 const TASKS = { translate: 'translation', generate: 'generation', classify: 'classification' };
 const OPTIONS = {
   '--beam-size': ['beamSize', 'int'],
@@ -22,6 +25,16 @@ const OPTIONS = {
   '--seed': ['seed', 'int'],
   '--temperature': ['temperature', 'number'],
   '--top-k': ['topK', 'int'],
+  '--top-p': ['topP', 'number'],
+  '--n-best': ['nBest', 'int'],
+  '--length-penalty': ['lengthPenalty', 'number'],
+  '--no-repeat-ngram-size': ['noRepeatNgramSize', 'int'],
+};
+// What each command reads (the others are refused, not ignored).
+const ACCEPTS = {
+  translate: ['beamSize', 'nBest', 'maxLength', 'lengthPenalty', 'noRepeatNgramSize', 'workers'],
+  generate: ['strategy', 'maxLength', 'seed', 'temperature', 'topK', 'topP', 'beamSize', 'lengthPenalty', 'noRepeatNgramSize'],
+  classify: ['topK'],
 };
 
 /** The command, the bundle folder and the options, or a BundleError naming what is wrong. */
@@ -36,6 +49,7 @@ export function parseArguments(argv) {
     if (!known) throw new BundleError(`unknown option ${flag}; ${USAGE}`);
     if (value === undefined) throw new BundleError(`${flag} needs a value`);
     const [name, type] = known;
+    if (!ACCEPTS[command].includes(name)) throw new BundleError(`${flag} is not an option of ${command}; ${USAGE}`);
     const parsed = type === 'string' ? value : Number(value);
     if (type !== 'string' && (!Number.isFinite(parsed) || (type === 'int' && !Number.isInteger(parsed)))) {
       throw new BundleError(`${flag} ${value}: expected ${type === 'int' ? 'a whole number' : 'a number'}`);
@@ -55,17 +69,19 @@ async function readLines(stream) {
 
 async function run(command, bundle, model, options, lines) {
   if (command === 'translate') {
-    const { maxLength, beamSize, workers } = options;
+    const { workers, ...given } = options;
     const limit = model.options().maxSourceLength;
     const tooLong = lines.filter((line) => line.trim() && model.sourceTokenizer.encode(line).length > limit).length;
     if (tooLong) process.stderr.write(`seqgen-js: warning: ${tooLong} sentence(s) longer than the model's limit of ${limit} pieces were cut to it\n`);
-    const found = await translateInThreads(bundle, model, lines, { maxLength, beamSize, workers });
-    return found.map((best) => best[0].text);
+    const found = await translateInThreads(bundle, model, lines, { ...given, workers });
+    if ((options.nBest ?? 1) === 1) return found.map((best) => best[0].text);
+    // seqgen translate --n-best's format: 'line ||| translation ||| score', lines from 0.
+    return found.flatMap((best, line) => best.map((h) => `${line} ||| ${h.text} ||| ${h.score.toFixed(4)}`));
   }
   if (command === 'generate') {
-    const { maxLength: maxNewTokens, strategy, seed, temperature, beamSize } = options;
+    const { maxLength: maxNewTokens, ...given } = options;
     const texts = [];
-    for (const line of lines) texts.push(await model.generate(line, { maxNewTokens, strategy, seed, temperature, beamSize }));
+    for (const line of lines) texts.push(await model.generate(line, { maxNewTokens, ...given }));
     return texts.map((text) => JSON.stringify(text)); // a continuation may hold newlines
   }
   lines.forEach((line, i) => {
@@ -78,7 +94,9 @@ async function run(command, bundle, model, options, lines) {
 async function main(argv) {
   const { command, bundle, options } = parseArguments(argv);
   const model = await openBundle(bundle, { task: TASKS[command] });
-  model.options?.(command === 'translate' ? { beamSize: options.beamSize, maxLength: options.maxLength } : {});
+  // Bad options fail before stdin is read.
+  if (command === 'translate') model.options({ ...options, workers: undefined });
+  if (command === 'generate') model.options({ ...options, maxLength: undefined, maxNewTokens: options.maxLength });
   const lines = await readLines(process.stdin.setEncoding('utf8'));
   const output = await run(command, bundle, model, options, lines);
   process.stdout.write(output.map((line) => `${line}\n`).join(''));

@@ -83,11 +83,12 @@ export class Generator {
     const options = {
       strategy: d.strategy ?? 'sample',
       maxNewTokens: d.max_new_tokens ?? 300,
-      temperature: d.temperature ?? 1,
+      temperature: d.temperature ?? 0.8, // seqgen's default (GenerationDecodingConfig)
       topK: d.top_k ?? 0,
       topP: d.top_p ?? 1,
       beamSize: d.beam_size ?? 5,
       lengthPenalty: d.length_penalty ?? 1,
+      noRepeatNgramSize: d.no_repeat_ngram_size ?? 0,
       ...defined,
     };
     if (!STRATEGIES.includes(options.strategy)) {
@@ -96,12 +97,17 @@ export class Generator {
     if (!Number.isInteger(options.maxNewTokens) || options.maxNewTokens < 0) {
       throw new BundleError(`max length ${options.maxNewTokens}; it must be a whole number >= 0`);
     }
-    if ((d.no_repeat_ngram_size ?? 0) > 0) {
-      throw new BundleError(`the bundle generates with no_repeat_ngram_size = ${d.no_repeat_ngram_size}, which this runtime does not implement yet`);
+    if (!Number.isInteger(options.noRepeatNgramSize) || options.noRepeatNgramSize < 0) {
+      throw new BundleError(`no-repeat n-gram size ${options.noRepeatNgramSize}; it must be a whole number >= 0 (0 = off)`);
     }
-    if (!(options.temperature > 0 && options.temperature <= 100)) {
-      throw new BundleError(`temperature ${options.temperature}; it must be in (0, 100]`);
+    if (!(options.temperature >= 0 && options.temperature <= 100)) {
+      throw new BundleError(`temperature ${options.temperature}; it must be in [0, 100] (0 means greedy)`);
     }
+    if (options.seed !== undefined && !(Number.isSafeInteger(options.seed) && options.seed >= 0)) {
+      throw new BundleError(`seed ${options.seed}; it must be a whole number >= 0`);
+    }
+    // Python's rule (seqgen/tasks/generation/pipeline.py): temperature 0 is greedy search.
+    if (options.strategy === 'sample' && options.temperature === 0) options.strategy = 'greedy';
     return options;
   }
 
@@ -110,7 +116,12 @@ export class Generator {
     const options = this.options(given);
     const promptIds = [BOS_ID, ...this.tokenizer.encode(prompt)];
     const { state, firstToken } = await this.step.start(promptIds);
-    const common = { maxNew: [options.maxNewTokens], eosId: null, bannedIds: this.bannedIds };
+    const common = {
+      maxNew: [options.maxNewTokens],
+      eosId: null,
+      bannedIds: this.bannedIds,
+      noRepeatNgramSize: options.noRepeatNgramSize,
+    };
     let tokens;
     if (options.strategy === 'beam') {
       const [best] = await beamSearch(this.step, state, [firstToken], { ...common, beamSize: options.beamSize, lengthPenalty: options.lengthPenalty });

@@ -35,9 +35,8 @@ export class Translator {
     if (!Number.isInteger(options.nBest) || options.nBest < 1 || options.nBest > options.beamSize) {
       throw new BundleError(`n-best ${options.nBest}; it must be between 1 and the beam size (${options.beamSize})`);
     }
-    if (options.noRepeatNgramSize > 0) {
-      // Not ported yet: decoding without the ban would print other text than Python's.
-      throw new BundleError(`the bundle decodes with no_repeat_ngram_size = ${options.noRepeatNgramSize}, which this runtime does not implement yet`);
+    if (!Number.isInteger(options.noRepeatNgramSize) || options.noRepeatNgramSize < 0) {
+      throw new BundleError(`no-repeat n-gram size ${options.noRepeatNgramSize}; it must be a whole number >= 0 (0 = off)`);
     }
     return options;
   }
@@ -125,7 +124,13 @@ export class Translator {
     });
     const minNew = lengths.map((n, i) => Math.min(Math.floor(options.minLengthRatio * n), maxNew[i]));
     const state = await this.step.start(sources);
-    const common = { maxNew, minNew, eosId: EOS_ID, bannedIds: [PAD_ID, BOS_ID, UNK_ID] };
+    const common = {
+      maxNew,
+      minNew,
+      eosId: EOS_ID,
+      bannedIds: [PAD_ID, BOS_ID, UNK_ID],
+      noRepeatNgramSize: options.noRepeatNgramSize,
+    };
     const firstTokens = sources.map(() => BOS_ID);
     if (options.beamSize === 1) {
       const paths = await greedySearch(this.step, state, firstTokens, common);

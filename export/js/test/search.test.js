@@ -5,7 +5,9 @@ import assert from 'node:assert';
 import test from 'node:test';
 import { beamSearch, lengthPenalty } from '../src/search/beam.js';
 import { greedySearch } from '../src/search/greedy.js';
-import { draw, seededRandom } from '../src/search/sample.js';
+import { noRepeatNgramBans } from '../src/search/ngrams.js';
+import { defaultRng } from '../src/search/numpy-random.js';
+import { draw, pairwiseSum } from '../src/search/sample.js';
 
 const EOS = 3;
 
@@ -75,8 +77,51 @@ test('rows of a batch decode as they do alone', async () => {
 
 test('sampling with a seed repeats; top-k 1 is greedy', () => {
   const scores = Float32Array.from([Math.log(0.1), Math.log(0.7), Math.log(0.2)]);
-  const first = Array.from({ length: 20 }, (_, i, r = seededRandom(7)) => draw(scores, 1, 3, {}, r)[0]);
-  const again = Array.from({ length: 20 }, (_, i, r = seededRandom(7)) => draw(scores, 1, 3, {}, r)[0]);
+  const first = Array.from({ length: 20 }, (_, i, r = defaultRng(7)) => draw(scores, 1, 3, {}, r)[0]);
+  const again = Array.from({ length: 20 }, (_, i, r = defaultRng(7)) => draw(scores, 1, 3, {}, r)[0]);
   assert.deepStrictEqual(first, again);
-  assert.deepStrictEqual(draw(scores, 1, 3, { topK: 1 }, seededRandom(1)), [1]);
+  assert.deepStrictEqual(draw(scores, 1, 3, { topK: 1 }, defaultRng(1)), [1]);
+});
+
+test('a draw inverts the cumulative sum in token order; an all-banned row still uses a number', () => {
+  const scores = Float32Array.from([Math.log(0.1), Math.log(0.7), Math.log(0.2), -Infinity, -Infinity, -Infinity]);
+  const numbers = [0.05, 0.5, 0.85, 0.95];
+  const fixed = (values) => () => values.shift();
+  // cumulative 0.1, 0.8, 1.0: 0.05 -> token 0, 0.5 -> 1, 0.85 -> 2; row 2 banned takes 0.5
+  assert.deepStrictEqual(draw(scores, 2, 3, {}, fixed([0.05, 0.5])), [0, -1]);
+  assert.deepStrictEqual(numbers.map((u) => draw(scores, 1, 3, {}, fixed([u]))[0]), [0, 1, 2, 2]);
+  // top-p 0.75 keeps 1 (0.7 before it: 0 < 0.75) and 2 (0.7 before it), not 0 (0.9 before it)
+  assert.deepStrictEqual(draw(scores, 1, 3, { topP: 0.75 }, fixed([0.05]))[0], 1);
+});
+
+test("numpy's pairwise sum: 8 accumulators, halves above 128", () => {
+  const values = Float64Array.from({ length: 300 }, (_, i) => 1 / (i + 1) ** 1.5);
+  let sequential = 0;
+  for (const v of values) sequential += v;
+  assert.ok(Math.abs(pairwiseSum(values) - sequential) < 1e-12);
+  assert.strictEqual(pairwiseSum([1, 2, 3]), 6);
+});
+
+test('n-gram bans: every token that followed the last n - 1 tokens before', () => {
+  // The cases of tests/decoding/test_processors.py, test_no_repeat_ngram_bans.
+  const history = [[5, 1, 2, 3, 1, 2, 4, 1], [1, 2], [7]];
+  assert.deepStrictEqual(history.map((h) => noRepeatNgramBans(h, 2)), [[2, 2], [], []]);
+  assert.deepStrictEqual(history.map((h) => noRepeatNgramBans(h, 3)), [[], [], []]);
+  assert.deepStrictEqual(noRepeatNgramBans([1, 2, 3, 1, 2], 3), [3]);
+  assert.deepStrictEqual([...new Set(noRepeatNgramBans(history[0], 1))].sort(), [1, 2, 3, 4, 5]);
+  assert.deepStrictEqual(noRepeatNgramBans(history[0], 0), []);
+  assert.deepStrictEqual(noRepeatNgramBans([1], 3), []);
+});
+
+test('greedy and beam never repeat a banned n-gram', async () => {
+  // The model always prefers token 1, then 2: with bigrams banned, 1 1 cannot follow 0 1.
+  const loop = () => ({ 1: 0.6, 2: 0.3, 4: 0.1 });
+  const options = { maxNew: [4], eosId: EOS, bannedIds: [], noRepeatNgramSize: 2 };
+  const [greedy] = await greedySearch(scripted(loop), [[]], [0], options);
+  assert.deepStrictEqual(greedy.tokens, [1, 1, 2, 1]); // (0 1), (1 1), (1 2), (2 1): no pair twice
+  const [[best]] = await beamSearch(scripted(loop), [[]], [0], { ...options, beamSize: 2 });
+  const pairs = [0, ...best.tokens].slice(1).map((t, i) => `${[0, ...best.tokens][i]} ${t}`);
+  assert.strictEqual(new Set(pairs).size, pairs.length);
+  const [plain] = await greedySearch(scripted(loop), [[]], [0], { ...options, noRepeatNgramSize: 0 });
+  assert.deepStrictEqual(plain.tokens, [1, 1, 1, 1]);
 });

@@ -3,6 +3,7 @@
 
 import { banned, NEG_INF, rowBest } from './candidates.js';
 import { Kept, Trail } from './hypotheses.js';
+import { banRepeatedNgrams } from './ngrams.js';
 
 /** GNMT length penalty ((5 + length) / 6) ** alpha (Wu et al., 2016, eq. 14). */
 export function lengthPenalty(length, alpha) {
@@ -18,7 +19,8 @@ export function lengthPenalty(length, alpha) {
  * @param {object} stepFunction `{ step(tokens, state, {candidates}), select(state, rows) }`
  * @param {object} state one row per sentence
  * @param {number[]} firstTokens `(sentences,)`
- * @param {object} options beamSize, nBest, lengthPenalty, maxNew, minNew, eosId, bannedIds
+ * @param {object} options beamSize, nBest, lengthPenalty, maxNew, minNew, eosId, bannedIds,
+ *   noRepeatNgramSize (0 = off)
  * @returns {Promise<{tokens: number[], score: number, normalized: number, finished: boolean}[][]>}
  *   per sentence, its nBest hypotheses best first
  */
@@ -31,12 +33,16 @@ export async function beamSearch(stepFunction, state, firstTokens, options) {
   firstTokens.forEach((_, s) => maxNew[s] === 0 && kept.keepEmpty(s));
   let beams = Beams.start(firstTokens, maxNew, k);
   if (beams.sentences.length) state = stepFunction.select(state, beams.sentences.flatMap((s) => Array(k).fill(s)));
-  const candidates = 2 * k + bannedIds.size + 1; // each row's 2k best past bans and EOS
+  // Each row's 2k best past bans and EOS; n-gram bans are unbounded: then every log-prob.
+  const ngram = options.noRepeatNgramSize ?? 0;
+  const candidates = ngram > 0 ? Infinity : 2 * k + bannedIds.size + 1;
   for (let position = 0; position < Math.max(0, ...maxNew); position += 1) {
     if (beams.sentences.length === 0) break;
     const step = await stepFunction.step(beams.lastTokens(), state, { candidates });
     state = step.state;
     const scores = banned(step, bannedIds, eosId, (row) => position < minNew[beams.sentences[Math.floor(row / k)]]);
+    const historyOf = (row) => beams.trail.history(beams.length - 1, beams.rows[row]);
+    banRepeatedNgrams(scores, step.ids, step.width, historyOf, ngram);
     const ranked = topCandidates(beams, scores, step, k, eosId);
     // Where bans leave no extension at all, the beams end here, unfinished.
     keepBeams(kept, beams, ranked.map((c, s) => (c[0].score === NEG_INF ? s : -1)).filter((s) => s >= 0), alpha);

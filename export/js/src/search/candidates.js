@@ -37,9 +37,19 @@ export function rowBest(scores, row, width, count, ranked) {
   const take = Math.min(count, width);
   let intact = ranked;
   for (let c = 0; c < take && intact; c += 1) intact = scores[start + c] > NEG_INF;
-  const columns = Array.from({ length: intact ? take : width }, (_, column) => column);
-  if (!intact) columns.sort((a, b) => scores[start + b] - scores[start + a] || a - b);
-  return columns.slice(0, take);
+  if (intact) return Array.from({ length: take }, (_, column) => column);
+  // A partial selection, in the order a stable sort by score would give (equal scores by
+  // column): the full vocabulary is thousands of columns for the 2k best.
+  const best = [];
+  for (let column = 0; column < width; column += 1) {
+    const score = scores[start + column];
+    if (best.length === take && !(score > scores[start + best[take - 1]])) continue;
+    let at = best.length;
+    while (at > 0 && scores[start + best[at - 1]] < score) at -= 1;
+    best.splice(at, 0, column);
+    if (best.length > take) best.pop();
+  }
+  return best;
 }
 
 /** The first column of a row holding its highest score (numpy's argmax). */

@@ -2,6 +2,7 @@
 // step; finished rows leave the batch at once, so no step is spent on them.
 
 import { argmax, banned, NEG_INF } from './candidates.js';
+import { banRepeatedNgrams } from './ngrams.js';
 
 /**
  * @param {object} stepFunction `{ step(tokens, state, {candidates}), select(state, rows) }`
@@ -12,6 +13,8 @@ import { argmax, banned, NEG_INF } from './candidates.js';
  * @param {number[]} [options.minNew] `(batch,)` EOS is banned before this many
  * @param {number|null} options.eosId null: rows end at maxNew only
  * @param {number[]} options.bannedIds never produced
+ * @param {number} [options.noRepeatNgramSize] no n-gram of this size twice in a row's history
+ *   (its first token and the tokens produced); 0 = off
  * @param {(rows: number[], tokens: number[]) => void} [options.onStep] after each step
  * @returns {Promise<{tokens: number[], finished: boolean}[]>} per row, EOS not included
  */
@@ -26,12 +29,16 @@ export async function greedySearch(stepFunction, state, firstTokens, options) {
   }
   let tokens = active.map((row) => firstTokens[row]);
   const longest = Math.max(0, ...maxNew);
-  // Greedy reads the best token past the banned ids and EOS.
-  const candidates = bannedIds.size + 2;
+  // Greedy reads the best token past the banned ids and EOS; n-gram bans are unbounded, so
+  // with them it reads every log-prob (as Python does).
+  const ngram = options.noRepeatNgramSize ?? 0;
+  const candidates = ngram > 0 ? Infinity : bannedIds.size + 2;
   for (let position = 0; position < longest && active.length > 0; position += 1) {
     const step = await stepFunction.step(tokens, state, { candidates });
     state = step.state;
     const scores = banned(step, bannedIds, eosId, (i) => position < minNew[active[i]]);
+    const historyOf = (i) => [firstTokens[active[i]], ...paths[active[i]].tokens];
+    banRepeatedNgrams(scores, step.ids, step.width, historyOf, ngram);
     const kept = [];
     const chosen = [];
     for (let i = 0; i < active.length; i += 1) {

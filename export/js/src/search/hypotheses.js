@@ -23,6 +23,17 @@ export class Trail {
     }
     return tokens;
   }
+
+  /** The first token and the tokens of the beam (step, row); step -1: the first row `row`. */
+  history(step, row) {
+    const tokens = new Array(step + 2);
+    for (let i = step; i >= 0; i -= 1) {
+      tokens[i + 1] = this.tokens[i][row];
+      row = this.parents[i][row];
+    }
+    tokens[0] = this.firstTokens[row];
+    return tokens;
+  }
 }
 
 /**
