@@ -130,9 +130,19 @@ class LoopConfig:
     # Also write metrics.csv's scalars and a few sample outputs per validation to
     # RUN/tensorboard/ (needs the tensorboard extra).
     tensorboard: bool = False
+    # Micro-batches per optimizer step: their gradients add up (weighted by tokens, so two
+    # half batches give the update of one full batch) before one update.
+    accumulate_steps: int = 1
+    # Whether the task's batch size (batch_tokens, batch_sentences, batch_size) is each
+    # process's micro-batch ("process": the global batch is processes x accumulate_steps x
+    # it) or the whole step's ("global": split over them, which must divide it).
+    batch_scope: str = "process"
+    # Under torchrun: how long a process waits for the others in a collective (rank 0
+    # validating, a stalled or dead peer) before it stops with an error.
+    distributed_timeout_minutes: float = 30.0
 
     def validate(self) -> None:
-        for name in ("max_steps", "eval_every", "log_every"):
+        for name in ("max_steps", "eval_every", "log_every", "accumulate_steps"):
             check_positive(f"train.{name}", getattr(self, name))
         check_positive("train.learning_rate", self.learning_rate)
         for name in (
@@ -144,6 +154,8 @@ class LoopConfig:
         ):
             check_positive(f"train.{name}", getattr(self, name), allow_zero=True)
         check_choice("train.schedule", self.schedule, ("cosine", "constant"))
+        check_choice("train.batch_scope", self.batch_scope, ("process", "global"))
+        check_positive("train.distributed_timeout_minutes", self.distributed_timeout_minutes)
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(
                 f"train.device = {_quote(self.device)} is not valid; use auto, cpu, cuda or cuda:N"

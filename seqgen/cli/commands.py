@@ -6,6 +6,7 @@ task needs nothing here.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -50,8 +51,13 @@ def train(
     quiet: bool,
     data_dir: str | None,
 ) -> None:
-    """Train the model described by RECIPE (a TOML file)."""
+    """Train the model described by RECIPE (a TOML file).
+
+    On several GPUs or machines, start it with torchrun (one process per GPU), e.g.
+    torchrun --nproc_per_node=4 -m seqgen train RECIPE (docs/scale-out.md).
+    """
     from seqgen.recipes import load_recipe
+    from seqgen.training.distributed import launched_by_torchrun
     from seqgen.training.run import train as run_training
 
     loaded = load_recipe(recipe, overrides)
@@ -59,6 +65,8 @@ def train(
     result = run_training(
         loaded, output_dir, resume=resume, data_dir=data_dir, show_progress=not quiet
     )
+    if launched_by_torchrun() and os.environ.get("RANK") != "0":
+        return  # rank 0 reports for the run
     click.echo(result.loop.summary(result.unit))
     best = output_dir / "best.safetensors"
     click.echo(f"trained {result.steps} steps; {result.best()} -> {best}")

@@ -1,4 +1,11 @@
-"""The loop every trainer shares: step, log, validate on schedule, stop on steps or time."""
+"""The loop every trainer shares: step, log, validate on schedule, stop on steps or time.
+
+Under torchrun every rank runs this loop in step: rank 0 alone shows progress, logs metrics,
+validates and writes checkpoints, while the others wait for its decision to stop or go on
+(validation runs once, on rank 0, not once per process). The logged loss and throughput are
+the global batch's: each step sums every rank's share of them in one all-reduce, which also
+carries each rank's "out of time" flag, so all ranks stop at the same step.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from seqgen.config import LoopConfig
+from seqgen.training import distributed
+from seqgen.training.accumulation import micro_batch_positions
+from seqgen.training.accumulation import steps_per_epoch as count_steps
 from seqgen.training.metrics import MetricsLog
 from seqgen.training.progress import Progress
 from seqgen.training.schedule import learning_rate_at
@@ -58,15 +68,69 @@ class Trainer(Protocol):
 
 
 class EpochTrainer:
-    """What every task's trainer shares: epochs of ``self.batches``, and early stopping once
-    ``train.patience`` validations in a row bring no better :attr:`selection_metric` (None:
-    the task selects no checkpoint that way, so it never stops early)."""
+    """What every task's trainer shares: epochs of ``self.batches``, each step's micro-batches
+    (this rank's share of the global batch), and early stopping once ``train.patience``
+    validations in a row bring no better :attr:`selection_metric` (None: the task selects no
+    checkpoint that way, so it never stops early)."""
 
     selection_metric: str | None = None  # what its validation selects on: "BLEU", "accuracy"
+    # The recipe's batch size as this process's micro-batch holds it: (key, value, unit).
+    batch_setting: tuple[str, int, str] = ("batch_size", 0, "rows")
+
+    @property
+    def distributed(self) -> distributed.Distributed:
+        return distributed.current()
 
     @property
     def steps_per_epoch(self) -> int:
-        return len(self.batches)  # type: ignore[attr-defined]
+        return count_steps(
+            len(self.batches),  # type: ignore[attr-defined]
+            distributed=self.distributed,
+            accumulate_steps=self.recipe.train.accumulate_steps,  # type: ignore[attr-defined]
+            what="batches",
+        )
+
+    def epoch_at(self, step: int) -> float:
+        """Passes over the training data after ``step`` steps (metrics.csv's epoch)."""
+        return step / self.steps_per_epoch
+
+    def epoch_batches(self, epoch: int) -> list:
+        """The batches of ``epoch``, in training order (the same list on every rank)."""
+        raise NotImplementedError
+
+    def micro_batches(self, step: int) -> list:
+        """This rank's micro-batches of ``step`` (see accumulation.micro_batch_positions)."""
+        positions = micro_batch_positions(
+            step,
+            batches_per_epoch=self.steps_per_epoch * self._per_step(),
+            distributed=self.distributed,
+            accumulate_steps=self.recipe.train.accumulate_steps,  # type: ignore[attr-defined]
+        )
+        found = []
+        for epoch, index in positions:
+            if epoch != getattr(self, "_epoch", None):
+                self._epoch, self._epoch_batches = epoch, self.epoch_batches(epoch)
+            found.append(self._epoch_batches[index])
+        return found
+
+    def _per_step(self) -> int:
+        return self.distributed.world_size * self.recipe.train.accumulate_steps  # type: ignore[attr-defined]
+
+    def batch_description(self) -> str:
+        """The global batch in words, for the run's log."""
+        name, value, unit = self.batch_setting
+        world = self.distributed.world_size
+        accumulate = self.recipe.train.accumulate_steps  # type: ignore[attr-defined]
+        scope = self.recipe.train.batch_scope  # type: ignore[attr-defined]
+        return (
+            f"global batch: {world} processes x {accumulate} micro-batches x train.{name} "
+            f"{value:,} = {world * accumulate * value:,} {unit} per step "
+            f"(train.batch_scope = {scope!r}; {self.distributed.backend or 'one process'})"
+        )
+
+    def gather_state(self) -> None:
+        """Collect what the checkpoint needs from every rank (a collective; all ranks call
+        it before rank 0 validates and saves)."""
 
     def early_stop_reason(self) -> str | None:
         """Why training should stop now (checked after each step), or None."""
@@ -92,10 +156,16 @@ def drive(
     ``elapsed_seconds`` of metrics.csv) keeps counting the run's total time.
     """
     run = trainer.run_state
+    group = distributed.current()
     budget = config.max_minutes * 60 if config.max_minutes > 0 else None
     progress = Progress(
-        config.max_steps, enabled=show_progress, log_every=config.log_every, seconds=budget
+        config.max_steps,
+        enabled=show_progress and group.is_main,
+        log_every=config.log_every,
+        seconds=budget,
     )
+    if group.enabled or config.accumulate_steps > 1:
+        progress.message(trainer.batch_description())
     stats = LoopStats()
     invoked = time.perf_counter()
     started = invoked - run.elapsed  # the run's start, earlier invocations included
@@ -103,6 +173,10 @@ def drive(
     while run.step < config.max_steps:
         step_start = time.perf_counter()
         loss, tokens = trainer.train_step()
+        out_of_time = budget is not None and time.perf_counter() - invoked >= budget
+        if group.enabled:  # the global batch's loss and tokens; any rank out of time stops all
+            loss, tokens, late = group.sum([loss, tokens, float(out_of_time)])
+            tokens, out_of_time = int(tokens), late > 0
         stats.seconds += time.perf_counter() - step_start
         stats.steps += 1
         stats.tokens += tokens
@@ -110,24 +184,37 @@ def drive(
         window_tokens += tokens
         speed = window_tokens / (time.perf_counter() - window_start)
         progress.update(run.step, loss=loss, tokens_per_second=speed)
-        if run.step % config.log_every == 0:
+        if run.step % config.log_every == 0 and group.is_main:
             trainer.metrics.append(
                 step=run.step,
-                epoch=run.step / trainer.steps_per_epoch,
+                epoch=trainer.epoch_at(run.step),
                 train_loss=loss,
                 learning_rate=learning_rate_at(run.step - 1, config),
                 tokens_per_second=speed,
                 elapsed_seconds=run.elapsed,
             )
             window_start, window_tokens = time.perf_counter(), 0
-        out_of_time = budget is not None and time.perf_counter() - invoked >= budget
-        if run.step % config.eval_every == 0 or run.step == config.max_steps or out_of_time:
-            trainer.validate_and_save(progress)
+        validating = run.step % config.eval_every == 0 or run.step == config.max_steps
+        if validating or out_of_time:
+            validate_once(trainer, progress, group)
             # Validation time is not training throughput.
             window_start, window_tokens = time.perf_counter(), 0
         reason = "train.max_minutes reached" if out_of_time else trainer.early_stop_reason()
+        if group.enabled and not out_of_time:
+            # Only rank 0 validated, so only it knows; between validations nothing changes.
+            reason = group.broadcast(reason) if validating else None
         if reason:
             progress.message(f"stopping at step {run.step}: {reason}")
             break
     progress.close()
     return progress, stats
+
+
+def validate_once(trainer: Trainer, progress: Progress, group: distributed.Distributed) -> None:
+    """Validate and checkpoint on rank 0 only; every rank first hands it what the
+    checkpoint holds of theirs (``gather_state``)."""
+    gather = getattr(trainer, "gather_state", None)
+    if group.enabled and gather is not None:
+        gather()
+    if group.is_main:
+        trainer.validate_and_save(progress)

@@ -111,3 +111,23 @@ def tensorboard_writer(folder: Path):
             "pip install 'seqgen[tensorboard]' (or set train.tensorboard = false)"
         ) from None
     return SummaryWriter(log_dir=str(folder))
+
+
+class NoMetrics(MetricsLog):
+    """The metrics of a rank other than 0 under torchrun: rank 0 alone writes the run folder."""
+
+    def __init__(self) -> None:
+        self.path = Path(".")
+        self.board = None
+
+    def keep_until(self, step: int) -> None:
+        return None
+
+    def append(self, **values: float | int) -> None:
+        return None
+
+
+def open_metrics(path: Path, *, tensorboard: bool, writer: bool) -> MetricsLog:
+    """``path``'s MetricsLog where this process writes the run folder (``writer``), else a
+    log that writes nothing."""
+    return MetricsLog(path, tensorboard=tensorboard) if writer else NoMetrics()

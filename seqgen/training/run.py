@@ -15,6 +15,7 @@ from typing import Any
 from seqgen.errors import SeqgenError
 from seqgen.recipes import Recipe
 from seqgen.task import task_named
+from seqgen.training import distributed
 
 
 def train(
@@ -26,19 +27,28 @@ def train(
     show_progress: bool = True,
 ) -> Any:
     """Train the model a recipe describes; returns the task's result (``steps``, ``loop``,
-    ``unit`` and ``best()``)."""
+    ``unit`` and ``best()``).
+
+    Launched by torchrun, this process first joins the process group (``distributed``):
+    each rank trains on its share of every step's batches and rank 0 writes the run folder.
+    """
     output_dir = Path(output_dir)
     existed = output_dir.exists()
+    group = distributed.start(
+        recipe.train.device, timeout_minutes=recipe.train.distributed_timeout_minutes
+    )
     try:
         trainer_type = task_named(recipe.task).hook("trainer")
-        with _memory_errors_named():
+        with distributed.named_failures(group), _memory_errors_named():
             trainer = trainer_type(recipe, output_dir, resume=resume, data_dir=data_dir)
             return trainer.run(show_progress=show_progress)
     except BaseException:
         # A run that failed before writing anything leaves no empty folder behind.
-        if not existed and output_dir.is_dir() and not any(output_dir.iterdir()):
+        if group.is_main and not existed and output_dir.is_dir() and not any(output_dir.iterdir()):
             output_dir.rmdir()
         raise
+    finally:
+        distributed.stop()
 
 
 # How PyTorch reports an allocation that cannot be made: CPU, CUDA, and sizes past int64.

@@ -11,6 +11,7 @@ import torch
 
 from seqgen.errors import CheckpointError, SeqgenError
 from seqgen.recipes import Recipe, recipe_from_dict, recipe_to_dict
+from seqgen.training import distributed
 from seqgen.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,15 @@ def capture_rng() -> dict[str, object]:
     return state
 
 
+def seed_rank(seed: int, step: int) -> None:
+    """Give each rank but 0 its own dropout draws (the same seed on every rank would drop
+    the same units of every process's batch); rank 0 keeps the stream it has (or restored),
+    so one process trains as it always did."""
+    group = distributed.current()
+    if group.enabled and not group.is_main:
+        torch.manual_seed(seed + 1_000_003 * group.rank + step)
+
+
 def restore_rng(state: dict) -> None:
     torch.set_rng_state(state["cpu"])
     if "cuda" in state and torch.cuda.is_available():
@@ -79,9 +89,14 @@ def open_run(recipe: Recipe, output_dir: Path, *, resume: bool) -> tuple[Recipe,
     """Prepare the run folder; on resume, the stored recipe and the last checkpoint.
 
     Seeds torch's RNG from the recipe (a resumed run then restores the saved RNG state).
+    Under torchrun rank 0 alone prepares the folder; every rank gets its verdict.
     """
-    prepare_output_dir(output_dir, resume=resume)
-    remove_leftovers(output_dir)
+
+    def prepare() -> None:
+        prepare_output_dir(output_dir, resume=resume)
+        remove_leftovers(output_dir)
+
+    distributed.current().from_main(prepare)
     last = None
     if resume:
         last = load_checkpoint(output_dir / "last.safetensors", with_training_state=True)

@@ -25,16 +25,19 @@ from seqgen.tasks.classification.pipeline import Classifier
 from seqgen.tasks.classification.pretrained import pretrained_encoder
 from seqgen.tasks.classification.torch_step import ClassifierTorchStep
 from seqgen.text import tokenizer_from_dict, train_tokenizer
+from seqgen.training.accumulation import accumulated_step
 from seqgen.training.checkpoint import Checkpoint
-from seqgen.training.device import adamw, autocast, optimizer_step, resolve_device, use_cpu_bf16
+from seqgen.training.device import adamw, autocast, resolve_device, use_cpu_bf16
+from seqgen.training.distributed import micro_batch_size, wrap
 from seqgen.training.driver import EpochTrainer, LoopStats, drive
-from seqgen.training.metrics import MetricsLog
+from seqgen.training.metrics import open_metrics
 from seqgen.training.progress import Progress
 from seqgen.training.run_folder import (
     capture_rng,
     open_run,
     restore_rng,
     save_validated,
+    seed_rank,
 )
 from seqgen.training.schedule import learning_rate_at
 
@@ -72,7 +75,7 @@ class ClassificationTrainer(EpochTrainer):
     ) -> None:
         recipe, last = open_run(recipe, output_dir, resume=resume)
         self.recipe, self.output_dir = recipe, output_dir
-        self.device = resolve_device(recipe.train.device)
+        self.device = self.distributed.device(resolve_device(recipe.train.device))
         self.cpu_bf16 = use_cpu_bf16(self.device, recipe.train.cpu_mixed_precision)
         texts, labels = load_examples(recipe, "train", data_dir=data_dir)
         self.validation = load_examples(recipe, "val", data_dir=data_dir)
@@ -91,8 +94,16 @@ class ClassificationTrainer(EpochTrainer):
         sequences = [
             self.tokenizer.encode(text)[:limit] or [self.tokenizer.unk_id] for text in texts
         ]
+        batch_size = micro_batch_size(
+            "batch_size",
+            recipe.train.batch_size,
+            scope=recipe.train.batch_scope,
+            distributed=self.distributed,
+            accumulate_steps=recipe.train.accumulate_steps,
+        )
+        self.batch_setting = ("batch_size", batch_size, "texts")
         self.batches = LengthBatches(
-            sequences, targets, batch_size=recipe.train.batch_size, seed=recipe.train.seed
+            sequences, targets, batch_size=batch_size, seed=recipe.train.seed
         )
         self.class_weights = _class_weights(
             targets, len(self.labels), recipe.train.class_weights, self.device
@@ -112,10 +123,22 @@ class ClassificationTrainer(EpochTrainer):
         if last is not None:
             self.model.load_state_dict({k: v.float() for k, v in last.weights.items()})
             self._restore(last.training)
-        self.metrics = MetricsLog(output_dir / "metrics.csv", tensorboard=recipe.train.tensorboard)
+        seed_rank(train.seed, self.run_state.step)
+        # Pretrained layers frozen for the first steps take no gradient then: DDP must
+        # look for parameters a step leaves unused.
+        frozen_first = bool(recipe.model.init_from and train.freeze_pretrained_steps)
+        self.network = wrap(self.model, self.distributed, find_unused=frozen_first)
+        self.metrics = open_metrics(
+            output_dir / "metrics.csv",
+            tensorboard=train.tensorboard,
+            writer=self.distributed.is_main,
+        )
         self.metrics.keep_until(self.run_state.step)
         self._epoch, self._epoch_batches = -1, []
         self._frozen: bool | None = None  # the pretrained layers' state, once set
+
+    def epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        return self.batches.epoch(epoch)
 
     def _restore(self, training: dict) -> None:
         run = self.run_state
@@ -165,22 +188,41 @@ class ClassificationTrainer(EpochTrainer):
         return score_predictions(self.labels, self.validation_targets, probabilities.argmax(1))
 
     def train_step(self) -> tuple[float, int]:
-        """One optimizer step; returns the mean loss per text and the tokens it read."""
+        """One optimizer step over this rank's micro-batches; returns its share of the mean
+        loss per text (class-weighted with ``train.class_weights``) and the tokens it read."""
         run, train = self.run_state, self.recipe.train
-        epoch, index = divmod(run.step, len(self.batches))
-        if epoch != self._epoch:
-            self._epoch, self._epoch_batches = epoch, self.batches.epoch(epoch)
-        token_ids, lengths, targets = self.batches.make_batch(self._epoch_batches[index])
-        token_ids, targets = token_ids.to(self.device), targets.to(self.device)
+        batches = [self.batches.make_batch(rows) for rows in self.micro_batches(run.step)]
         self._freeze_pretrained(run.step < train.freeze_pretrained_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate_at(run.step, train)
-        with autocast(self.device, enabled=train.mixed_precision, cpu_enabled=self.cpu_bf16):
-            logits = self.model(token_ids, lengths)
-        loss = torch.nn.functional.cross_entropy(logits.float(), targets, weight=self.class_weights)
-        optimizer_step(loss, self.model, self.optimizer, train.grad_clip)
+
+        def loss_sum_of(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+            token_ids, lengths, targets = batch
+            with autocast(self.device, enabled=train.mixed_precision, cpu_enabled=self.cpu_bf16):
+                logits = self.network(token_ids.to(self.device), lengths)
+            return torch.nn.functional.cross_entropy(
+                logits.float(), targets.to(self.device), weight=self.class_weights, reduction="sum"
+            )
+
+        loss = accumulated_step(
+            batches,
+            weight_of=self._weight_of,
+            loss_sum_of=loss_sum_of,
+            network=self.network,
+            optimizer=self.optimizer,
+            grad_clip=train.grad_clip,
+            distributed=self.distributed,
+        )
         run.step += 1
-        return loss.item(), int(lengths.sum())
+        return loss, sum(int(lengths.sum()) for _, lengths, _ in batches)
+
+    def _weight_of(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> float:
+        """What a batch's summed loss is divided by: its texts, or their class weights (as
+        cross_entropy's weighted mean divides by them)."""
+        targets = batch[2]
+        if self.class_weights is None:
+            return float(targets.numel())
+        return float(self.class_weights.cpu()[targets].sum())
 
     def _freeze_pretrained(self, frozen: bool) -> None:
         """Freeze or thaw the pretrained layers, where that changes (twice a run at most)."""

@@ -9,7 +9,7 @@ The run folder receives ``best.safetensors`` (lowest validation loss), ``last.sa
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -23,19 +23,21 @@ from seqgen.recipes import Recipe, recipe_to_dict
 from seqgen.tasks.generation.evaluation import LanguageModelScores, evaluate_language_model
 from seqgen.tasks.generation.model import LanguageModel
 from seqgen.text import Tokenizer, tokenizer_from_dict, train_tokenizer
+from seqgen.training.accumulation import accumulated_step
 from seqgen.training.checkpoint import Checkpoint
-from seqgen.training.device import (
-    adamw,
-    autocast,
-    optimizer_step,
-    resolve_device,
-    use_cpu_bf16,
-)
+from seqgen.training.device import adamw, autocast, resolve_device, use_cpu_bf16
+from seqgen.training.distributed import micro_batch_size, wrap
 from seqgen.training.driver import EpochTrainer, LoopStats, drive
 from seqgen.training.loss import cross_entropy_sum
-from seqgen.training.metrics import MetricsLog
+from seqgen.training.metrics import open_metrics
 from seqgen.training.progress import Progress
-from seqgen.training.run_folder import capture_rng, open_run, restore_rng, save_validated
+from seqgen.training.run_folder import (
+    capture_rng,
+    open_run,
+    restore_rng,
+    save_validated,
+    seed_rank,
+)
 from seqgen.training.schedule import learning_rate_at
 
 logger = logging.getLogger(__name__)
@@ -61,13 +63,24 @@ class _RunState:
     """What changes as training goes; all of it is saved in ``last.safetensors``."""
 
     step: int = 0
-    carried: dict[str, torch.Tensor] | None = None
+    # The hidden state each of this process's micro-batches carries to its next window.
+    carried: list[dict[str, torch.Tensor] | None] = field(default_factory=lambda: [None])
     best_loss: float = float("inf")
     elapsed: float = 0.0
+    # Every rank's carried states, batch-major in the stream's row order (gather_state).
+    all_carried: dict[str, torch.Tensor] | None = None
 
 
 def _encode(tokenizer: Tokenizer, text: str) -> torch.Tensor:
     return torch.tensor(tokenizer.encode(text), dtype=torch.long)
+
+
+def _joined(states: list[dict[str, torch.Tensor] | None]) -> dict[str, torch.Tensor]:
+    """Micro-batches' carried states as one batch-major state of all their rows ({} when
+    a pass over the stream has just begun)."""
+    if any(state is None for state in states):
+        return {}
+    return {name: torch.cat([s[name].cpu() for s in states]) for name in states[0]}  # type: ignore[index]
 
 
 def _training_state(run: _RunState, optimizer: torch.optim.Optimizer) -> dict:
@@ -77,20 +90,29 @@ def _training_state(run: _RunState, optimizer: torch.optim.Optimizer) -> dict:
         "elapsed": run.elapsed,
         "optimizer": optimizer.state_dict(),
         "rng": capture_rng(),
-        "carried": run.carried or {},
+        "carried": run.all_carried if run.all_carried is not None else _joined(run.carried),
     }
     return state
 
 
 def _restore_training_state(
-    training: dict, run: _RunState, optimizer: torch.optim.Optimizer, device: torch.device
+    training: dict,
+    run: _RunState,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    row_slices: list[slice],
 ) -> None:
+    """Restore what ``last.safetensors`` holds; this process's micro-batches take their
+    ``row_slices`` of the carried state (saved for every row of the global batch)."""
     run.step = training["step"]
     run.best_loss = training["best_loss"]
     run.elapsed = training["elapsed"]
     optimizer.load_state_dict(training["optimizer"])
     restore_rng(training["rng"])
-    run.carried = {k: v.to(device) for k, v in training["carried"].items()} or None
+    carried = training["carried"]
+    run.carried = [
+        {k: v[rows].to(device) for k, v in carried.items()} or None for rows in row_slices
+    ]
 
 
 class LanguageModelTrainer(EpochTrainer):
@@ -101,7 +123,7 @@ class LanguageModelTrainer(EpochTrainer):
     ) -> None:
         recipe, last = open_run(recipe, output_dir, resume=resume)
         self.output_dir = output_dir
-        self.device = resolve_device(recipe.train.device)
+        self.device = self.distributed.device(resolve_device(recipe.train.device))
         self.cpu_bf16 = use_cpu_bf16(self.device, recipe.train.cpu_mixed_precision)
         if Path(recipe.data.corpus).is_file():
             # Stored absolute, so `evaluate --split val` works from any folder later.
@@ -120,14 +142,21 @@ class LanguageModelTrainer(EpochTrainer):
                 "the validation split has no tokens; "
                 "raise data.validation_fraction or use more text"
             )
-        if self.train_ids.numel() < train.batch_size * 2:
+        rows = self._rows_per_micro_batch()
+        global_rows = rows * len(self.row_slices) * self.distributed.world_size
+        if self.train_ids.numel() < global_rows * 2:
+            parts = global_rows // train.batch_size
+            times = f" x {parts} (processes x train.accumulate_steps)" if parts > 1 else ""
             raise ConfigError(
                 f"the training text has {self.train_ids.numel()} tokens, too few for "
-                f"train.batch_size = {train.batch_size} rows; use a smaller batch_size or more text"
+                f"train.batch_size = {train.batch_size} rows{times}; "
+                "use a smaller batch_size or more text"
             )
+        # One stream of rows for the whole global batch: each process's micro-batches take
+        # their own rows of it, so a row's windows always meet the same carried state.
         self.batches = StreamBatches(
             self.train_ids,
-            batch_size=train.batch_size,
+            batch_size=global_rows,
             sequence_length=train.sequence_length,
             bos_id=self.tokenizer.bos_id,
         )
@@ -138,15 +167,55 @@ class LanguageModelTrainer(EpochTrainer):
             lr=train.learning_rate,
             weight_decay=train.weight_decay,
         )
-        self.run_state = _RunState()
+        self.run_state = _RunState(carried=[None] * len(self.row_slices))
         if last is not None:
             self.model.load_state_dict({k: v.float() for k, v in last.weights.items()})
-            _restore_training_state(last.training, self.run_state, self.optimizer, self.device)
-        self.metrics = MetricsLog(output_dir / "metrics.csv", tensorboard=recipe.train.tensorboard)
+            _restore_training_state(
+                last.training, self.run_state, self.optimizer, self.device, self.row_slices
+            )
+        seed_rank(train.seed, self.run_state.step)
+        self.network = wrap(self.model, self.distributed)
+        self.metrics = open_metrics(
+            output_dir / "metrics.csv",
+            tensorboard=train.tensorboard,
+            writer=self.distributed.is_main,
+        )
         self.last_scores: LanguageModelScores | None = None
         # Rows logged after the checkpoint we start from (or by a run that never reached
         # one) would otherwise repeat or mix with this run's.
         self.metrics.keep_until(self.run_state.step)
+
+    def _rows_per_micro_batch(self) -> int:
+        """Rows of one micro-batch; sets ``row_slices``, this process's rows of the stream."""
+        train = self.recipe.train
+        rows = micro_batch_size(
+            "batch_size",
+            train.batch_size,
+            scope=train.batch_scope,
+            distributed=self.distributed,
+            accumulate_steps=train.accumulate_steps,
+        )
+        self.batch_setting = ("batch_size", rows, "rows")
+        first = self.distributed.rank * train.accumulate_steps
+        self.row_slices = [
+            slice((first + micro) * rows, (first + micro + 1) * rows)
+            for micro in range(train.accumulate_steps)
+        ]
+        return rows
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.batches)  # every step trains one window of every row
+
+    def gather_state(self) -> None:
+        """Every rank's carried states, joined in the stream's row order, for the checkpoint."""
+        joined = self.distributed.gather(_joined(self.run_state.carried))
+        if not all(joined):
+            self.run_state.all_carried = {}
+            return
+        self.run_state.all_carried = {
+            name: torch.cat([state[name] for state in joined]) for name in joined[0]
+        }
 
     def _checkpoint(self, *, info: dict, with_training: bool) -> Checkpoint:
         return Checkpoint(
@@ -169,22 +238,41 @@ class LanguageModelTrainer(EpochTrainer):
         )
 
     def train_step(self) -> tuple[float, int]:
-        """One optimizer step on the next window; returns the loss and the tokens read."""
+        """One optimizer step on the next window of this process's rows; returns its share
+        of the loss per token and the tokens it read."""
         run, train = self.run_state, self.recipe.train
         index = run.step % len(self.batches)
         if index == 0:
-            run.carried = None  # a new pass over the stream starts from zeros (and BOS)
-        inputs, targets = (t.to(self.device) for t in self.batches.window(index))
+            # A new pass over the stream starts from zeros (and BOS).
+            run.carried = [None] * len(self.row_slices)
+        inputs, targets = self.batches.window(index)
+        micro_batches = list(enumerate(self.row_slices))
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate_at(run.step, train)
-        with autocast(self.device, enabled=train.mixed_precision, cpu_enabled=self.cpu_bf16):
-            logits, carried = self.model(inputs, run.carried)
-            loss = cross_entropy_sum(logits.flatten(0, 1), targets.flatten()) / targets.numel()
-        # Truncated BPTT: keep the state's values, cut its history.
-        run.carried = {k: v.detach().float() for k, v in carried.items()}
-        optimizer_step(loss, self.model, self.optimizer, train.grad_clip)
+
+        def loss_sum_of(micro: tuple[int, slice]) -> torch.Tensor:
+            position, rows = micro
+            with autocast(self.device, enabled=train.mixed_precision, cpu_enabled=self.cpu_bf16):
+                logits, carried = self.network(inputs[rows].to(self.device), run.carried[position])
+                loss_sum = cross_entropy_sum(
+                    logits.flatten(0, 1), targets[rows].flatten().to(self.device)
+                )
+            # Truncated BPTT: keep the state's values, cut its history.
+            run.carried[position] = {k: v.detach().float() for k, v in carried.items()}
+            return loss_sum
+
+        loss = accumulated_step(
+            micro_batches,
+            weight_of=lambda micro: targets[micro[1]].numel(),
+            loss_sum_of=loss_sum_of,
+            network=self.network,
+            optimizer=self.optimizer,
+            grad_clip=train.grad_clip,
+            distributed=self.distributed,
+        )
+        run.all_carried = None
         run.step += 1
-        return loss.item(), targets.numel()
+        return loss, sum(targets[rows].numel() for rows in self.row_slices)
 
     def validate_and_save(self, progress: Progress) -> None:
         run = self.run_state

@@ -20,29 +20,26 @@ import numpy as np
 import torch
 
 from seqgen.data.corpora import load_parallel, read_parallel_files, read_tsv
-from seqgen.data.parallel import ParallelBatches
+from seqgen.data.parallel import ParallelBatch, ParallelBatches
 from seqgen.recipes import Recipe, recipe_to_dict
 from seqgen.tasks.translation.bleu import corpus_bleu, corpus_chrf
+from seqgen.tasks.translation.config import TranslationTrainConfig
 from seqgen.tasks.translation.decoder import OutputRows
 from seqgen.tasks.translation.model import EncoderDecoder
 from seqgen.tasks.translation.pipeline import Translator
 from seqgen.tasks.translation.shortlist import build_shortlist
 from seqgen.tasks.translation.torch_step import TranslatorStep
 from seqgen.text import Tokenizer, tokenizer_from_dict, train_tokenizer
+from seqgen.training.accumulation import accumulated_step
 from seqgen.training.averaging import average_checkpoints
 from seqgen.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from seqgen.training.device import (
-    adamw,
-    autocast,
-    optimizer_step,
-    resolve_device,
-    use_cpu_bf16,
-)
+from seqgen.training.device import adamw, autocast, resolve_device, use_cpu_bf16
+from seqgen.training.distributed import micro_batch_size, wrap
 from seqgen.training.driver import EpochTrainer, LoopStats, drive
 from seqgen.training.loss import cross_entropy_sum
-from seqgen.training.metrics import MetricsLog
+from seqgen.training.metrics import open_metrics
 from seqgen.training.progress import Progress
-from seqgen.training.run_folder import capture_rng, open_run, restore_rng
+from seqgen.training.run_folder import capture_rng, open_run, restore_rng, seed_rank
 from seqgen.training.schedule import learning_rate_at
 
 logger = logging.getLogger(__name__)
@@ -100,6 +97,55 @@ def train_tokenizers(
     }
 
 
+class TranslationLoss(torch.nn.Module):
+    """The training loss as one module, so DistributedDataParallel can wrap it: its forward
+    is what a step differentiates (the model's features, then the scores of the output rows
+    the loss needs)."""
+
+    def __init__(self, model: EncoderDecoder, train: TranslationTrainConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.label_smoothing = train.label_smoothing
+        self.shortlist_loss = train.shortlist_loss
+
+    def forward(
+        self,
+        source_ids: torch.Tensor,
+        source_lengths: torch.Tensor,
+        target_in: torch.Tensor,
+        target_out: torch.Tensor,
+    ) -> torch.Tensor:
+        """The summed (label-smoothed) cross-entropy of the batch's real target tokens, from
+        ``source_ids`` ``(rows, source_len)``, ``source_lengths`` ``(rows,)`` and
+        ``target_in`` / ``target_out`` ``(rows, target_len)`` (0 = padding)."""
+        # Score only real target positions: padding would cost output-layer work.
+        real = target_out != 0
+        features = self.model.features(source_ids, source_lengths, target_in, real)
+        output, targets = self._candidates(source_ids, target_out[real])
+        logits = self.model.decoder.scores(features, output)
+        return cross_entropy_sum(logits, targets, label_smoothing=self.label_smoothing)
+
+    def _candidates(
+        self, source_ids: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[OutputRows | None, torch.Tensor]:
+        """The output layer's rows the loss scores (None: every token's) and the ``targets``
+        ``(tokens,)`` as indices into them.
+
+        With ``train.shortlist_loss`` only the rows of the batch's candidates: its sources'
+        lexical shortlist (what decoding scores for them) and its targets, sorted, so the
+        softmax is normalised over those (the target vocabulary subsets of Jean et al., 2015)
+        and the output layer's work shrinks with them (8,000 -> about 2,000 rows for 64
+        Multi30k sentences).
+        """
+        if not self.shortlist_loss:
+            return None, targets
+        shortlist = self.model.shortlist_ids(source_ids.cpu().numpy())
+        rows = np.union1d(shortlist, targets.cpu().numpy())
+        candidates = torch.from_numpy(rows).to(targets.device)
+        output = self.model.decoder.output_rows(candidates)
+        return output, torch.searchsorted(candidates, targets)
+
+
 class TranslationTrainer(EpochTrainer):
     """Holds the pieces of one run; :meth:`run` is the loop."""
 
@@ -118,7 +164,7 @@ class TranslationTrainer(EpochTrainer):
         new ones (``seqgen bench`` reuses the bundled model's)."""
         recipe, last = open_run(recipe, output_dir, resume=resume)
         self.output_dir = output_dir
-        self.device = resolve_device(recipe.train.device)
+        self.device = self.distributed.device(resolve_device(recipe.train.device))
         self.cpu_bf16 = use_cpu_bf16(self.device, recipe.train.cpu_mixed_precision)
         self.recipe = recipe
         train_sources, train_targets = load_pairs(recipe, "train", data_dir=data_dir)
@@ -130,14 +176,22 @@ class TranslationTrainer(EpochTrainer):
         elif tokenizers is not None:
             self.tokenizers = tokenizers
         else:
-            self.tokenizers = train_tokenizers(recipe, train_sources, train_targets)
+            # Trained once, on rank 0, and handed to the others.
+            trained = self.distributed.from_main(
+                lambda: {
+                    side: tokenizer.to_dict()
+                    for side, tokenizer in train_tokenizers(
+                        recipe, train_sources, train_targets
+                    ).items()
+                }
+            )
+            self.tokenizers = {side: tokenizer_from_dict(data) for side, data in trained.items()}
         source_ids = [self.tokenizers["source"].encode(s) for s in train_sources]
         target_ids = [self.tokenizers["target"].encode(t) for t in train_targets]
         self.batches = ParallelBatches(
             source_ids,
             target_ids,
-            batch_tokens=recipe.train.batch_tokens,
-            batch_sentences=recipe.train.batch_sentences,
+            **self._batch_size(),
             max_source_length=recipe.data.max_source_length,
             max_target_length=recipe.data.max_target_length,
             seed=recipe.train.seed,
@@ -157,9 +211,38 @@ class TranslationTrainer(EpochTrainer):
         if last is not None:
             self.model.load_state_dict({k: v.float() for k, v in last.weights.items()})
             self._restore(last.training)
-        self.metrics = MetricsLog(output_dir / "metrics.csv", tensorboard=recipe.train.tensorboard)
+        seed_rank(recipe.train.seed, self.run_state.step)
+        self.loss = TranslationLoss(self.model, recipe.train)
+        self._candidates = self.loss._candidates
+        self.network = wrap(self.loss, self.distributed)
+        self.metrics = open_metrics(
+            output_dir / "metrics.csv",
+            tensorboard=recipe.train.tensorboard,
+            writer=self.distributed.is_main,
+        )
         self.metrics.keep_until(self.run_state.step)
         self._epoch, self._epoch_batches = -1, []
+
+    def _batch_size(self) -> dict[str, int]:
+        """``batch_tokens`` or ``batch_sentences`` of one micro-batch of this process."""
+        train = self.recipe.train
+        name = "batch_sentences" if train.batch_sentences else "batch_tokens"
+        value = micro_batch_size(
+            name,
+            getattr(train, name),
+            scope=train.batch_scope,
+            distributed=self.distributed,
+            accumulate_steps=train.accumulate_steps,
+        )
+        self.batch_setting = (name, value, "sentence pairs" if train.batch_sentences else "tokens")
+        return {
+            "batch_tokens": train.batch_tokens,
+            "batch_sentences": 0,
+            name: value,
+        }
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        return self.batches.batch_indices(epoch)
 
     def _build_shortlist(self, source_ids: list[list[int]], target_ids: list[list[int]]) -> None:
         """Fill the model's lexical shortlist from the training pairs (about a second for
@@ -236,50 +319,34 @@ class TranslationTrainer(EpochTrainer):
         )
 
     def train_step(self) -> tuple[float, int]:
-        """One optimizer step; returns the loss per target token and the pieces it read."""
+        """One optimizer step over this rank's micro-batches; returns its share of the loss
+        per target token and the pieces it read."""
         run, train = self.run_state, self.recipe.train
-        epoch, index = divmod(run.step, len(self.batches))
-        if epoch != self._epoch:
-            self._epoch, self._epoch_batches = epoch, self.batches.batch_indices(epoch)
-        batch = self.batches.make_batch(self._epoch_batches[index]).to(self.device)
+        batches = [
+            self.batches.make_batch(indices).to(self.device)
+            for indices in self.micro_batches(run.step)
+        ]
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate_at(run.step, train)
-        with autocast(self.device, enabled=train.mixed_precision, cpu_enabled=self.cpu_bf16):
-            # Score only real target positions: padding would cost output-layer work.
-            real = batch.target_out != 0
-            features = self.model.features(
-                batch.source_ids, batch.source_lengths, batch.target_in, real
-            )
-            output, targets = self._candidates(batch.source_ids, batch.target_out[real])
-            logits = self.model.decoder.scores(features, output)
-            loss = (
-                cross_entropy_sum(logits, targets, label_smoothing=train.label_smoothing)
-                / batch.num_tokens
-            )
-        optimizer_step(loss, self.model, self.optimizer, train.grad_clip)
+
+        def loss_sum_of(batch: ParallelBatch) -> torch.Tensor:
+            with autocast(self.device, enabled=train.mixed_precision, cpu_enabled=self.cpu_bf16):
+                return self.network(
+                    batch.source_ids, batch.source_lengths, batch.target_in, batch.target_out
+                )
+
+        loss = accumulated_step(
+            batches,
+            weight_of=lambda batch: batch.num_tokens,
+            loss_sum_of=loss_sum_of,
+            network=self.network,
+            optimizer=self.optimizer,
+            grad_clip=train.grad_clip,
+            distributed=self.distributed,
+        )
         run.step += 1
-        pieces = int(batch.source_lengths.sum()) + batch.num_tokens
-        return loss.item(), pieces
-
-    def _candidates(
-        self, source_ids: torch.Tensor, targets: torch.Tensor
-    ) -> tuple[OutputRows | None, torch.Tensor]:
-        """The output layer's rows the loss scores (None: every token's) and the ``targets``
-        ``(tokens,)`` as indices into them.
-
-        With ``train.shortlist_loss`` only the rows of the batch's candidates: its sources'
-        lexical shortlist (what decoding scores for them) and its targets, sorted, so the
-        softmax is normalised over those (the target vocabulary subsets of Jean et al., 2015)
-        and the output layer's work shrinks with them (8,000 -> about 2,000 rows for 64
-        Multi30k sentences).
-        """
-        if not self.recipe.train.shortlist_loss:
-            return None, targets
-        shortlist = self.model.shortlist_ids(source_ids.cpu().numpy())
-        rows = np.union1d(shortlist, targets.cpu().numpy())
-        candidates = torch.from_numpy(rows).to(targets.device)
-        output = self.model.decoder.output_rows(candidates)
-        return output, torch.searchsorted(candidates, targets)
+        pieces = sum(int(batch.source_lengths.sum()) + batch.num_tokens for batch in batches)
+        return loss, pieces
 
     def _keep_for_averaging(self, checkpoint: Checkpoint) -> None:
         run, keep = self.run_state, self.recipe.train.average_last
