@@ -38,29 +38,53 @@ def load_checkpoint_pipeline(path: str | Path, *, kind: str | None = None, devic
     return task.hook("from_checkpoint")(checkpoint, recipe, Path(path), resolve_device(device))
 
 
+# The models shipped inside the package: a folder each (``seqgen.bundles.packing``), both an
+# ONNX bundle, which inference runs without torch, and the checkpoint its graphs read their
+# weights from, which training, export and ``--backend torch`` use.
+ASSETS = Path(str(resources.files("seqgen") / "assets"))
+PACKAGED_CHECKPOINT = "model.safetensors"
+
+
 def bundled_model_path(kind: str = DEFAULT_TASK) -> Path:
-    """The model shipped inside the package for task ``kind`` (its default one)."""
-    asset = next(iter(task_named(kind).bundled_models.values()))
-    return _asset(asset)
+    """The checkpoint of the model shipped inside the package for task ``kind`` (its
+    default one)."""
+    return next(iter(_packaged(task_named(kind)).values())) / PACKAGED_CHECKPOINT
 
 
 def bundled_models() -> dict[str, Path]:
-    """Every model shipped inside the package, by the name ``--model`` takes."""
+    """Every model shipped inside the package (its folder), by the name ``--model`` takes."""
     return {
-        name: _asset(asset)
+        name: folder
         for task in registered_tasks().values()
-        for name, asset in task.bundled_models.items()
+        for name, folder in _packaged(task).items()
     }
 
 
+def default_bundled_model(kind: str = DEFAULT_TASK) -> str:
+    """The name of task ``kind``'s default bundled model (its first)."""
+    return next(iter(task_named(kind).bundled_models))
+
+
 def model_path(path: str | Path) -> Path:
-    """``path``, or the bundled model it names where no such file or folder exists."""
+    """``path``, or the checkpoint of the bundled model it names where no such file or
+    folder exists."""
     named = bundled_models().get(str(path))
-    return named if named is not None and not Path(path).exists() else Path(path)
+    return (
+        named / PACKAGED_CHECKPOINT if named is not None and not Path(path).exists() else Path(path)
+    )
 
 
-def _asset(file: str) -> Path:
-    return Path(str(resources.files("seqgen") / "assets" / file))
+def packaged_bundle(path: str | Path) -> Path | None:
+    """The folder of the bundled model ``path`` names (where no such file or folder
+    exists), else None."""
+    named = bundled_models().get(str(path))
+    if named is None or Path(path).exists() or not (named / "manifest.json").is_file():
+        return None  # a source checkout whose bundles are not packed yet: the checkpoint
+    return named
+
+
+def _packaged(task: Task) -> dict[str, Path]:
+    return {name: ASSETS / folder for name, folder in task.bundled_models.items()}
 
 
 def check_task(path: Any, found: Task, expected: Task | None) -> None:

@@ -17,8 +17,10 @@ from typing import Any
 from seqgen.checkpoints import (
     bundled_model_path,
     check_task,
+    default_bundled_model,
     load_checkpoint_pipeline,
     model_path,
+    packaged_bundle,
     task_of_kind,
 )
 from seqgen.errors import CheckpointError, SeqgenError
@@ -40,19 +42,25 @@ def load(
 
     ``path`` may name a bundled model instead (``"sentiment"``, ``"spam"``,
     ``"shakespeare-char"``, ``"multi30k-de-en"``); without a path, the bundled model of task
-    ``kind`` (default: the generator). With
+    ``kind`` (default: the generator). A bundled model runs on ONNX Runtime, without
+    importing torch, unless ``backend="torch"`` asks for its checkpoint. With
     ``kind``, a model of another task is refused with a message naming the right command.
     ``backend``: ``auto`` (ONNX Runtime for a bundle, PyTorch for a checkpoint), ``torch``
     or ``onnx``.
     """
     from seqgen.bundles.reader import MANIFEST_FILE, bundle_kind, load_bundle, read_manifest
 
-    path = model_path(path) if path is not None else None
     if backend not in BACKENDS:
         raise SeqgenError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     expected = task_of_kind(kind)
-    found = bundle_kind(path) if path is not None else None
-    if found is None and path is not None and (Path(path) / MANIFEST_FILE).is_file():
+    if path is None:
+        path = default_bundled_model(kind or DEFAULT_TASK)
+    # A bundled model is both a bundle and the checkpoint its graphs read: ONNX Runtime
+    # (no torch) unless PyTorch is asked for.
+    packaged = packaged_bundle(path)
+    path = model_path(path) if backend == "torch" or packaged is None else packaged
+    found = bundle_kind(path)
+    if found is None and (Path(path) / MANIFEST_FILE).is_file():
         read_manifest(Path(path))  # a damaged manifest: the one-line error that names it
     if found is not None:
         if backend == "torch":
@@ -63,7 +71,7 @@ def load(
         if is_task(found):
             check_task(path, task_named(found), expected)
         return load_bundle(path, device=device)  # type: ignore[arg-type]
-    checkpoint = bundled_model_path(kind or DEFAULT_TASK) if path is None else Path(path)
+    checkpoint = Path(path)
     if backend != "onnx":
         return load_checkpoint_pipeline(checkpoint, kind=kind, device=device)
     return load_bundle(exported_bundle(checkpoint, kind=kind), device=device)

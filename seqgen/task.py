@@ -54,7 +54,7 @@ class Task:
     sections: Mapping[str, type]  # recipe section -> dataclass, in order
     graph_files: Mapping[str, str]  # bundle graph name -> file
     tokenizer_files: tuple[str, ...]  # a bundle's tokenizer files
-    # The models shipped in the package: name (``--model NAME``) -> asset file; the first is
+    # The models shipped in the package: name (``--model NAME``) -> folder in assets/; the first is
     # the task's default model.
     bundled_models: Mapping[str, str]
     hooks: Mapping[str, str]  # hook name -> "module:attribute"

@@ -30,7 +30,7 @@ def open_backend(backend: str, model: str, work: Path) -> Any:
     from seqgen.checkpoints import model_path
 
     if backend == "torch":
-        return seqgen.load(model, kind="translation", device="cpu")
+        return seqgen.load(model, kind="translation", device="cpu", backend="torch")
     folder = work / f"{Path(model).name}-{backend}"
     if not (folder / "manifest.json").is_file():
         from seqgen.bundles.export import export_bundle

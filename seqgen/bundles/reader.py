@@ -191,11 +191,16 @@ def _check_files(folder: Path, manifest: dict[str, Any], task: Any) -> None:
     # The tokenizer files the manifest names (a hand-written one may name none: the usual).
     named = {k: v for k, v in listed.items() if k.startswith("tokenizer") and k.endswith(".file")}
     required.update(named or {name: name for name in task.tokenizer_files})
+    required.update({k: v for k, v in listed.items() if k.startswith("weights.")})
     for field, name in {**listed, **required}.items():
         path = folder / name
         if field in required and not path.is_file():
             raise CheckpointError(f"{folder} is missing {name}; re-export the bundle")
         check_inside(folder, field, path)
+    # A graph may name external data files the manifest does not list: ONNX Runtime refuses
+    # names that leave the folder, and no file in it may be a link that does.
+    for path in folder.iterdir():
+        check_inside(folder, path.name, path)
 
 
 def listed_files(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -209,6 +214,9 @@ def listed_files(manifest: dict[str, Any]) -> dict[str, Any]:
     for side, entry in tokenizers.items() if isinstance(tokenizers, dict) else ():
         entries[f"tokenizers.{side}"] = entry
     entries["shortlist"] = manifest.get("shortlist")
+    # The checkpoint whose tensors the graphs read as external data (a bundled model's
+    # folder, seqgen.bundles.packing).
+    entries["weights"] = manifest.get("weights")
     listed = {}
     for where, entry in entries.items():
         for key in FILE_KEYS:

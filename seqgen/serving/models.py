@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from seqgen.checkpoints import bundled_models, model_path
+from seqgen.checkpoints import bundled_models, model_path, packaged_bundle
 from seqgen.errors import SeqgenError
 from seqgen.serving.endpoint import Endpoint
 from seqgen.task import Task, task_named
@@ -55,7 +55,9 @@ def load_models(sources: Sequence[str], *, device: str, backend: str) -> list[Se
     for source in sources or ("multi30k-de-en",):
         pipeline = load(source, device=device, backend=backend)
         task = task_named(pipeline.task)
-        is_bundle = bundle_kind(model_path(source)) is not None or backend == "onnx"
+        # A bundled model name is served from its bundle unless PyTorch is asked for.
+        packaged = packaged_bundle(source) is not None and backend != "torch"
+        is_bundle = packaged or bundle_kind(model_path(source)) is not None or backend == "onnx"
         name = model_name(source)
         if any(model.name == name for model in served):
             raise SeqgenError(

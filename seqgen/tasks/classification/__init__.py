@@ -32,7 +32,7 @@ TASK = Task(
     },
     graph_files=GRAPH_FILES,
     tokenizer_files=(TOKENIZER_FILE,),
-    bundled_models={"sentiment": "sst2-sentiment.safetensors", "spam": "sms-spam.safetensors"},
+    bundled_models={"sentiment": "sst2-sentiment", "spam": "sms-spam"},
     hooks=Task.hooks_in(
         __name__,
         trainer="ClassificationTrainer",

@@ -31,7 +31,7 @@ TASK = Task(
     },
     graph_files=GRAPH_FILES,
     tokenizer_files=(TOKENIZER_FILE,),
-    bundled_models={"shakespeare-char": "shakespeare-char.safetensors"},
+    bundled_models={"shakespeare-char": "shakespeare-char"},
     hooks=Task.hooks_in(__name__, trainer="LanguageModelTrainer", command="cli:generate"),
     aliases=("language_model",),  # the name of seqgen 0.1's checkpoints and bundles
 )
