@@ -356,6 +356,27 @@ def load_parallel(
     return _aligned(_read_lines(paths[0]), _read_lines(paths[1]), paths[0], paths[1])
 
 
+def parallel_paths(
+    spec: str,
+    split: str,
+    *,
+    data_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+) -> tuple[Path, Path]:
+    """The local (source, target) files of a named parallel corpus's split, for readers that
+    stream them instead of loading them (seqgen.data.streaming)."""
+    corpus, source_language, target_language = _parse_parallel_spec(spec)
+    if split not in corpus.splits:
+        raise DataError(
+            f"unknown split '{split}' for {corpus.name}; valid: {', '.join(corpus.splits)}"
+        )
+    source, target = (
+        fetch(corpus.file(split, language).relative_path, data_dir=data_dir, cache_dir=cache_dir)
+        for language in (source_language, target_language)
+    )
+    return source, target
+
+
 def _parse_parallel_spec(spec: str) -> tuple[ParallelCorpus, str, str]:
     name, _, pair = spec.partition(":")
     corpus = CORPORA.get(name)

@@ -26,8 +26,18 @@ class TranslationDataConfig:
     validation_target: str = ""
     max_source_length: int = 100  # training pairs longer than this (in pieces) are skipped
     max_target_length: int = 100
+    # Stream the training pairs from disk instead of loading them (corpora larger than
+    # memory; seqgen.data.streaming): memory then depends on the three settings below, not
+    # on the corpus. The tokenizer trains on a uniform sample of tokenizer_sample pairs
+    # (word, whitespace and char vocabularies count the whole corpus in one pass).
+    streaming: bool = False
+    shuffle_buffer: int = 50_000  # pairs held for shuffling
+    bucket_pairs: int = 5_000  # pairs sorted by length together and cut into batches
+    tokenizer_sample: int = 100_000  # pairs
 
     def validate(self) -> None:
+        for name in ("shuffle_buffer", "bucket_pairs", "tokenizer_sample"):
+            check_positive(f"data.{name}", getattr(self, name))
         if not self.corpus and not (self.train_source and self.validation_source):
             raise ConfigError(
                 "data.corpus is empty, so data.train_source and data.validation_source must name "

@@ -12,6 +12,7 @@ higher. ``last.safetensors`` holds what ``--resume`` needs to continue bit for b
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -19,8 +20,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from seqgen.data.corpora import load_parallel, read_parallel_files, read_tsv
 from seqgen.data.parallel import ParallelBatch, ParallelBatches
+from seqgen.data.streaming import BatchSettings, PairStream, StreamPosition, sample_pairs
 from seqgen.recipes import Recipe, recipe_to_dict
 from seqgen.tasks.translation.bleu import corpus_bleu, corpus_chrf
 from seqgen.tasks.translation.config import TranslationTrainConfig
@@ -29,7 +30,13 @@ from seqgen.tasks.translation.model import EncoderDecoder
 from seqgen.tasks.translation.pipeline import Translator
 from seqgen.tasks.translation.shortlist import build_shortlist
 from seqgen.tasks.translation.torch_step import TranslatorStep
-from seqgen.text import Tokenizer, tokenizer_from_dict, train_tokenizer
+from seqgen.tasks.translation.training_data import (
+    load_pairs,
+    stream_tokenizers,
+    train_tokenizers,
+    training_files,
+)
+from seqgen.text import Tokenizer, tokenizer_from_dict
 from seqgen.training.accumulation import accumulated_step
 from seqgen.training.averaging import average_checkpoints
 from seqgen.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -67,34 +74,7 @@ class _RunState:
     validations_without_gain: int = 0
     elapsed: float = 0.0
     kept: list[str] = field(default_factory=list)  # validated checkpoints kept for averaging
-
-
-def load_pairs(recipe: Recipe, split: str, *, data_dir: str | None) -> tuple[list[str], list[str]]:
-    """The ``train`` or ``val`` sentence pairs a translation recipe names."""
-    data = recipe.data
-    if data.corpus:
-        return load_parallel(data.corpus, split, data_dir=data_dir)
-    source, target = (
-        (data.train_source, data.train_target)
-        if split == "train"
-        else (data.validation_source, data.validation_target)
-    )
-    if not target and source.endswith(".tsv"):
-        return read_tsv(source)
-    return read_parallel_files(source, target)
-
-
-def train_tokenizers(
-    recipe: Recipe, sources: list[str], targets: list[str]
-) -> dict[str, Tokenizer]:
-    """One joint tokenizer for both sides, or one per side (``tokenizer.joint``)."""
-    if recipe.tokenizer.joint:
-        joint = train_tokenizer(recipe.tokenizer, sources + targets)
-        return {"source": joint, "target": joint}
-    return {
-        "source": train_tokenizer(recipe.tokenizer, sources),
-        "target": train_tokenizer(recipe.tokenizer, targets),
-    }
+    stream: list[list[int]] = field(default_factory=list)  # each rank's [epoch, batches]
 
 
 class TranslationLoss(torch.nn.Module):
@@ -167,35 +147,13 @@ class TranslationTrainer(EpochTrainer):
         self.device = self.distributed.device(resolve_device(recipe.train.device))
         self.cpu_bf16 = use_cpu_bf16(self.device, recipe.train.cpu_mixed_precision)
         self.recipe = recipe
-        train_sources, train_targets = load_pairs(recipe, "train", data_dir=data_dir)
         self.validation_sources, self.validation_references = load_pairs(
             recipe, "val", data_dir=data_dir
         )
-        if last is not None:
-            self.tokenizers = {k: tokenizer_from_dict(v) for k, v in last.tokenizer.items()}
-        elif tokenizers is not None:
-            self.tokenizers = tokenizers
+        if recipe.data.streaming:
+            source_ids, target_ids = self._stream_data(last, tokenizers, data_dir)
         else:
-            # Trained once, on rank 0, and handed to the others.
-            trained = self.distributed.from_main(
-                lambda: {
-                    side: tokenizer.to_dict()
-                    for side, tokenizer in train_tokenizers(
-                        recipe, train_sources, train_targets
-                    ).items()
-                }
-            )
-            self.tokenizers = {side: tokenizer_from_dict(data) for side, data in trained.items()}
-        source_ids = [self.tokenizers["source"].encode(s) for s in train_sources]
-        target_ids = [self.tokenizers["target"].encode(t) for t in train_targets]
-        self.batches = ParallelBatches(
-            source_ids,
-            target_ids,
-            **self._batch_size(),
-            max_source_length=recipe.data.max_source_length,
-            max_target_length=recipe.data.max_target_length,
-            seed=recipe.train.seed,
-        )
+            source_ids, target_ids = self._loaded_data(last, tokenizers, data_dir)
         self.model = EncoderDecoder(
             recipe.model, self.tokenizers["source"].vocab_size, self.tokenizers["target"].vocab_size
         ).to(self.device)
@@ -205,12 +163,15 @@ class TranslationTrainer(EpochTrainer):
             lr=recipe.train.learning_rate,
             weight_decay=recipe.train.weight_decay,
         )
-        if self.model.has_shortlist and last is None:
+        if self.model.has_shortlist and last is None and source_ids:
             self._build_shortlist(source_ids, target_ids)
         self.run_state = _RunState()
+        self._stream_start = StreamPosition()
         if last is not None:
             self.model.load_state_dict({k: v.float() for k, v in last.weights.items()})
             self._restore(last.training)
+        if recipe.data.streaming:
+            self._streamed = self.stream.stream(self._stream_start)
         seed_rank(recipe.train.seed, self.run_state.step)
         self.loss = TranslationLoss(self.model, recipe.train)
         self._candidates = self.loss._candidates
@@ -222,6 +183,95 @@ class TranslationTrainer(EpochTrainer):
         )
         self.metrics.keep_until(self.run_state.step)
         self._epoch, self._epoch_batches = -1, []
+
+    def _tokenizers(
+        self,
+        last: Checkpoint | None,
+        given: dict[str, Tokenizer] | None,
+        train: Callable[[], dict[str, Tokenizer]],
+    ) -> dict[str, Tokenizer]:
+        """The checkpoint's tokenizers, the ones given, or ``train()``'s: trained once, on
+        rank 0, and handed to the others."""
+        if last is not None:
+            return {k: tokenizer_from_dict(v) for k, v in last.tokenizer.items()}
+        if given is not None:
+            return given
+        trained = self.distributed.from_main(
+            lambda: {side: tokenizer.to_dict() for side, tokenizer in train().items()}
+        )
+        return {side: tokenizer_from_dict(data) for side, data in trained.items()}
+
+    def _loaded_data(
+        self, last: Checkpoint | None, tokenizers: dict[str, Tokenizer] | None, data_dir: str | None
+    ) -> tuple[list[list[int]], list[list[int]]]:
+        """The training pairs read into memory and batched (``self.batches``); returns
+        their token ids (for the shortlist)."""
+        recipe = self.recipe
+        sources, targets = load_pairs(recipe, "train", data_dir=data_dir)
+        self.tokenizers = self._tokenizers(
+            last, tokenizers, lambda: train_tokenizers(recipe, sources, targets)
+        )
+        source_ids = [self.tokenizers["source"].encode(s) for s in sources]
+        target_ids = [self.tokenizers["target"].encode(t) for t in targets]
+        self.batches = ParallelBatches(
+            source_ids,
+            target_ids,
+            **self._batch_size(),
+            max_source_length=recipe.data.max_source_length,
+            max_target_length=recipe.data.max_target_length,
+            seed=recipe.train.seed,
+        )
+        return source_ids, target_ids
+
+    def _stream_data(
+        self, last: Checkpoint | None, tokenizers: dict[str, Tokenizer] | None, data_dir: str | None
+    ) -> tuple[list[list[int]], list[list[int]]]:
+        """The training pairs streamed from disk (``self.stream``, data.streaming); returns
+        the token ids of rank 0's tokenizer sample (for the shortlist; none elsewhere)."""
+        recipe, group = self.recipe, self.distributed
+        files = training_files(recipe, data_dir=data_dir)
+        sample: list[tuple[str, str]] = []
+
+        def draw() -> list[tuple[str, str]]:
+            sample[:] = sample_pairs(files, recipe.data.tokenizer_sample, seed=recipe.train.seed)
+            return sample
+
+        self.tokenizers = self._tokenizers(
+            last, tokenizers, lambda: stream_tokenizers(recipe, files, draw())
+        )
+        if group.is_main and last is None and recipe.model.shortlist and not sample:
+            draw()
+        self.stream = PairStream(
+            files,
+            encode_source=self.tokenizers["source"].encode,
+            encode_target=self.tokenizers["target"].encode,
+            settings=BatchSettings(
+                **self._batch_size(),
+                max_source_length=recipe.data.max_source_length,
+                max_target_length=recipe.data.max_target_length,
+            ),
+            seed=recipe.train.seed,
+            rank=group.rank,
+            world_size=group.world_size,
+            shuffle_buffer=recipe.data.shuffle_buffer,
+            bucket_pairs=recipe.data.bucket_pairs,
+        )
+        return (
+            [self.tokenizers["source"].encode(s) for s, _ in sample],
+            [self.tokenizers["target"].encode(t) for _, t in sample],
+        )
+
+    def epoch_at(self, step: int) -> float:
+        if self.recipe.data.streaming:
+            return self.stream.epoch_progress  # rank 0's: a stream's length is not known
+        return super().epoch_at(step)
+
+    def gather_state(self) -> None:
+        if self.recipe.data.streaming:
+            self.run_state.stream = self.distributed.gather(self._stream_position())
+
+    def _stream_position(self) -> list[int]:
+        return [self.stream.position.epoch, self.stream.position.batches]
 
     def _batch_size(self) -> dict[str, int]:
         """``batch_tokens`` or ``batch_sentences`` of one micro-batch of this process."""
@@ -264,6 +314,7 @@ class TranslationTrainer(EpochTrainer):
         run.elapsed, run.kept = training["elapsed"], list(training["kept"])
         self.optimizer.load_state_dict(training["optimizer"])
         restore_rng(training["rng"])
+        self._stream_start = self._resumed_position(training.get("stream") or [[0, 0]])
         # An average promoted to best when the earlier run ended scored higher than the
         # best_bleu saved in last.safetensors: compare against best.safetensors itself, so a
         # worse checkpoint never replaces it.
@@ -273,11 +324,28 @@ class TranslationTrainer(EpochTrainer):
             if stored is not None:
                 run.best_bleu = max(run.best_bleu, float(stored))
 
+    def _resumed_position(self, positions: list[list[int]]) -> StreamPosition:
+        """This rank's place in the stream when the run stopped (streaming only)."""
+        group = self.distributed
+        if len(positions) == group.world_size:
+            return StreamPosition(*positions[group.rank])
+        epoch = max(position[0] for position in positions)
+        logger.warning(
+            "the run streamed its data on %d processes and resumes on %d: each rank's "
+            "stream restarts at the beginning of epoch %d",
+            len(positions),
+            group.world_size,
+            epoch + 1,
+        )
+        return StreamPosition(epoch + 1, 0)
+
     def _checkpoint(self, *, info: dict, with_training: bool) -> Checkpoint:
         run = self.run_state
         training = None
         if with_training:
+            streamed = self.recipe.data.streaming
             training = {
+                "stream": (run.stream or [self._stream_position()]) if streamed else [],
                 "step": run.step,
                 "best_bleu": run.best_bleu,
                 "elapsed": run.elapsed,
@@ -322,10 +390,13 @@ class TranslationTrainer(EpochTrainer):
         """One optimizer step over this rank's micro-batches; returns its share of the loss
         per target token and the pieces it read."""
         run, train = self.run_state, self.recipe.train
-        batches = [
-            self.batches.make_batch(indices).to(self.device)
-            for indices in self.micro_batches(run.step)
-        ]
+        if self.recipe.data.streaming:
+            batches = [next(self._streamed).to(self.device) for _ in range(train.accumulate_steps)]
+        else:
+            batches = [
+                self.batches.make_batch(indices).to(self.device)
+                for indices in self.micro_batches(run.step)
+            ]
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate_at(run.step, train)
 
