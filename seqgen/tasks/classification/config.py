@@ -79,11 +79,16 @@ class ClassificationTrainConfig(LoopConfig):
     # With model.init_from: steps during which the pretrained layers stay frozen (the output
     # layer and pooling learn first, as ULMFiT's gradual unfreezing starts); 0 = none.
     freeze_pretrained_steps: int = 0
+    # "all": every pretrained layer thaws after freeze_pretrained_steps. "gradual": ULMFiT's
+    # gradual unfreezing, one layer every freeze_pretrained_steps, from the top recurrent
+    # layer down to the embedding.
+    unfreeze: str = "all"
 
     def validate(self) -> None:
         super().validate()
         check_positive("train.batch_size", self.batch_size)
         check_choice("train.class_weights", self.class_weights, ("none", "balanced"))
+        check_choice("train.unfreeze", self.unfreeze, ("all", "gradual"))
         for name in ("patience", "freeze_pretrained_steps"):
             check_positive(f"train.{name}", getattr(self, name), allow_zero=True)
 

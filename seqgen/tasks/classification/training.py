@@ -135,7 +135,7 @@ class ClassificationTrainer(EpochTrainer):
         )
         self.metrics.keep_until(self.run_state.step)
         self._epoch, self._epoch_batches = -1, []
-        self._frozen: bool | None = None  # the pretrained layers' state, once set
+        self._thawed: int | None = None  # how many pretrained layers train, once set
 
     def epoch_batches(self, epoch: int) -> list[np.ndarray]:
         return self.batches.epoch(epoch)
@@ -192,7 +192,7 @@ class ClassificationTrainer(EpochTrainer):
         loss per text (class-weighted with ``train.class_weights``) and the tokens it read."""
         run, train = self.run_state, self.recipe.train
         batches = [self.batches.make_batch(rows) for rows in self.micro_batches(run.step)]
-        self._freeze_pretrained(run.step < train.freeze_pretrained_steps)
+        self._thaw_pretrained(self._thawed_at(run.step))
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate_at(run.step, train)
 
@@ -224,13 +224,40 @@ class ClassificationTrainer(EpochTrainer):
             return float(targets.numel())
         return float(self.class_weights.cpu()[targets].sum())
 
-    def _freeze_pretrained(self, frozen: bool) -> None:
-        """Freeze or thaw the pretrained layers, where that changes (twice a run at most)."""
-        if not self.recipe.model.init_from or frozen == self._frozen:
+    def _pretrained_layers(self) -> list[list[torch.nn.Parameter]]:
+        """The layers ``model.init_from`` gave, top first: each recurrent layer (its
+        parameters ``*_l<layer>``, both directions), then the embedding."""
+        rnn = self.model.rnn
+        layers = [
+            [
+                p
+                for name, p in rnn.named_parameters()
+                if name.split("_l")[-1].split("_")[0] == str(i)
+            ]
+            for i in reversed(range(rnn.num_layers))
+        ]
+        return [*layers, list(self.model.embedding.parameters())]
+
+    def _thawed_at(self, step: int) -> int:
+        """How many pretrained layers (top first) train at ``step``: none during the first
+        ``freeze_pretrained_steps``, then all, or with ``unfreeze = "gradual"`` one more
+        every ``freeze_pretrained_steps`` (ULMFiT)."""
+        train, layers = self.recipe.train, self.recipe.model.num_layers + 1
+        if not train.freeze_pretrained_steps:
+            return layers
+        if train.unfreeze == "gradual":
+            return min(layers, step // train.freeze_pretrained_steps)
+        return layers if step >= train.freeze_pretrained_steps else 0
+
+    def _thaw_pretrained(self, thawed: int) -> None:
+        """Let the top ``thawed`` pretrained layers train and freeze the others, where that
+        changes (a few times a run)."""
+        if not self.recipe.model.init_from or thawed == self._thawed:
             return
-        self._frozen = frozen
-        for parameter in (*self.model.embedding.parameters(), *self.model.rnn.parameters()):
-            parameter.requires_grad_(not frozen)
+        self._thawed = thawed
+        for position, layer in enumerate(self._pretrained_layers()):
+            for parameter in layer:
+                parameter.requires_grad_(position < thawed)
 
     def validate_and_save(self, progress: Progress) -> None:
         run = self.run_state

@@ -264,6 +264,39 @@ def test_a_language_models_layers_start_the_classifier(
     assert not torch.equal(trainer.model.rnn.weight_hh_l0, before)
 
 
+def test_gradual_unfreezing_thaws_one_layer_at_a_time_from_the_top(
+    corpus: Path, trained_run: Path, tmp_path: Path
+) -> None:
+    from seqgen.recipes import recipe_from_dict
+    from seqgen.tasks.classification.training import ClassificationTrainer
+    from seqgen.training.checkpoint import load_checkpoint
+
+    sizes = recipe_from_dict(load_checkpoint(trained_run / "best.safetensors").recipe).model
+    recipe = load_recipe(
+        _recipe(corpus, tmp_path / "r.toml", bidirectional="false", steps=8),
+        [
+            f"model.init_from={trained_run}",
+            f"model.embedding_size={sizes.embedding_size}",
+            f"model.hidden_size={sizes.hidden_size}",
+            f"model.num_layers={sizes.num_layers}",
+            "train.freeze_pretrained_steps=1",
+            "train.unfreeze=gradual",
+        ],
+    )
+    trainer = ClassificationTrainer(recipe, tmp_path / "run", resume=False, data_dir=None)
+    rnn = trainer.model.rnn
+    # top recurrent layer first, the embedding last
+    layers = [f"rnn.weight_hh_l{i}" for i in reversed(range(sizes.num_layers))]
+    layers.append("embedding.weight")
+    for step in range(len(layers) + 1):
+        before = {name: trainer.model.state_dict()[name].clone() for name in layers}
+        trainer.train_step()
+        after = trainer.model.state_dict()
+        changed = [not torch.equal(after[name], before[name]) for name in layers]
+        assert changed == [position < step for position in range(len(layers))], step
+    assert all(parameter.requires_grad for parameter in rnn.parameters())
+
+
 def test_a_pretrained_encoder_must_fit(corpus: Path, trained_run: Path, tmp_path: Path) -> None:
     recipe = load_recipe(
         _recipe(corpus, tmp_path / "r.toml", bidirectional="false"),
