@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
+import math
+import operator
 import os
 import random
 from collections.abc import Callable, Iterator
@@ -66,8 +69,8 @@ class LineReader:
 
     def __iter__(self) -> Iterator[str]:
         try:
-            for line in self.text:
-                yield line.removesuffix("\n").removesuffix("\r")
+            # C-level iteration and stripping: a 30x Multi30k pass is 1.7 million lines.
+            yield from map(_without_line_end, self.text)
         except UnicodeDecodeError as error:
             raise DataError(
                 f"{self.path} is not UTF-8 ({error.reason}); convert it to UTF-8, e.g. with: "
@@ -97,24 +100,19 @@ class PairFiles:
             if len(readers) == 1:
                 yield from (_split_tsv(line, self.source, n) for n, line in _numbered(readers[0]))
                 return
-            sources, targets = iter(readers[0]), iter(readers[1])
-            for number, source in enumerate(sources, start=1):
-                target = next(targets, None)
-                if target is None:
-                    raise self._unaligned(number)
-                yield source, target
-            if next(targets, None) is not None:
-                raise self._unaligned(None)
+            try:
+                yield from zip(readers[0], readers[1], strict=True)
+            except ValueError:  # zip's own check: one file ended before the other
+                raise DataError(
+                    f"parallel files differ in length: {self.source} and {self.target} must "
+                    "have one line each per sentence pair"
+                ) from None
         finally:
             for reader in readers:
                 reader.close()
 
-    def _unaligned(self, line: int | None) -> DataError:
-        where = f"{self.target} ends at line {line - 1}" if line else f"{self.source} ends first"
-        return DataError(
-            f"parallel files differ in length: {where}, while {self.source} and {self.target} "
-            "must pair line by line"
-        )
+
+_without_line_end = operator.methodcaller("rstrip", "\r\n")
 
 
 def _numbered(reader: LineReader) -> Iterator[tuple[int, str]]:
@@ -154,17 +152,23 @@ def shuffled(items: Iterator[Pair], *, size: int, rng: random.Random) -> Iterato
 
 def sample_pairs(files: PairFiles, count: int, *, seed: int) -> list[Pair]:
     """``count`` pairs drawn uniformly from the whole corpus in one pass (reservoir
-    sampling, Algorithm R): what a tokenizer trains on when the corpus is streamed."""
+    sampling, Li's Algorithm L: geometric skips, so the pairs passed over cost no random
+    draw): what a tokenizer trains on when the corpus is streamed."""
     rng = random.Random(f"tokenizer-sample-{seed}")
-    sample: list[Pair] = []
     pairs, _ = files.open()
-    for seen, pair in enumerate(pairs):
-        if seen < count:
-            sample.append(pair)
-            continue
-        position = rng.randrange(seen + 1)
-        if position < count:
-            sample[position] = pair
+    sample = list(itertools.islice(pairs, count))
+    if len(sample) < count:
+        return sample
+    weight = math.exp(math.log(1.0 - rng.random()) / count)
+    while weight < 1.0:
+        skip = math.floor(math.log(1.0 - rng.random()) / math.log(1.0 - weight))
+        pair = next(itertools.islice(pairs, skip, None), None)
+        if pair is None:
+            break
+        sample[rng.randrange(count)] = pair
+        weight *= math.exp(math.log(1.0 - rng.random()) / count)
+    for _ in pairs:  # read to the end: the files' own errors (misalignment) still surface
+        pass
     return sample
 
 
