@@ -46,7 +46,11 @@ from seqgen.errors import CheckpointError, SeqgenError
 from seqgen.task import is_task, registered_tasks, task_named
 
 FORMAT_NAME = "seqgen-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Format 2 changed the translator's graphs (the source side once per sentence, not per row);
+# a graph cannot be migrated without its checkpoint, so older translator bundles are refused.
+# Generator and classifier graphs did not change: their format-1 bundles still load.
+MIN_FORMAT_VERSION = {"translation": 2}
 MANIFEST_FILE = "manifest.json"
 # manifest["matmul"] of a bundle whose step graph multiplies in int8 (seqgen.bundles.quantize)
 INT8_MATMUL = "int8"
@@ -170,6 +174,11 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     if not is_task(kind):
         known = ", ".join(registered_tasks())
         raise CheckpointError(f"{folder} holds a {kind!r} bundle; this seqgen runs {known} bundles")
+    if version < MIN_FORMAT_VERSION.get(kind, 1):
+        raise CheckpointError(
+            f"{folder} is a {kind} bundle of format {version}, older than this seqgen reads "
+            f"({MIN_FORMAT_VERSION[kind]}); re-export it with this seqgen"
+        )
     task = task_named(kind)
     graphs = manifest.get("graphs")
     if not isinstance(graphs, dict) or set(graphs) != set(task.graph_files):

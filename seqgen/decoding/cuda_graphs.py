@@ -12,9 +12,11 @@ step's inputs (tokens, recurrent state, source side, the output layer's rows) an
 (finished sentences leave it), so a step replays the graph of a few more rows than it has: the
 first ``rows`` rows of the buffers hold its rows, the rows past those hold stale values whose
 results are never read (every operator of the step works row by row), and a smaller graph is
-made once the rows have halved. The source side and the output layer are copied in only when
-they change (a sentence left; a new batch). The graphs of the most recent shapes are kept, so
-translating a batch of the same shape again reuses them.
+made once the rows have halved. Inputs kept once per sentence (a translator's source side,
+the rows grouped ``rows / sentences`` to a sentence) are sliced the same way by sentence, and
+a graph serves only steps of its own rows per sentence. The source side and the output layer
+are copied in only when they change (a sentence left; a new batch). The graphs of the most
+recent shapes are kept, so translating a batch of the same shape again reuses them.
 """
 
 from __future__ import annotations
@@ -53,18 +55,28 @@ class StepGraphs:
     Args:
         run: the step on static inputs (see :data:`Run`); it must not synchronise with the
             host (no ``.item()``, no copy to the CPU) and must work row by row.
-        per_row: input names whose axis 0 is rows; every other input is constant over a
-            batch's steps (the output layer's rows and ids).
-        recurrent: the names among ``per_row`` that every step rewrites; the others (the
-            source side) are copied in only when the state holds a different tensor.
+        per_row: input names whose axis 0 is rows.
+        per_sentence: input names whose axis 0 is sentences (the rows grouped ``rows /
+            sentences`` to a sentence, sentence-major); every input in neither is constant
+            over a batch's steps (the output layer's rows and ids).
+        recurrent: the names among ``per_row`` that every step rewrites; the others (and
+            the per-sentence ones) are copied in only when the state holds a different
+            tensor.
         capture: False replays by calling ``run`` on the static buffers and copying its
             results into them, with everything else unchanged (tests on a CPU).
     """
 
     def __init__(
-        self, run: Run, *, per_row: tuple[str, ...], recurrent: tuple[str, ...], capture: bool
+        self,
+        run: Run,
+        *,
+        per_row: tuple[str, ...],
+        per_sentence: tuple[str, ...] = (),
+        recurrent: tuple[str, ...],
+        capture: bool,
     ) -> None:
-        self.run, self.per_row, self.capture = run, per_row, capture
+        self.run, self.per_row, self.per_sentence = run, per_row, per_sentence
+        self.capture = capture
         self.every_step = frozenset(("tokens", *recurrent))  # copied in at every step
         # Per shape of the inputs (rows aside), its graphs for different row counts.
         self._families: OrderedDict[tuple, list[_Graph]] = OrderedDict()
@@ -86,28 +98,36 @@ class StepGraphs:
         ``token_ids`` ``(rows, K)`` and the new recurrent state, ``rows`` rows each (copies:
         the graph's buffers are rewritten by the next step)."""
         rows = inputs["tokens"].shape[0]
-        graph = self._graph_for(inputs, rows)
+        sentences = next(
+            (inputs[name].shape[0] for name in self.per_sentence if name in inputs), rows
+        )
+        graph = self._graph_for(inputs, rows, rows // max(sentences, 1))
         for name, tensor in inputs.items():
             if name in self.every_step:
                 graph.inputs[name][:rows].copy_(tensor, non_blocking=True)
             elif graph.copied.get(name) is not tensor:
-                target = graph.inputs[name][:rows] if name in self.per_row else graph.inputs[name]
+                target = graph.inputs[name]
+                if name in self.per_row or name in self.per_sentence:
+                    target = target[: rows if name in self.per_row else sentences]
                 target.copy_(tensor, non_blocking=True)
                 graph.copied[name] = tensor
         graph.replay()
         state = {name: tensor[:rows].clone() for name, tensor in graph.state.items()}
         return graph.values[:rows], graph.token_ids[:rows], state
 
-    def _graph_for(self, inputs: Mapping[str, torch.Tensor], rows: int) -> _Graph:
-        """The graph for ``rows`` rows of inputs of these shapes: of those made for the
-        shapes, the smallest that fits, unless it has more than twice the rows (finished
-        sentences have left the batch): then one of exactly ``rows`` is made. So a batch's
-        steps use about log2(first rows / last rows) graphs, and compute at most twice the
-        rows they need."""
+    def _graph_for(
+        self, inputs: Mapping[str, torch.Tensor], rows: int, rows_per_sentence: int
+    ) -> _Graph:
+        """The graph for ``rows`` rows of inputs of these shapes (and rows per sentence): of
+        those made for the shapes, the smallest that fits, unless it has more than twice the
+        rows (finished sentences have left the batch): then one of exactly ``rows`` is made.
+        So a batch's steps use about log2(first rows / last rows) graphs, and compute at most
+        twice the rows they need."""
+        leading = (*self.per_row, *self.per_sentence)
         key = tuple(
-            (name, tensor.dtype, tuple(tensor.shape[1:] if name in self.per_row else tensor.shape))
+            (name, tensor.dtype, tuple(tensor.shape[1:] if name in leading else tensor.shape))
             for name, tensor in sorted(inputs.items())
-        )
+        ) + (("rows per sentence", rows_per_sentence),)
         family = self._families.pop(key, [])
         self._families[key] = family  # now the most recently used
         fitting = [graph for graph in family if graph.rows >= rows]

@@ -5,7 +5,10 @@
 import { BundleError } from './errors.js';
 
 export const FORMAT = 'seqgen-bundle';
-export const FORMAT_VERSION = 1;
+export const FORMAT_VERSION = 2;
+// Format 2 changed the translator's graphs (the source side once per sentence, not per row);
+// a graph cannot be migrated without its checkpoint. Other kinds' format-1 bundles still load.
+const MIN_FORMAT_VERSION = { translation: 2 };
 const KINDS = ['generation', 'translation', 'classification'];
 const MATMULS = ['int8']; // "matmul" values this runtime knows (absent: float products)
 
@@ -71,6 +74,11 @@ export async function readManifest(source, kind) {
   if (manifest.kind === 'language_model') manifest.kind = 'generation'; // seqgen 0.1 bundles
   if (!KINDS.includes(manifest.kind)) {
     throw new BundleError(`${source.name} holds a ${JSON.stringify(manifest.kind)} bundle; this runtime runs ${KINDS.join(', ')} bundles`);
+  }
+  if (version < (MIN_FORMAT_VERSION[manifest.kind] ?? 1)) {
+    throw new BundleError(
+      `${source.name} is a ${manifest.kind} bundle of format ${version}, older than this runtime reads (${MIN_FORMAT_VERSION[manifest.kind]}); re-export it with this seqgen`,
+    );
   }
   if (kind && manifest.kind !== kind) {
     throw new BundleError(`${source.name} is a ${manifest.kind} bundle, not a ${kind} one; use the command for ${manifest.kind}`);

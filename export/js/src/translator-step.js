@@ -1,16 +1,18 @@
 // The ONNX Runtime step function of a translator bundle: `start` runs the encoder, `step` the
 // step graph, `select` gathers rows on the host. The source side of the state (memory, keys,
-// source_mask and a shortlist's output_mask) is per sentence: it is gathered again only
-// when some row's sentence changes, never when beams reorder within their sentence.
+// source_mask and a shortlist's output_mask) is kept once per sentence (bundle format 2,
+// export/README.md): the rows are grouped by sentence, `rows / sentences` consecutive rows
+// each, and the source side is gathered again only when the sentences change, once per
+// sentence, never when beams reorder within their sentence (seqgen's source_rows.py).
 
 import { BundleError } from './errors.js';
 import { shortlistIds } from './shortlist.js';
-import { gatherRows, int64, sameIndices } from './tensors.js';
+import { gatherRows, int64 } from './tensors.js';
 import { EOS_ID, PAD_ID } from './tokenizers.js';
 
 const RECURRENT = ['hidden', 'cell', 'feed'];
 const OUTPUT_IDS = 'output_ids'; // (M,) int64: the batch's shortlist (union of its sentences)
-const OUTPUT_MASK = 'output_mask'; // (rows, M) float32: 0 where the row's sentence may use it
+const OUTPUT_MASK = 'output_mask'; // (sentences, M) float32: 0 where the sentence may use it
 
 export class TranslatorStep {
   /**
@@ -34,12 +36,15 @@ export class TranslatorStep {
     if (this.takesOutputIds && !shortlist) {
       throw new BundleError('the step graph takes a shortlist but the bundle has none; re-export it');
     }
+    if (this.takesOutputIds && !this.takesOutputMask) {
+      throw new BundleError('the step graph takes a shortlist without its mask (an old bundle); re-export it with this seqgen');
+    }
   }
 
   /**
    * Encode a batch of sources (ids without EOS).
    * @param {number[][]} sources
-   * @returns the state: one row per sentence
+   * @returns the state: one row per sentence (`layout`: sentences and rows per sentence)
    */
   async start(sources) {
     if (sources.length === 1) {
@@ -53,18 +58,17 @@ export class TranslatorStep {
       source_ids: int64(this.ort, padded, [rows.length, width]),
       source_lengths: int64(this.ort, rows.map((r) => r.length)),
     });
-    const sources_ = Object.fromEntries(this.sourceNames.map((name) => [name, outputs[name]]));
+    const sourceSide = Object.fromEntries(this.sourceNames.map((name) => [name, outputs[name]]));
     let outputIds = null;
     if (this.takesOutputIds) {
       const union = shortlistIds(this.shortlist, padded);
       outputIds = { ids: union, tensor: int64(this.ort, union) };
-      if (this.takesOutputMask) sources_[OUTPUT_MASK] = this.outputMask(rows, union);
+      sourceSide[OUTPUT_MASK] = this.outputMask(rows, union);
     }
     return {
-      sentence: Int32Array.from(rows, (_, i) => i),
+      layout: { sentences: rows.length, perSentence: 1 },
       recurrent: Object.fromEntries(this.recurrentNames.map((name) => [name, outputs[name]])),
-      sources: sources_,
-      sourceSide: sources_,
+      sourceSide,
       outputIds,
     };
   }
@@ -113,10 +117,12 @@ export class TranslatorStep {
    * `step` of one row, run as two copies of it, as seqgen's Python adapter does: ONNX
    * Runtime's CPU matrix product takes a matrix-vector kernel for a single row, whose sums
    * run in another order, so a sentence alone would differ in the last bits from the same
-   * sentence in a batch (enough to change a beam's choice now and then).
+   * sentence in a batch (enough to change a beam's choice now and then). The copy is a
+   * sentence of its own, as in a batch of one row per sentence.
    */
   async oneRowAsTwo(tokens, state, candidates) {
-    const found = await this.step([tokens[0], tokens[0]], this.select(state, [0, 0]), { candidates });
+    const pair = this.select(state, [0, 0], { separate: true });
+    const found = await this.step([tokens[0], tokens[0]], pair, { candidates });
     const { width } = found;
     return {
       ...found,
@@ -126,17 +132,43 @@ export class TranslatorStep {
     };
   }
 
-  /** Gather `rows` (indices into the current rows, may repeat) of the state. */
-  select(state, rows) {
-    const sentence = Int32Array.from(rows, (row) => state.sentence[row]);
+  /**
+   * Gather `rows` (indices into the current rows, may repeat) of the state, and its source
+   * side once per sentence, only where the sentences change (`separate`: one per row).
+   */
+  select(state, rows, { separate = false } = {}) {
+    const layout = rowLayout(rows, state.layout.perSentence, separate);
+    const { sentences } = layout;
+    const unchanged =
+      layout.perSentence === state.layout.perSentence &&
+      sentences.length === state.layout.sentences &&
+      sentences.every((sentence, i) => sentence === i);
     const recurrent = Object.fromEntries(
       Object.entries(state.recurrent).map(([name, t]) => [name, gatherRows(this.ort, t, rows)]),
     );
-    const sourceSide = sameIndices(sentence, state.sentence)
+    const sourceSide = unchanged
       ? state.sourceSide
-      : Object.fromEntries(Object.entries(state.sources).map(([name, t]) => [name, gatherRows(this.ort, t, sentence)]));
-    return { ...state, sentence, recurrent, sourceSide };
+      : Object.fromEntries(Object.entries(state.sourceSide).map(([name, t]) => [name, gatherRows(this.ort, t, sentences)]));
+    return { ...state, layout: { sentences: sentences.length, perSentence: layout.perSentence }, recurrent, sourceSide };
   }
+}
+
+/**
+ * The layout of `rows` (indices into a state of `perSentence` rows per sentence): the new
+ * rows per sentence and each new sentence's index among the old ones. Consecutive rows of
+ * one old sentence form a new sentence when every such run has the same length (beam search:
+ * the beam; greedy: 1); otherwise, or `separate`, each row is a sentence of its own
+ * (seqgen/tasks/translation/source_rows.py, row_layout).
+ * @returns {{perSentence: number, sentences: number[]}}
+ */
+function rowLayout(rows, perSentence, separate) {
+  const owner = Array.from(rows, (row) => Math.floor(row / perSentence));
+  if (separate || owner.length < 2) return { perSentence: 1, sentences: owner };
+  const starts = owner.flatMap((o, i) => (i === 0 || o !== owner[i - 1] ? [i] : []));
+  const run = (starts[1] ?? owner.length) - starts[0];
+  const even = starts.every((start, i) => (starts[i + 1] ?? owner.length) - start === run);
+  if (!even) return { perSentence: 1, sentences: owner };
+  return { perSentence: run, sentences: starts.map((start) => owner[start]) };
 }
 
 /** K of the step graph's top_log_probs `(rows, K)`, from the manifest. */

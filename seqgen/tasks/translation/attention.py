@@ -4,11 +4,14 @@ Every kind splits its work in two, so that decoding does the source-side part on
 
 - ``precompute(memory) -> keys`` runs once per sentence (e.g. ``W_a h_s`` for general);
 - ``forward(query, keys, memory, mask) -> (context, weights)`` runs per target step, or once
-  for a whole ``(rows, target_len, hidden)`` query sequence with batched matrix products.
+  for several queries per sentence with batched matrix products: a whole ``(sentences,
+  target_len, hidden)`` target sequence in training, or the ``(sentences, beam, hidden)`` rows
+  of each sentence's beam in decoding (the source side is kept once per sentence, so its
+  memory and keys are read once for all its rows).
 
-Shapes: ``memory`` ``(rows, source_len, memory_size)``, ``keys`` ``(rows, source_len,
-key_size)``, ``mask`` ``(rows, source_len)`` bool with True = a real source token. Masked
-positions get exactly zero weight. Nothing is cached on the modules.
+Shapes: ``memory`` ``(sentences, source_len, memory_size)``, ``keys`` ``(sentences,
+source_len, key_size)``, ``mask`` ``(sentences, source_len)`` bool with True = a real source
+token. Masked positions get exactly zero weight. Nothing is cached on the modules.
 """
 
 from __future__ import annotations
@@ -25,26 +28,29 @@ class Attention(nn.Module):
     key_size: int
 
     def precompute(self, memory: torch.Tensor) -> torch.Tensor:
-        """``(rows, source_len, memory_size) -> keys (rows, source_len, key_size)``."""
+        """``(sentences, source_len, memory_size) -> keys (sentences, source_len, key_size)``."""
         raise NotImplementedError
 
     def score(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        """``query (rows, time, query_size)``, keys -> scores ``(rows, time, source_len)``."""
+        """``query (sentences, queries, query_size)``, keys -> scores ``(sentences, queries,
+        source_len)``."""
         raise NotImplementedError
 
     def forward(
         self, query: torch.Tensor, keys: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Attend from one query per row, or from a sequence of queries per row.
+        """Attend from one query per sentence, or from several queries per sentence.
 
         Args:
-            query: ``(rows, query_size)`` or ``(rows, time, query_size)``.
-            keys: ``(rows, source_len, key_size)`` from :meth:`precompute`.
-            memory: ``(rows, source_len, memory_size)``.
-            mask: ``(rows, source_len)`` bool, True = real token; every row needs one.
+            query: ``(sentences, query_size)`` or ``(sentences, queries, query_size)`` (a
+                target sequence, or a sentence's beam rows).
+            keys: ``(sentences, source_len, key_size)`` from :meth:`precompute`.
+            memory: ``(sentences, source_len, memory_size)``.
+            mask: ``(sentences, source_len)`` bool, True = real token; each needs one.
 
         Returns:
-            context ``(rows, [time,] memory_size)`` and weights ``(rows, [time,] source_len)``.
+            context ``(sentences, [queries,] memory_size)`` and weights ``(sentences,
+            [queries,] source_len)``.
         """
         single = query.dim() == 2
         queries = query.unsqueeze(1) if single else query
@@ -109,7 +115,8 @@ class BahdanauAttention(Attention):
         return self.memory_projection(memory)
 
     def score(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        # (rows, time, 1, attention) + (rows, 1, source_len, attention): every pair at once.
+        # (sentences, queries, 1, attention) + (sentences, 1, source_len, attention): every
+        # pair at once.
         projected = self.query_projection(query).unsqueeze(2)
         return self.energy(torch.tanh(projected + keys.unsqueeze(1))).squeeze(-1)
 

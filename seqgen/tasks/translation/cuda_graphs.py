@@ -1,9 +1,9 @@
 """A translator's narrowed step on CUDA graphs (:mod:`seqgen.decoding.cuda_graphs`).
 
-The step's inputs are the translator's state (recurrent state and source side), the gate
-table and the shortlist's output layer rows and per-row mask; the source side, the mask and the
-output layer change only when a sentence leaves the batch or a new batch starts, which is what
-``StepGraphs`` copies in.
+The step's inputs are the translator's state (recurrent state, and the source side once per
+sentence), the gate table and the shortlist's output layer rows and per-sentence mask; the
+source side, the mask and the output layer change only when a sentence leaves the batch or a
+new batch starts, which is what ``StepGraphs`` copies in.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ import torch
 
 from seqgen.decoding.cuda_graphs import Run, StepGraphs, StepTensors
 from seqgen.tasks.translation.decoder import OutputRows
-from seqgen.tasks.translation.model import EncoderDecoder
+from seqgen.tasks.translation.model import EncoderDecoder, add_sentence_mask
 from seqgen.tasks.translation.source_rows import (
     EMBEDDING_GATES,
     OUTPUT_IDS,
     OUTPUT_LAYER,
     OUTPUT_MASK,
+    PER_SENTENCE,
     SOURCE_NAMES,
 )
 
@@ -64,7 +65,8 @@ class TranslatorGraphs:
         if graphs is None:
             graphs = self.by_candidates[candidates] = StepGraphs(
                 self._run(candidates),
-                per_row=("tokens", *self.names, OUTPUT_MASK),
+                per_row=("tokens", *(name for name in self.names if name not in SOURCE_NAMES)),
+                per_sentence=PER_SENTENCE,
                 recurrent=tuple(name for name in self.names if name not in SOURCE_NAMES),
                 capture=token_ids.device.type == "cuda",
             )
@@ -83,7 +85,7 @@ class TranslatorGraphs:
             )
             logits, masked = logits.float(), OUTPUT_MASK in inputs
             if masked:  # each row to its own sentence's shortlist
-                logits = logits + inputs[OUTPUT_MASK]
+                logits = add_sentence_mask(logits, inputs[OUTPUT_MASK])
             values, token_ids = self.top_log_probs(logits, candidates, masked=masked)
             if "output_ids" in inputs:
                 token_ids = inputs["output_ids"][token_ids]

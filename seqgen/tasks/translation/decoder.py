@@ -21,8 +21,10 @@ Both compute exactly what :meth:`Decoder.step` computes one token at a time.
 
 The state is a dict of batch-major tensors (see :mod:`seqgen.tasks.translation.model`):
 ``hidden`` / ``cell`` ``(rows, decoder_layers, decoder_hidden)``, ``feed`` ``(rows,
-decoder_hidden)`` with input feeding, ``memory``, ``keys`` and ``source_mask`` ``(rows,
-source_len)`` bool (True = real token). Nothing is cached on the module.
+decoder_hidden)`` with input feeding, and the source side once per sentence: ``memory``,
+``keys`` and ``source_mask`` ``(sentences, source_len)`` bool (True = real token), the rows
+grouped by sentence (``rows = sentences x beam``, sentence-major; training and greedy
+search: one row per sentence). Nothing is cached on the module.
 """
 
 from __future__ import annotations
@@ -244,18 +246,18 @@ class Decoder(nn.Module):
         :meth:`embedding_gates`).
 
         ``feed`` is the previous attentional vector (None without input feeding); ``state``
-        only lends its ``memory``, ``keys`` and ``source_mask``.
+        only lends its per-sentence ``memory``, ``keys`` and ``source_mask`` (see
+        :meth:`_attend`).
 
         Returns the attentional vector ``(rows, decoder_hidden)`` (the next step's ``feed``)
         and the layer-major RNN state.
         """
-        memory, keys, mask = state["memory"], state["keys"], state["source_mask"]
         first = embedded if isinstance(embedded, EmbeddedGates) else None
         inputs = [] if first is not None else [embedded]
         if self.is_bahdanau:
             # Bahdanau et al. (2015), eq. 6: the context for step i comes from s_{i-1}.
             previous_top = (rnn_state[0] if isinstance(rnn_state, tuple) else rnn_state)[-1]
-            context, _ = self.attention(previous_top, keys, memory, mask)
+            context = self._attend(previous_top, state)
             inputs.append(context)
         if self.config.input_feeding:
             # Luong et al. (2015), 3.3: the previous h~ joins the input, so the model knows
@@ -267,8 +269,20 @@ class Decoder(nn.Module):
         top, rnn_state = self._rnn_step(joined, rnn_state, first)
         if not self.is_bahdanau:
             # Luong et al. (2015), 3.1: attend from the current top hidden state h_t.
-            context, _ = self.attention(top, keys, memory, mask)
+            context = self._attend(top, state)
         return self._attentional(context, top), rnn_state
+
+    def _attend(self, query: torch.Tensor, state: DecoderState) -> torch.Tensor:
+        """The context ``(rows, memory_size)`` of one query ``(rows, decoder_hidden)`` per
+        row, over the state's per-sentence source side (``memory`` ``(sentences, source_len,
+        memory_size)``): rows are grouped by sentence, ``rows / sentences`` consecutive rows
+        per sentence (a beam), so each sentence's rows attend together as the queries of one
+        batched product, which reads its memory and keys once instead of once per row.
+        (Training has one row per sentence: a group of one, as before.)"""
+        keys = state["keys"]
+        queries = query.reshape(keys.shape[0], -1, query.shape[-1])  # (sentences, beam, hidden)
+        context, _ = self.attention(queries, keys, state["memory"], state["source_mask"])
+        return context.reshape(query.shape[0], -1)
 
     def _rnn_step(
         self, inputs: torch.Tensor, rnn_state: RnnState, first: EmbeddedGates | None = None

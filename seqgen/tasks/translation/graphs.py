@@ -6,11 +6,15 @@ The graphs are the callables the PyTorch adapter (``TranslatorStep``) calls:
 - ``step``: ``Translator.step(tokens, state)`` and the log-softmax (with each row's top
   candidates, as the generator's step graph), returning the recurrent part of the new
   state (``new_hidden``, ``new_cell``, ``new_feed``); the source side (``memory``, ``keys``,
-  ``source_mask``) never changes, so it is an input only;
-- ``select``: ``index_select`` of every state entry (``seqgen.bundles.export.SelectGraph``),
-  so that a GPU runtime reorders beams without copying the state to the host.
+  ``source_mask``, and a shortlist's ``output_mask``) never changes, so it is an input only,
+  once per *sentence*: the rows are grouped by sentence, ``rows / sentences`` consecutive
+  rows per sentence (bundle format 2; format 1 took it once per row);
+- ``select``: ``rows`` and ``sentences`` -> every state entry gathered on axis 0, the
+  recurrent part by row and the source side by sentence (:class:`SelectGraph`), so that a
+  GPU runtime reorders beams without copying the state to the host.
 
-Rows (batch x beam), the source length and the selected rows are dynamic axes.
+Rows (sentences x beam), sentences, the source length and the selected rows and sentences
+are dynamic axes.
 """
 
 from __future__ import annotations
@@ -26,26 +30,33 @@ from torch import nn
 
 from seqgen.bundles.export import (
     EXAMPLE_ROWS,
+    EXAMPLE_SELECTED_ROWS,
     PARITY_TOLERANCE,
     TOP_CANDIDATES,
     GraphSpec,
     export_graph,
-    select_spec,
     special_ids,
     with_top_candidates,
 )
-from seqgen.decoding.onnx_session import NEW_PREFIX, STEP_OUTPUTS
+from seqgen.decoding.onnx_session import NEW_PREFIX, SELECTED_PREFIX, STEP_OUTPUTS
 from seqgen.errors import SeqgenError
 from seqgen.recipes import recipe_to_dict
 from seqgen.tasks.translation import GRAPH_FILES, TOKENIZER_FILES
-from seqgen.tasks.translation.model import EncoderDecoder
+from seqgen.tasks.translation.model import EncoderDecoder, add_sentence_mask
 from seqgen.tasks.translation.onnx_step import SHORTLIST_INPUT as OUTPUT_IDS_INPUT
 from seqgen.tasks.translation.onnx_step import OnnxTranslatorStep
 from seqgen.tasks.translation.pipeline import Translator
 from seqgen.tasks.translation.shortlist import batch_shortlist
-from seqgen.tasks.translation.source_rows import OUTPUT_MASK, SOURCE_NAMES, encoder_inputs
+from seqgen.tasks.translation.source_rows import (
+    OUTPUT_MASK,
+    PER_SENTENCE,
+    SOURCE_NAMES,
+    encoder_inputs,
+)
 
 EXAMPLE_SOURCE_LENGTH = 5  # differs from EXAMPLE_ROWS, so torch.export keeps them apart
+EXAMPLE_BEAM = 2  # the step's example: EXAMPLE_ROWS sentences of this many rows each
+EXAMPLE_SELECTED_SENTENCES = 7  # unlike every other axis's example
 EXAMPLE_SHORTLIST = 40  # at least the top-k's 32 candidates, and unlike the other sizes
 SHORTLIST_FILE = "shortlist.json"
 RECURRENT = ("hidden", "cell", "feed")
@@ -68,16 +79,36 @@ class EncoderGraph(nn.Module):
 ATTENTION_OUTPUT = "attention"  # the step graph's last output: (rows, source_len) weights
 
 
+class SelectGraph(nn.Module):
+    """``rows`` ``(new_rows,)`` and ``sentences`` ``(new_sentences,)`` int64 + the state ->
+    each entry gathered on axis 0: the per-row ones by ``rows``, the per-sentence ones
+    (``per_sentence`` of them, last) by ``sentences``; run where the state lives."""
+
+    def __init__(self, per_sentence: int) -> None:
+        super().__init__()
+        self.per_sentence = per_sentence
+
+    def forward(
+        self, rows: torch.Tensor, sentences: torch.Tensor, *state: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        split = len(state) - self.per_sentence
+        return (
+            *(tensor.index_select(0, rows) for tensor in state[:split]),
+            *(tensor.index_select(0, sentences) for tensor in state[split:]),
+        )
+
+
 class TranslatorStepGraph(nn.Module):
     """``tokens`` ``(rows,)`` + state -> ``log_probs`` ``(rows, vocab)`` float32, the top
     candidates (``with_top_candidates``) and the new recurrent state.
 
     A model with a lexical shortlist takes ``output_ids`` ``(M,)`` int64 (the union of the
     batch's shortlists, :func:`seqgen.tasks.translation.shortlist.shortlist_ids`) and then
-    ``output_mask`` ``(rows, M)`` float32 (0 where the row's sentence may use the token, -inf
-    elsewhere, :func:`~seqgen.tasks.translation.shortlist.shortlist_mask`), added to the logits
-    before the log-softmax: ``log_probs`` is then ``(rows, M)``, each row normalised over its own
-    sentence's shortlist, and ``top_ids`` are token ids all the same.
+    ``output_mask`` ``(sentences, M)`` float32 (0 where the sentence may use the token, -inf
+    elsewhere, :func:`~seqgen.tasks.translation.shortlist.shortlist_mask`), added to its rows'
+    logits before the log-softmax: ``log_probs`` is then ``(rows, M)``, each row normalised over
+    its own sentence's shortlist, and ``top_ids`` are token ids all the same. The source side
+    and the mask are per sentence, the rows grouped ``rows / sentences`` to a sentence.
     """
 
     def __init__(self, model: EncoderDecoder) -> None:
@@ -114,7 +145,7 @@ class TranslatorStepGraph(nn.Module):
         # As TranslatorStep.step: log-softmax in float32, also for a float16 model.
         logits = logits.float()
         if output_mask is not None:  # each row to its own sentence's shortlist
-            logits = logits + output_mask
+            logits = add_sentence_mask(logits, output_mask)
         log_probs = torch.log_softmax(logits, dim=-1)
         if output_ids is None:
             log_probs, top_values, top_ids = with_top_candidates(log_probs)
@@ -188,34 +219,41 @@ def graph_specs(model: EncoderDecoder) -> dict[str, GraphSpec]:
     """The three graphs with example inputs of the model's dtype and their dynamic axes."""
     names = model.state_names
     recurrent = [name for name in names if name in RECURRENT]
-    rows, length = EXAMPLE_ROWS, EXAMPLE_SOURCE_LENGTH
-    source_ids = torch.ones(rows, length, dtype=torch.long)
-    source_lengths = torch.tensor([length, 2, 1][:rows] + [1] * (rows - 3), dtype=torch.long)
+    sentences, length = EXAMPLE_ROWS, EXAMPLE_SOURCE_LENGTH
+    source_ids = torch.ones(sentences, length, dtype=torch.long)
+    source_lengths = torch.tensor([length, 2, 1][:sentences] + [1] * (sentences - 3))
     with torch.inference_mode():
         state = model.start(source_ids, source_lengths)
-    state = {name: state[name].clone() for name in names}
+    # The step's example: EXAMPLE_BEAM rows per sentence, so the grouping stays dynamic.
+    state = {
+        name: state[name].repeat_interleave(EXAMPLE_BEAM, 0) if name in recurrent else state[name]
+        for name in names
+    }
+    state = {name: tensor.clone() for name, tensor in state.items()}  # not inference tensors
+    rows = sentences * EXAMPLE_BEAM
     state_axes = {
-        name: {0: "rows", 1: "source_len"} if name in SOURCE_NAMES else {0: "rows"}
+        name: {0: "sentences", 1: "source_len"} if name in SOURCE_NAMES else {0: "rows"}
         for name in names
     }
     new_recurrent = [NEW_PREFIX + name for name in recurrent]
     step_inputs, step_axes = {"tokens": torch.zeros(rows, dtype=torch.long), **state}, {}
-    per_row = {}  # gathered by select like the state: the shortlist's mask
+    per_sentence = {}  # gathered by select like the source side: the shortlist's mask
     if model.has_shortlist:
         # Any ids of a size unlike the other axes', so the exporter keeps the axis dynamic.
         step_inputs[OUTPUT_IDS_INPUT] = torch.arange(EXAMPLE_SHORTLIST, dtype=torch.long)
         step_axes[OUTPUT_IDS_INPUT] = {0: "shortlist"}
-        per_row[OUTPUT_MASK] = torch.zeros(rows, EXAMPLE_SHORTLIST)
-        per_row[OUTPUT_MASK][0, 1] = -torch.inf  # a mask, not a constant the exporter folds
-        step_inputs.update(per_row)
-        step_axes[OUTPUT_MASK] = {0: "rows", 1: "shortlist"}
+        per_sentence[OUTPUT_MASK] = torch.zeros(sentences, EXAMPLE_SHORTLIST)
+        per_sentence[OUTPUT_MASK][0, 1] = -torch.inf  # a mask, not a constant to fold
+        step_inputs.update(per_sentence)
+        step_axes[OUTPUT_MASK] = {0: "sentences", 1: "shortlist"}
+    encoder_axes = {name: {**axes, 0: "rows"} for name, axes in state_axes.items()}
     return {
         "encoder": GraphSpec(
             EncoderGraph(model),
             {"source_ids": source_ids, "source_lengths": source_lengths},
             list(names),
             {"source_ids": {0: "rows", 1: "source_len"}, "source_lengths": {0: "rows"}},
-            {name: [state_axes[name][a] for a in sorted(state_axes[name])] for name in names},
+            {name: [encoder_axes[name][a] for a in sorted(encoder_axes[name])] for name in names},
         ),
         "step": GraphSpec(
             TranslatorStepGraph(model),
@@ -228,14 +266,37 @@ def graph_specs(model: EncoderDecoder) -> dict[str, GraphSpec]:
             },
         ),
         "select": select_spec(
-            {**state, **per_row}, {**state_axes, **{name: step_axes[name] for name in per_row}}
+            {**state, **per_sentence}, {**state_axes, **{n: step_axes[n] for n in per_sentence}}
         ),
     }
 
 
+def select_spec(state: dict[str, torch.Tensor], state_axes: dict[str, dict[int, str]]) -> GraphSpec:
+    """The ``select`` graph (:class:`SelectGraph`) over example ``state`` (per-row entries,
+    then per-sentence ones) with its dynamic axes."""
+    split = [name for name in state if name not in PER_SENTENCE]
+    ordered = {name: state[name] for name in [*split, *(n for n in state if n in PER_SENTENCE)]}
+    selected = [SELECTED_PREFIX + name for name in ordered]
+    return GraphSpec(
+        SelectGraph(len(ordered) - len(split)),
+        {
+            "rows": torch.zeros(EXAMPLE_SELECTED_ROWS, dtype=torch.long),
+            "sentences": torch.zeros(EXAMPLE_SELECTED_SENTENCES, dtype=torch.long),
+            **ordered,
+        },
+        selected,
+        {"rows": {0: "new_rows"}, "sentences": {0: "new_sentences"}, **state_axes},
+        {
+            SELECTED_PREFIX + name: ["new_sentences" if name in PER_SENTENCE else "new_rows"]
+            for name in ordered
+        },
+    )
+
+
 def check_parity(model: EncoderDecoder, folder: Path) -> None:
-    """Run the graphs on sources of other lengths than the example's and compare with
-    PyTorch; SeqgenError where they differ by more than ``PARITY_TOLERANCE``."""
+    """Run the graphs on sources of other lengths than the example's, two rows per sentence
+    (a beam's layout), and compare with PyTorch; SeqgenError where they differ by more than
+    ``PARITY_TOLERANCE``."""
     onnx_step = OnnxTranslatorStep.from_files(
         folder, GRAPH_FILES, device="cpu", threads=1, io_binding=True
     )
@@ -247,10 +308,12 @@ def check_parity(model: EncoderDecoder, folder: Path) -> None:
     vocab = model.source_vocab_size
     for lengths in ([1], [9, 3, 1, 7, 2]):
         sources = [torch.randint(4, vocab, (n,), generator=generator).tolist() for n in lengths]
-        tokens = torch.randint(4, model.target_vocab_size, (len(lengths),), generator=generator)
+        rows = 2 * len(lengths)
+        tokens = torch.randint(4, model.target_vocab_size, (rows,), generator=generator)
         state, _ = onnx_step.start(sources)
+        state = onnx_step.select(state, np.arange(len(lengths)).repeat(2))
         log_probs, stepped = onnx_step.step(tokens.numpy(), state)
-        stepped = onnx_step.select(stepped, np.arange(len(lengths))[::-1].copy())
+        stepped = onnx_step.select(stepped, np.arange(rows)[::-1].copy())
         expected, expected_state = _torch_step(model, sources, tokens)
         pairs = [(log_probs, expected)]
         for name in [*model.state_names, *([OUTPUT_MASK] if model.has_shortlist else [])]:
@@ -273,12 +336,16 @@ def check_parity(model: EncoderDecoder, folder: Path) -> None:
 def _torch_step(
     model: EncoderDecoder, sources: list[list[int]], tokens: torch.Tensor
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """What the step graph should give: ``(rows, vocab)`` log-probs (-inf outside each row's
-    shortlist, as the adapter hands them to search) and the new state, with ``output_mask``
-    for a shortlisted model."""
+    """What the step graph should give for two rows per sentence: ``(rows, vocab)`` log-probs
+    (-inf outside each row's shortlist, as the adapter hands them to search) and the new
+    state, with ``output_mask`` ``(sentences, M)`` for a shortlisted model."""
     host_ids, host_lengths = encoder_inputs(sources)
     with torch.inference_mode():
         state = model.start(torch.from_numpy(host_ids), torch.from_numpy(host_lengths))
+        state = {
+            name: value if name in SOURCE_NAMES else value.repeat_interleave(2, 0)
+            for name, value in state.items()
+        }
         output_ids, output, mask = None, None, None
         if model.has_shortlist:
             table, frequent = model.shortlist_table.numpy(), model.shortlist_frequent.numpy()
@@ -287,10 +354,10 @@ def _torch_step(
             output = model.decoder.output_rows(output_ids)
         logits, state = model.step(tokens, state, output)
     if mask is not None:
-        logits = logits + torch.from_numpy(mask)
+        logits = add_sentence_mask(logits, torch.from_numpy(mask))
     log_probs = torch.log_softmax(logits, -1)
     if output_ids is not None:  # the adapter hands the whole vocabulary to search
-        full = log_probs.new_full((len(sources), model.target_vocab_size), -torch.inf)
+        full = log_probs.new_full((len(tokens), model.target_vocab_size), -torch.inf)
         log_probs = full.index_copy_(1, output_ids, log_probs)
     expected = {name: tensor.numpy() for name, tensor in state.items()}
     if mask is not None:
@@ -319,7 +386,7 @@ def _state_entry(
     """Each state entry's shape and dtype, and which part of the state it is."""
     entries = {}
     for name in model.state_names:
-        axes = ["rows", "source_len"] if name in SOURCE_NAMES else ["rows"]
+        axes = ["sentences", "source_len"] if name in SOURCE_NAMES else ["rows"]
         shape = [*axes, *example[name].shape[len(axes) :]]
         dtype = str(example[name].dtype).removeprefix("torch.")
         entries[name] = {"shape": shape, "dtype": {"float": "float32"}.get(dtype, dtype)}

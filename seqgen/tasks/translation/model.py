@@ -5,7 +5,10 @@ the bridge and the attention keys) and then ``step`` per target token; both are 
 functions of tensors, which the PyTorch step adapter and the ONNX export both call.
 
 The decoder state is a dict of batch-major tensors whose names are also the ONNX graph's
-input and output names (axis 0 = rows; with beam search rows = batch x beam):
+input and output names. The recurrent part has one entry per row (with beam search rows =
+sentences x beam), the source side one per sentence; the rows are grouped by sentence,
+sentence-major (``rows / sentences`` consecutive rows per sentence, see
+``Decoder._attend``):
 
 ==============  ====================================================  ====================
 name            shape                                                 present
@@ -13,13 +16,14 @@ name            shape                                                 present
 ``hidden``      ``(rows, decoder_layers, decoder_hidden)`` float      always
 ``cell``        ``(rows, decoder_layers, decoder_hidden)`` float      ``cell = "lstm"``
 ``feed``        ``(rows, decoder_hidden)`` float, the previous h~     ``input_feeding``
-``memory``      ``(rows, source_len, 2 * encoder_hidden)`` float      always
-``keys``        ``(rows, source_len, key_size)`` float                always
-``source_mask`` ``(rows, source_len)`` bool, True = real source token always
+``memory``      ``(sentences, source_len, 2 * encoder_hidden)`` float always
+``keys``        ``(sentences, source_len, key_size)`` float           always
+``source_mask`` ``(sentences, source_len)`` bool, True = real token   always
 ==============  ====================================================  ====================
 
 ``memory``, ``keys`` and ``source_mask`` never change during decoding; ``step`` passes
-them through so that beam search can reorder every entry with one gather on axis 0.
+them through, and the adapters gather them only when the sentences change
+(:mod:`seqgen.tasks.translation.source_rows`), never when beams reorder within a sentence.
 
 With ``model.shortlist`` the model also holds a lexical shortlist (buffers
 ``shortlist_table`` ``(source_vocab, K)`` and ``shortlist_frequent`` ``(N,)``, filled from
@@ -54,6 +58,13 @@ def initialise_uniform(module: nn.Module, init_range: float) -> None:
         for embedding in module.modules():
             if isinstance(embedding, nn.Embedding) and embedding.padding_idx is not None:
                 embedding.weight[embedding.padding_idx].zero_()
+
+
+def add_sentence_mask(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``logits`` ``(rows, M)`` plus each row's sentence's ``mask`` ``(sentences, M)`` (a
+    shortlist's 0 or -inf), the rows grouped ``rows / sentences`` to a sentence."""
+    grouped = logits.reshape(mask.shape[0], -1, logits.shape[-1])
+    return (grouped + mask.unsqueeze(1)).reshape(logits.shape)
 
 
 class EncoderDecoder(nn.Module):

@@ -3,31 +3,35 @@
 Two graphs, exported by ``seqgen.bundles.export`` from ``Translator.start`` and
 ``Translator.step`` (names in :mod:`seqgen.tasks.translation.model`):
 
-- ``encoder``: ``source_ids`` ``(rows, source_len)`` int64 and ``source_lengths``
-  ``(rows,)`` int64 -> the first decoder state, one output per state name;
+- ``encoder``: ``source_ids`` ``(sentences, source_len)`` int64 and ``source_lengths``
+  ``(sentences,)`` int64 -> the first decoder state (one row per sentence), one output per
+  state name;
 - ``step``: ``tokens`` ``(rows,)`` int64 and the state -> ``log_probs`` ``(rows, vocab)``
   float32, each row's ``top_log_probs`` and ``top_ids``, and ``new_<name>`` for the recurrent
-  names (``hidden``, ``cell``, ``feed``); the
-  source side (``memory``, ``keys``, ``source_mask``) is an input only, since it never
-  changes.
+  names (``hidden``, ``cell``, ``feed``); the source side (``memory``, ``keys``,
+  ``source_mask``) is an input only, since it never changes, and it is given once per
+  *sentence*: the rows are grouped by sentence, ``rows / sentences`` consecutive rows each
+  (:mod:`seqgen.tasks.translation.source_rows`), and each sentence's rows attend together.
 
 On the CPU the state is numpy arrays. On CUDA it stays on the GPU as ``OrtValue``s: the
 graphs' outputs are bound to device memory with I/O binding and passed straight to the next
-step, and ``select`` gathers rows with the bundle's third graph, ``select`` (``rows`` and
-the state -> ``selected_<name>``), on the device. Per step only the tokens and row indices
-go up, and for greedy and beam search (``narrowed``) only each row's top candidates come
-back. (I/O binding also runs on the CPU, which is how the tests cover it without a GPU.)
+step, and ``select`` gathers rows with the bundle's third graph, ``select`` (``rows``,
+``sentences`` and the state -> ``selected_<name>``, the recurrent part by row and the source
+side by sentence), on the device. Per step only the tokens and row indices go up, and for
+greedy and beam search (``narrowed``) only each row's top candidates come back. (I/O binding
+also runs on the CPU, which is how the tests cover it without a GPU.)
 
 A model with a lexical shortlist has a step graph that also takes ``output_ids`` ``(M,)``
 int64, the tokens to score (the union of the batch's shortlists,
-:mod:`seqgen.tasks.translation.shortlist`), and then ``output_mask`` ``(rows, M)`` float32, 0
-where the row's sentence may use the token and -inf elsewhere; its ``log_probs`` are then
+:mod:`seqgen.tasks.translation.shortlist`), and ``output_mask`` ``(sentences, M)`` float32,
+0 where the sentence may use the token and -inf elsewhere; its ``log_probs`` are then
 ``(rows, M)``, each row normalised over its own sentence's shortlist. ``start`` computes both
 from the bundle's table (:meth:`OnnxTranslatorStep.use_shortlist`), or passes every token id
-and a mask of zeros for ``shortlist=False``; the mask is per row like the source side, and
-``select`` gathers it (the ``select`` graph takes it too). Search still sees token ids and
-``(rows, vocab)`` log-probs. A step graph exported before the mask (no ``output_mask``
-input) is run as it was: every row scores the union, so its output depends on the batch.
+and a mask of zeros for ``shortlist=False``; the mask is per sentence like the source side.
+Search still sees token ids and ``(rows, vocab)`` log-probs.
+
+Graphs of bundle format 1 took the source side once per row; they are refused
+(:func:`translator_state_names`): a graph cannot be migrated without its checkpoint.
 """
 
 from __future__ import annotations
@@ -44,24 +48,25 @@ from seqgen.cores import available_cores
 from seqgen.decoding.contract import State, TopLogProbs
 from seqgen.decoding.onnx_session import (
     NEW_PREFIX,
+    SELECTED_PREFIX,
     STEP_OUTPUTS,
     DeviceState,
     device_of,
     open_graphs,
-    run_select,
     run_session,
     to_device,
 )
 from seqgen.errors import CheckpointError
-from seqgen.tasks.translation.shortlist import batch_shortlist, shortlist_ids
+from seqgen.tasks.translation.shortlist import batch_shortlist
 from seqgen.tasks.translation.source_rows import (
+    LAYOUT,
     OUTPUT_IDS,
     OUTPUT_MASK,
-    SENTENCE,
+    PER_SENTENCE,
     SOURCE_NAMES,
-    SOURCES,
     encoder_inputs,
     per_batch,
+    row_layout,
     select_rows,
     with_sentences,
 )
@@ -71,8 +76,9 @@ ENCODER_INPUTS = ["source_ids", "source_lengths"]
 RECURRENT_NAMES = ("hidden", "cell", "feed")
 ATTENTION_OUTPUT = "attention"  # the step graph's optional last output (attention maps)
 SHORTLIST_INPUT = "output_ids"  # a step graph input, for a shortlisted model
-# After it, each row's mask of it (source_rows.OUTPUT_MASK); absent in bundles exported before
+# Then each sentence's mask of it (source_rows.OUTPUT_MASK)
 SHORTLIST_INPUTS = (SHORTLIST_INPUT, OUTPUT_MASK)
+REEXPORT = "re-export it with this seqgen (seqgen export CHECKPOINT FOLDER)"
 
 
 class OnnxTranslatorStep(DeviceState):
@@ -94,13 +100,13 @@ class OnnxTranslatorStep(DeviceState):
         self.select_session = select
         self.workers = workers
         self.state_names, self.recurrent_names = translator_state_names(encoder, step)
-        step_inputs = {node.name for node in step.get_inputs()}
-        self.takes_output_ids = SHORTLIST_INPUT in step_inputs
-        self.takes_output_mask = OUTPUT_MASK in step_inputs
+        self.takes_output_ids = SHORTLIST_INPUT in {node.name for node in step.get_inputs()}
         # What select gathers on the device: the state, and the mask where the graph has it.
         self.selected_names = self.state_names
-        if select is not None and OUTPUT_MASK in {node.name for node in select.get_inputs()}:
+        if self.takes_output_ids:
             self.selected_names = (*self.state_names, OUTPUT_MASK)
+        if select is not None:
+            check_select_graph(select, self.selected_names)
         self.shortlist: tuple[np.ndarray, np.ndarray] | None = None
         self.vocab_size = 0
         self.device = device_of(step)
@@ -142,9 +148,9 @@ class OnnxTranslatorStep(DeviceState):
     ) -> tuple[State, np.ndarray]:
         """Encode a batch of sources (token ids without EOS; EOS is appended here).
 
-        ``shortlist``: with a shortlisted graph, keep each sentence to its own shortlist (a
-        graph exported before ``output_mask``: to the batch's union; False: every token).
-        Returns the state (``(batch, ...)`` per name) and ``first_tokens`` ``(batch,)``, BOS.
+        ``shortlist``: with a shortlisted graph, keep each sentence to its own shortlist
+        (False: every token). Returns the state (one row per sentence) and ``first_tokens``
+        ``(batch,)``, BOS.
         """
         if len(sources) == 1 and self.device == "cpu":
             # One row as two (see _one_row_as_two), then back to one.
@@ -166,9 +172,9 @@ class OnnxTranslatorStep(DeviceState):
     def _shortlist(
         self, source_ids: np.ndarray, source_lengths: np.ndarray, *, shortlist: bool
     ) -> dict[str, Any]:
-        """The step graph's shortlist inputs for a batch: ``OUTPUT_IDS`` ``(M,)`` and, for a
-        graph that takes it, ``OUTPUT_MASK`` ``(rows, M)`` (on the device with I/O binding,
-        so steps do not copy it in again). ``shortlist=False``: every token, mask of zeros."""
+        """The step graph's shortlist inputs for a batch: ``OUTPUT_IDS`` ``(M,)`` and
+        ``OUTPUT_MASK`` ``(sentences, M)`` (on the device with I/O binding, so steps do not
+        copy it in again). ``shortlist=False``: every token, mask of zeros."""
         if self.shortlist is None:
             raise CheckpointError(
                 "the step graph takes a shortlist but the bundle has none; re-export it"
@@ -176,12 +182,8 @@ class OnnxTranslatorStep(DeviceState):
         if not shortlist:
             output_ids = np.arange(self.vocab_size, dtype=np.int64)
             mask = np.zeros((len(source_ids), self.vocab_size), dtype=np.float32)
-        elif self.takes_output_mask:
+        else:
             output_ids, mask = batch_shortlist(*self.shortlist, source_ids, source_lengths)
-        else:  # a bundle from before the mask: the union over the batch, as it was
-            return {OUTPUT_IDS: shortlist_ids(*self.shortlist, source_ids)}
-        if not self.takes_output_mask:
-            return {OUTPUT_IDS: output_ids}
         if self.bound_device is not None:
             mask = to_device(mask, self.bound_device)
         return {OUTPUT_IDS: output_ids, OUTPUT_MASK: mask}
@@ -195,7 +197,6 @@ class OnnxTranslatorStep(DeviceState):
         inputs = {"tokens": tokens, **{name: state[name] for name in self.state_names}}
         if self.takes_output_ids:
             inputs[SHORTLIST_INPUT] = state[OUTPUT_IDS]
-        if self.takes_output_mask:
             inputs[OUTPUT_MASK] = state[OUTPUT_MASK]
         log_probs, outputs = self._run_step(
             inputs, [NEW_PREFIX + name for name in self.recurrent_names]
@@ -223,7 +224,6 @@ class OnnxTranslatorStep(DeviceState):
         inputs.update((name, host[name]) for name in self.state_names)
         if self.takes_output_ids:
             inputs[SHORTLIST_INPUT] = host[OUTPUT_IDS]
-        if self.takes_output_mask:
             inputs[OUTPUT_MASK] = host[OUTPUT_MASK]
         names = [NEW_PREFIX + name for name in self.recurrent_names]
         outputs = run_session(self.step_session, inputs, host_outputs=[ATTENTION_OUTPUT, *names])
@@ -239,9 +239,13 @@ class OnnxTranslatorStep(DeviceState):
         the same sentence in a batch, enough to change a beam's choice now and then (1 line
         of test_2016_flickr in 1,000). From two rows up the products give a row the same
         bits whatever the other rows (measured; the log-softmax's sum may still differ in
-        its last bit where the batch's union of shortlists is wider, docs/translation.md)."""
+        its last bit where the batch's union of shortlists is wider, docs/translation.md).
+        The copy is a sentence of its own, as in a batch of one row per sentence: two rows of
+        one sentence would attend as a product of two rows, another kernel again."""
         pair = np.zeros(2, dtype=np.int64)
-        log_probs, new_state = self.step(np.repeat(tokens, 2), self.select(state, pair))
+        log_probs, new_state = self.step(
+            np.repeat(tokens, 2), self._select(state, pair, separate=True)
+        )
         first = np.zeros(1, dtype=np.int64)
         if isinstance(log_probs, TopLogProbs):
             return TopLogProbs(log_probs.values[:1], log_probs.token_ids[:1]), self.select(
@@ -250,26 +254,42 @@ class OnnxTranslatorStep(DeviceState):
         return log_probs[:1], self.select(new_state, first)
 
     def select(self, state: State, rows: np.ndarray) -> State:
-        """Gather ``rows`` of the state (on the host, the source side only when sentences
-        change; on the device, everything in one run of the ``select`` graph)."""
+        """Gather ``rows`` of the state, and its source side once per sentence (on the host
+        only when the sentences change; on the device in the same run of the ``select``
+        graph)."""
+        return self._select(state, rows)
+
+    def _select(self, state: State, rows: np.ndarray, *, separate: bool = False) -> State:
+        """:meth:`select`; ``separate``: each row a sentence of its own."""
         if not self.io_binding:
-            return select_rows(state, rows, lambda array, index: array[index])
+            return select_rows(state, rows, lambda array, index: array[index], separate=separate)
         assert self.select_session is not None  # checked in __init__
         rows = np.ascontiguousarray(rows, dtype=np.int64)
-        selected = run_select(self.select_session, state, self.selected_names, rows, self.device)
-        return {**selected, SENTENCE: state[SENTENCE][rows], **per_batch(state)}
+        rows_per_sentence, sentences = row_layout(rows, state[LAYOUT][1], separate=separate)
+        names = self.selected_names
+        outputs = run_session(
+            self.select_session,
+            {"rows": rows, "sentences": sentences, **{name: state[name] for name in names}},
+            host_outputs=(),
+            device_outputs=[SELECTED_PREFIX + name for name in names],
+            device=self.device,
+        )
+        selected = {name: outputs[SELECTED_PREFIX + name] for name in names}
+        return {**selected, LAYOUT: (sentences.size, rows_per_sentence), **per_batch(state)}
 
 
 def translator_state_names(
     encoder: onnxruntime.InferenceSession, step: onnxruntime.InferenceSession
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The state names and their recurrent subset; CheckpointError if the graphs do not
-    have the inputs and outputs this adapter expects."""
+    have the inputs and outputs this adapter expects, or take the source side once per row
+    (bundle format 1)."""
     names = tuple(o.name for o in encoder.get_outputs())
     recurrent = tuple(n for n in names if n in RECURRENT_NAMES)
     step_inputs = ["tokens", *names]
     given = [node.name for node in step.get_inputs()]
-    step_inputs += [name for name in SHORTLIST_INPUTS if name in given[len(step_inputs) :]]
+    if SHORTLIST_INPUT in given[len(step_inputs) :]:
+        step_inputs += SHORTLIST_INPUTS
     expected = {
         "encoder": (ENCODER_INPUTS, list(names)),
         "step": (step_inputs, [*STEP_OUTPUTS, *(NEW_PREFIX + n for n in recurrent)]),
@@ -277,7 +297,7 @@ def translator_state_names(
     if [o.name for o in step.get_outputs()][-1:] == [ATTENTION_OUTPUT]:  # since 2026-12-06
         expected["step"][1].append(ATTENTION_OUTPUT)
     usable = "hidden" in recurrent and set(SOURCE_NAMES) <= set(names)
-    usable = usable and not {SENTENCE, SOURCES} & set(names)
+    usable = usable and not {LAYOUT, *PER_SENTENCE[len(SOURCE_NAMES) :]} & set(names)
     for label, session in (("encoder", encoder), ("step", step)):
         inputs = [i.name for i in session.get_inputs()]
         outputs = [o.name for o in session.get_outputs()]
@@ -286,4 +306,21 @@ def translator_state_names(
                 f"the {label} graph has inputs {inputs} and outputs {outputs}, expected "
                 f"{expected[label][0]} and {expected[label][1]}; re-export the bundle"
             )
+    memory = next(node for node in step.get_inputs() if node.name == "memory")
+    if memory.shape[0] != "sentences":
+        raise CheckpointError(
+            "this translator's step graph takes the source side once per row (bundle format "
+            f"1), this seqgen once per sentence; {REEXPORT}"
+        )
     return names, recurrent
+
+
+def check_select_graph(select: onnxruntime.InferenceSession, names: Sequence[str]) -> None:
+    """CheckpointError unless ``select`` takes ``rows``, ``sentences`` and the state
+    entries ``names`` (bundle format 2; format 1's took rows only)."""
+    inputs = [node.name for node in select.get_inputs()]
+    if inputs[:2] != ["rows", "sentences"] or set(inputs[2:]) != set(names):
+        raise CheckpointError(
+            f"the select graph has inputs {inputs}, expected rows, sentences and "
+            f"{', '.join(names)}; {REEXPORT}"
+        )

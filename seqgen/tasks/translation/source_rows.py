@@ -2,17 +2,18 @@
 
 A translator's decoder state has two parts (names in :mod:`seqgen.tasks.translation.model`):
 
-- the recurrent part (``hidden``, ``cell``, ``feed``), which every step rewrites;
+- the recurrent part (``hidden``, ``cell``, ``feed``), one entry per row, which every step
+  rewrites;
 - the source side (``memory``, ``keys``, ``source_mask``), fixed per *sentence*, and with a
-  lexical shortlist ``output_mask`` ``(rows, M)``, which of the batch's shortlisted tokens
-  (``OUTPUT_IDS``) the row's sentence may produce (0 or -inf, added to the logits).
+  lexical shortlist ``output_mask`` ``(sentences, M)``, which of the batch's shortlisted
+  tokens (``OUTPUT_IDS``) the sentence may produce (0 or -inf, added to its rows' logits).
 
-Beam search reorders rows at every step, but only among the rows of one sentence, so the
-source side of a row does not change. Gathering ``memory`` and ``keys`` (the largest arrays)
-at each step would copy them for nothing: instead the state remembers which sentence each
-row decodes (``SENTENCE``) and the per-sentence source side (``SOURCES``), and the source
-side is gathered again only when the sentence of some row changes (beams opened, finished
-sentences dropped).
+The source side is kept once per sentence, not copied into every beam row: the rows are
+grouped by sentence, sentence-major, ``rows / sentences`` consecutive rows per sentence
+(``LAYOUT``), and the step attends from each sentence's rows together
+(``Decoder._attend``). Beam search reorders rows at every step, but only among the rows of
+one sentence, so the source side is gathered again only when the sentences change (beams
+opened, finished sentences dropped), and then once per sentence, not once per row.
 """
 
 from __future__ import annotations
@@ -26,19 +27,19 @@ from seqgen.decoding.contract import State
 from seqgen.text.vocabulary import EOS_ID, PAD_ID
 
 SOURCE_NAMES = ("memory", "keys", "source_mask")
-# (rows, M) float32, 0 where the row's sentence may produce OUTPUT_IDS[j], else -inf
+# (sentences, M) float32, 0 where the sentence may produce OUTPUT_IDS[j], else -inf
 # (seqgen.tasks.translation.shortlist.shortlist_mask); also the step graph's input name
 OUTPUT_MASK = "output_mask"
-PER_SENTENCE = (*SOURCE_NAMES, OUTPUT_MASK)  # fixed per sentence: gathered when rows change it
-SENTENCE = "_sentence"  # (rows,) int64 numpy: the encoded sentence each row decodes
-SOURCES = "_sources"  # name -> (sentences, ...) array, the encoder's source side
+PER_SENTENCE = (*SOURCE_NAMES, OUTPUT_MASK)  # one entry per sentence, not per row
+# (sentences, rows per sentence), two ints: how the state's rows group into its sentences
+LAYOUT = "_layout"
 # (M,) int64, the batch's shortlist (seqgen.tasks.translation.shortlist), when the model has one
 OUTPUT_IDS = "_output_ids"
 # PyTorch only: the output layer's rows of OUTPUT_IDS, gathered once per batch, not per step
 OUTPUT_LAYER = "_output_layer"
 # PyTorch only: every target token's share of the decoder's first-layer gates (per model)
 EMBEDDING_GATES = "_embedding_gates"
-PER_BATCH = (SOURCES, OUTPUT_IDS, OUTPUT_LAYER, EMBEDDING_GATES)  # not one per row
+PER_BATCH = (OUTPUT_IDS, OUTPUT_LAYER, EMBEDDING_GATES)  # not one per row or sentence
 
 
 def per_batch(state: State) -> dict[str, Any]:
@@ -62,11 +63,32 @@ def encoder_inputs(sources: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.nda
     return ids, lengths
 
 
-def with_sentences(state: dict[str, Any], rows: int) -> dict[str, Any]:
-    """Add the bookkeeping to a fresh encoder state of ``rows`` rows (row i: sentence i)."""
-    state[SENTENCE] = np.arange(rows, dtype=np.int64)
-    state[SOURCES] = {name: state[name] for name in PER_SENTENCE if name in state}
+def with_sentences(state: dict[str, Any], sentences: int) -> dict[str, Any]:
+    """Add the layout to a fresh encoder state of ``sentences`` sentences, one row each."""
+    state[LAYOUT] = (sentences, 1)
     return state
+
+
+def row_layout(
+    rows: np.ndarray, rows_per_sentence: int, *, separate: bool = False
+) -> tuple[int, np.ndarray]:
+    """The layout of ``rows`` (indices into a state whose rows group ``rows_per_sentence``
+    to a sentence): ``(k, sentences)``, the new rows per sentence and each new sentence's
+    index among the old ones ``(len(rows) / k,)`` int64.
+
+    Consecutive rows of one old sentence form a new sentence's group when every such run
+    has the same length ``k`` (beam search: ``beam``; greedy search: 1); otherwise, or with
+    ``separate``, each row gets a sentence of its own (its source side copied), which any
+    selection allows.
+    """
+    owner = rows // rows_per_sentence  # each new row's old sentence
+    if separate or owner.size < 2:
+        return 1, owner
+    starts = np.flatnonzero(np.concatenate(([True], owner[1:] != owner[:-1])))
+    lengths = np.diff(starts, append=owner.size)
+    if (lengths != lengths[0]).any():
+        return 1, owner
+    return int(lengths[0]), owner[starts]
 
 
 def select_rows(
@@ -74,23 +96,27 @@ def select_rows(
     rows: np.ndarray,
     gather: Callable[[Any, Any], Any],
     index: Callable[[np.ndarray], Any] = lambda rows: rows,
+    *,
+    separate: bool = False,
 ) -> State:
-    """``select`` of the contract: gather ``rows`` of the recurrent part, and of the source
-    side only where the rows' sentences changed. ``gather(array, index(rows))`` is the
-    backend's; ``index`` runs once per call for the rows and once for the sentences (on a
-    GPU: one upload each, not one per array)."""
+    """``select`` of the contract: gather ``rows`` of the recurrent part, and the source
+    side once per sentence, only where the sentences changed (:func:`row_layout`;
+    ``separate``: one sentence per row). ``gather(array, index(rows))`` is the backend's;
+    ``index`` runs once per call for the rows and once for the sentences (on a GPU: one
+    upload each, not one per array)."""
     rows = np.ascontiguousarray(rows, dtype=np.int64)
-    sentence = state[SENTENCE][rows]
-    sources = state[SOURCES]
-    unchanged = np.array_equal(sentence, state[SENTENCE])
-    selected: dict[str, Any] = {SENTENCE: sentence, **per_batch(state)}
+    old_sentences, old_k = state[LAYOUT]
+    k, sentences = row_layout(rows, old_k, separate=separate)
+    unchanged = k == old_k and sentences.size == old_sentences
+    unchanged = unchanged and bool((sentences == np.arange(sentences.size)).all())
+    selected: dict[str, Any] = {LAYOUT: (sentences.size, k), **per_batch(state)}
     row_index = index(rows)
-    sentence_index = None if unchanged else index(sentence)
+    sentence_index = None if unchanged else index(sentences)
     for name, value in state.items():
-        if name == SENTENCE or name in PER_BATCH:
+        if name == LAYOUT or name in PER_BATCH:
             continue
-        if name in sources:
-            selected[name] = value if unchanged else gather(sources[name], sentence_index)
+        if name in PER_SENTENCE:
+            selected[name] = value if unchanged else gather(value, sentence_index)
         else:
             selected[name] = gather(value, row_index)
     return selected

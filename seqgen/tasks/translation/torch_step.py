@@ -19,7 +19,7 @@ from seqgen.decoding.torch_step import (
     top_log_probs,
 )
 from seqgen.tasks.translation.cuda_graphs import TranslatorGraphs
-from seqgen.tasks.translation.model import EncoderDecoder
+from seqgen.tasks.translation.model import EncoderDecoder, add_sentence_mask
 from seqgen.tasks.translation.shortlist import batch_shortlist
 from seqgen.tasks.translation.source_rows import (
     EMBEDDING_GATES,
@@ -38,11 +38,13 @@ class TranslatorStep(TorchStep):
 
     The state (names in :mod:`seqgen.tasks.translation.model`) stays on the model's device as
     torch tensors; search sees numpy log-probabilities ``(rows, vocab)`` only. The source
-    side is gathered only when rows change sentence (:mod:`seqgen.tasks.translation.source_rows`).
+    side is kept once per sentence and gathered only when the sentences change
+    (:mod:`seqgen.tasks.translation.source_rows`).
     A model with a lexical shortlist computes the output layer for the batch's shortlisted
     tokens only (the state's ``OUTPUT_IDS``, the union over its sentences) and keeps each row
-    to its own sentence's (``OUTPUT_MASK``, added to the logits), so a translation does not
-    depend on its batch; ``start`` told ``shortlist=False`` scores every token.
+    to its own sentence's (``OUTPUT_MASK`` ``(sentences, M)``, added to the logits), so a
+    translation does not depend on its batch; ``start`` told ``shortlist=False`` scores
+    every token.
     The model decodes in eval mode (no dropout); a model in training mode (the training
     loop validates mid-run) is put back in it after each call.
 
@@ -131,7 +133,7 @@ class TranslatorStep(TorchStep):
             )
         mask = state.get(OUTPUT_MASK)
         if mask is not None:  # each row to its own sentence's shortlist, before the softmax
-            logits = logits.float() + mask
+            logits = add_sentence_mask(logits.float(), mask)
         vocab_size = self.model.target_vocab_size
         log_probs = self._log_probs(
             logits, state.get(OUTPUT_IDS), vocab_size, masked=mask is not None

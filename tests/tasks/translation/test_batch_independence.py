@@ -1,11 +1,9 @@
 """A sentence's translation does not depend on its batch (issue 23): each row scores only its
 own sentence's shortlist (``output_mask``), with PyTorch, float32 and int8 bundles; the mask
-is gathered with the rows; bundles exported before the mask still decode as they did."""
+is kept once per sentence, like the source side, and gathered when the sentences change."""
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -125,63 +123,22 @@ def test_select_gathers_the_mask_with_the_rows(
         mask = host(state[OUTPUT_MASK])
         assert mask.shape == (3, len(host(state[OUTPUT_IDS])))
         assert not np.array_equal(mask[0], mask[1])  # sentences with other shortlists
+        # Uneven groups: one sentence per row.
         selected = step_function.select(state, rows)
         np.testing.assert_array_equal(host(selected[OUTPUT_MASK]), mask[rows], err_msg=name)
         again = step_function.select(selected, np.array([3, 0]))  # after a reorder, again
         np.testing.assert_array_equal(host(again[OUTPUT_MASK]), mask[[1, 2]], err_msg=name)
+        # A beam's layout: once per sentence, and gathered again when a sentence leaves.
+        beams = step_function.select(state, np.array([2, 2, 0, 0]))
+        np.testing.assert_array_equal(host(beams[OUTPUT_MASK]), mask[[2, 0]], err_msg=name)
+        left = step_function.select(beams, np.array([3, 2]))
+        np.testing.assert_array_equal(host(left[OUTPUT_MASK]), mask[[0]], err_msg=name)
 
 
 def host(value: object) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         return value.cpu().numpy()
     return value.numpy() if hasattr(value, "numpy") else np.asarray(value)
-
-
-def strip_output_mask(bundle: Path) -> None:
-    """Make ``bundle`` what an export before the mask wrote: its step graph without the
-    ``output_mask`` input (the logits go straight to the log-softmax), its select graph
-    without it, and the manifest to match."""
-    step = onnx.load(str(bundle / "step.onnx"))
-    (adds,) = [node for node in step.graph.node if "output_mask" in node.input]
-    logits = next(name for name in adds.input if name != "output_mask")
-    for node in step.graph.node:
-        node.input[:] = [logits if name == adds.output[0] else name for name in node.input]
-    step.graph.node.remove(adds)
-    step.graph.input.remove(next(i for i in step.graph.input if i.name == "output_mask"))
-    onnx.save(step, str(bundle / "step.onnx"))
-    select = onnx.load(str(bundle / "select.onnx"))
-    for node in [n for n in select.graph.node if "output_mask" in n.input]:
-        select.graph.node.remove(node)
-    select.graph.input.remove(next(i for i in select.graph.input if i.name == "output_mask"))
-    select.graph.output.remove(
-        next(o for o in select.graph.output if o.name == "selected_output_mask")
-    )
-    onnx.save(select, str(bundle / "select.onnx"))
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    graphs = manifest["graphs"]
-    for name, field in (("step", "inputs"), ("select", "inputs"), ("select", "outputs")):
-        graphs[name][field] = [e for e in graphs[name][field] if "output_mask" not in e["name"]]
-    (bundle / "manifest.json").write_text(json.dumps(manifest))
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("io_binding", [False, True])
-def test_a_bundle_exported_before_the_mask_still_decodes_as_before(
-    bundles: dict[str, Path], backends: dict[str, Translator], tmp_path: Path, io_binding: bool
-) -> None:
-    bundle = Path(shutil.copytree(bundles["onnx"], tmp_path / "old"))
-    strip_output_mask(bundle)
-    old = load_bundle(bundle, device="cpu", threads=1, io_binding=io_binding)
-    assert old.step_function.takes_output_ids and not old.step_function.takes_output_mask
-    state, _ = old.step_function.start([[5, 6], [7]])
-    assert OUTPUT_MASK not in state  # the batch's union, as before
-    # Alone, a sentence's union is its own shortlist: the old graph agrees with the new.
-    new = backends["onnx"]
-    for beam_size in (1, 5):
-        for sentence in SENTENCES[:2]:
-            want = new.translate([sentence], beam_size=beam_size)
-            assert old.translate([sentence], beam_size=beam_size) == want
-        assert len(old.translate(SENTENCES, beam_size=beam_size)) == len(SENTENCES)
 
 
 def tiny_shortlisted_model() -> EncoderDecoder:
@@ -205,8 +162,8 @@ def tiny_shortlisted_model() -> EncoderDecoder:
 
 def test_cuda_graph_bookkeeping_keeps_each_row_to_its_shortlist() -> None:
     """On the CPU ``cuda_graphs=True`` runs the graphed step's buffers without capturing: the
-    mask is one of its per-row inputs, copied in when the rows change. Greedy and beam find
-    for each sentence what it finds alone."""
+    mask is one of its per-sentence inputs, copied in when the sentences change. Greedy and
+    beam find for each sentence what it finds alone."""
     model = tiny_shortlisted_model()
     plain, graphed = TranslatorStep(model), TranslatorStep(model, cuda_graphs=True)
     sources = [[4, 5, 6, 7], [8, 9], [10, 4, 5], [6]]

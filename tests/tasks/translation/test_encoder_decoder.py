@@ -229,22 +229,29 @@ def test_translator_step_round_trip_with_select() -> None:
     tensors = {name: t for name, t in state.items() if not name.startswith("_")}
     assert set(tensors) == set(model.state_names)
     before = {name: tensor.clone() for name, tensor in tensors.items()}
-    chosen = step_function.select(state, np.array([2, 0, 0, 1]))
+    # Two rows per sentence (a beam's layout): the source side once per sentence.
+    chosen = step_function.select(state, np.array([2, 2, 0, 0, 1, 1]))
     for name, tensor in tensors.items():
         assert torch.equal(tensor, before[name])
-        assert chosen[name].shape[0] == 4
-        assert torch.equal(chosen[name][0], tensor[2]) and torch.equal(chosen[name][3], tensor[1])
-    next_log_probs, _ = step_function.step(np.array([4, 5, 5, 6]), chosen)
+        per_sentence = name in ("memory", "keys", "source_mask")
+        assert chosen[name].shape[0] == (3 if per_sentence else 6)
+        assert torch.equal(chosen[name][0], tensor[2]) and torch.equal(chosen[name][-1], tensor[1])
+    next_log_probs, _ = step_function.step(np.array([4, 4, 5, 5, 6, 6]), chosen)
     expected, _ = step_function.step(np.array([5, 6, 4]), state)
-    np.testing.assert_allclose(next_log_probs[1], next_log_probs[2], atol=1e-6)
-    np.testing.assert_allclose(next_log_probs[[1, 3, 0]], expected, atol=1e-6)
+    np.testing.assert_allclose(next_log_probs[::2], next_log_probs[1::2], atol=1e-6)
+    np.testing.assert_allclose(next_log_probs[[2, 4, 0]], expected, atol=1e-6)
     # Reordering rows among the same sentences reuses the source side instead of copying it.
-    swapped = step_function.select(chosen, np.array([0, 2, 1, 3]))
+    swapped = step_function.select(chosen, np.array([1, 0, 2, 3, 5, 4]))
     assert swapped["memory"] is chosen["memory"] and swapped["keys"] is chosen["keys"]
-    assert torch.equal(swapped["hidden"][1], chosen["hidden"][2])
-    dropped = step_function.select(chosen, np.array([3]))
-    assert torch.equal(dropped["memory"][0], state["memory"][1])
+    assert torch.equal(swapped["hidden"][4], chosen["hidden"][5])
+    dropped = step_function.select(chosen, np.array([4, 5]))
+    assert dropped["memory"].shape[0] == 1 and torch.equal(dropped["memory"][0], state["memory"][1])
     assert dropped["_embedding_gates"] is state["_embedding_gates"]  # per model, not per row
+    # Rows in uneven groups: each row a sentence of its own, which any selection allows.
+    uneven = step_function.select(state, np.array([2, 0, 0, 1]))
+    assert uneven["memory"].shape[0] == 4 and torch.equal(uneven["keys"][1], uneven["keys"][2])
+    uneven_log_probs, _ = step_function.step(np.array([4, 5, 5, 6]), uneven)
+    np.testing.assert_allclose(uneven_log_probs[[1, 3, 0]], expected, atol=1e-6)
 
 
 # Weight sharing, configuration and training

@@ -154,7 +154,15 @@ def test_bundle_holds_checked_graphs_tokenizers_and_manifest(exported: tuple[Pat
     top_ids = {"name": "top_ids", "dtype": "int64", "shape": ["rows", TOP_CANDIDATES]}
     assert step_outputs[2] == top_ids
     memory = next(o for o in graphs["encoder"]["outputs"] if o["name"] == "memory")
-    assert memory["shape"] == ["rows", "source_len", 24]
+    assert memory["shape"] == ["rows", "source_len", 24]  # the encoder's rows: its sentences
+    # The step takes the source side once per sentence (format 2), the rest per row.
+    step_shapes = {i["name"]: i["shape"] for i in graphs["step"]["inputs"]}
+    assert step_shapes["memory"] == ["sentences", "source_len", 24]
+    assert step_shapes["source_mask"] == ["sentences", "source_len"]
+    assert step_shapes["hidden"][0] == "rows" and step_shapes["tokens"] == ["rows"]
+    assert manifest["format_version"] == 2
+    select_inputs = [i["name"] for i in graphs["select"]["inputs"]]
+    assert select_inputs == ["rows", "sentences", *names]
     assert [o["name"] for o in graphs["select"]["outputs"]] == ["selected_" + n for n in names]
     assert manifest["special_ids"] == {"pad": 0, "unk": 1, "bos": 2, "eos": 3}
     assert manifest["decoding"]["beam_size"] == model.recipe.decoding.beam_size
@@ -182,8 +190,12 @@ def test_per_step_log_probs_and_state_agree_within_1e_4(
         assert log_probs.dtype == np.float32 and log_probs.shape == expected.shape
         worst = max(worst, float(np.abs(log_probs - expected).max()))
         tokens = expected.argmax(axis=1)  # both follow PyTorch's choices
-        if position in (3, 7):  # as beam search does: repeats, then rows of other sentences
-            rows = generator.integers(0, len(tokens), len(tokens) + position)
+        if position in (3, 7):
+            # A beam's layout (two rows per sentence), then rows in uneven groups (each its
+            # own sentence).
+            rows = np.arange(len(tokens)).repeat(2)
+            if position == 7:
+                rows = generator.integers(0, len(tokens), len(tokens) + position)
             torch_state = torch_step.select(torch_state, rows)
             onnx_state = onnx_step.select(onnx_state, rows)
             tokens = tokens[rows]
@@ -393,6 +405,27 @@ def test_a_graph_with_other_inputs_than_the_manifest_lists_is_refused(bundle_cop
     assert_one_line(error, "step graph has inputs", "expected ['tokens'")
 
 
+def test_a_translator_bundle_of_format_1_is_refused_in_one_line(bundle_copy: Path) -> None:
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    (bundle_copy / "manifest.json").write_text(json.dumps({**manifest, "format_version": 1}))
+    with pytest.raises(CheckpointError) as error:
+        load_bundle(bundle_copy)
+    assert_one_line(error, "translation bundle of format 1", "re-export it with this seqgen")
+
+
+def test_a_step_graph_taking_the_source_side_per_row_is_refused(bundle_copy: Path) -> None:
+    import onnx
+
+    # Format 1's step graph, as far as the adapter can tell: memory's first axis is rows.
+    step = onnx.load(str(bundle_copy / "step.onnx"))
+    memory = next(node for node in step.graph.input if node.name == "memory")
+    memory.type.tensor_type.shape.dim[0].dim_param = "rows"
+    onnx.save(step, str(bundle_copy / "step.onnx"))
+    with pytest.raises(CheckpointError) as error:
+        load_bundle(bundle_copy, device="cpu")
+    assert_one_line(error, "once per row (bundle format 1)", "re-export it with this seqgen")
+
+
 def test_a_damaged_recipe_in_the_manifest_is_named(bundle_copy: Path) -> None:
     manifest = json.loads((bundle_copy / "manifest.json").read_text())
     manifest["recipe"]["decoding"]["beem_size"] = 4
@@ -447,7 +480,7 @@ def test_a_shortlisted_bundle_decodes_as_pytorch_does(
     step_inputs = manifest["graphs"]["step"]["inputs"]
     assert step_inputs[-2:] == [
         {"name": "output_ids", "dtype": "int64", "shape": ["shortlist"]},
-        {"name": "output_mask", "dtype": "float32", "shape": ["rows", "shortlist"]},
+        {"name": "output_mask", "dtype": "float32", "shape": ["sentences", "shortlist"]},
     ]
     reference = load(checkpoint, device="cpu")
     runtime = load_bundle(bundle, device="cpu", threads=1, io_binding=io_binding)
