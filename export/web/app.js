@@ -1,20 +1,38 @@
 // The page: open a bundle served as static files (?bundle=URL, default ./bundle/) with
 // onnxruntime-web, then translate, continue or classify the text as it is typed. Everything
 // is fetched once at load; after that the page needs no network.
+//
+// ?backend=auto|wasm|webgpu (or the page's select) picks what runs the graphs: auto takes
+// WebGPU where navigator.gpu gives a hardware adapter, else WebAssembly; webgpu asked for
+// where there is none (or where it fails to load the graphs) runs WebAssembly and says so.
 
-import * as ort from 'onnxruntime-web';
-import { openBundle } from '../js/src/browser.js';
+import { BACKENDS, chooseBackend, openBundle } from '../js/src/browser.js';
 
 const page = Object.fromEntries(
-  ['task', 'status', 'error', 'input', 'input-label', 'beam', 'beam-label', 'max-length', 'length-label', 'output', 'timing'].map((id) => [id, document.getElementById(id)]),
+  ['task', 'status', 'notice', 'error', 'input', 'input-label', 'backend', 'beam', 'beam-label', 'max-length', 'length-label', 'output', 'timing'].map((id) => [id, document.getElementById(id)]),
 );
 const VERBS = { translation: 'translator', generation: 'generator', classification: 'classifier' };
 const DONE = { translation: 'translated', generation: 'generated', classification: 'classified' };
 
-// The WebAssembly files sit beside ort.wasm.min.mjs; one thread, since a page served without
-// cross-origin isolation has no SharedArrayBuffer.
-ort.env.wasm.wasmPaths = new URL('../js/node_modules/onnxruntime-web/dist/', import.meta.url).href;
-ort.env.wasm.numThreads = 1;
+const LABELS = { wasm: 'WebAssembly', webgpu: 'WebGPU' };
+// The import map's names: the WebAssembly build, or the WebGPU build (which loads a larger
+// .wasm, so a page on WebAssembly does not fetch it).
+const RUNTIMES = { wasm: 'onnxruntime-web', webgpu: 'onnxruntime-web/webgpu' };
+
+/** onnxruntime-web's build for `backend`, set up for this page. */
+async function runtime(backend) {
+  const ort = await import(RUNTIMES[backend]);
+  // The WebAssembly files sit beside the .mjs; one thread, since a page served without
+  // cross-origin isolation has no SharedArrayBuffer.
+  ort.env.wasm.wasmPaths = new URL('../js/node_modules/onnxruntime-web/dist/', import.meta.url).href;
+  ort.env.wasm.numThreads = 1;
+  return ort;
+}
+
+function showNotice(message) {
+  page.notice.textContent = message;
+  page.notice.hidden = !message;
+}
 
 function showError(message) {
   page.error.textContent = message;
@@ -26,12 +44,35 @@ function clearError() {
   page.error.textContent = '';
 }
 
+/** The bundle on the chosen backend; WebGPU that cannot load it gives way to WebAssembly. */
+async function openOn(url, requested) {
+  const choice = await chooseBackend(requested, navigator.gpu);
+  showNotice(choice.notice);
+  if (choice.backend === 'webgpu') {
+    try {
+      return { ...choice, model: await openBundle(await runtime('webgpu'), url, { backend: 'webgpu' }) };
+    } catch (error) {
+      showNotice(`WebGPU could not load the bundle (${error.message}): running on WebAssembly.`);
+    }
+  }
+  return { backend: 'wasm', adapter: null, model: await openBundle(await runtime('wasm'), url, { backend: 'wasm' }) };
+}
+
 async function load() {
-  const url = new URLSearchParams(location.search).get('bundle') ?? 'bundle/';
+  const parameters = new URLSearchParams(location.search);
+  const url = parameters.get('bundle') ?? 'bundle/';
+  const requested = parameters.get('backend') ?? 'auto';
+  page.backend.value = BACKENDS.includes(requested) ? requested : 'auto';
+  page.backend.addEventListener('change', () => {
+    parameters.set('backend', page.backend.value);
+    location.search = parameters.toString(); // sessions are made for one backend: reload
+  });
   const started = performance.now();
-  const model = await openBundle(ort, new URL(url, location.href).href);
+  const { model, backend, adapter } = await openOn(new URL(url, location.href).href, requested);
   const seconds = (performance.now() - started) / 1000;
-  page.task.textContent = `${VERBS[model.task]} (ONNX Runtime Web, WebAssembly)`;
+  const label = adapter ? `${LABELS[backend]}: ${adapter}` : LABELS[backend];
+  page.task.textContent = `${VERBS[model.task]} (ONNX Runtime Web, ${label})`;
+  page.task.dataset.backend = backend;
   page.status.textContent = `Bundle ${url} loaded in ${seconds.toFixed(2)} s.`;
   page.status.dataset.loadSeconds = seconds.toFixed(3);
   page['beam-label'].hidden = model.task === 'classification';
@@ -109,7 +150,7 @@ async function main() {
   page.input.addEventListener('input', soon);
   page.beam.addEventListener('change', soon);
   page['max-length'].addEventListener('change', soon);
-  window.seqgen = { model, update }; // for tests and the console
+  window.seqgen = { model, update, backend: page.task.dataset.backend }; // for tests and the console
 }
 
 main();

@@ -1,6 +1,7 @@
 """The web page (export/web) in headless Chromium, driven by playwright-core: it loads the
 bundled translator served as static files, translates what is typed (offline once loaded)
-as Python does, and shows bad input as a visible message."""
+as Python does, and shows bad input as a visible message. Headless Chromium here has no GPU
+(navigator.gpu gives no adapter): asked for WebGPU, the page says so and runs WebAssembly."""
 
 from __future__ import annotations
 
@@ -33,11 +34,16 @@ def test_browser_page_translates_as_python_does(
     command = [
         "node", str(driver), str(bundle), str(tmp_path / "sentences.txt"),
         "--chromium", CHROMIUM, "--screenshot", str(tmp_path / "page.png"),
-        "--bad-bundle", "/web/no-such-bundle/",
+        "--bad-bundle", "/web/no-such-bundle/", "--backend", "webgpu",
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     page = json.loads(result.stdout)
+    # WebGPU was asked for where there is none: a visible notice, and WebAssembly runs.
+    assert page["backend"] == "wasm" and page["task"].endswith("(ONNX Runtime Web, WebAssembly)")
+    assert page["notice"] == (
+        "WebGPU was asked for, but the browser gives no WebGPU adapter: running on WebAssembly."
+    )
     # What the page shows for one typed sentence is Python's translation of that sentence.
     translator = load_bundle(bundle, device="cpu")
     expected = [translator.translate([sentence])[0] for sentence in sentences]
@@ -68,4 +74,5 @@ def test_browser_page_classifies_as_python_does(
     expected = ["   ".join(f"{label} {100 * p:.1f}%" for label, p in best) for best in classified]
     assert [typed["output"] for typed in page["typed"]] == expected
     assert page["longLine"] is not None and "the model reads the first 80" in page["longLine"]
+    assert page["backend"] == "wasm" and page["notice"] is None  # auto, without an adapter
     assert page["consoleErrors"] == []

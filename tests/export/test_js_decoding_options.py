@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -30,15 +31,15 @@ def _flickr(data_dir: str, count: int) -> list[str]:
     return gzip.decompress(source.read_bytes()).decode("utf-8").splitlines()[:count]
 
 
-def _with_defaults(bundle: Path, folder: Path, section: str, **defaults: object) -> Path:
-    """A copy of ``bundle`` (files linked) whose manifest's ``section`` holds ``defaults``."""
-    folder.mkdir()
-    for file in bundle.iterdir():
-        if file.name != "manifest.json":
-            (folder / file.name).symlink_to(file)
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    target = manifest[section]["defaults"] if section == "generation" else manifest[section]
-    target.update(defaults)
+def _with_decoding(bundle: Path, folder: Path, **defaults: object) -> Path:
+    """A copy of a translator ``bundle`` whose decoding defaults hold ``defaults``: the
+    manifest's ``decoding`` (which the JavaScript runtime reads) and its recipe's (Python's),
+    as a model trained with them carries them. Files are copied: a bundle reader refuses
+    links that lead outside the folder."""
+    shutil.copytree(bundle, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["decoding"].update(defaults)
+    manifest["recipe"]["decoding"].update(defaults)
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
 
@@ -52,9 +53,7 @@ def test_no_repeat_translations_equal_python(
     beam_size: int,
 ) -> None:
     # Set in the bundle's decoding defaults, as a model trained with it would carry it.
-    bundle = _with_defaults(
-        bundled("multi30k-de-en"), tmp_path / "bundle", "decoding", no_repeat_ngram_size=2
-    )
+    bundle = _with_decoding(bundled("multi30k-de-en"), tmp_path / "bundle", no_repeat_ngram_size=2)
     sentences = _flickr(data_dir, SENTENCES)
     translator = load_bundle(bundle, device="cpu")
     expected = translator.translate(sentences, beam_size=beam_size)

@@ -32,10 +32,21 @@ export { createTokenizer } from './tokenizers.js';
  */
 export async function openBundle(ort, source, { task, sessionOptions = {} } = {}) {
   const manifest = await readManifest(source, task);
+  // onnxruntime-web's WebGPU refuses to create two sessions at once ("another WebGPU EP
+  // inference session is being created"): there, one after the other.
+  let creating = Promise.resolve();
+  const oneAtATime = sessionOptions.executionProviders?.includes('webgpu');
+  const create = (bytes) => {
+    const options = { ...SESSION_OPTIONS, ...sessionOptions };
+    if (!oneAtATime) return ort.InferenceSession.create(bytes, options);
+    const session = creating.then(() => ort.InferenceSession.create(bytes, options));
+    creating = session.catch(() => {});
+    return session;
+  };
   const open = async (graph) => {
     const bytes = await readGraph(source, manifest, graph);
     try {
-      return await ort.InferenceSession.create(bytes, { ...SESSION_OPTIONS, ...sessionOptions });
+      return await create(bytes);
     } catch (error) {
       const detail = String(error.message ?? error).split('\n')[0];
       throw new BundleError(`ONNX Runtime cannot load ${source.name}/${manifest.graphs[graph].file} (${detail}); re-export the bundle`);

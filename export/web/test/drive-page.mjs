@@ -3,8 +3,12 @@
 // with a bundle, type each sentence, read what the page shows. Prints one JSON object.
 //
 //   node export/web/test/drive-page.mjs BUNDLE_DIR SENTENCES_FILE [--screenshot PNG]
-//       [--type N] [--bench N] [--chromium PATH] [--bad-bundle DIR]
+//       [--type N] [--bench N] [--chromium PATH] [--bad-bundle DIR] [--backend auto|wasm|webgpu]
+//       [--webgpu on]
 //
+// --backend loads the page with ?backend=...; --webgpu on starts Chromium with
+// --enable-unsafe-webgpu, which gives headless Chromium without a GPU a software WebGPU
+// adapter (SwiftShader); without it, navigator.gpu gives no adapter.
 // --bench N also times the model itself inside the page on the first N sentences (greedy and
 // beam 5, sentences per second); --bad-bundle loads the page with that folder and reports the
 // message it shows.
@@ -42,15 +46,19 @@ async function main() {
   const lines = fs.readFileSync(options.sentences, 'utf8').split('\n').filter((line) => line.length > 0);
   const server = await serve(options.bundle);
   const base = `http://127.0.0.1:${server.address().port}/web/`;
-  const browser = await chromium.launch({ executablePath: options.chromium, args: ['--no-sandbox'] });
+  const args = ['--no-sandbox', ...(options.webgpu === 'on' ? ['--enable-unsafe-webgpu'] : [])];
+  const browser = await chromium.launch({ executablePath: options.chromium, args });
   const result = { consoleErrors: [] };
   try {
     const context = await browser.newContext({ viewport: { width: 900, height: 640 } });
     const page = await context.newPage();
     page.on('console', (message) => message.type() === 'error' && result.consoleErrors.push(message.text()));
     const started = Date.now();
-    await page.goto(base);
+    await page.goto(options.backend ? `${base}?backend=${encodeURIComponent(options.backend)}` : base);
     await page.waitForFunction(() => !document.getElementById('input').disabled || !document.getElementById('error').hidden, null, { timeout: 120000 });
+    result.backend = await page.locator('#task').getAttribute('data-backend');
+    result.task = await page.locator('#task').textContent();
+    result.notice = (await page.locator('#notice').isVisible()) ? await page.locator('#notice').textContent() : null;
     result.pageLoadSeconds = (Date.now() - started) / 1000;
     result.bundleLoadSeconds = Number(await page.locator('#status').getAttribute('data-load-seconds'));
     result.bytes = await page.evaluate(() => performance.getEntriesByType('resource').reduce((sum, e) => sum + (e.encodedBodySize || 0), 0));
