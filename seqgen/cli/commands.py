@@ -56,8 +56,11 @@ def train(
     On several GPUs or machines, start it with torchrun (one process per GPU), e.g.
     torchrun --nproc_per_node=4 -m seqgen train RECIPE (docs/scale-out.md).
     """
+    if _under_torchrun():
+        # PyTorch's C++ logs of the rendezvous (retries, stack frames) would bury seqgen's
+        # one-line error of each rank; TORCH_CPP_LOG_LEVEL=WARNING shows them again.
+        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
     from seqgen.recipes import load_recipe
-    from seqgen.training.distributed import launched_by_torchrun
     from seqgen.training.run import train as run_training
 
     loaded = load_recipe(recipe, overrides)
@@ -65,11 +68,16 @@ def train(
     result = run_training(
         loaded, output_dir, resume=resume, data_dir=data_dir, show_progress=not quiet
     )
-    if launched_by_torchrun() and os.environ.get("RANK") != "0":
+    if _under_torchrun() and os.environ["RANK"] != "0":
         return  # rank 0 reports for the run
     click.echo(result.loop.summary(result.unit))
     best = output_dir / "best.safetensors"
     click.echo(f"trained {result.steps} steps; {result.best()} -> {best}")
+
+
+def _under_torchrun() -> bool:
+    """Whether torchrun (or a launcher like it) started this process as one rank of many."""
+    return all(name in os.environ for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR"))
 
 
 @click.command()

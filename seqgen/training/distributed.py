@@ -20,6 +20,7 @@ import contextlib
 import datetime
 import logging
 import os
+import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -197,6 +198,29 @@ def named_failures(distributed: Distributed) -> Iterator[None]:
             f"stopped or stalled ({_first_line(error)}); training stopped; the run folder "
             "keeps its last whole checkpoint, continue it with --resume"
         ) from None
+
+
+@contextlib.contextmanager
+def stopped_by_launcher(distributed: Distributed) -> Iterator[None]:
+    """When one rank fails, torchrun stops the others with SIGTERM: each then ends with
+    one DistributedError line (through the CLI) instead of dying silently, and a checkpoint
+    it was writing is dropped whole (files.atomic_write removes its temporary file)."""
+    if not distributed.enabled:
+        yield
+        return
+
+    def stop(signal_number: int, frame: object) -> None:
+        raise DistributedError(
+            f"rank {distributed.rank} of {distributed.world_size}: stopped by the launcher "
+            "(torchrun stops every rank when one fails; its report names the first failure); "
+            "the run folder keeps its last whole checkpoint, continue it with --resume"
+        )
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def wrap(

@@ -164,8 +164,8 @@ def drive(
         log_every=config.log_every,
         seconds=budget,
     )
-    if group.enabled or config.accumulate_steps > 1:
-        progress.message(trainer.batch_description())
+    if group.is_main and (group.enabled or config.accumulate_steps > 1):
+        progress.announce(trainer.batch_description())
     stats = LoopStats()
     invoked = time.perf_counter()
     started = invoked - run.elapsed  # the run's start, earlier invocations included

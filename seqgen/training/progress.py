@@ -80,6 +80,14 @@ class Progress:
         if self.enabled:
             tqdm.write(text, file=sys.stderr)
 
+    def announce(self, text: str) -> None:
+        """A line about the run itself (its global batch), shown even without progress."""
+        if self.enabled:
+            self.message(text)
+        else:
+            sys.stderr.write(text + "\n")
+            sys.stderr.flush()
+
     def close(self) -> None:
         """End the bar's line (training is over)."""
         if self.bar is not None:

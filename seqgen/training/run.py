@@ -39,7 +39,11 @@ def train(
     )
     try:
         trainer_type = task_named(recipe.task).hook("trainer")
-        with distributed.named_failures(group), _memory_errors_named():
+        with (
+            distributed.named_failures(group),
+            distributed.stopped_by_launcher(group),
+            _memory_errors_named(),
+        ):
             trainer = trainer_type(recipe, output_dir, resume=resume, data_dir=data_dir)
             return trainer.run(show_progress=show_progress)
     except BaseException:
