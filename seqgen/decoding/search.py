@@ -173,6 +173,10 @@ def _top_k_candidates(scores: np.ndarray, k: int) -> tuple[np.ndarray | None, np
     if k <= 0 or k >= vocab:
         return None, scores
     candidate_ids = np.argpartition(scores, vocab - k, axis=-1)[:, vocab - k :]
+    # In token-id order: argpartition leaves the k in an order of its selection algorithm
+    # (which differs between numpy builds and CPUs), and the draw walks them in order, so a
+    # seed would give other text elsewhere (the JavaScript runtime draws them by id too).
+    candidate_ids.sort(axis=-1)
     return candidate_ids, np.take_along_axis(scores, candidate_ids, axis=-1)
 
 

@@ -64,6 +64,7 @@ def generator(bundled: Callable[[str], Path]) -> Any:
         (2, {}),
         (3, {}),
         (4, {"temperature": 1.2, "top_p": 0.9, "no_repeat_ngram_size": 3}),
+        (6, {"top_k": 10}),
     ],
 )
 def test_seeded_continuations_equal_python(

@@ -3,10 +3,8 @@
 // (`np.random.default_rng(seed).random()`, see numpy-random.js), one per active row and step
 // in row order, and the arithmetic is Python's (float32 temperature and nucleus, float64
 // softmax with numpy's pairwise sum, a sequential cumulative sum, the first index whose mass
-// exceeds the threshold), so a seed gives the text Python gives. One exception: with top-k,
-// Python orders the k candidates as numpy's argpartition leaves them (its selection
-// algorithm, which differs between CPUs), here by token id; the same seed may then draw
-// another token than Python's.
+// exceeds the threshold), so a seed gives the text Python gives. With top-k, both walk the k
+// best in token-id order (only a tie at the k-th score could make them keep other tokens).
 
 import { banned, NEG_INF } from './candidates.js';
 import { banRepeatedNgrams } from './ngrams.js';
