@@ -19,6 +19,7 @@ from seqgen.data.streaming import (
     StreamPosition,
     sample_pairs,
     shuffled,
+    streamed_batches,
 )
 from seqgen.errors import DataError
 
@@ -113,6 +114,17 @@ def test_a_resumed_stream_continues_where_it_stopped(tmp_path: Path) -> None:
     resumed = stream(files)
     rest = [batch.source_ids.tolist() for batch in islice(resumed.stream(stopped), 13)]
     assert rest == batches[17:]
+
+
+def test_a_background_reader_hands_over_the_same_batches_and_positions(tmp_path: Path) -> None:
+    files = write_pairs(tmp_path, 60)
+    start = StreamPosition(0, 3)
+    found = []
+    for workers in (0, 1):
+        items = islice(streamed_batches(stream(files), start, workers=workers), 12)
+        found.append([(item.batch.source_ids.tolist(), item.position) for item in items])
+    assert found[0] == found[1]
+    assert found[0][0][1] == StreamPosition(0, 4)
 
 
 def test_pairs_come_from_a_tsv_and_misaligned_files_are_one_error(tmp_path: Path) -> None:

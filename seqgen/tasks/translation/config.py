@@ -34,8 +34,12 @@ class TranslationDataConfig:
     shuffle_buffer: int = 50_000  # pairs held for shuffling
     bucket_pairs: int = 5_000  # pairs sorted by length together and cut into batches
     tokenizer_sample: int = 100_000  # pairs
+    # 1: read and tokenize the stream in a background process, beside training (for GPUs:
+    # one process supplies about what one GPU trains); 0: inside the training loop.
+    stream_workers: int = 0
 
     def validate(self) -> None:
+        check_choice("data.stream_workers", str(self.stream_workers), ("0", "1"))
         for name in ("shuffle_buffer", "bucket_pairs", "tokenizer_sample"):
             check_positive(f"data.{name}", getattr(self, name))
         if not self.corpus and not (self.train_source and self.validation_source):

@@ -21,7 +21,14 @@ import numpy as np
 import torch
 
 from seqgen.data.parallel import ParallelBatch, ParallelBatches
-from seqgen.data.streaming import BatchSettings, PairStream, StreamPosition, sample_pairs
+from seqgen.data.streaming import (
+    BatchSettings,
+    PairStream,
+    StreamedBatch,
+    StreamPosition,
+    sample_pairs,
+    streamed_batches,
+)
 from seqgen.recipes import Recipe, recipe_to_dict
 from seqgen.tasks.translation.bleu import corpus_bleu, corpus_chrf
 from seqgen.tasks.translation.config import TranslationTrainConfig
@@ -171,7 +178,12 @@ class TranslationTrainer(EpochTrainer):
             self.model.load_state_dict({k: v.float() for k, v in last.weights.items()})
             self._restore(last.training)
         if recipe.data.streaming:
-            self._streamed = self.stream.stream(self._stream_start)
+            self._streamed = streamed_batches(
+                self.stream, self._stream_start, workers=recipe.data.stream_workers
+            )
+            # Where the stream stands after the last batch trained (none yet).
+            start = self._stream_start
+            self._stream_at = StreamedBatch(None, start, start.epoch)  # type: ignore[arg-type]
         seed_rank(recipe.train.seed, self.run_state.step)
         self.loss = TranslationLoss(self.model, recipe.train)
         self._candidates = self.loss._candidates
@@ -263,7 +275,7 @@ class TranslationTrainer(EpochTrainer):
 
     def epoch_at(self, step: int) -> float:
         if self.recipe.data.streaming:
-            return self.stream.epoch_progress  # rank 0's: a stream's length is not known
+            return self._stream_at.epoch_progress  # rank 0's: a stream's length is not known
         return super().epoch_at(step)
 
     def gather_state(self) -> None:
@@ -271,7 +283,7 @@ class TranslationTrainer(EpochTrainer):
             self.run_state.stream = self.distributed.gather(self._stream_position())
 
     def _stream_position(self) -> list[int]:
-        return [self.stream.position.epoch, self.stream.position.batches]
+        return [self._stream_at.position.epoch, self._stream_at.position.batches]
 
     def _batch_size(self) -> dict[str, int]:
         """``batch_tokens`` or ``batch_sentences`` of one micro-batch of this process."""
@@ -391,7 +403,9 @@ class TranslationTrainer(EpochTrainer):
         per target token and the pieces it read."""
         run, train = self.run_state, self.recipe.train
         if self.recipe.data.streaming:
-            batches = [next(self._streamed).to(self.device) for _ in range(train.accumulate_steps)]
+            streamed = [next(self._streamed) for _ in range(train.accumulate_steps)]
+            self._stream_at = streamed[-1]
+            batches = [item.batch.to(self.device) for item in streamed]
         else:
             batches = [
                 self.batches.make_batch(indices).to(self.device)
