@@ -97,11 +97,20 @@ export class Generator {
     if (!Number.isInteger(options.maxNewTokens) || options.maxNewTokens < 0) {
       throw new BundleError(`max length ${options.maxNewTokens}; it must be a whole number >= 0`);
     }
+    if (!(options.lengthPenalty >= 0)) {
+      throw new BundleError(`length penalty ${options.lengthPenalty}; it must be >= 0 (0 = raw sums)`);
+    }
     if (!Number.isInteger(options.noRepeatNgramSize) || options.noRepeatNgramSize < 0) {
       throw new BundleError(`no-repeat n-gram size ${options.noRepeatNgramSize}; it must be a whole number >= 0 (0 = off)`);
     }
     if (!(options.temperature >= 0 && options.temperature <= 100)) {
       throw new BundleError(`temperature ${options.temperature}; it must be in [0, 100] (0 means greedy)`);
+    }
+    if (!Number.isInteger(options.topK) || options.topK < 0) {
+      throw new BundleError(`top-k ${options.topK}; it must be a whole number >= 0 (0 = off)`);
+    }
+    if (!(options.topP > 0 && options.topP <= 1)) {
+      throw new BundleError(`top-p ${options.topP}; it must be in (0, 1] (1 = off)`);
     }
     if (options.seed !== undefined && !(Number.isSafeInteger(options.seed) && options.seed >= 0)) {
       throw new BundleError(`seed ${options.seed}; it must be a whole number >= 0`);

@@ -35,6 +35,9 @@ export class Translator {
     if (!Number.isInteger(options.nBest) || options.nBest < 1 || options.nBest > options.beamSize) {
       throw new BundleError(`n-best ${options.nBest}; it must be between 1 and the beam size (${options.beamSize})`);
     }
+    if (!(options.lengthPenalty >= 0)) {
+      throw new BundleError(`length penalty ${options.lengthPenalty}; it must be >= 0 (0 = raw sums)`);
+    }
     if (!Number.isInteger(options.noRepeatNgramSize) || options.noRepeatNgramSize < 0) {
       throw new BundleError(`no-repeat n-gram size ${options.noRepeatNgramSize}; it must be a whole number >= 0 (0 = off)`);
     }
