@@ -85,3 +85,18 @@ def test_seeded_continuations_equal_python(
     )  # fmt: skip
     assert found == expected
     assert len(found) == len("ROMEO:") + 200  # characters: 200 new tokens
+
+
+def test_several_samples_of_one_call_equal_python(
+    node_package: Path, bundled: Callable[[str], Path], generator: Any
+) -> None:
+    # --num-samples 3: three rows decoded together, the draws interleaved row by row; with
+    # beam search, the 3 best beams.
+    bundle = bundled("shakespeare-char")
+    for options in ({"seed": 5}, {"strategy": "beam", "beam_size": 4}):
+        expected = generator.generate("ROMEO:", max_new_tokens=100, num_samples=3, **options)
+        flags = [f"--{name.replace('_', '-')}={value}" for name, value in options.items()]
+        found = _generate_js(
+            node_package, bundle, "ROMEO:", "--num-samples=3", "--max-length=100", *flags
+        )
+        assert found == expected and len(set(found)) == 3

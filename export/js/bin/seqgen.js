@@ -4,7 +4,7 @@
 //   node bin/seqgen.js translate BUNDLE [--beam-size N] [--n-best N] [--max-length N]
 //       [--length-penalty A] [--no-repeat-ngram-size N] [--workers N]
 //   node bin/seqgen.js generate BUNDLE [--strategy greedy|sample|beam] [--max-length N] [--seed N]
-//       [--temperature T] [--top-k N] [--top-p P] [--no-repeat-ngram-size N]
+//       [--temperature T] [--top-k N] [--top-p P] [--no-repeat-ngram-size N] [--num-samples N]
 //   node bin/seqgen.js classify BUNDLE [--top-k N]
 //
 // Bad input (not a bundle, a newer format, another task's bundle, a bad option, an empty text
@@ -15,7 +15,7 @@ import { BundleError, openBundle, translateInThreads } from '../src/node.js';
 const USAGE =
   'usage: seqgen.js translate|generate|classify BUNDLE [--beam-size N] [--n-best N] [--max-length N] ' +
   '[--length-penalty A] [--no-repeat-ngram-size N] [--strategy S] [--seed N] [--temperature T] ' +
-  '[--top-k N] [--top-p P] [--workers N]';
+  '[--top-k N] [--top-p P] [--num-samples N] [--workers N]';
 const TASKS = { translate: 'translation', generate: 'generation', classify: 'classification' };
 const OPTIONS = {
   '--beam-size': ['beamSize', 'int'],
@@ -29,11 +29,12 @@ const OPTIONS = {
   '--n-best': ['nBest', 'int'],
   '--length-penalty': ['lengthPenalty', 'number'],
   '--no-repeat-ngram-size': ['noRepeatNgramSize', 'int'],
+  '--num-samples': ['numSamples', 'int'],
 };
 // What each command reads (the others are refused, not ignored).
 const ACCEPTS = {
   translate: ['beamSize', 'nBest', 'maxLength', 'lengthPenalty', 'noRepeatNgramSize', 'workers'],
-  generate: ['strategy', 'maxLength', 'seed', 'temperature', 'topK', 'topP', 'beamSize', 'lengthPenalty', 'noRepeatNgramSize'],
+  generate: ['strategy', 'maxLength', 'seed', 'temperature', 'topK', 'topP', 'beamSize', 'lengthPenalty', 'noRepeatNgramSize', 'numSamples'],
   classify: ['topK'],
 };
 
@@ -81,8 +82,9 @@ async function run(command, bundle, model, options, lines) {
   if (command === 'generate') {
     const { maxLength: maxNewTokens, ...given } = options;
     const texts = [];
-    for (const line of lines) texts.push(await model.generate(line, { maxNewTokens, ...given }));
-    return texts.map((text) => JSON.stringify(text)); // a continuation may hold newlines
+    for (const line of lines) texts.push(await model.generateSamples(line, { maxNewTokens, ...given }));
+    // JSON, since a continuation may hold newlines; with --num-samples N > 1 an array of N.
+    return texts.map((found) => JSON.stringify((options.numSamples ?? 1) > 1 ? found : found[0]));
   }
   lines.forEach((line, i) => {
     if (!line.trim()) throw new BundleError(`line ${i + 1} of the input is empty; give one text per line`);

@@ -24,20 +24,24 @@ class GeneratorStep {
     this.topCount = Number.isInteger(top?.shape?.[1]) ? top.shape[1] : 0;
   }
 
-  /** The state after `promptIds` (BOS first), and the token the first step feeds. */
-  async start(promptIds) {
+  /**
+   * The state of `rows` copies of `promptIds` (BOS first), primed together as Python primes
+   * a batch of them, and the token the first step feeds.
+   */
+  async start(promptIds, rows = 1) {
     const size = this.stateShape.reduce((a, b) => a * b, 1);
     let state = Object.fromEntries(
       this.stateNames.map((name) => [
         name,
         this.float16
-          ? new this.ort.Tensor('float16', new Uint16Array(size), [1, ...this.stateShape])
-          : new this.ort.Tensor('float32', new Float32Array(size), [1, ...this.stateShape]),
+          ? new this.ort.Tensor('float16', new Uint16Array(rows * size), [rows, ...this.stateShape])
+          : new this.ort.Tensor('float32', new Float32Array(rows * size), [rows, ...this.stateShape]),
       ]),
     );
     const head = promptIds.slice(0, -1);
     if (head.length > 0) {
-      const outputs = await this.prime.run({ token_ids: int64(this.ort, head, [1, head.length]), ...state });
+      const tokenIds = int64(this.ort, Array.from({ length: rows }, () => head).flat(), [rows, head.length]);
+      const outputs = await this.prime.run({ token_ids: tokenIds, ...state });
       state = this.renamed(outputs);
     }
     return { state, firstToken: promptIds[promptIds.length - 1] };
@@ -88,6 +92,7 @@ export class Generator {
       topP: d.top_p ?? 1,
       beamSize: d.beam_size ?? 5,
       lengthPenalty: d.length_penalty ?? 1,
+      numSamples: d.num_samples ?? 1,
       noRepeatNgramSize: d.no_repeat_ngram_size ?? 0,
       ...defined,
     };
@@ -96,6 +101,12 @@ export class Generator {
     }
     if (!Number.isInteger(options.maxNewTokens) || options.maxNewTokens < 0) {
       throw new BundleError(`max length ${options.maxNewTokens}; it must be a whole number >= 0`);
+    }
+    if (!Number.isInteger(options.numSamples) || options.numSamples < 1) {
+      throw new BundleError(`num samples ${options.numSamples}; it must be a whole number >= 1`);
+    }
+    if (options.strategy === 'beam' && options.numSamples > options.beamSize) {
+      throw new BundleError(`${options.numSamples} samples (the n best beams) asked for, but the beam size is ${options.beamSize}; raise --beam-size`);
     }
     if (!(options.lengthPenalty >= 0)) {
       throw new BundleError(`length penalty ${options.lengthPenalty}; it must be >= 0 (0 = raw sums)`);
@@ -120,27 +131,40 @@ export class Generator {
     return options;
   }
 
-  /** The prompt followed by its continuation (seqgen's generate prints the same). */
+  /** The prompt followed by its continuation (seqgen's generate prints the same); with
+   * numSamples > 1, the first of generateSamples'. */
   async generate(prompt, given = {}) {
+    return (await this.generateSamples(prompt, given))[0];
+  }
+
+  /**
+   * numSamples texts, each the prompt and a continuation, as seqgen/tasks/generation/
+   * pipeline.py makes them: independent samples (one row each, decoded together), or the n
+   * best beams of one row.
+   * @returns {Promise<string[]>}
+   */
+  async generateSamples(prompt, given = {}) {
     const options = this.options(given);
     const promptIds = [BOS_ID, ...this.tokenizer.encode(prompt)];
-    const { state, firstToken } = await this.step.start(promptIds);
+    const rows = options.strategy === 'beam' ? 1 : options.numSamples;
+    const { state, firstToken } = await this.step.start(promptIds, rows);
+    const firstTokens = Array(rows).fill(firstToken);
     const common = {
-      maxNew: [options.maxNewTokens],
+      maxNew: Array(rows).fill(options.maxNewTokens),
       eosId: null,
       bannedIds: this.bannedIds,
       noRepeatNgramSize: options.noRepeatNgramSize,
     };
-    let tokens;
+    let paths;
     if (options.strategy === 'beam') {
-      const [best] = await beamSearch(this.step, state, [firstToken], { ...common, beamSize: options.beamSize, lengthPenalty: options.lengthPenalty });
-      tokens = best[0].tokens;
+      const beam = { beamSize: options.beamSize, nBest: options.numSamples, lengthPenalty: options.lengthPenalty };
+      [paths] = await beamSearch(this.step, state, firstTokens, { ...common, ...beam });
     } else if (options.strategy === 'greedy') {
-      tokens = (await greedySearch(this.step, state, [firstToken], common))[0].tokens;
+      paths = await greedySearch(this.step, state, firstTokens, common);
     } else {
-      tokens = (await sampleSearch(this.step, state, [firstToken], { ...common, ...options }))[0].tokens;
+      paths = await sampleSearch(this.step, state, firstTokens, { ...common, ...options });
     }
-    return prompt + this.continuation(promptIds, tokens);
+    return paths.map((path) => prompt + this.continuation(promptIds, path.tokens));
   }
 
   /** The text the new tokens add to the prompt's, with the tokenizer's own spacing. */
