@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
+
+import torch
 
 from seqgen.config import LoopConfig
 from seqgen.training import distributed
 from seqgen.training.accumulation import micro_batch_positions
 from seqgen.training.accumulation import steps_per_epoch as count_steps
-from seqgen.training.metrics import MetricsLog
+from seqgen.training.metrics import MetricsLog, open_metrics
 from seqgen.training.progress import Progress
+from seqgen.training.run_folder import seed_rank
 from seqgen.training.schedule import learning_rate_at
 
 
@@ -127,6 +131,36 @@ class EpochTrainer:
             f"{value:,} = {world * accumulate * value:,} {unit} per step "
             f"(train.batch_scope = {scope!r}; {self.distributed.backend or 'one process'})"
         )
+
+    def micro_batch(self, name: str, value: int, unit: str) -> int:
+        """The recipe's ``train.<name> = value`` as one micro-batch of this process holds it
+        (``train.batch_scope``); remembered for the run's log."""
+        train = self.recipe.train  # type: ignore[attr-defined]
+        size = distributed.micro_batch_size(
+            name,
+            value,
+            scope=train.batch_scope,
+            distributed=self.distributed,
+            accumulate_steps=train.accumulate_steps,
+        )
+        self.batch_setting = (name, size, unit)
+        return size
+
+    def prepare_network(
+        self, module: torch.nn.Module, output_dir: Path, *, find_unused: bool = False
+    ) -> None:
+        """What every trainer ends its setup with: each rank's own dropout draws, DDP around
+        ``module`` (``self.network``, what a step runs), and ``self.metrics`` (rank 0 writes
+        metrics.csv; rows past the step resumed from are dropped)."""
+        train = self.recipe.train  # type: ignore[attr-defined]
+        seed_rank(train.seed, self.run_state.step)  # type: ignore[attr-defined]
+        self.network = distributed.wrap(module, self.distributed, find_unused=find_unused)
+        self.metrics = open_metrics(
+            output_dir / "metrics.csv",
+            tensorboard=train.tensorboard,
+            writer=self.distributed.is_main,
+        )
+        self.metrics.keep_until(self.run_state.step)  # type: ignore[attr-defined]
 
     def gather_state(self) -> None:
         """Collect what the checkpoint needs from every rank (a collective; all ranks call

@@ -28,16 +28,13 @@ from seqgen.text import tokenizer_from_dict, train_tokenizer
 from seqgen.training.accumulation import accumulated_step
 from seqgen.training.checkpoint import Checkpoint
 from seqgen.training.device import adamw, autocast, resolve_device, use_cpu_bf16
-from seqgen.training.distributed import micro_batch_size, wrap
 from seqgen.training.driver import EpochTrainer, LoopStats, drive
-from seqgen.training.metrics import open_metrics
 from seqgen.training.progress import Progress
 from seqgen.training.run_folder import (
     capture_rng,
     open_run,
     restore_rng,
     save_validated,
-    seed_rank,
 )
 from seqgen.training.schedule import learning_rate_at
 
@@ -94,14 +91,7 @@ class ClassificationTrainer(EpochTrainer):
         sequences = [
             self.tokenizer.encode(text)[:limit] or [self.tokenizer.unk_id] for text in texts
         ]
-        batch_size = micro_batch_size(
-            "batch_size",
-            recipe.train.batch_size,
-            scope=recipe.train.batch_scope,
-            distributed=self.distributed,
-            accumulate_steps=recipe.train.accumulate_steps,
-        )
-        self.batch_setting = ("batch_size", batch_size, "texts")
+        batch_size = self.micro_batch("batch_size", recipe.train.batch_size, "texts")
         self.batches = LengthBatches(
             sequences, targets, batch_size=batch_size, seed=recipe.train.seed
         )
@@ -123,17 +113,10 @@ class ClassificationTrainer(EpochTrainer):
         if last is not None:
             self.model.load_state_dict({k: v.float() for k, v in last.weights.items()})
             self._restore(last.training)
-        seed_rank(train.seed, self.run_state.step)
         # Pretrained layers frozen for the first steps take no gradient then: DDP must
         # look for parameters a step leaves unused.
         frozen_first = bool(recipe.model.init_from and train.freeze_pretrained_steps)
-        self.network = wrap(self.model, self.distributed, find_unused=frozen_first)
-        self.metrics = open_metrics(
-            output_dir / "metrics.csv",
-            tensorboard=train.tensorboard,
-            writer=self.distributed.is_main,
-        )
-        self.metrics.keep_until(self.run_state.step)
+        self.prepare_network(self.model, output_dir, find_unused=frozen_first)
         self._epoch, self._epoch_batches = -1, []
         self._thawed: int | None = None  # how many pretrained layers train, once set
 

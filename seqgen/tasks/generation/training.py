@@ -26,17 +26,14 @@ from seqgen.text import Tokenizer, tokenizer_from_dict, train_tokenizer
 from seqgen.training.accumulation import accumulated_step
 from seqgen.training.checkpoint import Checkpoint
 from seqgen.training.device import adamw, autocast, resolve_device, use_cpu_bf16
-from seqgen.training.distributed import micro_batch_size, wrap
 from seqgen.training.driver import EpochTrainer, LoopStats, drive
 from seqgen.training.loss import cross_entropy_sum
-from seqgen.training.metrics import open_metrics
 from seqgen.training.progress import Progress
 from seqgen.training.run_folder import (
     capture_rng,
     open_run,
     restore_rng,
     save_validated,
-    seed_rank,
 )
 from seqgen.training.schedule import learning_rate_at
 
@@ -173,29 +170,13 @@ class LanguageModelTrainer(EpochTrainer):
             _restore_training_state(
                 last.training, self.run_state, self.optimizer, self.device, self.row_slices
             )
-        seed_rank(train.seed, self.run_state.step)
-        self.network = wrap(self.model, self.distributed)
-        self.metrics = open_metrics(
-            output_dir / "metrics.csv",
-            tensorboard=train.tensorboard,
-            writer=self.distributed.is_main,
-        )
+        self.prepare_network(self.model, output_dir)
         self.last_scores: LanguageModelScores | None = None
-        # Rows logged after the checkpoint we start from (or by a run that never reached
-        # one) would otherwise repeat or mix with this run's.
-        self.metrics.keep_until(self.run_state.step)
 
     def _rows_per_micro_batch(self) -> int:
         """Rows of one micro-batch; sets ``row_slices``, this process's rows of the stream."""
         train = self.recipe.train
-        rows = micro_batch_size(
-            "batch_size",
-            train.batch_size,
-            scope=train.batch_scope,
-            distributed=self.distributed,
-            accumulate_steps=train.accumulate_steps,
-        )
-        self.batch_setting = ("batch_size", rows, "rows")
+        rows = self.micro_batch("batch_size", train.batch_size, "rows")
         first = self.distributed.rank * train.accumulate_steps
         self.row_slices = [
             slice((first + micro) * rows, (first + micro + 1) * rows)

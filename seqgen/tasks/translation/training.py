@@ -48,12 +48,10 @@ from seqgen.training.accumulation import accumulated_step
 from seqgen.training.averaging import average_checkpoints
 from seqgen.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from seqgen.training.device import adamw, autocast, resolve_device, use_cpu_bf16
-from seqgen.training.distributed import micro_batch_size, wrap
 from seqgen.training.driver import EpochTrainer, LoopStats, drive
 from seqgen.training.loss import cross_entropy_sum
-from seqgen.training.metrics import open_metrics
 from seqgen.training.progress import Progress
-from seqgen.training.run_folder import capture_rng, open_run, restore_rng, seed_rank
+from seqgen.training.run_folder import capture_rng, open_run, restore_rng
 from seqgen.training.schedule import learning_rate_at
 
 logger = logging.getLogger(__name__)
@@ -184,16 +182,9 @@ class TranslationTrainer(EpochTrainer):
             # Where the stream stands after the last batch trained (none yet).
             start = self._stream_start
             self._stream_at = StreamedBatch(None, start, start.epoch)  # type: ignore[arg-type]
-        seed_rank(recipe.train.seed, self.run_state.step)
         self.loss = TranslationLoss(self.model, recipe.train)
         self._candidates = self.loss._candidates
-        self.network = wrap(self.loss, self.distributed)
-        self.metrics = open_metrics(
-            output_dir / "metrics.csv",
-            tensorboard=recipe.train.tensorboard,
-            writer=self.distributed.is_main,
-        )
-        self.metrics.keep_until(self.run_state.step)
+        self.prepare_network(self.loss, output_dir)
         self._epoch, self._epoch_batches = -1, []
 
     def _tokenizers(
@@ -289,14 +280,8 @@ class TranslationTrainer(EpochTrainer):
         """``batch_tokens`` or ``batch_sentences`` of one micro-batch of this process."""
         train = self.recipe.train
         name = "batch_sentences" if train.batch_sentences else "batch_tokens"
-        value = micro_batch_size(
-            name,
-            getattr(train, name),
-            scope=train.batch_scope,
-            distributed=self.distributed,
-            accumulate_steps=train.accumulate_steps,
-        )
-        self.batch_setting = (name, value, "sentence pairs" if train.batch_sentences else "tokens")
+        unit = "sentence pairs" if train.batch_sentences else "tokens"
+        value = self.micro_batch(name, getattr(train, name), unit)
         return {
             "batch_tokens": train.batch_tokens,
             "batch_sentences": 0,
