@@ -150,6 +150,12 @@ def start(device_name: str, *, timeout_minutes: float) -> Distributed:
     cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
     backend = "nccl" if cuda else "gloo"
     if cuda:
+        if local_rank >= torch.cuda.device_count():
+            raise ConfigError(
+                f"rank {rank} is process {local_rank + 1} on its machine, which has "
+                f"{torch.cuda.device_count()} GPUs; start at most one process per GPU "
+                "(torchrun --nproc_per_node)"
+            )
         torch.cuda.set_device(local_rank)
     address = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
     try:
