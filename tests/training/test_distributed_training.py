@@ -50,6 +50,7 @@ batch_tokens = 120
 max_steps = 4
 eval_every = 2
 log_every = 1
+average_last = 2
 learning_rate = 1e-2
 warmup_steps = 0
 schedule = "constant"
@@ -114,7 +115,18 @@ def test_two_processes_train_as_one_accumulating_their_global_batch_and_resume(
     assert resumed.returncode == 0, resumed.stderr
     # Rank 0 alone reports, writes the folder and validates (twice: steps 2 and 4).
     assert resumed.stdout.count("trained 4 steps") == 1
-    assert sorted(os.listdir(ddp)) == ["best.safetensors", "last.safetensors", "metrics.csv"]
+    assert (
+        sorted(os.listdir(ddp))
+        == sorted(os.listdir(one))
+        == [
+            "averaged.safetensors",  # of the last two validated checkpoints, by rank 0 alone
+            "best.safetensors",
+            "last.safetensors",
+            "metrics.csv",
+            "step-0000002.safetensors",
+            "step-0000004.safetensors",
+        ]
+    )
     assert [row["step"] for row in rows(ddp) if row["validation_bleu"]] == ["2", "4"]
     assert losses(ddp) == pytest.approx(losses(one), rel=1e-5)
     assert len(losses(one)) == 4

@@ -467,7 +467,7 @@ class TranslationTrainer(EpochTrainer):
     def _average(self, progress: Progress) -> None:
         """Average the kept checkpoints; the average replaces best if it scores higher."""
         paths = [self.output_dir / name for name in self.run_state.kept]
-        if len(paths) < 2:
+        if len(paths) < 2 or not self.distributed.is_main:  # rank 0 writes the run folder
             return
         averaged = average_checkpoints(paths)
         self.model.load_state_dict({k: v.float() for k, v in averaged.weights.items()})
