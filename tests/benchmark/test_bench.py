@@ -147,9 +147,9 @@ def test_bench_quick_prints_a_table_and_writes_json(data_dir: str, tmp_path: Pat
 def test_a_model_of_another_task_is_refused_before_measuring(
     option: str, asset: str, words: tuple[str, ...]
 ) -> None:
-    from seqgen.checkpoints import bundled_models
+    from seqgen.checkpoints import model_path
 
-    path = str(bundled_models()[asset])
+    path = str(model_path(asset))  # the bundled model's checkpoint
     result = CliRunner().invoke(main, ["bench", "--quick", option, path])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.stderr.startswith("seqgen: error: ") and all(w in result.stderr for w in words)
