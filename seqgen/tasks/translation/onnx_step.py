@@ -62,7 +62,6 @@ from seqgen.tasks.translation.source_rows import (
     LAYOUT,
     OUTPUT_IDS,
     OUTPUT_MASK,
-    PER_SENTENCE,
     SOURCE_NAMES,
     encoder_inputs,
     per_batch,
@@ -297,7 +296,7 @@ def translator_state_names(
     if [o.name for o in step.get_outputs()][-1:] == [ATTENTION_OUTPUT]:  # since 2026-12-06
         expected["step"][1].append(ATTENTION_OUTPUT)
     usable = "hidden" in recurrent and set(SOURCE_NAMES) <= set(names)
-    usable = usable and not {LAYOUT, *PER_SENTENCE[len(SOURCE_NAMES) :]} & set(names)
+    usable = usable and not {LAYOUT, OUTPUT_MASK} & set(names)
     for label, session in (("encoder", encoder), ("step", step)):
         inputs = [i.name for i in session.get_inputs()]
         outputs = [o.name for o in session.get_outputs()]
