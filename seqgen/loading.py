@@ -9,7 +9,6 @@ task a file holds (its ``kind``) picks the pipeline, through the task registry.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -86,6 +85,8 @@ def exported_bundle(checkpoint: Path, *, kind: str | None = None) -> Path:
     file = resolve_checkpoint_path(checkpoint)
     status = file.stat()
     key = f"{file.resolve()}:{status.st_size}:{status.st_mtime_ns}"
+    import hashlib  # here: a one-line call on a bundle never needs it
+
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     cache = Path(os.environ.get("SEQGEN_CACHE_DIR") or Path.home() / ".cache" / "seqgen")
     bundle = cache / "bundles" / f"{file.stem}-{digest}"

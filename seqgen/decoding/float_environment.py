@@ -17,17 +17,27 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 from collections.abc import Iterator
 
 # Larger than C's fenv_t on every platform (glibc x86-64: 32 bytes; macOS arm64: 16).
 _ENVIRONMENT_BYTES = 256
 
 
+def _load_math_library() -> ctypes.CDLL:
+    """glibc's libm by its usual name, else whatever ctypes.util finds (which runs
+    ldconfig in a subprocess: milliseconds of every start)."""
+    try:
+        return ctypes.CDLL("libm.so.6")
+    except OSError:
+        from ctypes.util import find_library
+
+        return ctypes.CDLL(find_library("m") or find_library("c"))
+
+
 def _math_library() -> ctypes.CDLL | None:
     """The C library holding ``fegetenv``/``fesetenv``, or None where there is none."""
     try:
-        library = ctypes.CDLL(ctypes.util.find_library("m") or ctypes.util.find_library("c"))
+        library = _load_math_library()
         library.fegetenv.argtypes = library.fesetenv.argtypes = [ctypes.c_void_p]
         return library
     except (OSError, AttributeError, TypeError):
