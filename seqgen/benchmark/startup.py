@@ -10,10 +10,12 @@ measured in the same run. A last column says whether the process imported torch.
 from __future__ import annotations
 
 import argparse
+import compileall
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 # command line after ``seqgen`` -> the line it reads on stdin ("" for none)
 CALLS = {
@@ -50,6 +52,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     options = parser.parse_args(argv)
+    # Bytecode as pip leaves an installed package: with PYTHONDONTWRITEBYTECODE set (or a
+    # source checkout) every call would compile seqgen's modules again.
+    compileall.compile_dir(str(Path(__file__).parents[1]), quiet=2)
     print("| call | backend | median s | runs (s) | imports torch |")
     print("|---|---|---:|---|---|")
     for name, (arguments, stdin) in CALLS.items():
