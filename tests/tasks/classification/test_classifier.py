@@ -9,6 +9,7 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -233,26 +234,37 @@ def test_a_bundle_gives_the_same_labels_and_probabilities(
 # --- a pretrained encoder -----------------------------------------------------------------------
 
 
-def test_a_language_models_layers_start_the_classifier(
-    corpus: Path, trained_run: Path, tmp_path: Path
-) -> None:
+def _pretrained_trainer(
+    corpus: Path, trained_run: Path, tmp_path: Path, *, steps: int, gradual: bool = False
+) -> Any:
+    """A classifier trainer started from ``trained_run``'s layers, frozen for one step (then
+    thawed together, or one layer a step with ``gradual``)."""
     from seqgen.recipes import recipe_from_dict
     from seqgen.tasks.classification.training import ClassificationTrainer
     from seqgen.training.checkpoint import load_checkpoint
 
-    language_model = load_checkpoint(trained_run / "best.safetensors")
-    sizes = recipe_from_dict(language_model.recipe).model
-    recipe = load_recipe(
-        _recipe(corpus, tmp_path / "r.toml", bidirectional="false", steps=2),
-        [
-            f"model.init_from={trained_run}",
-            f"model.embedding_size={sizes.embedding_size}",
-            f"model.hidden_size={sizes.hidden_size}",
-            f"model.num_layers={sizes.num_layers}",
-            "train.freeze_pretrained_steps=1",
-        ],
+    sizes = recipe_from_dict(load_checkpoint(trained_run / "best.safetensors").recipe).model
+    overrides = [
+        f"model.init_from={trained_run}",
+        f"model.embedding_size={sizes.embedding_size}",
+        f"model.hidden_size={sizes.hidden_size}",
+        f"model.num_layers={sizes.num_layers}",
+        "train.freeze_pretrained_steps=1",
+        f"train.unfreeze={'gradual' if gradual else 'all'}",
+    ]
+    path = _recipe(corpus, tmp_path / "r.toml", bidirectional="false", steps=steps)
+    return ClassificationTrainer(
+        load_recipe(path, overrides), tmp_path / "run", resume=False, data_dir=None
     )
-    trainer = ClassificationTrainer(recipe, tmp_path / "run", resume=False, data_dir=None)
+
+
+def test_a_language_models_layers_start_the_classifier(
+    corpus: Path, trained_run: Path, tmp_path: Path
+) -> None:
+    from seqgen.training.checkpoint import load_checkpoint
+
+    language_model = load_checkpoint(trained_run / "best.safetensors")
+    trainer = _pretrained_trainer(corpus, trained_run, tmp_path, steps=2)
     assert trainer.tokenizer.to_dict() == language_model.tokenizer
     for name, tensor in trainer.model.state_dict().items():
         if name.startswith(("embedding.", "rnn.")):
@@ -267,26 +279,10 @@ def test_a_language_models_layers_start_the_classifier(
 def test_gradual_unfreezing_thaws_one_layer_at_a_time_from_the_top(
     corpus: Path, trained_run: Path, tmp_path: Path
 ) -> None:
-    from seqgen.recipes import recipe_from_dict
-    from seqgen.tasks.classification.training import ClassificationTrainer
-    from seqgen.training.checkpoint import load_checkpoint
-
-    sizes = recipe_from_dict(load_checkpoint(trained_run / "best.safetensors").recipe).model
-    recipe = load_recipe(
-        _recipe(corpus, tmp_path / "r.toml", bidirectional="false", steps=8),
-        [
-            f"model.init_from={trained_run}",
-            f"model.embedding_size={sizes.embedding_size}",
-            f"model.hidden_size={sizes.hidden_size}",
-            f"model.num_layers={sizes.num_layers}",
-            "train.freeze_pretrained_steps=1",
-            "train.unfreeze=gradual",
-        ],
-    )
-    trainer = ClassificationTrainer(recipe, tmp_path / "run", resume=False, data_dir=None)
+    trainer = _pretrained_trainer(corpus, trained_run, tmp_path, steps=8, gradual=True)
     rnn = trainer.model.rnn
     # top recurrent layer first, the embedding last
-    layers = [f"rnn.weight_hh_l{i}" for i in reversed(range(sizes.num_layers))]
+    layers = [f"rnn.weight_hh_l{i}" for i in reversed(range(rnn.num_layers))]
     layers.append("embedding.weight")
     for step in range(len(layers) + 1):
         before = {name: trainer.model.state_dict()[name].clone() for name in layers}
