@@ -37,7 +37,9 @@ def test_health_and_models(client):
     listed = {model["name"]: model for model in client.get("/models").json()["models"]}
     assert listed["multi30k-de-en"]["task"] == "translation"
     assert listed["multi30k-de-en"]["endpoint"] == "/translate"
-    assert listed["multi30k-de-en"]["format"] == "checkpoint"
+    # a bundled model is served from its bundle, on ONNX Runtime
+    assert listed["multi30k-de-en"]["format"] == "bundle"
+    assert listed["multi30k-de-en"]["runtime"] == "onnxruntime"
     assert listed["multi30k-de-en"]["defaults"]["beam_size"] == 5
     assert "batch_size" not in listed["multi30k-de-en"]["defaults"]  # the server's to set
     assert listed["sentiment"]["labels"] == ["negative", "positive"]
