@@ -29,9 +29,3 @@ export function zeros(ort, dims) {
   return new ort.Tensor('float32', new Float32Array(dims.reduce((a, b) => a * b, 1)), dims);
 }
 
-/** Whether two index arrays hold the same numbers. */
-export function sameIndices(a, b) {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i += 1) if (a[i] !== b[i]) return false;
-  return true;
-}
