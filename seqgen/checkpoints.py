@@ -68,19 +68,15 @@ def default_bundled_model(kind: str = DEFAULT_TASK) -> str:
 def model_path(path: str | Path) -> Path:
     """``path``, or the checkpoint of the bundled model it names where no such file or
     folder exists."""
-    named = bundled_models().get(str(path))
-    return (
-        named / PACKAGED_CHECKPOINT if named is not None and not Path(path).exists() else Path(path)
-    )
+    named = packaged_bundle(path)
+    return named / PACKAGED_CHECKPOINT if named is not None else Path(path)
 
 
 def packaged_bundle(path: str | Path) -> Path | None:
     """The folder of the bundled model ``path`` names (where no such file or folder
     exists), else None."""
     named = bundled_models().get(str(path))
-    if named is None or Path(path).exists() or not (named / "manifest.json").is_file():
-        return None  # a source checkout whose bundles are not packed yet: the checkpoint
-    return named
+    return named if named is not None and not Path(path).exists() else None
 
 
 def _packaged(task: Task) -> dict[str, Path]:

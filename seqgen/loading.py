@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from seqgen.checkpoints import (
+    PACKAGED_CHECKPOINT,
     bundled_model_path,
+    bundled_models,
     check_task,
     default_bundled_model,
     load_checkpoint_pipeline,
-    model_path,
     packaged_bundle,
     task_of_kind,
 )
@@ -52,12 +53,18 @@ def load(
     if backend not in BACKENDS:
         raise SeqgenError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     expected = task_of_kind(kind)
-    if path is None:
-        path = default_bundled_model(kind or DEFAULT_TASK)
     # A bundled model is both a bundle and the checkpoint its graphs read: ONNX Runtime
-    # (no torch) unless PyTorch is asked for.
-    packaged = packaged_bundle(path)
-    path = model_path(path) if backend == "torch" or packaged is None else packaged
+    # (no torch) unless PyTorch is asked for. The default one is never a folder of the
+    # working directory that happens to share its name.
+    default = path is None
+    folder = bundled_models()[default_bundled_model(kind or DEFAULT_TASK)] if default else None
+    folder = folder or packaged_bundle(path)  # type: ignore[arg-type]
+    if folder is None:
+        path = Path(path)  # type: ignore[arg-type]
+    elif backend == "torch" or bundle_kind(folder) is None:
+        path = folder / PACKAGED_CHECKPOINT
+    else:
+        path = folder
     found = bundle_kind(path)
     if found is None and (Path(path) / MANIFEST_FILE).is_file():
         read_manifest(Path(path))  # a damaged manifest: the one-line error that names it

@@ -141,3 +141,15 @@ def test_a_missing_checkpoint_is_named(tmp_path: Path) -> None:
     (folder / WEIGHTS_FILE).unlink()
     with pytest.raises(CheckpointError, match=f"missing {WEIGHTS_FILE}; re-export"):
         seqgen.load(folder)
+
+
+def test_the_default_model_is_never_a_folder_that_shares_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "shakespeare-char").mkdir()  # not a model: the default must not read it
+    generator = seqgen.load(device="cpu")
+    assert type(generator.step_function).__name__ == "OnnxLanguageModelStep"
+    assert type(seqgen.load(device="cpu", backend="torch").step_function).__name__ != (
+        "OnnxLanguageModelStep"
+    )
