@@ -170,10 +170,17 @@ def start(device_name: str, *, timeout_minutes: float) -> Distributed:
     return _current
 
 
-def stop() -> None:
-    """Leave the process group (the end of ``seqgen train``), so the next run may join one."""
+def stop(*, finished: bool = False) -> None:
+    """Leave the process group (the end of ``seqgen train``), so the next run may join one.
+
+    ``finished``: every rank got to the end, so they meet first. A rank that tore gloo down
+    while rank 0 was still writing the last checkpoint was aborted ("terminate called
+    without an active exception", once in a CI run); after a failure there is no meeting,
+    which would wait for the dead rank."""
     global _current
     if _current.enabled and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
     _current = Distributed()
 

@@ -45,7 +45,9 @@ def train(
             _memory_errors_named(),
         ):
             trainer = trainer_type(recipe, output_dir, resume=resume, data_dir=data_dir)
-            return trainer.run(show_progress=show_progress)
+            result = trainer.run(show_progress=show_progress)
+        distributed.stop(finished=True)
+        return result
     except BaseException:
         # A run that failed before writing anything leaves no empty folder behind.
         if group.is_main and not existed and output_dir.is_dir() and not any(output_dir.iterdir()):
