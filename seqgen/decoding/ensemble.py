@@ -1,0 +1,109 @@
+"""Ensemble decoding: several step functions decoding as one (numpy only, like search).
+
+:class:`EnsembleStep` implements the decoding contract over N member step functions. Its
+state is the tuple of the members' states (search never looks inside a state, so a tuple
+serves as well as a mapping); ``step`` steps every member on the same tokens and returns the
+mean of their log-probabilities, ``select`` gathers the same rows of every member's state.
+
+The mean of log-softmaxes, not renormalised (OpenNMT-py's default; Marian sums them, which
+ranks alike; fairseq averages probabilities instead). Not renormalising keeps a hypothesis's
+score exactly the mean of the members' scores of it (the sum over steps of a mean is the mean
+of the sums), whereas a per-step ``log Z`` would differ from row to row and re-rank beams by
+something no member scored. The geometric mean gives a token that any member rules out
+(``-inf``, e.g. outside its lexical shortlist) ``-inf``.
+
+The ensemble offers no ``narrowed`` view: a member's top ``K`` leaves its other log-probs
+unknown, and a token in one member's top ``K`` but not another's has no exact mean. Every
+member returns its dense ``(rows, vocab)`` log-probs and the search ranks their mean.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from seqgen.decoding.contract import State, StepFunction, TopLogProbs
+
+EnsembleState = tuple[State, ...]
+"""The members' states, in the members' order."""
+
+
+def average_log_probs(member_log_probs: Sequence[np.ndarray]) -> np.ndarray:
+    """The mean of N ``(rows, vocab)`` float32 log-prob arrays, as float32 ``(rows, vocab)``.
+
+    Summed in float64, so that N equal arrays give that array back bit for bit (an ensemble
+    of a model with itself decodes as the model does); a ``-inf`` in any member stays ``-inf``.
+    """
+    total = np.zeros(member_log_probs[0].shape, dtype=np.float64)
+    for log_probs in member_log_probs:
+        if isinstance(log_probs, TopLogProbs):
+            raise TypeError("an ensemble averages every log-prob; its members must not narrow")
+        if log_probs.shape != total.shape:
+            raise ValueError(
+                f"members' log-probs differ in shape: {log_probs.shape} and {total.shape}"
+            )
+        total += log_probs
+    return (total / len(member_log_probs)).astype(np.float32)
+
+
+class EnsembleStep:
+    """N step functions as one: the mean of their log-probs at every step.
+
+    ``members`` share the target vocabulary (the caller checks it: token ``i`` must mean the
+    same piece to every member). Each keeps its own state, backend and device.
+    """
+
+    def __init__(self, members: Sequence[StepFunction]) -> None:
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least two members, got {len(members)}")
+        self.members = tuple(members)
+
+    @property
+    def device(self) -> Any:
+        """The first member's device (where the pipeline sizes its batches for)."""
+        return getattr(self.members[0], "device", "cpu")
+
+    def step(self, tokens: np.ndarray, state: EnsembleState) -> tuple[np.ndarray, EnsembleState]:
+        """``tokens`` ``(rows,)`` -> the mean log-probs ``(rows, vocab)`` float32 and the
+        members' new states."""
+        stepped = [
+            member.step(tokens, member_state)
+            for member, member_state in zip(self.members, state, strict=True)
+        ]
+        log_probs = average_log_probs([member_log_probs for member_log_probs, _ in stepped])
+        return log_probs, tuple(new_state for _, new_state in stepped)
+
+    def select(self, state: EnsembleState, rows: np.ndarray) -> EnsembleState:
+        """The same ``rows`` ``(new_rows,)`` of every member's state."""
+        return tuple(
+            member.select(member_state, rows)
+            for member, member_state in zip(self.members, state, strict=True)
+        )
+
+    @contextlib.contextmanager
+    def concurrent_batches(self) -> Iterator[int]:
+        """The members' blocks (see the translation pipeline), all held; as many batches at
+        once as the most cautious member allows.
+
+        Each member is first asked alone, since its answer depends on the process state it
+        finds: a PyTorch member on the CPU runs torch on one thread for the block and allows
+        one batch per former thread, and a second PyTorch member entered inside that block
+        would find one thread and allow one batch. A member without such a block allows one.
+        """
+        allowed = []
+        for member in self.members:
+            with _batches_of(member) as workers:
+                allowed.append(workers)
+        with contextlib.ExitStack() as stack:
+            for member in self.members:
+                stack.enter_context(_batches_of(member))
+            yield min(allowed)
+
+
+def _batches_of(member: StepFunction) -> contextlib.AbstractContextManager[int]:
+    """``member.concurrent_batches()``, or one batch at a time where it has none."""
+    batches = getattr(member, "concurrent_batches", None)
+    return batches() if batches is not None else contextlib.nullcontext(1)
