@@ -46,6 +46,8 @@ class Task:
     - ``evaluate(pipeline, request) -> lines``: what ``seqgen evaluate`` prints;
     - ``command``: the click command named :attr:`command` (``seqgen generate``, ...);
     - ``serve``: the :class:`~seqgen.serving.endpoint.Endpoint` of ``seqgen serve``.
+    - ``ensemble(pipelines, names) -> pipeline``: several models decoding as one (optional;
+      ``seqgen evaluate --model A --model B``).
     """
 
     name: str  # the recipe's ``task``, a checkpoint's and a bundle's ``kind``

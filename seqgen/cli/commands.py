@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -81,7 +82,14 @@ def _under_torchrun() -> bool:
 
 
 @click.command()
-@model_option("the bundled Shakespeare model")
+@click.option(
+    "--model",
+    "model_paths",
+    type=click.Path(),
+    multiple=True,
+    help="Checkpoint file, run folder or ONNX bundle folder [default: the bundled Shakespeare "
+    "model]. Translators: repeat it to score an ensemble (as seqgen translate does).",
+)
 @click.option(
     "--split",
     type=click.Choice(["val", "test"]),
@@ -115,7 +123,7 @@ def _under_torchrun() -> bool:
 @device_option
 @backend_option
 def evaluate(
-    model_path: str | None,
+    model_paths: tuple[str, ...],
     split: str | None,
     text_file: str | None,
     source_file: str | None,
@@ -126,18 +134,33 @@ def evaluate(
     device: str,
     backend: str,
 ) -> None:
-    """Generators: loss, perplexity, bits per token/char. Translators: BLEU and chrF."""
-    from seqgen.loading import load
+    """Generators: loss, perplexity, bits per token/char. Translators: BLEU and chrF (of an
+    ensemble, given --model more than once)."""
     from seqgen.task import task_named
 
     if split and (text_file or source_file):
         raise SeqgenError("give --split, or --file / --source and --reference, not both")
-    pipeline = load(model_path, device=device, backend=backend)
+    pipeline = _load_ensemble(model_paths, device=device, backend=backend)
     request = EvaluationRequest(
         split, text_file, source_file, reference_file, beam_size, shortlist, data_dir
     )
     for line in task_named(pipeline.task).hook("evaluate")(pipeline, request):
         click.echo(line)
+
+
+def _load_ensemble(paths: tuple[str, ...], *, device: str, backend: str) -> Any:
+    """The pipeline of one model (``seqgen.load``; none: the default bundled model), or of
+    several decoding as one through their task's ``ensemble`` hook."""
+    from seqgen.loading import load
+    from seqgen.task import task_named
+
+    if len(paths) < 2:
+        return load(paths[0] if paths else None, device=device, backend=backend)
+    pipelines = [load(path, device=device, backend=backend) for path in paths]
+    task = task_named(pipelines[0].task)
+    if "ensemble" not in task.hooks:
+        raise SeqgenError(f"{paths[0]} is a {task.title}; only translators decode as an ensemble")
+    return task.hook("ensemble")(pipelines, list(paths))
 
 
 @click.command()

@@ -37,5 +37,6 @@ TASK = Task(
         trainer="TranslationTrainer",
         command="cli:translate",
         check_recipe="config:check_recipe",
+        ensemble="ensemble:ensemble",
     ),
 )

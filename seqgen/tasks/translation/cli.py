@@ -17,7 +17,6 @@ from seqgen.cli.common import (
     backend_option,
     device_option,
     lines_options,
-    model_option,
     read_lines,
     shortlist_option,
     write_text,
@@ -28,7 +27,15 @@ _DEFAULT = "[default: the model's]"
 
 
 @click.command()
-@model_option("the bundled translator")
+@click.option(
+    "--model",
+    "model_paths",
+    type=click.Path(),
+    multiple=True,
+    help="Checkpoint file, run folder or ONNX bundle folder [default: the bundled translator]. "
+    "Repeat it to decode with an ensemble: the mean of the models' log-probabilities at every "
+    "step (they must share the target vocabulary; decoding defaults are the first model's).",
+)
 @lines_options("sentences")
 @click.option("--beam-size", type=int, default=None, help=f"1 is greedy {_DEFAULT}.")
 @click.option(
@@ -67,7 +74,7 @@ _DEFAULT = "[default: the model's]"
 @device_option
 @backend_option
 def translate(
-    model_path: str | None,
+    model_paths: tuple[str, ...],
     input_file: str,
     output_file: str,
     timing: bool,
@@ -78,16 +85,18 @@ def translate(
 ) -> None:
     """Translate sentences, one per line, keeping line alignment."""
     from seqgen.decoding.options import check_each
-    from seqgen.loading import load
+    from seqgen.tasks.translation.ensemble import load_ensemble
     from seqgen.tasks.translation.pipeline import TranslationOptions
 
     check_each(TranslationOptions, given)  # bad flags fail before a model is loaded
+    if attention_plot and len(model_paths) > 1:
+        raise SeqgenError("--attention-plot draws one model's attention; give one --model with it")
     if attention_plot:
         from seqgen.plotting.curves import matplotlib_pyplot
 
         matplotlib_pyplot()  # a missing extra fails before a model is loaded
     started = time.perf_counter()
-    translator = load(model_path, kind="translation", device=device, backend=backend)
+    translator = load_ensemble(model_paths, device=device, backend=backend)
     loaded = time.perf_counter()
     lines = read_lines(input_file)
     results = translator.translate_n_best(lines, **given)
