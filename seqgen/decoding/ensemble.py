@@ -12,14 +12,18 @@ of the sums), whereas a per-step ``log Z`` would differ from row to row and re-r
 something no member scored. The geometric mean gives a token that any member rules out
 (``-inf``, e.g. outside its lexical shortlist) ``-inf``.
 
-The ensemble offers no ``narrowed`` view: a member's top ``K`` leaves its other log-probs
-unknown, and a token in one member's top ``K`` but not another's has no exact mean. Every
-member returns its dense ``(rows, vocab)`` log-probs and the search ranks their mean.
+Members are never narrowed: a member's top ``K`` leaves its other log-probs unknown, and a
+token in one member's top ``K`` but not another's has no exact mean. Every member returns its
+dense ``(rows, vocab)`` log-probs; the ensemble's own ``narrowed`` view (greedy and beam
+search ask for it) averages them all and hands the search the top ``K`` of the exact mean
+(:func:`top_log_probs`), so that the search ranks ``K``, not ``vocab``, candidates per row.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -49,6 +53,30 @@ def average_log_probs(member_log_probs: Sequence[np.ndarray]) -> np.ndarray:
     return (total / len(member_log_probs)).astype(np.float32)
 
 
+def top_log_probs(log_probs: np.ndarray, candidates: int) -> TopLogProbs:
+    """Each row's ``candidates`` best of ``(rows, vocab)`` float32 log-probs, best first.
+
+    A member's lexical shortlist leaves most of a row ``-inf``, and numpy's argpartition is
+    about 9x slower on such runs of equal values (500 x 8,000, 97% ``-inf``: 98 against 11 ms);
+    it ranks distinct stand-ins for them instead, below every finite log-prob, and the values
+    returned are the log-probs themselves (``-inf`` where a row has fewer finite ones).
+    """
+    vocab = log_probs.shape[1]
+    keys = np.where(np.isneginf(log_probs), _stand_ins(vocab), log_probs)
+    best = np.argpartition(keys, vocab - candidates, axis=1)[:, vocab - candidates :]
+    values = np.take_along_axis(log_probs, best, axis=1)
+    order = np.argsort(-np.take_along_axis(keys, best, axis=1), axis=1)
+    token_ids = np.take_along_axis(best, order, axis=1).astype(np.int64)
+    return TopLogProbs(np.take_along_axis(values, order, axis=1), token_ids)
+
+
+@functools.cache
+def _stand_ins(vocab: int) -> np.ndarray:
+    """``(vocab,)`` float32 distinct values far below any log-prob: -1e30 - 1e26 x token id
+    (1e26 is over a thousand float32 steps at these magnitudes)."""
+    return np.float32(-1e30) - np.arange(vocab, dtype=np.float32) * np.float32(1e26)
+
+
 class EnsembleStep:
     """N step functions as one: the mean of their log-probs at every step.
 
@@ -56,25 +84,39 @@ class EnsembleStep:
     same piece to every member). Each keeps its own state, backend and device.
     """
 
+    candidates: int | None = None  # set on the narrowed view
+
     def __init__(self, members: Sequence[StepFunction]) -> None:
         if len(members) < 2:
             raise ValueError(f"an ensemble needs at least two members, got {len(members)}")
         self.members = tuple(members)
+
+    def narrowed(self, candidates: int) -> EnsembleStep:
+        """A view whose steps return the top ``candidates`` of the mean per row
+        (``seqgen.decoding.contract.narrowed``); the members stay dense."""
+        view = copy.copy(self)
+        view.candidates = candidates
+        return view
 
     @property
     def device(self) -> Any:
         """The first member's device (where the pipeline sizes its batches for)."""
         return getattr(self.members[0], "device", "cpu")
 
-    def step(self, tokens: np.ndarray, state: EnsembleState) -> tuple[np.ndarray, EnsembleState]:
-        """``tokens`` ``(rows,)`` -> the mean log-probs ``(rows, vocab)`` float32 and the
-        members' new states."""
+    def step(
+        self, tokens: np.ndarray, state: EnsembleState
+    ) -> tuple[np.ndarray | TopLogProbs, EnsembleState]:
+        """``tokens`` ``(rows,)`` -> the mean log-probs ``(rows, vocab)`` float32 (narrowed:
+        each row's best of them) and the members' new states."""
         stepped = [
             member.step(tokens, member_state)
             for member, member_state in zip(self.members, state, strict=True)
         ]
         log_probs = average_log_probs([member_log_probs for member_log_probs, _ in stepped])
-        return log_probs, tuple(new_state for _, new_state in stepped)
+        new_state = tuple(member_state for _, member_state in stepped)
+        if self.candidates is None or self.candidates >= log_probs.shape[1]:
+            return log_probs, new_state
+        return top_log_probs(log_probs, self.candidates), new_state
 
     def select(self, state: EnsembleState, rows: np.ndarray) -> EnsembleState:
         """The same ``rows`` ``(new_rows,)`` of every member's state."""

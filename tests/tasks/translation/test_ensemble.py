@@ -16,7 +16,7 @@ import torch
 from click.testing import CliRunner, Result
 
 from seqgen.cli import main
-from seqgen.decoding.ensemble import EnsembleStep, average_log_probs
+from seqgen.decoding.ensemble import EnsembleStep, average_log_probs, top_log_probs
 from seqgen.errors import SeqgenError
 from seqgen.loading import load
 from seqgen.recipes import recipe_from_dict, recipe_to_dict
@@ -155,6 +155,20 @@ def test_averaging_keeps_minus_infinity_and_refuses_narrowed_or_unequal_members(
         average_log_probs([first, first[:, :2]])
     with pytest.raises(ValueError, match="at least two"):
         EnsembleStep([object()])  # type: ignore[list-item]
+
+
+def test_the_narrowed_view_gives_each_rows_best_of_the_mean_best_first() -> None:
+    log_probs = np.full((3, 50), -np.inf, dtype=np.float32)
+    log_probs[0] = -np.arange(50, dtype=np.float32)[::-1]  # every token finite
+    log_probs[1, [7, 30, 3, 41, 12]] = [-2.0, -0.5, -4.0, -1.0, -3.0]  # a shortlist of 5
+    log_probs[2, [9, 2]] = [-1.0, -0.25]  # fewer finite than asked for
+    top = top_log_probs(log_probs, 4)
+    np.testing.assert_array_equal(top.values[0], [0, -1, -2, -3])
+    np.testing.assert_array_equal(top.token_ids[0], [49, 48, 47, 46])
+    np.testing.assert_array_equal(top.values[1], [-0.5, -1, -2, -3])
+    np.testing.assert_array_equal(top.token_ids[1], [30, 41, 7, 12])
+    np.testing.assert_array_equal(top.values[2], [-0.25, -1, -np.inf, -np.inf])
+    np.testing.assert_array_equal(top.token_ids[2, :2], [2, 9])
 
 
 def test_members_sharing_a_shortlist_keep_it_and_others_score_every_token(
