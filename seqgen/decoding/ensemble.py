@@ -70,6 +70,25 @@ def top_log_probs(log_probs: np.ndarray, candidates: int) -> TopLogProbs:
     return TopLogProbs(np.take_along_axis(values, order, axis=1), token_ids)
 
 
+def _narrowed_mean(member_log_probs: list[np.ndarray], candidates: int) -> np.ndarray | TopLogProbs:
+    """The top ``candidates`` of the members' mean per row, or where the members allow no
+    more tokens than that, the whole mean ``(rows, vocab)``.
+
+    Only the tokens the first member scores in some row are averaged: any other is ``-inf``
+    in the mean (with lexical shortlists, the batch's union: about 2,500 of 8,000 tokens).
+    """
+    first = member_log_probs[0]
+    columns = np.flatnonzero(np.isfinite(first).any(axis=0))  # (M,)
+    if columns.size <= candidates:
+        return average_log_probs(member_log_probs)
+    if columns.size < first.shape[1]:
+        member_log_probs = [log_probs[:, columns] for log_probs in member_log_probs]
+    top = top_log_probs(average_log_probs(member_log_probs), candidates)
+    if columns.size == first.shape[1]:
+        return top
+    return TopLogProbs(top.values, columns[top.token_ids])
+
+
 @functools.cache
 def _stand_ins(vocab: int) -> np.ndarray:
     """``(vocab,)`` float32 distinct values far below any log-prob: -1e30 - 1e26 x token id
@@ -112,11 +131,11 @@ class EnsembleStep:
             member.step(tokens, member_state)
             for member, member_state in zip(self.members, state, strict=True)
         ]
-        log_probs = average_log_probs([member_log_probs for member_log_probs, _ in stepped])
         new_state = tuple(member_state for _, member_state in stepped)
-        if self.candidates is None or self.candidates >= log_probs.shape[1]:
-            return log_probs, new_state
-        return top_log_probs(log_probs, self.candidates), new_state
+        member_log_probs = [log_probs for log_probs, _ in stepped]
+        if self.candidates is None:
+            return average_log_probs(member_log_probs), new_state
+        return _narrowed_mean(member_log_probs, self.candidates), new_state
 
     def select(self, state: EnsembleState, rows: np.ndarray) -> EnsembleState:
         """The same ``rows`` ``(new_rows,)`` of every member's state."""
