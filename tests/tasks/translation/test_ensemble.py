@@ -16,6 +16,7 @@ import torch
 from click.testing import CliRunner, Result
 
 from seqgen.cli import main
+from seqgen.decoding.contract import TopLogProbs
 from seqgen.decoding.ensemble import EnsembleStep, average_log_probs, top_log_probs
 from seqgen.errors import SeqgenError
 from seqgen.loading import load
@@ -180,8 +181,15 @@ def test_members_sharing_a_shortlist_keep_it_and_others_score_every_token(
     shortlist = shortlist_of(same.step_function)
     assert shortlist is not None and shortlist[0].shape[1] == 2
     sources = same.encode_sources(SENTENCES[2:])
-    kept, _ = ensemble([same, twin]).step_function.start(sources)
+    pair = ensemble([same, twin]).step_function
+    kept, tokens = pair.start(sources)
     assert all(OUTPUT_IDS in state for state in kept)
+    # The narrowed view: the best of the mean over the shortlisted tokens, as the dense mean.
+    dense, _ = pair.step(tokens, kept)
+    top, _ = pair.narrowed(5).step(tokens, kept)
+    assert isinstance(top, TopLogProbs) and top.values.shape == (3, 5)
+    np.testing.assert_array_equal(top.values, -np.sort(-dense, axis=1)[:, :5])
+    np.testing.assert_array_equal(np.take_along_axis(dense, top.token_ids, axis=1), top.values)
     dropped, tokens = ensemble([same, different]).step_function.start(sources)
     assert not any(OUTPUT_IDS in state for state in dropped)
     log_probs, _ = ensemble([same, different]).step_function.step(tokens, dropped)
