@@ -584,17 +584,20 @@ def test_an_input_fed_int8_step_has_no_float32_weight_product_left(
     """With input feeding the first layer's weight on the fed-back vector is a slice of its
     input weight (the embedding's share is the gate table): that product is int8 too."""
     checkpoint = save_tiny_translator(tmp_path / "translator.safetensors", cell=cell)
-    bundle = export_bundle(checkpoint, tmp_path / "float32")
     int8_bundle = export_bundle(checkpoint, tmp_path / "int8", int8=True)
     ops = [node.op_type for node in onnx.load(str(int8_bundle / "step.onnx")).graph.node]
     assert ops.count("MatMulIntegerToFloat") == 4  # hidden, feed, attention out, output
     assert "Gemm" not in ops and "Slice" not in ops
     sources = make_sources(SOURCE_LENGTHS[7], 20)
+    # Against PyTorch, which a float32 bundle matches within 1e-4 (tested above): one export
+    # fewer, in a suite whose time goes mostly to exporting.
     log_probs = []
-    for folder in (bundle, int8_bundle):
-        step_function = load_bundle(folder, device="cpu", threads=1).step_function
+    for step_function in (
+        load(checkpoint, device="cpu").step_function,
+        load_bundle(int8_bundle, device="cpu", threads=1).step_function,
+    ):
         state, tokens = step_function.start(sources)
-        log_probs.append(step_function.step(tokens, state)[0])
+        log_probs.append(np.asarray(step_function.step(tokens, state)[0]))
     expected, got = log_probs
     assert 0 < np.abs(got - expected).max() < 0.1
 
