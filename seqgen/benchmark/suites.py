@@ -1,7 +1,7 @@
 """The measurements of ``seqgen bench``, each returning :class:`Result` rows.
 
 Models and batch sizes come from the recipes stored in the checkpoints (by default the
-bundled ones, whose recipes are ``recipes/shakespeare-char-lstm.toml`` and
+bundled ones, whose recipes are ``recipes/shakespeare-char-lstm-long.toml`` and
 ``recipes/multi30k-de-en.toml``), with ``--set`` overrides on top. Training runs real
 optimizer steps of the real trainers on the real corpora, in a temporary run folder.
 """
