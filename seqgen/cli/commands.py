@@ -18,6 +18,7 @@ from seqgen.cli.common import (
     data_dir_option,
     device_option,
     model_option,
+    models_option,
     shortlist_option,
     write_text,
 )
@@ -82,13 +83,9 @@ def _under_torchrun() -> bool:
 
 
 @click.command()
-@click.option(
-    "--model",
-    "model_paths",
-    type=click.Path(),
-    multiple=True,
-    help="Checkpoint file, run folder or ONNX bundle folder [default: the bundled Shakespeare "
-    "model]. Translators: repeat it to score an ensemble (as seqgen translate does).",
+@models_option(
+    "the bundled Shakespeare model",
+    "Translators: repeat it to score an ensemble (as seqgen translate does).",
 )
 @click.option(
     "--split",

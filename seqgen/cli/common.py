@@ -49,6 +49,18 @@ def model_option(default: str, *, bundles: bool = True) -> Any:
     return click.option("--model", "model_path", type=click.Path(), default=None, help=help_text)
 
 
+def models_option(default: str, repeated: str) -> Any:
+    """``--model`` given once or more (``model_paths``, a tuple; empty: ``default``); the
+    help says what ``repeated`` models do."""
+    return click.option(
+        "--model",
+        "model_paths",
+        type=click.Path(),
+        multiple=True,
+        help=f"Checkpoint file, run folder or ONNX bundle folder [default: {default}]. {repeated}",
+    )
+
+
 def lines_options(what: str) -> Any:
     """``--input`` (UTF-8 ``what``, one per line; default stdin) and ``--output`` (one line
     per input line, written atomically; default stdout)."""

@@ -17,6 +17,7 @@ from seqgen.cli.common import (
     backend_option,
     device_option,
     lines_options,
+    models_option,
     read_lines,
     shortlist_option,
     write_text,
@@ -27,12 +28,8 @@ _DEFAULT = "[default: the model's]"
 
 
 @click.command()
-@click.option(
-    "--model",
-    "model_paths",
-    type=click.Path(),
-    multiple=True,
-    help="Checkpoint file, run folder or ONNX bundle folder [default: the bundled translator]. "
+@models_option(
+    "the bundled translator",
     "Repeat it to decode with an ensemble: the mean of the models' log-probabilities at every "
     "step (they must share the target vocabulary; decoding defaults are the first model's).",
 )
