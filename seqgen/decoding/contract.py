@@ -62,6 +62,24 @@ class TopLogProbs:
         return full
 
 
+@dataclass(frozen=True)
+class ColumnLogProbs:
+    """Log-probs of some tokens only: what a member's ``compact_step`` may return to an
+    ensemble (:mod:`seqgen.decoding.ensemble`), so that members sharing a lexical shortlist
+    are averaged over its ``M`` tokens, not the whole vocabulary; every other token is
+    ``-inf``."""
+
+    values: np.ndarray  # (rows, M) float32, column j is token columns[j]
+    columns: np.ndarray  # (M,) int64, sorted token ids
+    vocab_size: int
+
+    def dense(self) -> np.ndarray:
+        """``(rows, vocab_size)`` log-probs, ``-inf`` outside ``columns``."""
+        full = np.full((self.values.shape[0], self.vocab_size), -np.inf, dtype=self.values.dtype)
+        full[:, self.columns] = self.values
+        return full
+
+
 class StepFunction(Protocol):
     """What search needs from a model: one step, and a gather of rows."""
 

@@ -13,10 +13,13 @@ something no member scored. The geometric mean gives a token that any member rul
 (``-inf``, e.g. outside its lexical shortlist) ``-inf``.
 
 Members are never narrowed: a member's top ``K`` leaves its other log-probs unknown, and a
-token in one member's top ``K`` but not another's has no exact mean. Every member returns its
-dense ``(rows, vocab)`` log-probs; the ensemble's own ``narrowed`` view (greedy and beam
-search ask for it) averages them all and hands the search the top ``K`` of the exact mean
-(:func:`top_log_probs`), so that the search ranks ``K``, not ``vocab``, candidates per row.
+token in one member's top ``K`` but not another's has no exact mean. Every member returns all
+its log-probs; the ensemble's own ``narrowed`` view (greedy and beam search ask for it)
+averages them and hands the search the top ``K`` of the exact mean (:func:`top_log_probs`),
+so that the search ranks ``K``, not ``vocab``, candidates per row. A member with a
+``compact_step`` may return them over a lexical shortlist's ``M`` tokens only
+(:class:`ColumnLogProbs`); where every member does so over the same tokens, the mean is
+taken over those ``M`` columns (a third of the vocabulary), else each is made dense first.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from seqgen.decoding.contract import State, StepFunction, TopLogProbs
+from seqgen.decoding.contract import ColumnLogProbs, State, StepFunction, TopLogProbs
 
 EnsembleState = tuple[State, ...]
 """The members' states, in the members' order."""
@@ -38,17 +41,24 @@ EnsembleState = tuple[State, ...]
 def average_log_probs(member_log_probs: Sequence[np.ndarray]) -> np.ndarray:
     """The mean of N ``(rows, vocab)`` float32 log-prob arrays, as float32 ``(rows, vocab)``.
 
-    Summed in float64, so that N equal arrays give that array back bit for bit (an ensemble
-    of a model with itself decodes as the model does); a ``-inf`` in any member stays ``-inf``.
+    Exactly the float64 mean rounded once to float32, so that N equal arrays give that array
+    back bit for bit (an ensemble of a model with itself decodes as the model does); a
+    ``-inf`` in any member stays ``-inf``. Two members are summed in float32: ``(a + b) / 2``
+    rounds once either way (halving is exact), at half the memory traffic.
     """
-    total = np.zeros(member_log_probs[0].shape, dtype=np.float64)
+    first = member_log_probs[0]
     for log_probs in member_log_probs:
         if isinstance(log_probs, TopLogProbs):
             raise TypeError("an ensemble averages every log-prob; its members must not narrow")
-        if log_probs.shape != total.shape:
+        if log_probs.shape != first.shape:
             raise ValueError(
-                f"members' log-probs differ in shape: {log_probs.shape} and {total.shape}"
+                f"members' log-probs differ in shape: {log_probs.shape} and {first.shape}"
             )
+    if len(member_log_probs) == 2 and all(lp.dtype == np.float32 for lp in member_log_probs):
+        total = np.add(first, member_log_probs[1])
+        return np.multiply(total, np.float32(0.5), out=total)
+    total = np.zeros(first.shape, dtype=np.float64)
+    for log_probs in member_log_probs:
         total += log_probs
     return (total / len(member_log_probs)).astype(np.float32)
 
@@ -70,23 +80,63 @@ def top_log_probs(log_probs: np.ndarray, candidates: int) -> TopLogProbs:
     return TopLogProbs(np.take_along_axis(values, order, axis=1), token_ids)
 
 
-def _narrowed_mean(member_log_probs: list[np.ndarray], candidates: int) -> np.ndarray | TopLogProbs:
+def _narrowed_mean(
+    member_log_probs: list[np.ndarray], columns: ColumnLogProbs | None, candidates: int
+) -> np.ndarray | TopLogProbs:
     """The top ``candidates`` of the members' mean per row, or where the members allow no
     more tokens than that, the whole mean ``(rows, vocab)``.
 
-    Only the tokens the first member scores in some row are averaged: any other is ``-inf``
-    in the mean (with lexical shortlists, the batch's union: about 2,500 of 8,000 tokens).
+    ``member_log_probs`` are ``(rows, vocab)``, or ``(rows, M)`` over ``columns.columns``
+    (every member's alike). Only the columns the first member scores in some row are
+    averaged: any other is ``-inf`` in the mean (with lexical shortlists, the batch's union,
+    about 2,500 of 8,000 tokens, less the sentences search has finished).
     """
     first = member_log_probs[0]
-    columns = np.flatnonzero(np.isfinite(first).any(axis=0))  # (M,)
-    if columns.size <= candidates:
-        return average_log_probs(member_log_probs)
-    if columns.size < first.shape[1]:
-        member_log_probs = [log_probs[:, columns] for log_probs in member_log_probs]
+    finite = np.flatnonzero(np.isfinite(first).any(axis=0))  # (M',)
+    if finite.size <= candidates:
+        return _dense(average_log_probs(member_log_probs), columns)
+    if finite.size < first.shape[1]:
+        member_log_probs = [log_probs[:, finite] for log_probs in member_log_probs]
     top = top_log_probs(average_log_probs(member_log_probs), candidates)
-    if columns.size == first.shape[1]:
-        return top
-    return TopLogProbs(top.values, columns[top.token_ids])
+    token_ids = top.token_ids if finite.size == first.shape[1] else finite[top.token_ids]
+    if columns is not None:  # columns of the shortlist -> token ids
+        token_ids = columns.columns[token_ids]
+    return TopLogProbs(top.values, token_ids)
+
+
+def _dense(mean: np.ndarray, columns: ColumnLogProbs | None) -> np.ndarray:
+    """``mean`` ``(rows, vocab)``, or ``(rows, M)`` over ``columns`` made ``(rows, vocab)``."""
+    if columns is None:
+        return mean
+    return ColumnLogProbs(mean, columns.columns, columns.vocab_size).dense()
+
+
+def _common_columns(
+    member_log_probs: list[np.ndarray | ColumnLogProbs],
+) -> tuple[list[np.ndarray], ColumnLogProbs | None]:
+    """The members' log-probs as arrays over the same columns: their ``(rows, M)`` values
+    and the first member's :class:`ColumnLogProbs` where all share its columns (the same
+    shortlist, the same sources), else every member's ``(rows, vocab)``."""
+    first = member_log_probs[0]
+    if isinstance(first, ColumnLogProbs) and all(
+        isinstance(other, ColumnLogProbs)
+        and (other.columns is first.columns or np.array_equal(other.columns, first.columns))
+        for other in member_log_probs[1:]
+    ):
+        return [log_probs.values for log_probs in member_log_probs], first  # type: ignore[union-attr]
+    return [
+        log_probs.dense() if isinstance(log_probs, ColumnLogProbs) else log_probs
+        for log_probs in member_log_probs
+    ], None
+
+
+def _compact_step(
+    member: StepFunction, tokens: np.ndarray, state: State
+) -> tuple[np.ndarray | ColumnLogProbs, State]:
+    """``member.compact_step`` where it has one (log-probs over its shortlist), else its
+    ``step``."""
+    compact = getattr(member, "compact_step", None)
+    return compact(tokens, state) if compact is not None else member.step(tokens, state)
 
 
 @functools.cache
@@ -128,14 +178,14 @@ class EnsembleStep:
         """``tokens`` ``(rows,)`` -> the mean log-probs ``(rows, vocab)`` float32 (narrowed:
         each row's best of them) and the members' new states."""
         stepped = [
-            member.step(tokens, member_state)
+            _compact_step(member, tokens, member_state)
             for member, member_state in zip(self.members, state, strict=True)
         ]
         new_state = tuple(member_state for _, member_state in stepped)
-        member_log_probs = [log_probs for log_probs, _ in stepped]
+        member_log_probs, columns = _common_columns([log_probs for log_probs, _ in stepped])
         if self.candidates is None:
-            return average_log_probs(member_log_probs), new_state
-        return _narrowed_mean(member_log_probs, self.candidates), new_state
+            return _dense(average_log_probs(member_log_probs), columns), new_state
+        return _narrowed_mean(member_log_probs, columns, self.candidates), new_state
 
     def select(self, state: EnsembleState, rows: np.ndarray) -> EnsembleState:
         """The same ``rows`` ``(new_rows,)`` of every member's state."""

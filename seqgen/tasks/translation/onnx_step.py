@@ -28,7 +28,8 @@ int64, the tokens to score (the union of the batch's shortlists,
 ``(rows, M)``, each row normalised over its own sentence's shortlist. ``start`` computes both
 from the bundle's table (:meth:`OnnxTranslatorStep.use_shortlist`), or passes every token id
 and a mask of zeros for ``shortlist=False``; the mask is per sentence like the source side.
-Search still sees token ids and ``(rows, vocab)`` log-probs.
+Search still sees token ids and ``(rows, vocab)`` log-probs (an ensemble may take the
+``(rows, M)`` ones, :meth:`OnnxTranslatorStep.compact_step`).
 
 Graphs of bundle format 1 took the source side once per row; they are refused
 (:func:`translator_state_names`): a graph cannot be migrated without its checkpoint.
@@ -45,7 +46,7 @@ import numpy as np
 import onnxruntime
 
 from seqgen.cores import available_cores
-from seqgen.decoding.contract import State, TopLogProbs
+from seqgen.decoding.contract import ColumnLogProbs, State, TopLogProbs
 from seqgen.decoding.onnx_session import (
     NEW_PREFIX,
     SELECTED_PREFIX,
@@ -190,6 +191,17 @@ class OnnxTranslatorStep(DeviceState):
     def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray | TopLogProbs, State]:
         """``tokens`` ``(rows,)`` -> ``log_probs`` ``(rows, vocab)`` float32 (or each row's
         top candidates, narrowed) and the new state."""
+        log_probs, new_state = self.compact_step(tokens, state)
+        if isinstance(log_probs, ColumnLogProbs):
+            return log_probs.dense(), new_state  # -inf for the tokens off the shortlist
+        return log_probs, new_state
+
+    def compact_step(
+        self, tokens: np.ndarray, state: State
+    ) -> tuple[np.ndarray | ColumnLogProbs | TopLogProbs, State]:
+        """:meth:`step`, but a shortlisted graph's ``(rows, M)`` log-probs come back as they
+        are, over ``OUTPUT_IDS`` (:class:`ColumnLogProbs`): an ensemble whose members share
+        the shortlist averages those ``M`` columns, not ``vocab``."""
         tokens = np.ascontiguousarray(tokens, dtype=np.int64)
         if len(tokens) == 1 and self.device == "cpu":
             return self._one_row_as_two(tokens, state)
@@ -201,10 +213,7 @@ class OnnxTranslatorStep(DeviceState):
             inputs, [NEW_PREFIX + name for name in self.recurrent_names]
         )
         if self.takes_output_ids and isinstance(log_probs, np.ndarray):
-            # (rows, M) over the shortlist -> (rows, vocab), -inf for the other tokens
-            full = np.full((len(tokens), self.vocab_size), -np.inf, dtype=log_probs.dtype)
-            full[:, state[OUTPUT_IDS]] = log_probs
-            log_probs = full
+            log_probs = ColumnLogProbs(log_probs, state[OUTPUT_IDS], self.vocab_size)
         new_state = dict(state)
         new_state.update((name, outputs[NEW_PREFIX + name]) for name in self.recurrent_names)
         return log_probs, new_state
@@ -231,7 +240,7 @@ class OnnxTranslatorStep(DeviceState):
 
     def _one_row_as_two(
         self, tokens: np.ndarray, state: State
-    ) -> tuple[np.ndarray | TopLogProbs, State]:
+    ) -> tuple[np.ndarray | ColumnLogProbs | TopLogProbs, State]:
         """:meth:`step` of one row, run as two copies of it. ONNX Runtime's CPU matrix
         product takes another kernel for a single row (a matrix-vector product, whose sums
         run in another order), so a sentence decoded alone differed in the last bits from
@@ -242,15 +251,17 @@ class OnnxTranslatorStep(DeviceState):
         The copy is a sentence of its own, as in a batch of one row per sentence: two rows of
         one sentence would attend as a product of two rows, another kernel again."""
         pair = np.zeros(2, dtype=np.int64)
-        log_probs, new_state = self.step(
+        log_probs, new_state = self.compact_step(
             np.repeat(tokens, 2), self._select(state, pair, separate=True)
         )
         first = np.zeros(1, dtype=np.int64)
         if isinstance(log_probs, TopLogProbs):
-            return TopLogProbs(log_probs.values[:1], log_probs.token_ids[:1]), self.select(
-                new_state, first
-            )
-        return log_probs[:1], self.select(new_state, first)
+            log_probs = TopLogProbs(log_probs.values[:1], log_probs.token_ids[:1])
+        elif isinstance(log_probs, ColumnLogProbs):
+            log_probs = ColumnLogProbs(log_probs.values[:1], log_probs.columns, self.vocab_size)
+        else:
+            log_probs = log_probs[:1]
+        return log_probs, self.select(new_state, first)
 
     def select(self, state: State, rows: np.ndarray) -> State:
         """Gather ``rows`` of the state, and its source side once per sentence (on the host

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from seqgen.decoding.contract import State, TopLogProbs
+from seqgen.decoding.contract import ColumnLogProbs, State, TopLogProbs
 from seqgen.decoding.torch_step import (
     GateTable,
     TorchStep,
@@ -127,6 +127,31 @@ class TranslatorStep(TorchStep):
         token_ids = to_device(tokens, self.device)
         if self._graphable(state):
             return self._graphed_step(token_ids, state)
+        logits, new_state = self._logits(token_ids, state)
+        vocab_size = self.model.target_vocab_size
+        log_probs = self._log_probs(
+            logits, state.get(OUTPUT_IDS), vocab_size, masked=state.get(OUTPUT_MASK) is not None
+        )
+        return log_probs, new_state
+
+    @torch.inference_mode()
+    def compact_step(
+        self, tokens: np.ndarray, state: State
+    ) -> tuple[np.ndarray | ColumnLogProbs | TopLogProbs, State]:
+        """:meth:`step`, but with a shortlist the ``(rows, M)`` log-probs over ``OUTPUT_IDS``
+        (:class:`ColumnLogProbs`), not scattered into ``(rows, vocab)``: an ensemble whose
+        members share the shortlist averages those ``M`` columns only."""
+        output_ids = state.get(OUTPUT_IDS)
+        if output_ids is None or self.candidates is not None:
+            return self.step(tokens, state)
+        logits, new_state = self._logits(to_device(tokens, self.device), state)
+        log_probs = torch.log_softmax(logits.float(), dim=-1)  # as _log_probs computes it
+        columns, values = to_host(output_ids, log_probs)
+        return ColumnLogProbs(values, columns, self.model.target_vocab_size), new_state
+
+    def _logits(self, token_ids: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """``token_ids`` ``(rows,)`` -> logits ``(rows, M or vocab)``, each row kept to its
+        sentence's shortlist (``-inf`` elsewhere), and the new state."""
         with eval_mode(self.model):
             logits, new_state = self.model.step(
                 token_ids, dict(state), state.get(OUTPUT_LAYER), state.get(EMBEDDING_GATES)
@@ -134,11 +159,7 @@ class TranslatorStep(TorchStep):
         mask = state.get(OUTPUT_MASK)
         if mask is not None:  # each row to its own sentence's shortlist, before the softmax
             logits = add_sentence_mask(logits.float(), mask)
-        vocab_size = self.model.target_vocab_size
-        log_probs = self._log_probs(
-            logits, state.get(OUTPUT_IDS), vocab_size, masked=mask is not None
-        )
-        return log_probs, new_state
+        return logits, new_state
 
     def _graphable(self, state: State) -> bool:
         """Whether :meth:`step` replays a graph: with graphs, for a narrowed view that
