@@ -158,6 +158,20 @@ def test_averaging_keeps_minus_infinity_and_refuses_narrowed_or_unequal_members(
         EnsembleStep([object()])  # type: ignore[list-item]
 
 
+@pytest.mark.parametrize("members", [2, 3])
+def test_the_mean_is_the_float64_mean_rounded_once(members: int) -> None:
+    """Two members are summed in float32 (one rounding, halving is exact), more in float64:
+    either way the float64 mean rounded once to float32, bit for bit."""
+    generator = np.random.default_rng(members)
+    arrays = [
+        np.log(generator.dirichlet(np.ones(300), size=40)).astype(np.float32)
+        for _ in range(members)
+    ]
+    arrays[0][:, :7] = -np.inf
+    expected = (np.sum(np.stack(arrays).astype(np.float64), axis=0) / members).astype(np.float32)
+    np.testing.assert_array_equal(average_log_probs(arrays), expected)
+
+
 def test_the_narrowed_view_gives_each_rows_best_of_the_mean_best_first() -> None:
     log_probs = np.full((3, 50), -np.inf, dtype=np.float32)
     log_probs[0] = -np.arange(50, dtype=np.float32)[::-1]  # every token finite
