@@ -162,7 +162,7 @@ class EnsembleStep:
 
     def narrowed(self, candidates: int) -> EnsembleStep:
         """A view whose steps return the top ``candidates`` of the mean per row
-        (``seqgen.decoding.contract.narrowed``); the members stay dense."""
+        (``seqgen.decoding.contract.narrowed``); the members are never narrowed."""
         view = copy.copy(self)
         view.candidates = candidates
         return view
