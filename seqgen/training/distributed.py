@@ -206,6 +206,10 @@ def named_failures(distributed: Distributed) -> Iterator[None]:
         peer = isinstance(error, dist.DistError) or any(word in text for word in _PEER_FAILURES)
         if not distributed.enabled or not peer:
             raise
+        # The group is broken for good: leave it now. Left to the interpreter's exit, gloo's
+        # threads were sometimes destroyed still running, and the process aborted (SIGABRT,
+        # "terminate called without an active exception") after printing its one line.
+        stop()
         raise DistributedError(
             f"rank {distributed.rank} of {distributed.world_size}: another training process "
             f"stopped or stalled ({_first_line(error)}); training stopped; the run folder "
