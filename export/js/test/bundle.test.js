@@ -50,8 +50,12 @@ test('a translator bundle of format 1 is refused in one line; other kinds of for
 
 test('a folder without a manifest, or no folder, is not a bundle', async () => {
   const empty = fs.mkdtempSync(path.join(os.tmpdir(), 'not-a-bundle-'));
-  await assert.rejects(openBundle(empty), oneLine(/manifest\.json/));
-  await assert.rejects(openBundle(path.join(empty, 'nothing')), oneLine(/no such folder/));
+  try {
+    await assert.rejects(openBundle(empty), oneLine(/manifest\.json/));
+    await assert.rejects(openBundle(path.join(empty, 'nothing')), oneLine(/no such folder/));
+  } finally {
+    fs.rmSync(empty, { recursive: true, force: true }); // each run left one behind before
+  }
 });
 
 test('word tokens split and join as seqgen/text/word.py', () => {
