@@ -1,7 +1,10 @@
 """The web page (export/web) in headless Chromium, driven by playwright-core: it loads the
 bundled translator served as static files, translates what is typed (offline once loaded)
 as Python does, and shows bad input as a visible message. Headless Chromium here has no GPU
-(navigator.gpu gives no adapter): asked for WebGPU, the page says so and runs WebAssembly."""
+(navigator.gpu gives no adapter): asked for WebGPU, the page says so and runs WebAssembly.
+With --enable-unsafe-webgpu it gives a software adapter (SwiftShader, Vulkan on the CPU), and
+the page runs onnxruntime-web's WebGPU build on it (the last test; in this file so that it
+shares the exported bundle with the others under pytest-xdist's --dist loadfile)."""
 
 from __future__ import annotations
 
@@ -75,4 +78,46 @@ def test_browser_page_classifies_as_python_does(
     assert [typed["output"] for typed in page["typed"]] == expected
     assert page["longLine"] is not None and "the model reads the first 80" in page["longLine"]
     assert page["backend"] == "wasm" and page["notice"] is None  # auto, without an adapter
+    assert page["consoleErrors"] == []
+
+
+def test_browser_page_translates_on_webgpu_as_python_does(
+    node_package: Path, bundled: Callable[[str], Path], data_dir: str, tmp_path: Path
+) -> None:
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install chromium chromium-driver)")
+    if not (node_package / "node_modules" / "playwright-core").is_dir():
+        pytest.skip("playwright-core is not installed: npm ci --prefix export/js")
+    bundle = bundled("multi30k-de-en")
+    source = Path(data_dir) / "multi30k" / "test_2016_flickr.de.gz"
+    sentences = gzip.decompress(source.read_bytes()).decode("utf-8").splitlines()[:2]
+    (tmp_path / "sentences.txt").write_text("\n".join(sentences) + "\n", encoding="utf-8")
+    driver = node_package.parent / "web" / "test" / "drive-page.mjs"
+    command = [
+        "node", str(driver), str(bundle), str(tmp_path / "sentences.txt"),
+        "--chromium", CHROMIUM, "--backend", "webgpu", "--webgpu", "on",
+        "--type", "1", "--bench", "2", "--long-line", "off",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    page = json.loads(result.stdout)
+    if page["adapter"] is None:
+        pytest.skip("this Chromium gives no WebGPU adapter, even with --enable-unsafe-webgpu")
+    adapter = page["adapter"]
+    name = f"{adapter['vendor']} {adapter['architecture']}".strip() or "unnamed"
+    if adapter["fallback"]:
+        name += ", software"
+    # Bit parity is not promised on WebGPU (its shaders sum in other orders), so a near tie
+    # could one day pick another token; on SwiftShader these sentences give Python's text.
+    # The page runs WebGPU, says so in its title, and gives no notice of a fallback.
+    assert page["backend"] == "webgpu", page["notice"]
+    assert page["task"] == f"translator (ONNX Runtime Web, WebGPU: {name})"
+    assert page["notice"] is None
+    translator = load_bundle(bundle, device="cpu")
+    # Typed: the page's translation of one sentence (the model's default beam) is Python's.
+    assert [typed["output"] for typed in page["typed"]] == translator.translate(sentences[:1])
+    assert page["typed"][0]["error"] is None
+    # Both sentences at once, greedy and beam 5, as Python decodes the same batch.
+    assert page["bench"]["greedy"]["translations"] == translator.translate(sentences, beam_size=1)
+    assert page["bench"]["beam5"]["translations"] == translator.translate(sentences, beam_size=5)
     assert page["consoleErrors"] == []

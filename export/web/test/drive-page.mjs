@@ -4,11 +4,15 @@
 //
 //   node export/web/test/drive-page.mjs BUNDLE_DIR SENTENCES_FILE [--screenshot PNG]
 //       [--type N] [--bench N] [--chromium PATH] [--bad-bundle DIR] [--backend auto|wasm|webgpu]
-//       [--webgpu on]
+//       [--webgpu on] [--long-line off]
 //
 // --backend loads the page with ?backend=...; --webgpu on starts Chromium with
 // --enable-unsafe-webgpu, which gives headless Chromium without a GPU a software WebGPU
-// adapter (SwiftShader); without it, navigator.gpu gives no adapter.
+// adapter (SwiftShader); without it, navigator.gpu gives no adapter. With --webgpu on, the
+// output's `adapter` is what navigator.gpu.requestAdapter() gives the page's origin, asked
+// directly (not through the page's code): null where the browser gives none.
+// --long-line off skips the too-long line (40 copies of the first sentence, cut to the
+// model's limit), the slowest thing to translate on a software WebGPU adapter.
 // --bench N also times the model itself inside the page on the first N sentences (greedy and
 // beam 5, sentences per second); --bad-bundle loads the page with that folder and reports the
 // message it shows.
@@ -65,6 +69,7 @@ async function main() {
     result.task = await page.locator('#task').textContent();
     result.notice = (await page.locator('#notice').isVisible()) ? await page.locator('#notice').textContent() : null;
     result.pageLoadSeconds = (Date.now() - started) / 1000;
+    if (options.webgpu === 'on') result.adapter = await page.evaluate(probeAdapter);
     result.bundleLoadSeconds = Number(await page.locator('#status').getAttribute('data-load-seconds'));
     result.bytes = await page.evaluate(() => performance.getEntriesByType('resource').reduce((sum, e) => sum + (e.encodedBodySize || 0), 0));
     await context.setOffline(true); // from here on the page must need no network
@@ -73,7 +78,7 @@ async function main() {
     if (options.screenshot) await page.screenshot({ path: options.screenshot });
     const empty = await typeAndRead(page, ' ');
     result.emptyLine = { output: empty.output, timing: empty.timing, error: empty.error };
-    result.longLine = (await typeAndRead(page, `${lines[0]} `.repeat(40).trim())).error;
+    if (options.longLine !== 'off') result.longLine = (await typeAndRead(page, `${lines[0]} `.repeat(40).trim())).error;
     if (options.bench) result.bench = await bench(page, lines.slice(0, Number(options.bench)));
     await context.setOffline(false);
     if (options.badBundle) {
@@ -89,7 +94,15 @@ async function main() {
   process.stdout.write(`${JSON.stringify(result)}\n`);
 }
 
-/** Sentences per second of the model inside the page (WebAssembly), greedy and beam 5. */
+/** The WebGPU adapter the browser gives this origin: {vendor, architecture, fallback}, or null. */
+async function probeAdapter() {
+  const adapter = navigator.gpu ? await navigator.gpu.requestAdapter().catch(() => null) : null;
+  if (!adapter) return null;
+  const fallback = Boolean(adapter.isFallbackAdapter ?? adapter.info?.isFallbackAdapter);
+  return { vendor: adapter.info?.vendor ?? '', architecture: adapter.info?.architecture ?? '', fallback };
+}
+
+/** Sentences per second of the model inside the page (on its backend), greedy and beam 5. */
 function bench(page, lines) {
   return page.evaluate(async (sentences) => {
     const found = {};
