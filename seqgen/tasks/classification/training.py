@@ -150,7 +150,12 @@ class ClassificationTrainer(EpochTrainer):
         """Start the embedding rows of the vocabulary's words from their vectors; returns a
         line saying how many words had one."""
         tokens = self.tokenizer.vocabulary.to_list()  # a word tokenizer: check_recipe
-        found = copy_word_vectors(self.model.embedding.weight, tokens, vectors)
+        weight = self.model.embedding.weight
+        found = copy_word_vectors(weight, tokens, vectors)
+        # Words model.vector_words added never occur in training, so their rows never learn:
+        # columns past the vectors' hold zeros, not random values the network never saw.
+        with torch.no_grad():
+            weight[len(SPECIAL_TOKENS) + self.trained_words :, vectors.vectors.shape[1] :] = 0.0
         words = len(tokens) - len(SPECIAL_TOKENS)
         added = words - self.trained_words
         return (

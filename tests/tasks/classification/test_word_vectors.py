@@ -180,8 +180,10 @@ def test_vector_words_give_words_unseen_in_training_their_vectors(
     tokens = trainer.tokenizer.vocabulary.to_list()
     assert tokens == [*plain.tokenizer.vocabulary.to_list(), "absent"]  # the one unseen word
     assert trainer.model.embedding.weight.shape[0] == len(tokens)
-    row = trainer.model.embedding.weight[len(tokens) - 1, :GLOVE_DIMENSIONS].detach()
-    torch.testing.assert_close(row, torch.from_numpy(fake_glove["absent"]))
+    row = trainer.model.embedding.weight[len(tokens) - 1].detach()  # 64 wide
+    torch.testing.assert_close(row[:GLOVE_DIMENSIONS], torch.from_numpy(fake_glove["absent"]))
+    assert not row[GLOVE_DIMENSIONS:].any()  # never trained: zeros past the vector
+    assert trainer.model.embedding.weight[len(tokens) - 2, GLOVE_DIMENSIONS:].detach().all()
     assert trainer.vectors_note.endswith(", 1 of them added by model.vector_words")
 
 
