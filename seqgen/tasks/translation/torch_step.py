@@ -62,6 +62,13 @@ class TranslatorStep(TorchStep):
         # Shared by the narrowed views (a shallow copy shares it).
         self._graphs = TranslatorGraphs(model, top_log_probs) if cuda_graphs else None
 
+    @property
+    def uniform_rows(self) -> bool:
+        """Whether search should step a batch at the same rows per sentence throughout (beam
+        search's first step at every beam's row, not two per sentence): True with CUDA
+        graphs, where each other shape is a graph of its own to capture and keep."""
+        return self._graphs is not None
+
     @torch.inference_mode()
     def start(
         self, sources: Sequence[Sequence[int]], *, shortlist: bool = True
