@@ -301,6 +301,9 @@ class Decoder(nn.Module):
         if torch.onnx.is_in_onnx_export() and first is None:
             outputs, rnn_state = self.rnn(inputs.unsqueeze(1), rnn_state)
             return outputs[:, 0], rnn_state
+        if torch.onnx.is_in_onnx_export() and inputs.shape[-1] == 0 and self.rnn.num_layers == 1:
+            if isinstance(self.rnn, nn.LSTM):
+                return _lstm_on_gates(self.rnn, first, rnn_state)
         return step_cells(self.rnn, inputs, rnn_state, first)
 
     def _attentional(self, context: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
@@ -342,3 +345,24 @@ class Decoder(nn.Module):
             name: tensor.transpose(0, 1)
             for name, tensor in zip(self.rnn_state_names, tensors, strict=True)
         }
+
+
+def _lstm_on_gates(
+    rnn: nn.LSTM, first: EmbeddedGates | None, rnn_state: RnnState
+) -> tuple[torch.Tensor, RnnState]:
+    """A one-layer LSTM's step, for the step graph, when the gate table holds its whole input
+    product (no input feeding, Luong attention): ``first.gates`` ``(rows, 4 * hidden)`` plus
+    the recurrent product, then the cell, as ``torch.lstm_cell`` computes them. The exporter
+    wrote ``lstm_cell``'s input product as a Gemm over zero input columns that only copied
+    ``first.gates`` (``0 + gates``, exactly ``gates``); without it the graph computes the
+    same bits and skips a ``(rows, 4 * hidden)`` copy per step.
+
+    ``rnn_state``: ``hidden`` and ``cell`` ``(1, rows, hidden)``; returns the new hidden
+    state ``(rows, hidden)`` and both, layer-major."""
+    assert first is not None and isinstance(rnn_state, tuple)
+    hidden, cell = rnn_state[0][0], rnn_state[1][0]
+    gates = nn.functional.linear(hidden, rnn.weight_hh_l0, rnn.bias_hh_l0) + first.gates
+    input_gate, forget_gate, cell_gate, output_gate = gates.chunk(4, dim=1)
+    new_cell = torch.sigmoid(forget_gate) * cell + torch.sigmoid(input_gate) * torch.tanh(cell_gate)
+    new_hidden = torch.sigmoid(output_gate) * torch.tanh(new_cell)
+    return new_hidden, (new_hidden.unsqueeze(0), new_cell.unsqueeze(0))
