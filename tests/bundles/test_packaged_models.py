@@ -68,14 +68,27 @@ def test_inference_on_a_bundled_model_does_not_import_torch(name: str) -> None:
     assert done.stdout.split()[-1] == "False"
 
 
-def test_the_bundled_translator_decodes_as_its_checkpoint_on_pytorch() -> None:
-    bundle = seqgen.load("multi30k-de-en", device="cpu")
-    torch_model = seqgen.load("multi30k-de-en", device="cpu", backend="torch")
+ENGLISH = ["A dog runs.", "Two men play football on a meadow.", "A woman reads a book."]
+
+
+@pytest.mark.parametrize(
+    ("name", "sentences"), [("multi30k-de-en", SENTENCES), ("multi30k-en-de", ENGLISH)]
+)
+def test_the_bundled_translators_decode_as_their_checkpoints_on_pytorch(
+    name: str, sentences: list[str]
+) -> None:
+    bundle = seqgen.load(name, device="cpu")
+    torch_model = seqgen.load(name, device="cpu", backend="torch")
     assert type(bundle.step_function).__name__ == "OnnxTranslatorStep"
     assert type(torch_model.step_function).__name__ == "TranslatorStep"
     for beam_size in (1, 5):
-        expected = torch_model.translate(SENTENCES, beam_size=beam_size)
-        assert bundle.translate(SENTENCES, beam_size=beam_size) == expected
+        expected = torch_model.translate(sentences, beam_size=beam_size)
+        assert bundle.translate(sentences, beam_size=beam_size) == expected
+
+
+def test_the_bundled_en_de_translator_writes_german() -> None:
+    translated = seqgen.load("multi30k-en-de", device="cpu").translate(["A dog runs in the park."])
+    assert translated == ["Ein Hund rennt im Park."]
 
 
 def test_the_bundled_generator_and_classifiers_match_pytorch() -> None:

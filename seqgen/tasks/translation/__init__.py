@@ -31,7 +31,7 @@ TASK = Task(
     },
     graph_files=GRAPH_FILES,
     tokenizer_files=tuple(TOKENIZER_FILES.values()),
-    bundled_models={"multi30k-de-en": "multi30k-de-en"},
+    bundled_models={"multi30k-de-en": "multi30k-de-en", "multi30k-en-de": "multi30k-en-de"},
     hooks=Task.hooks_in(
         __name__,
         trainer="TranslationTrainer",
