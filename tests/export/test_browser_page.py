@@ -22,26 +22,54 @@ from seqgen.bundles.reader import load_bundle
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def test_browser_page_translates_as_python_does(
-    node_package: Path, bundled: Callable[[str], Path], data_dir: str, tmp_path: Path
-) -> None:
+def _skip_without_a_browser(node_package: Path) -> None:
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (apt-get install chromium chromium-driver)")
     if not (node_package / "node_modules" / "playwright-core").is_dir():
         pytest.skip("playwright-core is not installed: npm ci --prefix export/js")
-    bundle = bundled("multi30k-de-en")
+
+
+def _write_lines(lines: list[str], path: Path) -> Path:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _first_sentences(data_dir: str, count: int) -> list[str]:
+    """The first ``count`` German sentences of test_2016_flickr."""
     source = Path(data_dir) / "multi30k" / "test_2016_flickr.de.gz"
-    sentences = gzip.decompress(source.read_bytes()).decode("utf-8").splitlines()[:3]
-    (tmp_path / "sentences.txt").write_text("\n".join(sentences) + "\n", encoding="utf-8")
+    return gzip.decompress(source.read_bytes()).decode("utf-8").splitlines()[:count]
+
+
+def _drive_page(node_package: Path, bundle: Path, lines: Path, *options: str) -> dict:
+    """What export/web/test/drive-page.mjs reports of the page serving ``bundle``, typing
+    the lines of the file ``lines`` into it in headless Chromium."""
     driver = node_package.parent / "web" / "test" / "drive-page.mjs"
-    command = [
-        "node", str(driver), str(bundle), str(tmp_path / "sentences.txt"),
-        "--chromium", CHROMIUM, "--screenshot", str(tmp_path / "page.png"),
-        "--bad-bundle", "/web/no-such-bundle/", "--backend", "webgpu",
-    ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    command = ["node", str(driver), str(bundle), str(lines), "--chromium", str(CHROMIUM)]
+    result = subprocess.run([*command, *options], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    page = json.loads(result.stdout)
+    return json.loads(result.stdout)
+
+
+def _translation_page(
+    node_package: Path, bundle: Path, data_dir: str, tmp_path: Path, count: int, *options: str
+) -> tuple[list[str], dict]:
+    """The first ``count`` test_2016_flickr sentences and what the page serving the
+    translator ``bundle`` shows for them (``options``: drive-page.mjs's)."""
+    _skip_without_a_browser(node_package)
+    sentences = _first_sentences(data_dir, count)
+    lines = _write_lines(sentences, tmp_path / "sentences.txt")
+    return sentences, _drive_page(node_package, bundle, lines, *options)
+
+
+def test_browser_page_translates_as_python_does(
+    node_package: Path, bundled: Callable[[str], Path], data_dir: str, tmp_path: Path
+) -> None:
+    bundle = bundled("multi30k-de-en")
+    sentences, page = _translation_page(
+        node_package, bundle, data_dir, tmp_path, 3,
+        "--screenshot", str(tmp_path / "page.png"),
+        "--bad-bundle", "/web/no-such-bundle/", "--backend", "webgpu",
+    )  # fmt: skip
     # WebGPU was asked for where there is none: a visible notice, and WebAssembly runs.
     assert page["backend"] == "wasm" and page["task"].endswith("(ONNX Runtime Web, WebAssembly)")
     assert page["notice"] == (
@@ -62,17 +90,10 @@ def test_browser_page_translates_as_python_does(
 def test_browser_page_classifies_as_python_does(
     node_package: Path, bundled: Callable[[str], Path], tmp_path: Path
 ) -> None:
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (apt-get install chromium chromium-driver)")
+    _skip_without_a_browser(node_package)
     bundle = bundled("sentiment")
     texts = ["a gorgeous , witty , seductive movie .", "a dull , lifeless mess ."]
-    (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
-    driver = node_package.parent / "web" / "test" / "drive-page.mjs"
-    texts_file = str(tmp_path / "texts.txt")
-    command = ["node", str(driver), str(bundle), texts_file, "--chromium", CHROMIUM]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    page = json.loads(result.stdout)
+    page = _drive_page(node_package, bundle, _write_lines(texts, tmp_path / "texts.txt"))
     classified = load_bundle(bundle, device="cpu").classify(texts, top_k=2)
     expected = ["   ".join(f"{label} {100 * p:.1f}%" for label, p in best) for best in classified]
     assert [typed["output"] for typed in page["typed"]] == expected
@@ -84,23 +105,12 @@ def test_browser_page_classifies_as_python_does(
 def test_browser_page_translates_on_webgpu_as_python_does(
     node_package: Path, bundled: Callable[[str], Path], data_dir: str, tmp_path: Path
 ) -> None:
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (apt-get install chromium chromium-driver)")
-    if not (node_package / "node_modules" / "playwright-core").is_dir():
-        pytest.skip("playwright-core is not installed: npm ci --prefix export/js")
     bundle = bundled("multi30k-de-en")
-    source = Path(data_dir) / "multi30k" / "test_2016_flickr.de.gz"
-    sentences = gzip.decompress(source.read_bytes()).decode("utf-8").splitlines()[:2]
-    (tmp_path / "sentences.txt").write_text("\n".join(sentences) + "\n", encoding="utf-8")
-    driver = node_package.parent / "web" / "test" / "drive-page.mjs"
-    command = [
-        "node", str(driver), str(bundle), str(tmp_path / "sentences.txt"),
-        "--chromium", CHROMIUM, "--backend", "webgpu", "--webgpu", "on",
-        "--type", "1", "--bench", "2", "--long-line", "off",
-    ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    page = json.loads(result.stdout)
+    sentences, page = _translation_page(
+        node_package, bundle, data_dir, tmp_path, 2,
+        "--backend", "webgpu", "--webgpu", "on", "--type", "1", "--bench", "2",
+        "--long-line", "off",
+    )  # fmt: skip
     if page["adapter"] is None:
         pytest.skip("this Chromium gives no WebGPU adapter, even with --enable-unsafe-webgpu")
     adapter = page["adapter"]
