@@ -133,7 +133,7 @@ def _step(
     log_probs, state = step_fn.step(tokens.reshape(-1, beam_size)[:, :rows].ravel(), state)
     take = _first_rows(np.arange(tokens.size), first)
     if isinstance(log_probs, TopLogProbs):
-        return TopLogProbs(log_probs.values[take], log_probs.token_ids[take]), state
+        return log_probs.take(take), state
     return np.asarray(log_probs)[take], state
 
 

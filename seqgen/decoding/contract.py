@@ -61,6 +61,10 @@ class TopLogProbs:
         np.put_along_axis(full, self.token_ids, self.values, axis=1)
         return full
 
+    def take(self, rows: np.ndarray | slice) -> TopLogProbs:
+        """The candidates of ``rows`` (an index array or slice over axis 0)."""
+        return TopLogProbs(self.values[rows], self.token_ids[rows])
+
 
 @dataclass(frozen=True)
 class ColumnLogProbs:
@@ -78,6 +82,10 @@ class ColumnLogProbs:
         full = np.full((self.values.shape[0], self.vocab_size), -np.inf, dtype=self.values.dtype)
         full[:, self.columns] = self.values
         return full
+
+    def take(self, rows: np.ndarray | slice) -> ColumnLogProbs:
+        """The log-probs of ``rows`` (an index array or slice over axis 0)."""
+        return ColumnLogProbs(self.values[rows], self.columns, self.vocab_size)
 
 
 class StepFunction(Protocol):

@@ -255,13 +255,9 @@ class OnnxTranslatorStep(DeviceState):
             np.repeat(tokens, 2), self._select(state, pair, separate=True)
         )
         first = np.zeros(1, dtype=np.int64)
-        if isinstance(log_probs, TopLogProbs):
-            log_probs = TopLogProbs(log_probs.values[:1], log_probs.token_ids[:1])
-        elif isinstance(log_probs, ColumnLogProbs):
-            log_probs = ColumnLogProbs(log_probs.values[:1], log_probs.columns, self.vocab_size)
-        else:
-            log_probs = log_probs[:1]
-        return log_probs, self.select(new_state, first)
+        if isinstance(log_probs, np.ndarray):
+            return log_probs[:1], self.select(new_state, first)
+        return log_probs.take(slice(0, 1)), self.select(new_state, first)
 
     def select(self, state: State, rows: np.ndarray) -> State:
         """Gather ``rows`` of the state, and its source side once per sentence (on the host
