@@ -7,6 +7,12 @@ what ``--resume`` needs (optimizer moments, RNG state, the hidden state carried 
 batches) under the ``training/`` prefix, in the same file, so weights and training state can
 never disagree. Files are written to a temporary name and renamed, so a crash never leaves
 a half-written checkpoint.
+
+Equal weights are stored once (format 2): a translator that shares its source and target
+embeddings and ties the output layer to them holds one (vocab, embedding) matrix three times
+in its state dict, and writing it once halves the bundled translators. The metadata's
+``aliases`` table names each weight left out and the stored one it equals; loading restores
+every name, so a state dict round-trips unchanged.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from seqgen.errors import CheckpointError
 from seqgen.files import atomic_write
 
 FORMAT_NAME = "seqgen-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: equal weights stored once (``aliases``)
 TRAINING_PREFIX = "training/"
 
 
@@ -88,6 +94,9 @@ def save_checkpoint(
         if dtype is not None and tensor.is_floating_point():
             tensor = tensor.to(dtype)
         weights[name] = tensor.contiguous()
+    aliases = _equal_weights(weights)
+    for name in aliases:
+        del weights[name]
     metadata = {
         "format": FORMAT_NAME,
         "format_version": str(FORMAT_VERSION),
@@ -95,12 +104,37 @@ def save_checkpoint(
         "recipe": json.dumps(checkpoint.recipe),
         "tokenizer": json.dumps(checkpoint.tokenizer),
         "info": json.dumps(checkpoint.info),
+        "aliases": json.dumps(aliases),
     }
     if checkpoint.training is not None:
         tensors, skeleton = _flatten_training_state(checkpoint.training)
         weights.update(tensors)
         metadata["training"] = json.dumps(skeleton)
     atomic_write(Path(path), lambda temporary: save_file(weights, temporary, metadata=metadata))
+
+
+def _equal_weights(weights: dict[str, torch.Tensor]) -> dict[str, str]:
+    """{name: the earlier name it equals} for each matrix whose dtype, shape and values equal
+    an earlier matrix's: tied parameters, whatever the model calls them. Vectors are always
+    stored (equal biases, zeros at initialisation, would save nothing worth a name)."""
+    aliases: dict[str, str] = {}
+    kept: list[str] = []
+    for name, tensor in weights.items():
+        if tensor.dim() < 2:
+            continue
+        same = (
+            other
+            for other in kept
+            if weights[other].dtype == tensor.dtype
+            and weights[other].shape == tensor.shape
+            and torch.equal(weights[other], tensor)
+        )
+        original = next(same, None)
+        if original is None:
+            kept.append(name)
+        else:
+            aliases[name] = original
+    return aliases
 
 
 def resolve_checkpoint_path(path: str | Path) -> Path:
@@ -158,7 +192,10 @@ def _decode(
             kind=metadata["kind"],
             recipe=_table(metadata, "recipe"),
             tokenizer=_table(metadata, "tokenizer"),
-            weights={k: v for k, v in tensors.items() if not k.startswith(TRAINING_PREFIX)},
+            weights=_with_aliases(
+                {k: v for k, v in tensors.items() if not k.startswith(TRAINING_PREFIX)},
+                _table(metadata, "aliases", default="{}"),
+            ),
             info=_table(metadata, "info", default="{}"),
         )
         if with_training_state and "training" in metadata:
@@ -173,6 +210,17 @@ def _decode(
             f"{path} has damaged metadata ({error}); retrain or re-export it"
         ) from None
     return checkpoint
+
+
+def _with_aliases(weights: dict[str, torch.Tensor], aliases: dict[str, Any]) -> dict[str, Any]:
+    """``weights`` with each aliased name restored as a copy of the weight it equals (a copy,
+    so that code changing one weight in place never changes another); ValueError for an
+    alias of a weight the file does not hold."""
+    for name, original in aliases.items():
+        if not isinstance(original, str) or original not in weights:
+            raise ValueError(f"its aliases name {original!r}, which it does not hold")
+        weights[name] = weights[original].clone()
+    return weights
 
 
 def _table(metadata: dict[str, str], key: str, *, default: str | None = None) -> dict[str, Any]:

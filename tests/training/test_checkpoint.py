@@ -112,17 +112,6 @@ def test_fp16_save_halves_floating_weights(tmp_path: Path) -> None:
     )
 
 
-def test_tied_weights_save_and_load(tmp_path: Path) -> None:
-    original = make_checkpoint(tie=True)
-    path = tmp_path / "tied.safetensors"
-    save_checkpoint(path, original)
-    loaded = load_checkpoint(path)
-    assert torch.equal(loaded.weights["output.weight"], loaded.weights["embedding.weight"])
-    model = model_from(loaded)
-    assert model.output.weight is model.embedding.weight
-    assert torch.equal(logits_of(model), logits_of(model_from(original)))
-
-
 def test_saving_does_not_change_the_callers_tensors(tmp_path: Path) -> None:
     original = make_checkpoint()
     before = {k: v.clone() for k, v in original.weights.items()}
@@ -234,6 +223,61 @@ def test_damaged_metadata(tmp_path: Path, metadata: dict[str, str]) -> None:
     path = metadata_file(tmp_path, format_version=str(FORMAT_VERSION), **metadata)
     with pytest.raises(CheckpointError, match="damaged metadata"):
         load_checkpoint(path)
+
+
+def test_tied_weights_are_stored_once_and_load_under_every_name(tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    tied = make_checkpoint(tie=True)
+    path = tmp_path / "tied.safetensors"
+    save_checkpoint(path, tied)
+    with safe_open(str(path), framework="pt") as handle:
+        stored = set(handle.keys())
+    assert stored == set(tied.weights) - {"output.weight"}  # it is the embedding
+    loaded = load_checkpoint(path)
+    assert loaded.weights.keys() == tied.weights.keys()
+    for name, tensor in tied.weights.items():
+        assert torch.equal(loaded.weights[name], tensor), name
+    model = model_from(loaded)
+    assert model.output.weight is model.embedding.weight
+    assert torch.equal(logits_of(model), logits_of(model_from(tied)))
+
+
+def test_an_aliased_weight_loads_as_its_own_copy(tmp_path: Path) -> None:
+    path = tmp_path / "tied.safetensors"
+    save_checkpoint(path, make_checkpoint(tie=True))
+    weights = load_checkpoint(path).weights
+    weights["embedding.weight"].zero_()  # code may change a loaded weight in place
+    assert weights["output.weight"].abs().sum() > 0
+
+
+def test_an_alias_of_a_missing_weight_is_damaged_metadata(tmp_path: Path) -> None:
+    path = metadata_file(
+        tmp_path,
+        format_version=str(FORMAT_VERSION),
+        kind="language_model",
+        recipe="{}",
+        tokenizer="{}",
+        aliases='{"output.weight": "no.such.weight"}',
+    )
+    with pytest.raises(CheckpointError, match="damaged metadata.*no.such.weight"):
+        load_checkpoint(path)
+
+
+def test_a_format_1_checkpoint_without_aliases_still_loads(tmp_path: Path) -> None:
+    path = tmp_path / "old.safetensors"
+    save_file(
+        {"weight": torch.ones(2)},
+        str(path),
+        metadata={
+            "format": FORMAT_NAME,
+            "format_version": "1",
+            "kind": "language_model",
+            "recipe": "{}",
+            "tokenizer": "{}",
+        },
+    )
+    assert torch.equal(load_checkpoint(path).weights["weight"], torch.ones(2))
 
 
 # --- atomic writes --------------------------------------------------------------------------------
