@@ -6,10 +6,12 @@ Shared by the language-model and translator adapters; no torch.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import ctypes
+import itertools
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,23 @@ SELECTED_PREFIX = "selected_"  # outputs of a select graph
 # Set once CUDA failed to start for a file the CPU then opened: later sessions skip the try,
 # which costs a second or more (ONNX Runtime loads the CUDA libraries each time).
 _cuda_unusable = False
+# Set only inside profiling_sessions: where the sessions opened meanwhile write their trace.
+_profile_prefix: str | None = None
+_profiled = itertools.count()  # a file prefix per session: ONNX Runtime names by the second
+
+
+@contextlib.contextmanager
+def profiling_sessions(prefix: str | Path) -> Iterator[None]:
+    """Sessions opened inside the block record ONNX Runtime's profile (for benchmarks, such
+    as ``seqgen.benchmark.profile_decode``; it slows every run). Each session writes one JSON
+    trace, named from ``prefix`` (a path and the start of a file name) and its graph's file,
+    when its ``end_profiling()`` is called, which returns the trace's path."""
+    global _profile_prefix
+    previous, _profile_prefix = _profile_prefix, str(prefix)
+    try:
+        yield
+    finally:
+        _profile_prefix = previous
 
 
 def create_session(
@@ -108,6 +127,9 @@ def _open(
     options.add_session_config_entry("session.set_denormal_as_zero", "1")
     if threads is not None:
         options.intra_op_num_threads = threads
+    if _profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = f"{_profile_prefix}-{Path(path).stem}-{next(_profiled)}"
     if providers[0] == CPU:
         # The layout optimisations of ORT_ENABLE_ALL are for convolutions, and ONNX Runtime
         # 1.31 crashes (segfault) applying them to a float16 LSTM on the CPU.
