@@ -5,10 +5,10 @@ A packaged model is a folder ``seqgen/assets/<name>/``: ``model.safetensors`` (t
 checkpoint, float16 weights) and the bundle exported from it, whose graphs keep no copy of
 those weights. Each large initializer of a graph that is a checkpoint tensor, or its
 transpose, becomes an ONNX external-data reference into ``model.safetensors`` (float16, at
-the tensor's offset there), cast to float32 by a ``Cast`` node; a translator decoder's gate
-table becomes the ``Gemm`` of the embedding and the first layer's input weights that
-computes it. ONNX Runtime folds those nodes into constants when a session starts, so a step
-runs as it did with the stored float32 values, and:
+the tensor's offset there), cast to float32 by a ``Cast`` node. ONNX Runtime folds those
+nodes (and the ``Gemm`` of the embedding and the first layer's input weight that a
+translator's step graph computes its gate table with) into constants when a session starts,
+so a step runs as it did with the stored float32 values, and:
 
 - inference on the bundled models needs no torch (``seqgen.load("multi30k-de-en")``);
 - the wheel holds each weight once (the checkpoint serves ``--backend torch`` too);
@@ -147,28 +147,7 @@ class _NodeBuilder:
                 node = helper.make_node("Transpose", [self.float32(tensor)], [name], perm=[1, 0])
                 self.nodes.append(node)
                 return True
-        table = self._gate_table_parts(values)
-        if table is None:
-            return False
-        embedding, weight, bias = (self.float32(tensor) for tensor in table)
-        # table = embedding @ weight.T + bias: (vocab, gates), as layers.cells.embedding_gates
-        self.nodes.append(helper.make_node("Gemm", [embedding, weight, bias], [name], transB=1))
-        return True
-
-    def _gate_table_parts(self, values: np.ndarray) -> tuple[StoredTensor, ...] | None:
-        """(embedding (vocab, E), weight (gates, E), bias (gates,)) whose product is
-        ``values`` (vocab, gates) to float32 rounding, or None."""
-        if values.ndim != 2:
-            return None
-        vocab, gates = values.shape
-        floats = [t for t in self.stored.values() if t.values.dtype == np.float32]
-        for embedding in (t for t in floats if len(t.shape) == 2 and t.shape[0] == vocab):
-            for weight in (t for t in floats if t.shape == (gates, embedding.shape[1])):
-                for bias in (t for t in floats if t.shape == (gates,)):
-                    table = embedding.values @ weight.values.T + bias.values
-                    if np.allclose(table, values, rtol=1e-5, atol=1e-6):
-                        return embedding, weight, bias
-        return None
+        return False
 
     def float32(self, tensor: StoredTensor) -> str:
         """The name of ``tensor`` cast to float32, adding its external initializer once."""

@@ -123,6 +123,11 @@ class _Rewrite:
     def product(self, position: int, node: onnx.NodeProto) -> list[onnx.NodeProto] | None:
         """The int8 nodes that replace ``node``, or None where it stays as it is."""
         prefix, weights = f"int8_{position}", self.weights
+        if node.input and node.input[0] in weights:
+            # A product of two constants (the decoder's gate table: the embedding times the
+            # first layer's input weight) is folded into a float32 constant when a session
+            # starts, exactly as PyTorch computes it; not a product to run per step.
+            return None
         if node.op_type == "MatMul" and _is_float_matrix(weights.get(node.input[1])):
             activations, weight_name = node.input  # weight (k, n)
             unit_rows = numpy_helper.to_array(weights[weight_name]).T

@@ -108,6 +108,33 @@ def test_a_graph_without_weight_products_is_left_alone(tmp_path: Path) -> None:
     assert path.read_bytes() == before
 
 
+def test_a_product_of_two_constants_is_left_to_fold_in_float32(tmp_path: Path) -> None:
+    """The translator's gate table, ``embedding @ weight.T + bias``: ONNX Runtime folds it
+    into a constant when a session starts; quantizing it would round every table entry."""
+    path = tmp_path / "step.onnx"
+    rng = np.random.default_rng(2)
+    weights = {
+        "embedding": rng.standard_normal((VOCAB, K)).astype(np.float32),
+        "W": rng.standard_normal((N, K)).astype(np.float32),
+        "b": rng.standard_normal(N).astype(np.float32),
+    }
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gemm", ["embedding", "W", "b"], ["table"], transB=1),
+            helper.make_node("Gather", ["table", "ids"], ["gates"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["rows"])],
+        [helper.make_tensor_value_info("gates", TensorProto.FLOAT, ["rows", N])],
+        initializer=[numpy_helper.from_array(value, name) for name, value in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    onnx.save(model, str(path))
+    before = path.read_bytes()
+    assert quantize_step_graph(path) == 0
+    assert path.read_bytes() == before
+
+
 def test_a_constant_slice_of_a_weight_with_a_per_row_addend_becomes_int8(tmp_path: Path) -> None:
     """The input-fed LSTM step's product: ``feed @ weight_ih[:, K:].T + gathered_gates``, the
     weight a Slice of an initializer and the addend ``(rows, n)``, not a bias."""

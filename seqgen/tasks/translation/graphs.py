@@ -114,14 +114,13 @@ class TranslatorStepGraph(nn.Module):
     def __init__(self, model: EncoderDecoder) -> None:
         super().__init__()
         self.model = model
-        # The decoder's gate table, as PyTorch decodes with it: a constant of the graph,
-        # gathered per step instead of the embedding (Decoder._rnn_step).
-        table = None
-        if model.decoder.uses_gate_table:
-            with torch.no_grad():
-                table = model.decoder.embedding_gates()
-        self.embedding_gates: torch.Tensor | None
-        self.register_buffer("embedding_gates", table, persistent=False)
+
+    def _gate_table(self) -> torch.Tensor | None:
+        """The decoder's gate table, as PyTorch decodes with it (Decoder._rnn_step): gathered
+        per step instead of the embedding. In the graph it is a product of two weights that
+        ONNX Runtime folds into a constant when a session starts, so the file holds the
+        weights (vocab x embedding) and not the table (vocab x 4 hidden, four times more)."""
+        return self.model.decoder.embedding_gates() if self.model.decoder.uses_gate_table else None
 
     def forward(self, tokens: torch.Tensor, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         names = self.model.state_names
@@ -138,7 +137,7 @@ class TranslatorStepGraph(nn.Module):
             lambda module, inputs, output: caught.append(output[1])
         )
         try:
-            logits, new_state = self.model.step(tokens, state, output, self.embedding_gates)
+            logits, new_state = self.model.step(tokens, state, output, self._gate_table())
         finally:
             hook.remove()
         attention = caught[-1].reshape(tokens.shape[0], -1).float()
