@@ -259,19 +259,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--json", dest="json_file", type=Path)
     arguments = parser.parse_args(argv)
-    from seqgen.errors import SeqgenError
+    from seqgen.benchmark.report import print_report
 
-    try:
+    def make() -> dict[str, Any]:
         trees = check_arguments(arguments)
         with tempfile.TemporaryDirectory(prefix="seqgen-paired-") as scratch:
-            report = measure(arguments, trees, Path(scratch))
-    except SeqgenError as error:
-        print(f"seqgen: error: {error}", file=sys.stderr)
-        return 1
-    print(format_report(report))
-    if arguments.json_file:
-        arguments.json_file.write_text(json.dumps(report, indent=2) + "\n")
-    return 0
+            return measure(arguments, trees, Path(scratch))
+
+    return 0 if print_report(make, format_report, arguments.json_file) else 1
 
 
 def worker() -> int:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from seqgen.benchmark.paired import read_lines
+from seqgen.benchmark.report import print_report
 from seqgen.errors import SeqgenError
 
 BACKENDS = ("onnx", "int8")
@@ -189,15 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, help="keep the exported bundle here")
     parser.add_argument("--json", dest="json_file", type=Path)
     arguments = parser.parse_args(argv)
-    try:
-        report = run(arguments)
-    except SeqgenError as error:
-        print(f"seqgen: error: {error}", file=sys.stderr)
-        return 1
-    print(format_report(report))
-    if arguments.json_file:
-        arguments.json_file.write_text(json.dumps(report, indent=2) + "\n")
-    return 0
+    report = print_report(lambda: run(arguments), format_report, arguments.json_file)
+    return 0 if report else 1
 
 
 def run(arguments: argparse.Namespace) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from seqgen.benchmark.report import print_report
 from seqgen.errors import SeqgenError
 
 SEQGEN = [sys.executable, "-m", "seqgen"]
@@ -142,9 +143,12 @@ def cli_batch(model: str, sentences: list[str]) -> tuple[list[str], float, float
             [*SEQGEN, "translate", "--model", model, "--input", str(source), "--timing"],
             capture_output=True,
             text=True,
-            check=True,
         )
         wall = time.perf_counter() - started
+    if done.returncode != 0:  # the CLI's own one line: a bad model, most often
+        lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+        reason = lines[-1].removeprefix("seqgen: error: ")
+        raise SeqgenError(f"seqgen translate --model {model} failed: {reason}")
     speed = float(re.search(r"\(([\d.]+) sentences/s\)", done.stderr).group(1))  # type: ignore[union-attr]
     return done.stdout.splitlines(), speed, wall
 
@@ -266,14 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--server-args", nargs=argparse.REMAINDER, default=[])
     parser.add_argument("--json", dest="json_file")
     arguments = parser.parse_args(argv)
-    try:
-        report = run_load_test(arguments)
-    except SeqgenError as error:
-        print(f"seqgen: error: {error}", file=sys.stderr)
+    report = print_report(lambda: run_load_test(arguments), format_report, arguments.json_file)
+    if report is None:
         return 1
-    print(format_report(report))
-    if arguments.json_file:
-        Path(arguments.json_file).write_text(json.dumps(report, indent=2) + "\n")
     runs = [*report["runs"], *([report["soak"]] if "soak" in report else [])]
     # uvicorn ends a graceful shutdown by raising the signal again: -SIGTERM is a clean stop.
     clean = report["server_exit_code"] in (0, -signal.SIGTERM)

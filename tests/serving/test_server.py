@@ -75,6 +75,15 @@ def test_load_test_short_form(capsys):
     assert "| 3 | 24 |" in printed
 
 
+def test_the_load_test_of_a_missing_model_is_one_line(capsys):
+    assert load_test.main(["--model", "/no/such/model", "--sentences", "2"]) == 1
+    printed = capsys.readouterr()
+    assert printed.out == ""
+    lines = printed.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("seqgen: error: seqgen translate")
+    assert "no such checkpoint: /no/such/model" in lines[0]
+
+
 def test_serve_without_its_extra_names_the_extra():
     hide = "import sys; sys.modules['uvicorn'] = None; from seqgen.cli import run; run()"
     done = subprocess.run(
