@@ -27,16 +27,23 @@ def open_backend(backend: str, model: str, work: Path) -> Any:
     """The translator of ``model`` on ``backend``: PyTorch on the CPU, or its float32 or
     int8 bundle (exported into ``work`` on first use) on ONNX Runtime on the CPU."""
     import seqgen
-    from seqgen.checkpoints import model_path
 
     if backend == "torch":
         return seqgen.load(model, kind="translation", device="cpu", backend="torch")
+    return seqgen.load(exported_bundle(backend, model, work), kind="translation", device="cpu")
+
+
+def exported_bundle(backend: str, model: str, work: Path) -> Path:
+    """The float32 (``onnx``) or ``int8`` bundle of ``model``'s checkpoint, exported into
+    ``work`` on first use."""
+    from seqgen.checkpoints import model_path
+
     folder = work / f"{Path(model).name}-{backend}"
     if not (folder / "manifest.json").is_file():
         from seqgen.bundles.export import export_bundle
 
         export_bundle(model_path(model), folder, int8=backend == "int8")
-    return seqgen.load(folder, kind="translation", device="cpu")
+    return folder
 
 
 def differing_lines(

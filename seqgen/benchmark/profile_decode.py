@@ -35,16 +35,13 @@ KERNEL_SUFFIX = "_kernel_time"  # a node's own run; its "_fence_*" events are th
 def bundle_folder(backend: str, model: str, work: Path) -> Path:
     """The bundle to profile: the packaged float32 bundle of a bundled model for ``onnx``,
     else one exported from the checkpoint into ``work`` (first use only)."""
+    from seqgen.benchmark.batch_independence import exported_bundle
     from seqgen.bundles.reader import bundle_kind
-    from seqgen.checkpoints import model_path, packaged_bundle
+    from seqgen.checkpoints import packaged_bundle
 
     folder = packaged_bundle(model) if backend == "onnx" else None
     if folder is None or bundle_kind(folder) is None:
-        folder = work / f"{Path(model).name}-{backend}"
-        if not (folder / "manifest.json").is_file():
-            from seqgen.bundles.export import export_bundle
-
-            export_bundle(model_path(model), folder, int8=backend == "int8")
+        folder = exported_bundle(backend, model, work)
     if bundle_kind(folder) != "translation":
         raise SeqgenError(f"{model} is not a translator; profile_decode profiles translation")
     return folder
