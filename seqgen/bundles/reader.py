@@ -25,6 +25,8 @@ A translator bundle::
     select.onnx      rows (new_rows,) int64 + state -> selected_<state> (for GPUs)
     source_tokenizer.json, target_tokenizer.json   the tokenizers' to_dict()
     source.model, target.model   the raw sentencepiece models, for other languages' ports
+    tokenizer.json, tokenizer.model   instead, for a joint vocabulary: stored once, and
+                     both ``tokenizers`` entries name them (older bundles: two copies)
 
 This module, the ONNX Runtime adapters (each task's ``onnx_step``), the search, the
 pipelines and the tokenizers import numpy, onnxruntime and sentencepiece only, so other apps

@@ -80,6 +80,25 @@ def test_the_stand_in_bundle_passes(bundle: Path) -> None:
     assert tokenizer_file(manifest, "x.json", "target") == "target_tokenizer.json"
 
 
+def test_one_tokenizer_file_both_sides_name_passes_and_is_required(bundle: Path) -> None:
+    """A joint vocabulary's bundle stores its tokenizer once, named by both sides (the
+    stand-in's two copies are what older seqgen wrote, and pass above)."""
+    manifest = json.loads((bundle / MANIFEST_FILE).read_text(encoding="utf-8"))
+    for side in ("source", "target"):
+        (bundle / f"{side}_tokenizer.json").unlink()
+        (bundle / f"{side}.model").unlink()
+        joint = {"file": "tokenizer.json", "sentencepiece_model": "tokenizer.model"}
+        manifest["tokenizers"][side] = joint
+    (bundle / "tokenizer.json").write_bytes(b"")
+    (bundle / "tokenizer.model").write_bytes(b"")
+    write_manifest(bundle, manifest)
+    checked = read_manifest(bundle)
+    files = {tokenizer_file(checked, "x.json", side) for side in ("source", "target")}
+    assert files == {"tokenizer.json"}
+    (bundle / "tokenizer.json").unlink()
+    refused(bundle, "missing tokenizer.json", "re-export")
+
+
 HOSTILE_NAMES = [
     "../outside.json",
     "../../etc/passwd",

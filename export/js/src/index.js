@@ -23,6 +23,23 @@ export { checkFileName, readManifest } from './bundle.js';
 export { createTokenizer } from './tokenizers.js';
 
 /**
+ * `(entry) => Promise<tokenizer>` for a manifest's tokenizer entries, by file name: a joint
+ * vocabulary's one file, which both sides of a translator name, is fetched and parsed once
+ * (a web page downloads it once); older bundles' two copies are each read as before.
+ * @param {{name: string, readText: Function}} source the bundle's files
+ */
+export function tokenizerReader(source) {
+  const byFile = new Map();
+  return (entry) => {
+    if (!byFile.has(entry.file)) {
+      const where = `${source.name}/${entry.file}`;
+      byFile.set(entry.file, readJson(source, entry.file).then((data) => createTokenizer(data, where)));
+    }
+    return byFile.get(entry.file);
+  };
+}
+
+/**
  * The bundle as its task's pipeline: a Translator, a Generator or a Classifier.
  * @param {object} ort onnxruntime-node or onnxruntime-web
  * @param {{name: string, readText: Function, readBytes: Function}} source the bundle's files
@@ -52,7 +69,7 @@ export async function openBundle(ort, source, { task, sessionOptions = {} } = {}
       throw new BundleError(`ONNX Runtime cannot load ${source.name}/${manifest.graphs[graph].file} (${detail}); re-export the bundle`);
     }
   };
-  const tokenizer = async (entry) => createTokenizer(await readJson(source, entry.file), `${source.name}/${entry.file}`);
+  const tokenizer = tokenizerReader(source);
   if (manifest.kind === 'translation') {
     const shortlist = manifest.shortlist ? await readJson(source, manifest.shortlist.file) : null;
     const [encoder, step, sourceTokenizer, targetTokenizer] = await Promise.all([

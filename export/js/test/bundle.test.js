@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import test from 'node:test';
-import { BundleError, checkFileName, openBundle, readManifest } from '../src/node.js';
+import { BundleError, checkFileName, openBundle, readManifest, tokenizerReader } from '../src/node.js';
 import { VocabularyTokenizer } from '../src/tokenizers.js';
 
 function memorySource(manifest) {
@@ -62,4 +62,20 @@ test('word tokens split and join as seqgen/text/word.py', () => {
   const tokenizer = new VocabularyTokenizer('word', ['<pad>', '<unk>', '<s>', '</s>', 'don\'t', 'stop', ',', 'café', '(', ')'], false);
   assert.deepStrictEqual(tokenizer.encode("Don't stop, café (x)"), [1, 5, 6, 7, 8, 1, 9]);
   assert.strictEqual(tokenizer.decode([4, 5, 6, 7, 8, 5, 9]), "don't stop, café (stop)");
+});
+
+test('a tokenizer file both sides name is read and parsed once; two files, twice', async () => {
+  const reads = [];
+  const data = JSON.stringify({ kind: 'word', tokens: ['<pad>', '<unk>', '<s>', '</s>', 'dog'], lowercase: false });
+  const source = { name: 'memory', readText: async (file) => (reads.push(file), data) };
+  const tokenizer = tokenizerReader(source);
+  const joint = { file: 'tokenizer.json', kind: 'word' };
+  const [sourceSide, targetSide] = await Promise.all([tokenizer(joint), tokenizer({ ...joint })]);
+  assert.strictEqual(sourceSide, targetSide);
+  assert.deepStrictEqual(sourceSide.encode('dog cat'), [4, 1]);
+  assert.deepStrictEqual(reads, ['tokenizer.json']);
+  // An older bundle's two copies: each its own file.
+  await tokenizer({ file: 'source_tokenizer.json' });
+  await tokenizer({ file: 'target_tokenizer.json' });
+  assert.deepStrictEqual(reads, ['tokenizer.json', 'source_tokenizer.json', 'target_tokenizer.json']);
 });

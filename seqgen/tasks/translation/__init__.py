@@ -15,7 +15,13 @@ from seqgen.tasks.translation.config import (
 )
 from seqgen.text import TokenizerConfig
 
+# Each side's tokenizer file; a joint vocabulary (the same tokenizer on both sides) is
+# written once, as JOINT_TOKENIZER_FILE, which both manifest entries name. Readers follow
+# the manifest's names, so bundles with two files (older seqgen) load as before.
 TOKENIZER_FILES = {"source": "source_tokenizer.json", "target": "target_tokenizer.json"}
+SENTENCEPIECE_FILES = {"source": "source.model", "target": "target.model"}
+JOINT_TOKENIZER_FILE = "tokenizer.json"
+JOINT_SENTENCEPIECE_FILE = "tokenizer.model"
 GRAPH_FILES = {"encoder": "encoder.onnx", "step": "step.onnx", "select": "select.onnx"}
 
 TASK = Task(

@@ -41,7 +41,13 @@ from seqgen.bundles.export import (
 from seqgen.decoding.onnx_session import NEW_PREFIX, SELECTED_PREFIX, STEP_OUTPUTS
 from seqgen.errors import SeqgenError
 from seqgen.recipes import recipe_to_dict
-from seqgen.tasks.translation import GRAPH_FILES, TOKENIZER_FILES
+from seqgen.tasks.translation import (
+    GRAPH_FILES,
+    JOINT_SENTENCEPIECE_FILE,
+    JOINT_TOKENIZER_FILE,
+    SENTENCEPIECE_FILES,
+    TOKENIZER_FILES,
+)
 from seqgen.tasks.translation.model import EncoderDecoder, add_sentence_mask
 from seqgen.tasks.translation.onnx_step import SHORTLIST_INPUT as OUTPUT_IDS_INPUT
 from seqgen.tasks.translation.onnx_step import OnnxTranslatorStep
@@ -53,6 +59,7 @@ from seqgen.tasks.translation.source_rows import (
     SOURCE_NAMES,
     encoder_inputs,
 )
+from seqgen.text import Tokenizer
 
 EXAMPLE_SOURCE_LENGTH = 5  # differs from EXAMPLE_ROWS, so torch.export keeps them apart
 EXAMPLE_BEAM = 2  # the step's example: EXAMPLE_ROWS sentences of this many rows each
@@ -167,18 +174,9 @@ def write_bundle(
     graphs = {name: export_graph(spec, staging / files[name]) for name, spec in specs.items()}
     if not fp16:
         check_parity(translator.step_function.model, staging)
-    tokenizers = {"source": translator.source_tokenizer, "target": translator.target_tokenizer}
-    tokenizer_entries = {}
-    for side, tokenizer in tokenizers.items():
-        serialised = tokenizer.to_dict()
-        (staging / TOKENIZER_FILES[side]).write_text(json.dumps(serialised), encoding="utf-8")
-        entry = {"file": TOKENIZER_FILES[side], "kind": tokenizer.kind}
-        if tokenizer.kind == "sentencepiece":
-            # The raw model too, for sentencepiece's ports in other languages.
-            (staging / f"{side}.model").write_bytes(base64.b64decode(serialised["model_proto"]))
-            entry["sentencepiece_model"] = f"{side}.model"
-            entry["lowercase"] = serialised["lowercase"]
-        tokenizer_entries[side] = entry
+    tokenizer_entries = write_tokenizers(
+        {"source": translator.source_tokenizer, "target": translator.target_tokenizer}, staging
+    )
     extra = {}
     if model.has_shortlist:
         table = {
@@ -212,6 +210,36 @@ def write_bundle(
         "recipe": recipe_to_dict(translator.recipe),
         "training_info": translator.info,
     }
+
+
+def write_tokenizers(tokenizers: dict[str, Tokenizer], staging: Path) -> dict[str, Any]:
+    """Write each side's tokenizer (its ``to_dict()``, and for sentencepiece the raw model)
+    into ``staging``; returns the manifest's ``tokenizers`` entries.
+
+    A joint vocabulary (both sides serialise the same) is written once, as
+    ``JOINT_TOKENIZER_FILE`` (and ``JOINT_SENTENCEPIECE_FILE``), and both entries name it:
+    the bundled translators' tokenizers are 0.9 MB a copy, which a web page downloads."""
+    serialised = {side: tokenizer.to_dict() for side, tokenizer in tokenizers.items()}
+    # The contents, not recipe.tokenizer.joint, decide: identical files are what one copy
+    # can replace, whatever trained them.
+    joint = serialised["source"] == serialised["target"]
+    entries = {}
+    for side, tokenizer in tokenizers.items():
+        file = JOINT_TOKENIZER_FILE if joint else TOKENIZER_FILES[side]
+        model_file = JOINT_SENTENCEPIECE_FILE if joint else SENTENCEPIECE_FILES[side]
+        entry = {"file": file, "kind": tokenizer.kind}
+        if tokenizer.kind == "sentencepiece":
+            entry["sentencepiece_model"] = model_file
+            entry["lowercase"] = serialised[side]["lowercase"]
+        entries[side] = entry
+        if joint and side != "source":
+            continue  # the source side wrote the one copy
+        (staging / file).write_text(json.dumps(serialised[side]), encoding="utf-8")
+        if tokenizer.kind == "sentencepiece":
+            # The raw model too, for sentencepiece's ports in other languages.
+            model_proto = base64.b64decode(serialised[side]["model_proto"])
+            (staging / model_file).write_bytes(model_proto)
+    return entries
 
 
 def graph_specs(model: EncoderDecoder) -> dict[str, GraphSpec]:

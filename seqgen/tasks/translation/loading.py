@@ -22,7 +22,7 @@ from seqgen.errors import CheckpointError, ConfigError
 from seqgen.recipes import Recipe, recipe_from_dict
 from seqgen.tasks.translation import TOKENIZER_FILES
 from seqgen.tasks.translation.pipeline import Translator
-from seqgen.text import tokenizer_from_dict
+from seqgen.text import Tokenizer, tokenizer_from_dict
 
 
 def from_checkpoint(checkpoint: Any, recipe: Recipe, path: Path, device: Any) -> Translator:
@@ -53,11 +53,7 @@ def from_bundle(folder: Path, manifest: dict[str, Any], **runtime: Any) -> Trans
     io_binding; see ``seqgen.bundles.reader.load_bundle``)."""
     from seqgen.tasks.translation.onnx_step import OnnxTranslatorStep
 
-    # The files the manifest names, checked by read_manifest: plain names inside the bundle.
-    tokenizers = {
-        side: tokenizer_from_dict(read_json(folder / tokenizer_file(manifest, file, side)))
-        for side, file in TOKENIZER_FILES.items()
-    }
+    tokenizers = _read_tokenizers(folder, manifest)
     files = graph_files(manifest)
     step_function = open_step_function(OnnxTranslatorStep, folder, manifest, files, **runtime)
     if step_function.takes_output_ids:
@@ -70,6 +66,20 @@ def from_bundle(folder: Path, manifest: dict[str, Any], **runtime: Any) -> Trans
         ) from None
     info = manifest.get("training_info", {})
     return Translator(step_function, tokenizers["source"], tokenizers["target"], recipe, info)
+
+
+def _read_tokenizers(folder: Path, manifest: dict[str, Any]) -> dict[str, Tokenizer]:
+    """Each side's tokenizer from the file the manifest names (read_manifest checked the
+    names: plain files inside the bundle). A joint vocabulary's one file, named by both
+    sides, is parsed once and serves both; older bundles' two copies are read as before."""
+    by_file: dict[str, Tokenizer] = {}
+    tokenizers = {}
+    for side, default in TOKENIZER_FILES.items():
+        name = tokenizer_file(manifest, default, side)
+        if name not in by_file:
+            by_file[name] = tokenizer_from_dict(read_json(folder / name))
+        tokenizers[side] = by_file[name]
+    return tokenizers
 
 
 def _read_shortlist(folder: Path, manifest: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, int]:

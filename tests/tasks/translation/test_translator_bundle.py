@@ -59,18 +59,24 @@ VARIANTS = {
 }
 
 
-def save_tiny_translator(path: Path, **model: object) -> Path:
+def save_tiny_translator(path: Path, joint: TokenizerConfig | None = None, **model: object) -> Path:
+    """A tiny translator's checkpoint: a char vocabulary per side, or with ``joint`` one
+    tokenizer of that config trained on both sides' text (a joint vocabulary)."""
     torch.manual_seed(0)
     sizes = {"embedding_size": 16, "encoder_hidden_size": 12, "decoder_hidden_size": 20}
+    tokenizer = {"kind": "char"} if joint is None else {"kind": joint.kind, "joint": True}
     recipe = recipe_from_dict(
         {
             "task": "translation",
-            "tokenizer": {"kind": "char"},
+            "tokenizer": tokenizer,
             "model": {**sizes, "encoder_layers": 2, **model},
         }
     )
-    source = train_tokenizer(TokenizerConfig(kind="char"), SOURCE_TEXT)
-    target = train_tokenizer(TokenizerConfig(kind="char"), TARGET_TEXT)
+    if joint is None:
+        source = train_tokenizer(TokenizerConfig(kind="char"), SOURCE_TEXT)
+        target = train_tokenizer(TokenizerConfig(kind="char"), TARGET_TEXT)
+    else:
+        source = target = train_tokenizer(joint, SOURCE_TEXT + TARGET_TEXT)
     translator = EncoderDecoder(recipe.model, source.vocab_size, target.vocab_size)
     with torch.no_grad():
         translator.decoder.output.weight.mul_(8.0)
@@ -124,7 +130,7 @@ def test_bundle_holds_checked_graphs_tokenizers_and_manifest(exported: tuple[Pat
         "encoder.onnx",
         "manifest.json",
         "select.onnx",
-        "source_tokenizer.json",
+        "source_tokenizer.json",  # two vocabularies: a file each
         "step.onnx",
         "target_tokenizer.json",
     ]
@@ -618,3 +624,52 @@ def test_int8_and_fp16_together_are_refused(exported: tuple[Path, Path], tmp_pat
         export_bundle(exported[0], tmp_path / "both", fp16=True, int8=True)
     assert_one_line(error, "--fp16", "--int8", "not both")
     assert not (tmp_path / "both").exists()
+
+
+# --- a joint vocabulary -------------------------------------------------------------------
+
+
+def test_a_joint_vocabulary_is_stored_once_and_older_two_file_bundles_still_load(
+    tmp_path: Path,
+) -> None:
+    config = TokenizerConfig(kind="sentencepiece", vocab_size=100)
+    checkpoint = save_tiny_translator(tmp_path / "joint.safetensors", joint=config, cell="gru")
+    bundle = export_bundle(checkpoint, tmp_path / "bundle")
+    names = sorted(p.name for p in bundle.iterdir())
+    assert names == [
+        "encoder.onnx",
+        "manifest.json",
+        "select.onnx",
+        "step.onnx",
+        "tokenizer.json",
+        "tokenizer.model",
+    ]
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for side in ("source", "target"):
+        entry = manifest["tokenizers"][side]
+        assert (entry["file"], entry["sentencepiece_model"]) == (
+            "tokenizer.json",
+            "tokenizer.model",
+        )
+    reference = load(checkpoint, device="cpu")
+    assert (
+        json.loads((bundle / "tokenizer.json").read_text()) == reference.target_tokenizer.to_dict()
+    )
+    runtime = load_bundle(bundle, device="cpu", threads=1)
+    assert runtime.source_tokenizer is runtime.target_tokenizer  # the one file, parsed once
+    sentences = ["ein mann fährt fahrrad.", "zwei hunde", ""]
+    expected = reference.translate(sentences, max_length=15)
+    assert runtime.translate(sentences, max_length=15) == expected
+    # As older seqgen wrote it: a copy per side, each named by its manifest entry.
+    for side in ("source", "target"):
+        shutil.copyfile(bundle / "tokenizer.json", bundle / f"{side}_tokenizer.json")
+        shutil.copyfile(bundle / "tokenizer.model", bundle / f"{side}.model")
+        manifest["tokenizers"][side].update(
+            file=f"{side}_tokenizer.json", sentencepiece_model=f"{side}.model"
+        )
+    (bundle / "tokenizer.json").unlink()
+    (bundle / "tokenizer.model").unlink()
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    older = load_bundle(bundle, device="cpu", threads=1)
+    assert older.source_tokenizer is not older.target_tokenizer
+    assert older.translate(sentences, max_length=15) == expected
