@@ -49,6 +49,12 @@ def test_a_bundled_model_is_a_bundle_over_its_checkpoint(name: str) -> None:
     # The wheel holds the weights once: graphs and tokenizers add little to the checkpoint.
     total = sum(path.stat().st_size for path in folder.iterdir())
     assert total < checkpoint_bytes * 1.25 + 2_500_000
+    # The translators' joint vocabulary: one tokenizer, named by both sides.
+    for entry in manifest.get("tokenizers", {}).values():
+        assert (entry["file"], entry["sentencepiece_model"]) == (
+            "tokenizer.json",
+            "tokenizer.model",
+        )
 
 
 @pytest.mark.parametrize("name", sorted(bundled_models()))
