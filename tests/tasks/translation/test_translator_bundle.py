@@ -176,6 +176,16 @@ def test_bundle_holds_checked_graphs_tokenizers_and_manifest(exported: tuple[Pat
         assert json.loads((bundle / f"{side}_tokenizer.json").read_text()) == tokenizer.to_dict()
 
 
+def test_graphs_carry_no_stack_traces_or_paths_of_the_exporting_machine(
+    exported: tuple[Path, Path],
+) -> None:
+    _, bundle = exported
+    for graph in ("encoder.onnx", "step.onnx", "select.onnx"):
+        nodes = onnx.load(str(bundle / graph)).graph.node
+        assert nodes and not any(node.metadata_props or node.doc_string for node in nodes)
+        assert str(Path(seqgen.__file__).parent).encode() not in (bundle / graph).read_bytes()
+
+
 # --- parity with PyTorch --------------------------------------------------------------------
 
 
