@@ -36,13 +36,22 @@ class EmbeddedGates:
     weight: torch.Tensor
 
 
-def embedding_gates(embedding: nn.Embedding, rnn: nn.RNNBase) -> torch.Tensor:
+def embedding_gates(
+    embedding: nn.Embedding, rnn: nn.RNNBase, multiply_in: torch.dtype | None = None
+) -> torch.Tensor:
     """Every token's share of ``rnn``'s first-layer input product, with its input-side bias:
-    ``(vocab, gates)``, the embedding times its columns of ``weight_ih_l0`` (the first ones).
-    No dropout, so for decoding only."""
+    ``(vocab, gates)``, the embedding times its columns of ``weight_ih_l0`` (the first ones),
+    in the weights' dtype or in ``multiply_in``. No dropout, so for decoding only.
+
+    An exported float16 step graph asks for ``torch.float32``: ONNX Runtime folds the
+    product into a constant only with a CPU kernel for its type, and it has no float16 Gemm
+    on x86 or in WebAssembly (a browser ran the product at every step: 13 sentences/s greedy
+    instead of 105). The step casts the rows it gathers to the weights' type."""
     size = embedding.embedding_dim
-    weight = rnn.weight_ih_l0[:, :size]
-    return nn.functional.linear(embedding.weight, weight, rnn.bias_ih_l0)
+    table, weight, bias = embedding.weight, rnn.weight_ih_l0[:, :size], rnn.bias_ih_l0
+    if multiply_in is not None:
+        table, weight, bias = table.to(multiply_in), weight.to(multiply_in), bias.to(multiply_in)
+    return nn.functional.linear(table, weight, bias)
 
 
 def gate_table_fits(embedding: nn.Embedding, rnn: nn.RNNBase, limit: int | None = None) -> bool:

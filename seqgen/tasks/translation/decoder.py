@@ -176,7 +176,8 @@ class Decoder(nn.Module):
         embedded: torch.Tensor | EmbeddedGates
         if embedding_gates is not None and not self.training:
             rest = self.rnn.weight_ih_l0[:, self.config.embedding_size :]
-            embedded = EmbeddedGates(embedding_gates[tokens], rest)
+            # A float16 graph's table is float32 (embedding_gates): rows cast, not the table.
+            embedded = EmbeddedGates(embedding_gates[tokens].to(rest.dtype), rest)
         else:
             embedded = self.dropout(self.embedding(tokens))
         feed = state.get("feed")
@@ -192,12 +193,12 @@ class Decoder(nn.Module):
         """Whether decoding builds :meth:`embedding_gates` (within ``GATE_TABLE_LIMIT``)."""
         return gate_table_fits(self.embedding, self.rnn)
 
-    def embedding_gates(self) -> torch.Tensor:
+    def embedding_gates(self, multiply_in: torch.dtype | None = None) -> torch.Tensor:
         """Every target token's share of the first RNN layer's input product, with its
-        input-side bias: ``(target_vocab, gates)`` (:func:`seqgen.layers.cells.embedding_gates`).
-        No dropout, so for decoding only: a step gathers its tokens' rows instead of
-        multiplying, half of the first layer's work without input feeding."""
-        return embedding_gates(self.embedding, self.rnn)
+        input-side bias: ``(target_vocab, gates)`` (:func:`seqgen.layers.cells.embedding_gates`,
+        ``multiply_in`` as there). No dropout, so for decoding only: a step gathers its tokens'
+        rows instead of multiplying, half of the first layer's work without input feeding."""
+        return embedding_gates(self.embedding, self.rnn, multiply_in)
 
     def _forward_fused(self, embedded: torch.Tensor, state: DecoderState) -> torch.Tensor:
         """Luong attention without input feeding: one RNN call, attention batched over time.

@@ -126,8 +126,11 @@ class TranslatorStepGraph(nn.Module):
         """The decoder's gate table, as PyTorch decodes with it (Decoder._rnn_step): gathered
         per step instead of the embedding. In the graph it is a product of two weights that
         ONNX Runtime folds into a constant when a session starts, so the file holds the
-        weights (vocab x embedding) and not the table (vocab x 4 hidden, four times more)."""
-        return self.model.decoder.embedding_gates() if self.model.decoder.uses_gate_table else None
+        weights (vocab x embedding) and not the table (vocab x 4 hidden, four times more).
+        A float16 graph multiplies in float32, which ONNX Runtime can fold (its CPU kernels
+        have no float16 Gemm: :func:`seqgen.layers.cells.embedding_gates`)."""
+        decoder = self.model.decoder
+        return decoder.embedding_gates(torch.float32) if decoder.uses_gate_table else None
 
     def forward(self, tokens: torch.Tensor, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         names = self.model.state_names
