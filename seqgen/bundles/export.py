@@ -35,7 +35,8 @@ import shutil
 import tempfile
 import uuid
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,9 @@ class GraphSpec:
     outputs: list[str]
     dynamic: dict[str, dict[int, str]]  # input name -> {axis: axis name}
     leading: dict[str, list[str]]  # output name -> the axis names it must start with
+    # custom operator -> the function that writes it in ONNX (torch.onnx's
+    # custom_translation_table; e.g. the translator encoder's LSTM with sequence lengths)
+    translations: dict[Any, Callable[..., Any]] = field(default_factory=dict)
 
 
 def export_bundle(
@@ -300,6 +304,7 @@ def export_graph(spec: GraphSpec, path: Path) -> dict[str, list[dict]]:
             dynamic_shapes=(dynamic_shapes,),
             opset_version=OPSET,
             dynamo=True,
+            custom_translation_table=spec.translations or None,
             external_data=False,
             verbose=False,
         )

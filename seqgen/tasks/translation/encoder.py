@@ -15,6 +15,11 @@ proves it). A row's final hidden state is its output at its last real position; 
 final *cell* state is not among its outputs, so :func:`final_cell_state` recomputes it from
 the outputs in parallel over time. Everything is a pure function of tensors.
 
+In an exported graph each LSTM layer runs as :func:`lstm_to_lengths`, a custom operator that
+ONNX export writes as one ``LSTM`` node given each row's length (``sequence_lens``), which
+returns that cell state itself (``Y_c``) and skips the padding: the recomputation's four
+products over the whole source (a third of the encoder graph's time) leave the graph.
+
 Mask convention: ``True`` = a real token, ``False`` = padding.
 """
 
@@ -89,12 +94,54 @@ def final_cell_state(
     return (torch.exp(exponent) * update).sum(dim=1).to(outputs.dtype)
 
 
+@torch.library.custom_op("seqgen::lstm_to_lengths", mutates_args=())
+def lstm_to_lengths(
+    inputs: torch.Tensor,
+    lengths: torch.Tensor,
+    weight_ih: torch.Tensor,
+    weight_hh: torch.Tensor,
+    bias_ih: torch.Tensor,
+    bias_hh: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A one-layer batch-first LSTM over ``inputs`` ``(rows, time, input_size)``, from zero
+    state: its outputs ``(rows, time, hidden)`` and each row's cell state after position
+    ``lengths[row] - 1``, ``(rows, hidden)`` (:func:`final_cell_state`).
+
+    For export only (:meth:`Encoder._run_exported`): ``graphs.onnx_lstm_to_lengths`` writes it as
+    one ONNX ``LSTM`` node with ``sequence_lens``, whose ``Y_c`` is that cell state; its
+    outputs past a row's length are zeros there (the encoder zeroes them anyway)."""
+    rnn = nn.LSTM(inputs.shape[-1], weight_hh.shape[1], batch_first=True)
+    rnn = rnn.to(device=inputs.device, dtype=inputs.dtype)
+    weights = {"weight_ih": weight_ih, "weight_hh": weight_hh, "bias_ih": bias_ih}
+    with torch.no_grad():
+        for name, value in {**weights, "bias_hh": bias_hh}.items():
+            getattr(rnn, f"{name}_l0").copy_(value)
+        outputs, _ = rnn(inputs)
+        return outputs, final_cell_state(rnn, inputs, outputs, lengths)
+
+
+@lstm_to_lengths.register_fake
+def _(
+    inputs: torch.Tensor,
+    lengths: torch.Tensor,
+    weight_ih: torch.Tensor,
+    weight_hh: torch.Tensor,
+    bias_ih: torch.Tensor,
+    bias_hh: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    rows, time, hidden = inputs.shape[0], inputs.shape[1], weight_hh.shape[1]
+    return inputs.new_empty(rows, time, hidden), inputs.new_empty(rows, hidden)
+
+
 class DirectionRun(NamedTuple):
     """What a bidirectional layer's final states are read from (batch-major tensors)."""
 
     forward_outputs: torch.Tensor  # (rows, source_len, hidden), in source order
     reversed_inputs: torch.Tensor  # (rows, source_len, input_size), reversed within length
     reversed_outputs: torch.Tensor  # (rows, source_len, hidden), in the reversed frame
+    # Exported LSTMs only: each direction's final cell state (rows, hidden), from the graph's
+    # LSTM node (lstm_to_lengths); else None and _final_states computes them.
+    final_cells: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 class Encoder(nn.Module):
@@ -144,23 +191,50 @@ class Encoder(nn.Module):
         real = length_mask(source_lengths, source_len).unsqueeze(-1)
         index = reverse_index(source_lengths, source_len)
         inputs = self.dropout(self.embedding(source_ids))
-        memory, run = self._bidirectional_layer(0, inputs, index, real)
+        lengths = source_lengths
+        memory, run = self._bidirectional_layer(0, inputs, index, real, lengths)
         for layer in range(1, len(self.forward_layers)):
             inputs = self.dropout(memory)  # between layers, as nn.LSTM's dropout does
-            memory, run = self._bidirectional_layer(layer, inputs, index, real)
+            memory, run = self._bidirectional_layer(layer, inputs, index, real, lengths)
         return memory, self._final_states(inputs, run, source_lengths)
 
     def _bidirectional_layer(
-        self, layer: int, inputs: torch.Tensor, index: torch.Tensor, real: torch.Tensor
+        self,
+        layer: int,
+        inputs: torch.Tensor,
+        index: torch.Tensor,
+        real: torch.Tensor,
+        lengths: torch.Tensor,
     ) -> tuple[torch.Tensor, DirectionRun]:
         """One layer: ``(rows, source_len, input_size) -> (rows, source_len, 2 * hidden)``."""
-        forward_outputs, _ = self.forward_layers[layer](inputs)
         reversed_inputs = gather_time(inputs, index)
-        reversed_outputs, _ = self.backward_layers[layer](reversed_inputs)
+        if self.cell == "lstm" and torch.onnx.is_in_onnx_export():
+            forward_outputs, forward_cell = self._run_exported(
+                self.forward_layers[layer], inputs, lengths
+            )
+            reversed_outputs, backward_cell = self._run_exported(
+                self.backward_layers[layer], reversed_inputs, lengths
+            )
+            cells = (forward_cell, backward_cell)
+        else:
+            forward_outputs, _ = self.forward_layers[layer](inputs)
+            reversed_outputs, _ = self.backward_layers[layer](reversed_inputs)
+            cells = None
         backward_outputs = gather_time(reversed_outputs, index)
         # Zeros at padding, so nothing downstream can read garbage from there.
         outputs = torch.cat([forward_outputs, backward_outputs], dim=-1) * real
-        return outputs, DirectionRun(forward_outputs, reversed_inputs, reversed_outputs)
+        return outputs, DirectionRun(forward_outputs, reversed_inputs, reversed_outputs, cells)
+
+    @staticmethod
+    def _run_exported(
+        rnn: nn.LSTM, inputs: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A layer's direction ``rnn`` in export: outputs ``(rows, source_len, hidden)`` and
+        each row's final cell state ``(rows, hidden)`` (:func:`lstm_to_lengths`). Every
+        layer runs so, since ONNX Runtime's LSTM also stops each row at its length instead
+        of running the padding; the top layer's cell states start the decoder."""
+        weights = (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
+        return torch.ops.seqgen.lstm_to_lengths(inputs, lengths, *weights)
 
     def _final_states(
         self, inputs: torch.Tensor, run: DirectionRun, lengths: torch.Tensor
@@ -179,7 +253,9 @@ class Encoder(nn.Module):
                 dim=-1,
             )
         }
-        if self.cell == "lstm":
+        if run.final_cells is not None:
+            final["cell"] = torch.cat(run.final_cells, dim=-1)
+        elif self.cell == "lstm":
             forward_cell = final_cell_state(
                 self.forward_layers[-1], inputs, run.forward_outputs, lengths
             )

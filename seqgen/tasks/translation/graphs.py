@@ -284,6 +284,7 @@ def graph_specs(model: EncoderDecoder) -> dict[str, GraphSpec]:
             list(names),
             {"source_ids": {0: "rows", 1: "source_len"}, "source_lengths": {0: "rows"}},
             {name: [encoder_axes[name][a] for a in sorted(encoder_axes[name])] for name in names},
+            {torch.ops.seqgen.lstm_to_lengths.default: onnx_lstm_to_lengths},
         ),
         "step": GraphSpec(
             TranslatorStepGraph(model),
@@ -299,6 +300,46 @@ def graph_specs(model: EncoderDecoder) -> dict[str, GraphSpec]:
             {**state, **per_sentence}, {**state_axes, **{n: step_axes[n] for n in per_sentence}}
         ),
     }
+
+
+def onnx_lstm_to_lengths(
+    inputs: Any,
+    lengths: Any,
+    weight_ih: Any,
+    weight_hh: Any,
+    bias_ih: Any,
+    bias_hh: Any,
+) -> tuple[Any, Any]:
+    """:func:`seqgen.tasks.translation.encoder.lstm_to_lengths` in ONNX (torch.onnx's
+    custom translation; the arguments are the exporter's graph values): one ``LSTM`` node
+    over ``(time, rows, input_size)`` with ``sequence_lens``, whose ``Y_c`` is each row's
+    cell state after its last real position. ONNX stacks the gates as i, o, f, c where
+    PyTorch has i, f, g, o; the reordering is of weights only, which ONNX Runtime folds
+    into constants when a session starts."""
+    from onnxscript import opset18 as op  # only exporting needs it (the ``export`` extra)
+
+    hidden = weight_hh.shape[1]
+
+    def onnx_gates(tensor: Any) -> Any:
+        # Slices, not a Split: the exporter's optimizer folds them (it warns on a Split).
+        gate = [op.Slice(tensor, [i * hidden], [(i + 1) * hidden], [0]) for i in range(4)]
+        return op.Concat(gate[0], gate[3], gate[1], gate[2], axis=0)
+
+    weight = op.Unsqueeze(onnx_gates(weight_ih), [0])  # (directions = 1, 4 hidden, input)
+    recurrence = op.Unsqueeze(onnx_gates(weight_hh), [0])
+    bias = op.Unsqueeze(op.Concat(onnx_gates(bias_ih), onnx_gates(bias_hh), axis=0), [0])
+    time_major = op.Transpose(inputs, perm=[1, 0, 2])
+    int32 = 6  # onnx.TensorProto.INT32, what sequence_lens takes
+    outputs, _, final_cell = op.LSTM(
+        time_major,
+        weight,
+        recurrence,
+        bias,
+        op.Cast(lengths, to=int32),
+        hidden_size=hidden,
+    )
+    # outputs (time, 1, rows, hidden) -> (rows, time, hidden); final_cell (1, rows, hidden)
+    return op.Transpose(op.Squeeze(outputs, [1]), perm=[1, 0, 2]), op.Squeeze(final_cell, [0])
 
 
 def select_spec(state: dict[str, torch.Tensor], state_axes: dict[str, dict[int, str]]) -> GraphSpec:

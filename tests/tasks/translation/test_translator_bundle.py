@@ -189,6 +189,22 @@ def test_graphs_carry_no_stack_traces_or_paths_of_the_exporting_machine(
         assert str(Path(seqgen.__file__).parent).encode() not in (bundle / graph).read_bytes()
 
 
+def test_an_lstm_encoder_graph_stops_each_row_at_its_length(exported: tuple[Path, Path]) -> None:
+    """Each LSTM node of the encoder graph takes the rows' lengths (``sequence_lens``) and
+    gives the decoder's first cell state itself: the graph holds no recomputation of it
+    over the whole source (``final_cell_state``'s cumulative sum of the forget gates)."""
+    _, bundle = exported
+    model = json.loads((bundle / "manifest.json").read_text())["model"]
+    nodes = onnx.load(str(bundle / "encoder.onnx")).graph.node
+    lstms = [node for node in nodes if node.op_type == "LSTM"]
+    if model["cell"] != "lstm":
+        assert not lstms and not any(node.op_type == "CumSum" for node in nodes)
+        return
+    assert len(lstms) == 2 * model["encoder_layers"]  # two directions per layer
+    assert all(len(node.input) > 4 and node.input[4] for node in lstms)
+    assert not any(node.op_type == "CumSum" for node in nodes)
+
+
 # --- parity with PyTorch --------------------------------------------------------------------
 
 
