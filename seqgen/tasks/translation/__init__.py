@@ -11,9 +11,9 @@ from seqgen.tasks.translation.config import (
     EncoderDecoderConfig,
     TranslationDataConfig,
     TranslationDecodingConfig,
+    TranslationTokenizerConfig,
     TranslationTrainConfig,
 )
-from seqgen.text import TokenizerConfig
 
 # Each side's tokenizer file; a joint vocabulary (the same tokenizer on both sides) is
 # written once, as JOINT_TOKENIZER_FILE, which both manifest entries name. Readers follow
@@ -30,7 +30,7 @@ TASK = Task(
     command="translate",
     sections={
         "data": TranslationDataConfig,
-        "tokenizer": TokenizerConfig,
+        "tokenizer": TranslationTokenizerConfig,
         "model": EncoderDecoderConfig,
         "train": TranslationTrainConfig,
         "decoding": TranslationDecodingConfig,

@@ -1,6 +1,7 @@
-"""The sections of a translation recipe: ``[data]``, ``[model]``, ``[train]``, ``[decoding]``.
+"""The sections of a translation recipe: ``[data]``, ``[tokenizer]``, ``[model]``, ``[train]``,
+``[decoding]``.
 
-(``[tokenizer]`` is ``seqgen.text.TokenizerConfig``, shared by every task.)
+(``[tokenizer]`` is ``seqgen.text.TokenizerConfig``, shared by every task, plus ``copy_from``.)
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 from seqgen.config import LoopConfig, check_choice, check_fraction, check_positive
 from seqgen.decoding.contract import TOP_CANDIDATES
 from seqgen.errors import ConfigError
+from seqgen.text import TokenizerConfig
 
 
 @dataclass
@@ -49,6 +51,26 @@ class TranslationDataConfig:
             )
         check_positive("data.max_source_length", self.max_source_length)
         check_positive("data.max_target_length", self.max_target_length)
+
+
+@dataclass
+class TranslationTokenizerConfig(TokenizerConfig):
+    """How to train a translator's tokenizers (:class:`seqgen.text.TokenizerConfig`), or
+    ``copy_from``: a trained translator (a bundled model's name, a checkpoint or a bundle)
+    whose two tokenizers are used as they are, the settings above then unused. Models of one
+    ensemble must share their target tokenizer (``seqgen translate --model A --model B``); a
+    tokenizer trained on other text (a distilled corpus, more data) is another vocabulary."""
+
+    copy_from: str = ""
+
+    def validate(self) -> None:
+        if not isinstance(self.copy_from, str):
+            raise ConfigError(
+                f"tokenizer.copy_from must be a translator's name or path (a string), got "
+                f"{self.copy_from!r}"
+            )
+        if not self.copy_from:
+            super().validate()
 
 
 @dataclass

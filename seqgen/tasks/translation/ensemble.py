@@ -145,7 +145,7 @@ def check_target_vocabularies(members: Sequence[Translator], names: Sequence[str
             raise SeqgenError(
                 f"{name} and {names[0]} have different target vocabularies; an ensemble "
                 "needs models that share one target tokenizer (trained on the same data "
-                "with the same [tokenizer] settings)"
+                f"with the same [tokenizer] settings, or with tokenizer.copy_from = {names[0]})"
             )
 
 

@@ -36,6 +36,7 @@ from seqgen.tasks.translation.pipeline import Translator
 from seqgen.tasks.translation.shortlist import build_shortlist
 from seqgen.tasks.translation.torch_step import TranslatorStep
 from seqgen.tasks.translation.training_data import (
+    copied_tokenizers,
     load_pairs,
     stream_tokenizers,
     train_tokenizers,
@@ -141,12 +142,14 @@ class TranslationTrainer(EpochTrainer):
         given: dict[str, Tokenizer] | None,
         train: Callable[[], dict[str, Tokenizer]],
     ) -> dict[str, Tokenizer]:
-        """The checkpoint's tokenizers, the ones given, or ``train()``'s: trained once, on
-        rank 0, and handed to the others."""
+        """The checkpoint's tokenizers, the ones given, those of ``tokenizer.copy_from``, or
+        ``train()``'s: trained once, on rank 0, and handed to the others."""
         if last is not None:
             return {k: tokenizer_from_dict(v) for k, v in last.tokenizer.items()}
         if given is not None:
             return given
+        if self.recipe.tokenizer.copy_from:
+            return copied_tokenizers(self.recipe.tokenizer.copy_from)
         trained = self.distributed.from_main(
             lambda: {side: tokenizer.to_dict() for side, tokenizer in train().items()}
         )

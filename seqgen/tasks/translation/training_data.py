@@ -1,5 +1,6 @@
 """A translator's training data: the pairs a recipe names, read into memory or streamed
-from disk (``data.streaming``), and the tokenizers trained on them."""
+from disk (``data.streaming``), and the tokenizers trained on them (or copied from another
+translator, ``tokenizer.copy_from``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 from seqgen.data.corpora import load_parallel, parallel_paths, read_parallel_files, read_tsv
 from seqgen.data.streaming import PairFiles
+from seqgen.errors import ConfigError, SeqgenError
 from seqgen.recipes import Recipe
 from seqgen.text import Tokenizer, train_tokenizer
 
@@ -73,3 +75,16 @@ def train_tokenizers(
         "source": train_tokenizer(recipe.tokenizer, sources),
         "target": train_tokenizer(recipe.tokenizer, targets),
     }
+
+
+def copied_tokenizers(model: str) -> dict[str, Tokenizer]:
+    """``tokenizer.copy_from``: the ``source`` and ``target`` tokenizers of the translator
+    ``model`` (a bundled model's name, a checkpoint or a bundle). SeqgenError, naming the
+    setting, where it is not a translator."""
+    from seqgen.loading import load  # the package's front door, which imports every task
+
+    try:
+        translator = load(model, kind="translation", device="cpu")
+    except SeqgenError as error:
+        raise ConfigError(f"tokenizer.copy_from: {error}") from None
+    return {"source": translator.source_tokenizer, "target": translator.target_tokenizer}

@@ -290,6 +290,64 @@ def test_validation_bleu_is_what_translate_gets(
 DROPOUT_ON = ("model.dropout=0.2",)  # so the resumed RNG state matters
 
 
+def test_copied_tokenizers_let_a_model_of_other_text_join_an_ensemble(
+    tmp_path: Path, recipe_file: Path, translator_run: Path, parallel_folder: Path
+) -> None:
+    """``tokenizer.copy_from``: a translator trained on other text (here the validation
+    pairs, with another vocabulary size) keeps the named model's tokenizers, so the two
+    decode as one ensemble; trained without it, its vocabulary differs and is refused."""
+    other = ("data.train_source=" + str(parallel_folder / "val.de"),)
+    other += ("data.train_target=" + str(parallel_folder / "val.en"), "tokenizer.vocab_size=60")
+    other += ("train.max_steps=4", "train.eval_every=4")
+    run_training(recipe_file, tmp_path / "own", *other)
+    run_training(recipe_file, tmp_path / "copied", *other, f"tokenizer.copy_from={translator_run}")
+    sides = load_checkpoint(translator_run / "best.safetensors").tokenizer
+    assert load_checkpoint(tmp_path / "copied" / "best.safetensors").tokenizer == sides
+    assert load_checkpoint(tmp_path / "own" / "best.safetensors").tokenizer != sides
+    joined = invoke(
+        "translate",
+        "--model",
+        translator_run,
+        "--model",
+        tmp_path / "copied",
+        "--device",
+        "cpu",
+        input="Der hund läuft.\n",
+    )
+    assert_ok(joined)
+    assert len(joined.stdout.splitlines()) == 1
+    refused = invoke(
+        "translate",
+        "--model",
+        translator_run,
+        "--model",
+        tmp_path / "own",
+        "--device",
+        "cpu",
+        input="Der hund läuft.\n",
+    )
+    assert_one_line_error(refused, "different target vocabularies", "tokenizer.copy_from")
+
+
+@pytest.mark.parametrize("copy_from", ["missing-model", "GENERATOR"])
+def test_copying_tokenizers_from_what_is_not_a_translator_is_one_line(
+    tmp_path: Path, recipe_file: Path, copy_from: str
+) -> None:
+    if copy_from == "GENERATOR":
+        copy_from = "shakespeare-char"  # a bundled generator
+    result = invoke(
+        "train",
+        recipe_file,
+        "--output",
+        tmp_path / "run",
+        "--quiet",
+        "--set",
+        f"tokenizer.copy_from={copy_from}",
+    )
+    assert_one_line_error(result, "tokenizer.copy_from", copy_from)
+    assert not (tmp_path / "run" / "best.safetensors").exists()
+
+
 def test_resume_continues_bit_for_bit(tmp_path: Path, recipe_file: Path) -> None:
     """8 steps straight == 4 steps, then ``--resume`` to 8 (constant schedule)."""
     common = ("train.eval_every=4", *DROPOUT_ON)
