@@ -122,14 +122,10 @@ def lstm_to_lengths(
 
 @lstm_to_lengths.register_fake
 def _(
-    inputs: torch.Tensor,
-    lengths: torch.Tensor,
-    weight_ih: torch.Tensor,
-    weight_hh: torch.Tensor,
-    bias_ih: torch.Tensor,
-    bias_hh: torch.Tensor,
+    inputs: torch.Tensor, *lengths_and_weights: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    rows, time, hidden = inputs.shape[0], inputs.shape[1], weight_hh.shape[1]
+    """The shapes only, for tracing: ``lengths``, ``weight_ih``, ``weight_hh``, biases."""
+    rows, time, hidden = inputs.shape[0], inputs.shape[1], lengths_and_weights[2].shape[1]
     return inputs.new_empty(rows, time, hidden), inputs.new_empty(rows, hidden)
 
 
