@@ -187,11 +187,10 @@ class Encoder(nn.Module):
         real = length_mask(source_lengths, source_len).unsqueeze(-1)
         index = reverse_index(source_lengths, source_len)
         inputs = self.dropout(self.embedding(source_ids))
-        lengths = source_lengths
-        memory, run = self._bidirectional_layer(0, inputs, index, real, lengths)
+        memory, run = self._bidirectional_layer(0, inputs, index, real, source_lengths)
         for layer in range(1, len(self.forward_layers)):
             inputs = self.dropout(memory)  # between layers, as nn.LSTM's dropout does
-            memory, run = self._bidirectional_layer(layer, inputs, index, real, lengths)
+            memory, run = self._bidirectional_layer(layer, inputs, index, real, source_lengths)
         return memory, self._final_states(inputs, run, source_lengths)
 
     def _bidirectional_layer(
