@@ -89,11 +89,20 @@ def test_one_epoch_of_sentence_batches_then_decoding(
     with pytest.raises(RuntimeError, match="train 'seqgen'"):
         onnx.train_cmd(str(run), str(data / "sp" / "train"), 10, one_epoch=False)
     # The plugin exports in a subprocess of the harness's environment: run it in-process here.
-    exported = lambda command, **_: run_seqgen(command, tmp_path / "export.log")  # noqa: E731
+    exports = []
+
+    def exported(command: list[str], **_: object) -> None:
+        exports.append(command)
+        run_seqgen(command, tmp_path / "export.log")
+
     monkeypatch.setattr(subprocess, "run", exported)
-    int8_bundle = Path(systems["seqgen-onnx-int8"].model_path(checkpoint))
+    int8 = systems["seqgen-onnx-int8"]
+    int8_bundle = Path(int8.model_path(checkpoint))
     assert int8_bundle.name == "onnx-int8-bundle"
     assert json.loads((int8_bundle / "manifest.json").read_text())["matmul"] == "int8"
+    # Once per harness run, whatever bundle an earlier run left there (it may be older code).
+    assert int8.model_path(checkpoint) == str(int8_bundle) and len(exports) == 1
+    assert type(int8)().model_path(checkpoint) == str(int8_bundle) and len(exports) == 2
 
 
 def test_the_no_feed_system_sets_the_recipe_without_input_feeding(
