@@ -42,6 +42,7 @@ from seqgen.layers.cells import (
     gate_table_fits,
     step_cells,
 )
+from seqgen.tasks.translation import feeding_loop
 from seqgen.tasks.translation.attention import make_attention
 from seqgen.tasks.translation.config import EncoderDecoderConfig
 
@@ -227,6 +228,8 @@ class Decoder(nn.Module):
             size, weight = self.config.embedding_size, self.rnn.weight_ih_l0
             gates = nn.functional.linear(embedded, weight[:, :size], self.rnn.bias_ih_l0)
             rest = weight[:, size:]
+            if self._fuses_feeding(gates):
+                return self._feeding_loop(gates, rnn_state, feed, state)
             tokens = [EmbeddedGates(position, rest) for position in gates.unbind(1)]
         attentionals = []
         for token in tokens:
@@ -234,6 +237,41 @@ class Decoder(nn.Module):
             attentionals.append(feed)
         # The output layer needs no recurrence: one large product instead of one per position.
         return torch.stack(attentionals, dim=1)
+
+    def _fuses_feeding(self, gates: torch.Tensor) -> bool:
+        """Whether teacher forcing runs :func:`~seqgen.tasks.translation.feeding_loop.
+        input_feeding_loop` (input feeding, Luong attention, one LSTM layer, the CPU)."""
+        return feeding_loop.fuses(
+            cell=self.config.cell,
+            layers=self.config.decoder_layers,
+            attention=self.attention,
+            input_feeding=self.config.input_feeding,
+            device=gates.device,
+        )
+
+    def _feeding_loop(
+        self, gates: torch.Tensor, rnn_state: RnnState, feed: torch.Tensor, state: DecoderState
+    ) -> torch.Tensor:
+        """Teacher forcing with input feeding as one autograd function, from the embedding's
+        share of the gates ``(rows, target_len, 4 * hidden)``: the attentional vectors
+        ``(rows, target_len, decoder_hidden)``, as the stepwise loop computes them."""
+        hidden, cell = rnn_state
+        size, width = self.config.embedding_size, self.config.decoder_hidden_size
+        keep = None
+        if self.training and self.dropout.p > 0:
+            # nn.Dropout's mask for every position at once: kept with 1 - p, scaled by 1 / (1 - p).
+            keep = torch.empty(*gates.shape[:2], width, device=gates.device)
+            keep.bernoulli_(1 - self.dropout.p).div_(1 - self.dropout.p)
+        weights = (
+            self.rnn.weight_ih_l0[:, size:],
+            self.rnn.weight_hh_l0,
+            self.rnn.bias_hh_l0,
+            self.combine.weight,
+        )
+        return feeding_loop.input_feeding_loop(
+            gates, hidden[0], cell[0], feed, state["keys"], state["memory"],
+            state["source_mask"], weights, keep,
+        )  # fmt: skip
 
     def _step(
         self,
