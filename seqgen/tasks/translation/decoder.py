@@ -45,6 +45,7 @@ from seqgen.layers.cells import (
 from seqgen.tasks.translation import feeding_loop
 from seqgen.tasks.translation.attention import make_attention
 from seqgen.tasks.translation.config import EncoderDecoderConfig
+from seqgen.training.buckets import bucketed_linear
 
 DecoderState = dict[str, torch.Tensor]
 
@@ -364,9 +365,9 @@ class Decoder(nn.Module):
         ``(..., M)`` for the ``M`` tokens of ``output`` (a shortlist in decoding, a batch's
         candidates with ``train.shortlist_loss``)."""
         if output is None:
-            return self.output(features)
+            return bucketed_linear(features, self.output.weight, self.output.bias)
         # Only those tokens: M x output_size instead of vocab x output_size per row.
-        return nn.functional.linear(features, output.weight, output.bias)
+        return bucketed_linear(features, output.weight, output.bias)
 
     def _logits(self, attentional: torch.Tensor, output: OutputRows | None = None) -> torch.Tensor:
         """``(rows, [time,] decoder_hidden) -> (rows, [time,] vocab)``, or ``(..., M)`` for
