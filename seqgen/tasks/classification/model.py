@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seqgen.layers.cells import RNN_CLASSES
+from seqgen.layers.dropout import Dropout
 from seqgen.tasks.classification.config import ClassifierConfig
 
 
@@ -29,7 +30,7 @@ class SequenceClassifier(nn.Module):
         self.config = config
         self.vocab_size, self.num_classes = vocab_size, num_classes
         self.embedding = nn.Embedding(vocab_size, config.embedding_size, padding_idx=0)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.rnn = RNN_CLASSES[config.cell](
             config.embedding_size,
             config.hidden_size,

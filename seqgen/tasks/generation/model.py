@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from seqgen.layers.cells import RNN_CLASSES, EmbeddedGates, RnnState, embedding_gates, step_cells
+from seqgen.layers.dropout import Dropout
 from seqgen.tasks.generation.config import LanguageModelConfig
 
 LanguageModelState = dict[str, torch.Tensor]
@@ -26,7 +27,7 @@ class LanguageModel(nn.Module):
         self.config = config
         self.vocab_size = vocab_size
         self.embedding = nn.Embedding(vocab_size, config.embedding_size)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.rnn = RNN_CLASSES[config.cell](
             config.embedding_size,
             config.hidden_size,

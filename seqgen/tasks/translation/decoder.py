@@ -42,6 +42,7 @@ from seqgen.layers.cells import (
     gate_table_fits,
     step_cells,
 )
+from seqgen.layers.dropout import Dropout, keep_mask
 from seqgen.tasks.translation import feeding_loop
 from seqgen.tasks.translation.attention import make_attention
 from seqgen.tasks.translation.config import EncoderDecoderConfig
@@ -82,7 +83,7 @@ class Decoder(nn.Module):
         hidden_size = config.decoder_hidden_size
         self.is_bahdanau = config.attention == "bahdanau"
         self.embedding = embedding
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.attention = make_attention(
             config.attention, query_size=hidden_size, memory_size=memory_size
         )
@@ -259,10 +260,8 @@ class Decoder(nn.Module):
         hidden, cell = rnn_state
         size, width = self.config.embedding_size, self.config.decoder_hidden_size
         keep = None
-        if self.training and self.dropout.p > 0:
-            # nn.Dropout's mask for every position at once: kept with 1 - p, scaled by 1 / (1 - p).
-            keep = torch.empty(*gates.shape[:2], width, device=gates.device)
-            keep.bernoulli_(1 - self.dropout.p).div_(1 - self.dropout.p)
+        if self.training and self.dropout.p > 0:  # the dropout's mask for every position at once
+            keep = keep_mask((*gates.shape[:2], width), self.dropout.p)
         weights = (
             self.rnn.weight_ih_l0[:, size:],
             self.rnn.weight_hh_l0,

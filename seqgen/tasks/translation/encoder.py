@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqgen.layers.cells import RNN_CLASSES
+from seqgen.layers.dropout import Dropout
 from seqgen.tasks.translation.config import EncoderDecoderConfig
 
 
@@ -153,7 +154,7 @@ class Encoder(nn.Module):
         self.cell = config.cell
         self.hidden_size = config.encoder_hidden_size
         self.embedding = embedding
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         rnn_class = RNN_CLASSES[config.cell]
         input_sizes = [config.embedding_size] + [self.memory_size] * (config.encoder_layers - 1)
         # One one-layer RNN per direction and layer: the backward one reads reversed rows.
