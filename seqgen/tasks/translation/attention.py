@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from seqgen.layers.buckets import bucketed_linear
+
 ATTENTION_KINDS = ("bahdanau", "dot", "general")
 
 
@@ -92,7 +94,7 @@ class GeneralAttention(Attention):
         self.memory_projection = nn.Linear(memory_size, query_size, bias=False)
 
     def precompute(self, memory: torch.Tensor) -> torch.Tensor:
-        return self.memory_projection(memory)
+        return bucketed_linear(memory, self.memory_projection.weight, None)
 
     def score(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         return torch.bmm(query, keys.transpose(1, 2))
@@ -112,7 +114,7 @@ class BahdanauAttention(Attention):
         self.energy = nn.Linear(attention_size, 1, bias=False)  # v_a
 
     def precompute(self, memory: torch.Tensor) -> torch.Tensor:
-        return self.memory_projection(memory)
+        return bucketed_linear(memory, self.memory_projection.weight, None)
 
     def score(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         # (sentences, queries, 1, attention) + (sentences, 1, source_len, attention): every

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from seqgen.layers.buckets import bucketed_linear
 from seqgen.layers.cells import (
     RNN_CLASSES,
     EmbeddedGates,
@@ -46,7 +47,6 @@ from seqgen.layers.dropout import Dropout, keep_mask
 from seqgen.tasks.translation import feeding_loop
 from seqgen.tasks.translation.attention import make_attention
 from seqgen.tasks.translation.config import EncoderDecoderConfig
-from seqgen.training.buckets import bucketed_linear
 
 DecoderState = dict[str, torch.Tensor]
 
@@ -228,7 +228,7 @@ class Decoder(nn.Module):
             tokens: list[torch.Tensor | EmbeddedGates] = list(embedded.unbind(1))
         else:
             size, weight = self.config.embedding_size, self.rnn.weight_ih_l0
-            gates = nn.functional.linear(embedded, weight[:, :size], self.rnn.bias_ih_l0)
+            gates = bucketed_linear(embedded, weight[:, :size], self.rnn.bias_ih_l0)
             rest = weight[:, size:]
             if self._fuses_feeding(gates):
                 return self._feeding_loop(gates, rnn_state, feed, state)

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seqgen.layers.buckets import bucketed_linear
 from seqgen.layers.cells import RNN_CLASSES
 from seqgen.layers.dropout import Dropout
 from seqgen.tasks.translation.config import EncoderDecoderConfig
@@ -83,8 +84,8 @@ def final_cell_state(
     previous = torch.cat([torch.zeros_like(outputs[:, :1]), outputs[:, :-1]], dim=1)
     # PyTorch stacks the gates as i, f, g, o; the output gate o is not needed here.
     needed = slice(0, 3 * rnn.hidden_size)
-    gates = F.linear(inputs, rnn.weight_ih_l0[needed], rnn.bias_ih_l0[needed])
-    gates = gates + F.linear(previous, rnn.weight_hh_l0[needed], rnn.bias_hh_l0[needed])
+    gates = bucketed_linear(inputs, rnn.weight_ih_l0[needed], rnn.bias_ih_l0[needed])
+    gates = gates + bucketed_linear(previous, rnn.weight_hh_l0[needed], rnn.bias_hh_l0[needed])
     input_gate, forget_gate, cell_gate = gates.float().chunk(3, dim=-1)
     update = torch.sigmoid(input_gate) * torch.tanh(cell_gate)
     log_decay = F.logsigmoid(forget_gate).cumsum(dim=1)  # A_t = sum_{r <= t} log f_r

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional
 
-from seqgen.training.buckets import BUCKET, bucketed_linear
+from seqgen.layers.buckets import BUCKET, bucketed_linear
 
 
 def test_without_autocast_it_is_the_plain_product() -> None:

@@ -5,9 +5,11 @@ and keeps it in a cache: about 20 ms per shape on the 2-core Xeon, more than the
 itself. A translator's output layer in training has two sizes that change with every batch
 (its real target tokens and, with ``train.shortlist_loss``, its candidate tokens), so under
 CPU autocast every step paid for three new kernels (the forward product and two in the
-backward) and the output layer took longer in bf16 than in float32. Padding both sizes up
-to a multiple of :data:`BUCKET` leaves a few dozen shapes, compiled once each, for a few
-percent more multiplications.
+backward) and the output layer took longer in bf16 than in float32. The products over a
+whole batch of positions (``rows x source_len`` or ``rows x target_len``: the decoder's
+input gates, the attention keys, the encoder's final cell states) change with each new
+length too. Padding the sizes up to a multiple of :data:`BUCKET` leaves a few dozen shapes,
+compiled once each, for a few percent more multiplications.
 """
 
 from __future__ import annotations
