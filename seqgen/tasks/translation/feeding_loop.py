@@ -119,6 +119,12 @@ class _Loop(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # noqa: D102
+        # The loop casts for its products itself, also where backward() runs under autocast.
+        with torch.autocast("cpu", enabled=False):
+            return _Loop._backward(ctx, grad_out)
+
+    @staticmethod
+    def _backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         keys, memory, w_feed, w_hh, w_c, keep, *tensors = ctx.saved_tensors
         saved, (products, state, types) = _Saved(*tensors), ctx.types
         time, rows, size = saved.acts.shape
