@@ -119,6 +119,8 @@ class _Loop(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # noqa: D102
+        if not torch.is_autocast_enabled("cpu"):
+            return _Loop._backward(ctx, grad_out)
         # The loop casts for its products itself, also where backward() runs under autocast.
         with torch.autocast("cpu", enabled=False):
             return _Loop._backward(ctx, grad_out)
