@@ -268,10 +268,10 @@ class Decoder(nn.Module):
             self.rnn.bias_hh_l0,
             self.combine.weight,
         )
+        source = (state["keys"], state["memory"], state["source_mask"])
         return feeding_loop.input_feeding_loop(
-            gates, hidden[0], cell[0], feed, state["keys"], state["memory"],
-            state["source_mask"], weights, keep,
-        )  # fmt: skip
+            gates, hidden[0], cell[0], feed, *source, weights, keep
+        )
 
     def _step(
         self,
