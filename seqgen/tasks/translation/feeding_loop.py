@@ -20,6 +20,7 @@ Shapes: ``rows`` target sentences, ``time`` target positions, ``hidden`` the dec
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,10 +70,16 @@ def input_feeding_loop(
     products = torch.get_autocast_dtype("cpu") if autocast else gates.dtype
     state = torch.float32 if autocast else gates.dtype
     inputs = (gates, hidden, cell, feed, keys, memory, source_mask, *weights, keep)
-    if not autocast:
+    with _autocast_off():
         return _Loop.apply(*inputs, products, state)
-    with torch.autocast("cpu", enabled=False):  # the loop casts for its products itself
-        return _Loop.apply(*inputs, products, state)
+
+
+def _autocast_off() -> contextlib.AbstractContextManager:
+    """CPU autocast switched off where it is on (the loop casts for its products itself, in
+    the forward and in a backward() run under autocast); a no-op elsewhere."""
+    if torch.is_autocast_enabled("cpu"):
+        return torch.autocast("cpu", enabled=False)
+    return contextlib.nullcontext()
 
 
 class _Loop(torch.autograd.Function):
@@ -119,10 +126,7 @@ class _Loop(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # noqa: D102
-        if not torch.is_autocast_enabled("cpu"):
-            return _Loop._backward(ctx, grad_out)
-        # The loop casts for its products itself, also where backward() runs under autocast.
-        with torch.autocast("cpu", enabled=False):
+        with _autocast_off():
             return _Loop._backward(ctx, grad_out)
 
     @staticmethod
