@@ -10,6 +10,7 @@ task a file holds (its ``kind``) picks the pipeline, through the task registry.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +105,16 @@ def exported_bundle(checkpoint: Path, *, kind: str | None = None) -> Path:
 
 
 __all__ = ["BACKENDS", "bundled_model_path", "exported_bundle", "load", "load_checkpoint_pipeline"]
+
+
+def load_as_one(paths: Sequence[str], *, device: str = "auto", backend: str = "auto") -> Any:
+    """The pipeline of one model (:func:`load`; no path: the default bundled model), or of
+    several decoding as one through their task's ``ensemble`` hook (translators: the
+    members' log-probabilities averaged at every step); SeqgenError for a task without one."""
+    if len(paths) < 2:
+        return load(paths[0] if paths else None, device=device, backend=backend)
+    pipelines = [load(path, device=device, backend=backend) for path in paths]
+    task = task_named(pipelines[0].task)
+    if "ensemble" not in task.hooks:
+        raise SeqgenError(f"{paths[0]} is a {task.title}; only translators decode as an ensemble")
+    return task.hook("ensemble")(pipelines, list(paths))

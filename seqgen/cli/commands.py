@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -133,31 +132,17 @@ def evaluate(
 ) -> None:
     """Generators: loss, perplexity, bits per token/char. Translators: BLEU and chrF (of an
     ensemble, given --model more than once)."""
+    from seqgen.loading import load_as_one
     from seqgen.task import task_named
 
     if split and (text_file or source_file):
         raise SeqgenError("give --split, or --file / --source and --reference, not both")
-    pipeline = _load_ensemble(model_paths, device=device, backend=backend)
+    pipeline = load_as_one(model_paths, device=device, backend=backend)
     request = EvaluationRequest(
         split, text_file, source_file, reference_file, beam_size, shortlist, data_dir
     )
     for line in task_named(pipeline.task).hook("evaluate")(pipeline, request):
         click.echo(line)
-
-
-def _load_ensemble(paths: tuple[str, ...], *, device: str, backend: str) -> Any:
-    """The pipeline of one model (``seqgen.load``; none: the default bundled model), or of
-    several decoding as one through their task's ``ensemble`` hook."""
-    from seqgen.loading import load
-    from seqgen.task import task_named
-
-    if len(paths) < 2:
-        return load(paths[0] if paths else None, device=device, backend=backend)
-    pipelines = [load(path, device=device, backend=backend) for path in paths]
-    task = task_named(pipelines[0].task)
-    if "ensemble" not in task.hooks:
-        raise SeqgenError(f"{paths[0]} is a {task.title}; only translators decode as an ensemble")
-    return task.hook("ensemble")(pipelines, list(paths))
 
 
 @click.command()
