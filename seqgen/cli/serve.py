@@ -20,6 +20,14 @@ DEFAULTS = Limits()
     help="A bundled model's name, a checkpoint, run folder or bundle folder (repeatable) "
     "[default: multi30k-de-en].",
 )
+@click.option(
+    "--ensemble",
+    "ensembles",
+    multiple=True,
+    metavar="NAME=MODEL,MODEL",
+    help="Translators served as one under NAME, their log-probabilities averaged at every "
+    "step, as seqgen translate --model A --model B decodes (repeatable).",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=int, default=8000, show_default=True, help="0 picks a free port.")
 @click.option(
@@ -57,6 +65,7 @@ DEFAULTS = Limits()
 @backend_option
 def serve(
     models: tuple[str, ...],
+    ensembles: tuple[str, ...],
     host: str,
     port: int,
     batch_window: float,
@@ -95,5 +104,5 @@ def serve(
         max_batch=max_batch,
         max_queued=max(max_queued, max_texts),
     )
-    loaded = load_models(models, device=device, backend=backend)
+    loaded = load_models(models, device=device, backend=backend, ensembles=ensembles)
     run_server(loaded, host=host, port=port, limits=limits, grace=timeout)
