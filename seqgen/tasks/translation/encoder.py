@@ -37,34 +37,8 @@ from torch import nn
 from seqgen.layers.buckets import bucketed_linear
 from seqgen.layers.cells import RNN_CLASSES
 from seqgen.layers.dropout import Dropout
+from seqgen.layers.lengths import gather_time, last_output, length_mask, reverse_index
 from seqgen.tasks.translation.config import EncoderDecoderConfig
-
-
-def length_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
-    """``(rows, max_length)`` bool, True at positions ``< lengths[row]`` (real tokens)."""
-    positions = torch.arange(max_length, device=lengths.device)
-    return positions.unsqueeze(0) < lengths.unsqueeze(1)
-
-
-def reverse_index(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
-    """``(rows, max_length)`` int64 indices reversing each row within its own length.
-
-    Real position ``t`` maps to ``length - 1 - t``; padding positions map to themselves.
-    The map is its own inverse, so the same index reverses the outputs back.
-    """
-    positions = torch.arange(max_length, device=lengths.device).unsqueeze(0)
-    reversed_positions = lengths.unsqueeze(1) - 1 - positions
-    return torch.where(positions < lengths.unsqueeze(1), reversed_positions, positions)
-
-
-def gather_time(sequence: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``sequence[row, index[row, t]]`` for ``(rows, time, features)`` and ``(rows, time)``."""
-    return sequence.gather(1, index.unsqueeze(-1).expand(-1, -1, sequence.shape[-1]))
-
-
-def last_output(outputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """``(rows, hidden)``: each row's output at its last real position ``length - 1``."""
-    return gather_time(outputs, (lengths - 1).unsqueeze(1)).squeeze(1)
 
 
 def final_cell_state(
