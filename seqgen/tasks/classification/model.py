@@ -3,9 +3,9 @@
 Training batches hold texts of different lengths. On the CPU they run padded
 (``seqgen.layers.lengths.rnn_to_lengths``: the backward direction reads each text reversed
 within its own length), elsewhere packed (``nn.utils.rnn.pack_padded_sequence``); either way
-the outputs and final states are each text's own, and poolings over time mask the padding. At inference the pipeline groups texts
-of equal length, so ``forward`` runs without lengths and without packing, which is also the
-graph the ONNX export traces (dynamic rows and time).
+the outputs and final states are each text's own, and poolings over time mask the padding.
+At inference the pipeline groups texts of equal length, so ``forward`` runs without lengths
+and without packing, which is also the graph the ONNX export traces (dynamic rows and time).
 
 The embedding and recurrent layers are named as the language model's
 (``seqgen.tasks.generation.model``), so a language model's weights can initialise them
