@@ -104,9 +104,6 @@ def exported_bundle(checkpoint: Path, *, kind: str | None = None) -> Path:
     return bundle
 
 
-__all__ = ["BACKENDS", "bundled_model_path", "exported_bundle", "load", "load_checkpoint_pipeline"]
-
-
 def load_as_one(paths: Sequence[str], *, device: str = "auto", backend: str = "auto") -> Any:
     """The pipeline of one model (:func:`load`; no path: the default bundled model), or of
     several decoding as one through their task's ``ensemble`` hook (translators: the
@@ -118,3 +115,13 @@ def load_as_one(paths: Sequence[str], *, device: str = "auto", backend: str = "a
     if "ensemble" not in task.hooks:
         raise SeqgenError(f"{paths[0]} is a {task.title}; only translators decode as an ensemble")
     return task.hook("ensemble")(pipelines, list(paths))
+
+
+__all__ = [
+    "BACKENDS",
+    "bundled_model_path",
+    "exported_bundle",
+    "load",
+    "load_as_one",
+    "load_checkpoint_pipeline",
+]
