@@ -32,6 +32,15 @@ def keep_mask(
     return kept.to(dtype).mul_(1 / (1 - p))
 
 
+def dropout(inputs: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """``nn.functional.dropout(inputs, p, training)``, its CPU mask from :func:`keep_mask`."""
+    if not training or p == 0:
+        return inputs
+    if inputs.device.type != "cpu" or p >= 1:
+        return nn.functional.dropout(inputs, p, True)
+    return inputs * keep_mask(inputs.shape, p, inputs.dtype)
+
+
 class Dropout(nn.Module):
     """``nn.Dropout(p)`` (no parameters, identity in eval mode) whose CPU mask comes from
     :func:`keep_mask`."""
@@ -43,11 +52,7 @@ class Dropout(nn.Module):
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """``inputs`` of any shape, with elements zeroed with probability ``p`` and the rest
         scaled by ``1 / (1 - p)`` in training mode."""
-        if not self.training or self.p == 0:
-            return inputs
-        if inputs.device.type != "cpu" or self.p >= 1:
-            return nn.functional.dropout(inputs, self.p, True)
-        return inputs * keep_mask(inputs.shape, self.p, inputs.dtype)
+        return dropout(inputs, self.p, self.training)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

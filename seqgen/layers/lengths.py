@@ -14,8 +14,9 @@ Mask convention: ``True`` = a real token, ``False`` = padding.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from seqgen.layers.dropout import dropout
 
 
 def length_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
@@ -74,7 +75,7 @@ def rnn_to_lengths(
     directions = 2 if rnn.bidirectional else 1
     for layer in range(rnn.num_layers):
         if layer:  # between layers, as the stack's own dropout does
-            inputs = F.dropout(inputs, rnn.dropout, rnn.training)
+            inputs = dropout(inputs, rnn.dropout, rnn.training)
         forward = _direction(rnn, layer, "", inputs)
         outputs, finals = [forward], [last_output(forward, lengths)]
         if directions == 2:
