@@ -6,7 +6,8 @@ sequence leaves oneDNN's fused RNN kernel for one operator per position. Over a 
 padding only ever comes *after* a row's tokens for the forward direction; the backward
 direction reads each row reversed within its own length (:func:`reverse_index`), so its
 padding comes last too. Real positions then see only real positions, and each row's final
-state is its output at its last real position: the same numbers as packing.
+state is its output at its last real position: the same numbers as packing. An LSTM's final
+*cell* state is not among its outputs; :func:`held_lstm` holds it still over padding instead.
 
 Mask convention: ``True`` = a real token, ``False`` = padding.
 """
@@ -76,23 +77,59 @@ def rnn_to_lengths(
     for layer in range(rnn.num_layers):
         if layer:  # between layers, as the stack's own dropout does
             inputs = dropout(inputs, rnn.dropout, rnn.training)
-        forward = _direction(rnn, layer, "", inputs)
+        forward = run_direction(rnn, inputs, layer_weights(rnn, layer))[0]
         outputs, finals = [forward], [last_output(forward, lengths)]
         if directions == 2:
-            reversed_outputs = _direction(rnn, layer, "_reverse", gather_time(inputs, index))
+            reversed_inputs = gather_time(inputs, index)
+            weights = layer_weights(rnn, layer, "_reverse")
+            reversed_outputs = run_direction(rnn, reversed_inputs, weights)[0]
             outputs.append(gather_time(reversed_outputs, index))
             finals.append(last_output(reversed_outputs, lengths))
         inputs = torch.cat(outputs, dim=-1) * real
     return inputs, torch.stack(finals)
 
 
-def _direction(rnn: nn.RNNBase, layer: int, suffix: str, inputs: torch.Tensor) -> torch.Tensor:
-    """One direction of one layer of ``rnn`` over ``inputs``, from zero state."""
+def layer_weights(rnn: nn.RNNBase, layer: int, suffix: str = "") -> list[torch.Tensor]:
+    """One layer's weights of ``rnn`` as its own call takes them (``suffix`` ``"_reverse"``:
+    the backward direction's): ``weight_ih``, ``weight_hh`` and the biases it has."""
     names = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if rnn.bias else ())
-    weights = [getattr(rnn, f"{name}_l{layer}{suffix}") for name in names]
+    return [getattr(rnn, f"{name}_l{layer}{suffix}") for name in names]
+
+
+def run_direction(
+    rnn: nn.RNNBase, inputs: torch.Tensor, weights: list[torch.Tensor]
+) -> tuple[torch.Tensor, ...]:
+    """One direction of one layer of ``rnn``'s kind over ``inputs`` ``(rows, time, input)``
+    from zero state, with ``weights``: ``(outputs, h_n)``, and ``c_n`` for an LSTM."""
     start = inputs.new_zeros(1, inputs.shape[0], rnn.hidden_size)
     state = (start, start) if rnn.mode == "LSTM" else start
-    outputs = _FUNCTIONS[rnn.mode](
-        inputs, state, weights, rnn.bias, 1, 0.0, rnn.training, False, True
-    )
-    return outputs[0]
+    return _FUNCTIONS[rnn.mode](inputs, state, weights, rnn.bias, 1, 0.0, rnn.training, False, True)
+
+
+# A gate pre-activation this far out saturates its sigmoid to exactly 0 or 1 (float32, bf16).
+HOLD = 1e4
+
+
+def held_lstm(
+    rnn: nn.LSTM, inputs: torch.Tensor, padding: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A one-layer batch-first LSTM whose cell state holds still on padding: its outputs
+    ``(rows, time, hidden)`` (past a row's length: not the row's, to be masked) and each
+    row's cell state after its last real position, ``(rows, hidden)``.
+
+    One more input, ``padding`` ``(rows, time, 1)`` (1.0 at padding, else 0.0), enters the
+    input gate with weight ``-HOLD`` and the forget gate with ``+HOLD``: at padding they are
+    exactly 0 and 1, so ``c_t = c_{t-1}`` and the LSTM's own final cell state is the one
+    after the row's last token, and no gradient comes from padding (the saturated sigmoids'
+    derivatives are 0). The translator's encoder uses it on the CPU instead of recomputing the
+    cell state (``final_cell_state``: three gate products over the whole source, a tenth of a
+    training step) at the cost of one input column.
+    """
+    hidden = rnn.hidden_size
+    hold = inputs.new_zeros(4 * hidden, 1)
+    hold[:hidden], hold[hidden : 2 * hidden] = -HOLD, HOLD  # PyTorch's gate order: i, f, g, o
+    weights = layer_weights(rnn, 0)
+    weights[0] = torch.cat([weights[0], hold.to(weights[0].dtype)], dim=1)
+    extended = torch.cat([inputs, padding.to(inputs.dtype)], dim=-1)
+    outputs, _, cells = run_direction(rnn, extended, weights)
+    return outputs, cells[0]

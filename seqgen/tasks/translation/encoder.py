@@ -37,7 +37,13 @@ from torch import nn
 from seqgen.layers.buckets import bucketed_linear
 from seqgen.layers.cells import RNN_CLASSES
 from seqgen.layers.dropout import Dropout
-from seqgen.layers.lengths import gather_time, last_output, length_mask, reverse_index
+from seqgen.layers.lengths import (
+    gather_time,
+    held_lstm,
+    last_output,
+    length_mask,
+    reverse_index,
+)
 from seqgen.tasks.translation.config import EncoderDecoderConfig
 
 
@@ -71,43 +77,6 @@ def final_cell_state(
     real = length_mask(lengths, outputs.shape[1]).unsqueeze(-1)
     exponent = exponent.masked_fill(~real, float("-inf"))
     return (torch.exp(exponent) * update).sum(dim=1).to(outputs.dtype)
-
-
-# A gate pre-activation this far out saturates its sigmoid to exactly 0 or 1 (float32, bf16).
-HOLD = 1e4
-
-
-def held_lstm(
-    rnn: nn.LSTM, inputs: torch.Tensor, padding: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """A one-layer batch-first LSTM whose cell state holds still on padding: its outputs
-    ``(rows, time, hidden)`` (past a row's length: not the row's, to be masked) and each
-    row's cell state after its last real position, ``(rows, hidden)``.
-
-    One more input, ``padding`` ``(rows, time, 1)`` (1.0 at padding, else 0.0), enters the
-    input gate with weight ``-HOLD`` and the forget gate with ``+HOLD``: at padding they are
-    exactly 0 and 1, so ``c_t = c_{t-1}`` and the LSTM's own final cell state is the one
-    after the row's last token, and no gradient comes from padding (the saturated sigmoids'
-    derivatives are 0). It replaces :func:`final_cell_state`'s recomputation (three gate
-    products over the whole source, a tenth of a CPU training step) with one input column.
-    """
-    hidden = rnn.hidden_size
-    hold = inputs.new_zeros(4 * hidden, 1)
-    hold[:hidden], hold[hidden : 2 * hidden] = -HOLD, HOLD  # PyTorch's gate order: i, f, g, o
-    weights = [
-        torch.cat([rnn.weight_ih_l0, hold.to(rnn.weight_ih_l0.dtype)], dim=1),
-        rnn.weight_hh_l0,
-        rnn.bias_ih_l0,
-        rnn.bias_hh_l0,
-    ]
-    start = inputs.new_zeros(1, inputs.shape[0], hidden)
-    extended = torch.cat([inputs, padding.to(inputs.dtype)], dim=-1)
-    # torch.lstm is what nn.LSTM calls: (input, (h0, c0), weights, has_biases, num_layers,
-    # dropout, train, bidirectional, batch_first) -> (output, h_n, c_n).
-    outputs, _, cells = torch.lstm(
-        extended, (start, start), weights, True, 1, 0.0, rnn.training, False, True
-    )
-    return outputs, cells[0]
 
 
 @torch.library.custom_op("seqgen::lstm_to_lengths", mutates_args=())

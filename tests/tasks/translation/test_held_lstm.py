@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch import nn
 
+from seqgen.layers.lengths import held_lstm, length_mask
 from seqgen.tasks.translation import encoder as encoder_module
 from seqgen.tasks.translation.config import EncoderDecoderConfig
-from seqgen.tasks.translation.encoder import Encoder, held_lstm, length_mask
+from seqgen.tasks.translation.encoder import Encoder
 
 ROWS, TIME, INPUTS, HIDDEN = 6, 9, 5, 4
 LENGTHS = torch.tensor([9, 1, 4, 9, 6, 2])
