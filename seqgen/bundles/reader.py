@@ -48,11 +48,13 @@ from seqgen.errors import CheckpointError, SeqgenError
 from seqgen.task import is_task, registered_tasks, task_named
 
 FORMAT_NAME = "seqgen-bundle"
-FORMAT_VERSION = 2
-# Format 2 changed the translator's graphs (the source side once per sentence, not per row);
-# a graph cannot be migrated without its checkpoint, so older translator bundles are refused.
-# Generator and classifier graphs did not change: their format-1 bundles still load.
-MIN_FORMAT_VERSION = {"translation": 2}
+FORMAT_VERSION = 3
+# Format 2 changed the translator's graphs (the source side once per sentence, not per row),
+# and format 3 its shortlisted step (each row scored over its sentence's shortlist columns,
+# ``output_columns``, not a mask over the batch's union); a graph cannot be migrated without
+# its checkpoint, so older translator bundles are refused. Generator and classifier graphs
+# did not change: their format-1 and format-2 bundles still load.
+MIN_FORMAT_VERSION = {"translation": 3}
 MANIFEST_FILE = "manifest.json"
 # manifest["matmul"] of a bundle whose step graph multiplies in int8 (seqgen.bundles.quantize)
 INT8_MATMUL = "int8"

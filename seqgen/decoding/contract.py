@@ -70,22 +70,23 @@ class TopLogProbs:
 class ColumnLogProbs:
     """Log-probs of some tokens only: what a member's ``compact_step`` may return to an
     ensemble (:mod:`seqgen.decoding.ensemble`), so that members sharing a lexical shortlist
-    are averaged over its ``M`` tokens, not the whole vocabulary; every other token is
-    ``-inf``."""
+    are averaged over each row's ``S`` shortlisted tokens, not the whole vocabulary; every
+    other token is ``-inf``."""
 
-    values: np.ndarray  # (rows, M) float32, column j is token columns[j]
-    columns: np.ndarray  # (M,) int64, sorted token ids
+    values: np.ndarray  # (rows, S) float32: values[i, j] is token columns[i, j]
+    columns: np.ndarray  # (rows, S) int64 token ids, ascending; -1 for padding (-inf values)
     vocab_size: int
 
     def dense(self) -> np.ndarray:
-        """``(rows, vocab_size)`` log-probs, ``-inf`` outside ``columns``."""
+        """``(rows, vocab_size)`` log-probs, ``-inf`` outside each row's ``columns``."""
         full = np.full((self.values.shape[0], self.vocab_size), -np.inf, dtype=self.values.dtype)
-        full[:, self.columns] = self.values
+        row, column = np.nonzero(self.columns >= 0)
+        full[row, self.columns[row, column]] = self.values[row, column]
         return full
 
     def take(self, rows: np.ndarray | slice) -> ColumnLogProbs:
         """The log-probs of ``rows`` (an index array or slice over axis 0)."""
-        return ColumnLogProbs(self.values[rows], self.columns, self.vocab_size)
+        return ColumnLogProbs(self.values[rows], self.columns[rows], self.vocab_size)
 
 
 class StepFunction(Protocol):

@@ -86,10 +86,10 @@ def _narrowed_mean(
     """The top ``candidates`` of the members' mean per row, or where the members allow no
     more tokens than that, the whole mean ``(rows, vocab)``.
 
-    ``member_log_probs`` are ``(rows, vocab)``, or ``(rows, M)`` over ``columns.columns``
-    (every member's alike). Only the columns the first member scores in some row are
-    averaged: any other is ``-inf`` in the mean (with lexical shortlists, the batch's union,
-    about 2,500 of 8,000 tokens, less the sentences search has finished).
+    ``member_log_probs`` are ``(rows, vocab)``, or ``(rows, S)`` over each row's
+    ``columns.columns`` (every member's alike). Only the columns the first member scores in
+    some row are averaged: any other is ``-inf`` in the mean (with lexical shortlists, each
+    sentence's own, about 250 of 8,000 tokens).
     """
     first = member_log_probs[0]
     finite = np.flatnonzero(np.isfinite(first).any(axis=0))  # (M',)
@@ -99,13 +99,13 @@ def _narrowed_mean(
         member_log_probs = [log_probs[:, finite] for log_probs in member_log_probs]
     top = top_log_probs(average_log_probs(member_log_probs), candidates)
     token_ids = top.token_ids if finite.size == first.shape[1] else finite[top.token_ids]
-    if columns is not None:  # columns of the shortlist -> token ids
-        token_ids = columns.columns[token_ids]
+    if columns is not None:  # each row's columns of its shortlist -> token ids
+        token_ids = np.take_along_axis(columns.columns, token_ids, axis=1)
     return TopLogProbs(top.values, token_ids)
 
 
 def _dense(mean: np.ndarray, columns: ColumnLogProbs | None) -> np.ndarray:
-    """``mean`` ``(rows, vocab)``, or ``(rows, M)`` over ``columns`` made ``(rows, vocab)``."""
+    """``mean`` ``(rows, vocab)``, or ``(rows, S)`` over ``columns`` made ``(rows, vocab)``."""
     if columns is None:
         return mean
     return ColumnLogProbs(mean, columns.columns, columns.vocab_size).dense()
@@ -114,7 +114,7 @@ def _dense(mean: np.ndarray, columns: ColumnLogProbs | None) -> np.ndarray:
 def _common_columns(
     member_log_probs: list[np.ndarray | ColumnLogProbs],
 ) -> tuple[list[np.ndarray], ColumnLogProbs | None]:
-    """The members' log-probs as arrays over the same columns: their ``(rows, M)`` values
+    """The members' log-probs as arrays over the same columns: their ``(rows, S)`` values
     and the first member's :class:`ColumnLogProbs` where all share its columns (the same
     shortlist, the same sources), else every member's ``(rows, vocab)``."""
     first = member_log_probs[0]

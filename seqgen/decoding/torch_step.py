@@ -35,32 +35,12 @@ class TorchStep:
         view.candidates = candidates
         return view
 
-    def _log_probs(
-        self,
-        logits: torch.Tensor,
-        output_ids: torch.Tensor | None = None,
-        vocab_size: int = 0,
-        *,
-        masked: bool = False,
-    ) -> np.ndarray | TopLogProbs:
-        """``(rows, vocab)`` logits -> numpy log-probs, all of them or the top candidates.
-
-        With ``output_ids`` ``(M,)`` the logits are ``(rows, M)``, of those tokens only (a
-        shortlist): the log-probs are normalised over them, and all of them come back as
-        ``(rows, vocab_size)`` with ``-inf`` for the tokens outside the shortlist. ``masked``:
-        some logits are -inf (a per-row shortlist mask, see :func:`top_log_probs`).
-        """
+    def _log_probs(self, logits: torch.Tensor) -> np.ndarray | TopLogProbs:
+        """``(rows, vocab)`` logits -> numpy log-probs, all of them or the top candidates."""
         logits = logits.float()
         if self.candidates is None or self.candidates >= logits.shape[-1]:
-            log_probs = torch.log_softmax(logits, dim=-1)
-            if output_ids is not None:
-                full = log_probs.new_full((log_probs.shape[0], vocab_size), -torch.inf)
-                log_probs = full.index_copy_(1, output_ids, log_probs)
-            return log_probs.cpu().numpy()
-        values, token_ids = top_log_probs(logits, self.candidates, masked=masked)
-        if output_ids is not None:
-            token_ids = output_ids[token_ids]
-        return TopLogProbs(*to_host(values, token_ids))
+            return torch.log_softmax(logits, dim=-1).cpu().numpy()
+        return TopLogProbs(*to_host(*top_log_probs(logits, self.candidates)))
 
 
 def graphs_by_default(device: torch.device) -> bool:

@@ -5,10 +5,11 @@
 import { BundleError } from './errors.js';
 
 export const FORMAT = 'seqgen-bundle';
-export const FORMAT_VERSION = 2;
-// Format 2 changed the translator's graphs (the source side once per sentence, not per row);
-// a graph cannot be migrated without its checkpoint. Other kinds' format-1 bundles still load.
-const MIN_FORMAT_VERSION = { translation: 2 };
+export const FORMAT_VERSION = 3;
+// Format 2 changed the translator's graphs (the source side once per sentence, not per row),
+// format 3 its shortlisted step (each row over its sentence's shortlist columns); a graph
+// cannot be migrated without its checkpoint. Other kinds' older bundles still load.
+const MIN_FORMAT_VERSION = { translation: 3 };
 const KINDS = ['generation', 'translation', 'classification'];
 const MATMULS = ['int8']; // "matmul" values this runtime knows (absent: float products)
 

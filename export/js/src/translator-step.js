@@ -1,6 +1,7 @@
 // The ONNX Runtime step function of a translator bundle: `start` runs the encoder, `step` the
 // step graph, `select` gathers rows on the host. The source side of the state (memory, keys,
-// source_mask and a shortlist's output_mask) is kept once per sentence (bundle format 2,
+// source_mask and a shortlist's output_columns and output_mask) is kept once per sentence
+// (bundle format 2; format 3 scores each row over its sentence's shortlist columns,
 // export/README.md): the rows are grouped by sentence, `rows / sentences` consecutive rows
 // each, and the source side is gathered again only when the sentences change, once per
 // sentence, never when beams reorder within their sentence (seqgen's source_rows.py).
@@ -12,7 +13,10 @@ import { EOS_ID, PAD_ID } from './tokenizers.js';
 
 const RECURRENT = ['hidden', 'cell', 'feed'];
 const OUTPUT_IDS = 'output_ids'; // (M,) int64: the batch's shortlist (union of its sentences)
-const OUTPUT_MASK = 'output_mask'; // (sentences, M) float32: 0 where the sentence may use it
+// (sentences, S) int64: each sentence's own shortlist as columns of output_ids, ascending,
+// padded with 0; and (sentences, S) float32: 0 for those, -inf for the padding
+const OUTPUT_COLUMNS = 'output_columns';
+const OUTPUT_MASK = 'output_mask';
 
 export class TranslatorStep {
   /**
@@ -29,15 +33,15 @@ export class TranslatorStep {
     this.recurrentNames = this.stateNames.filter((name) => RECURRENT.includes(name));
     this.sourceNames = this.stateNames.filter((name) => !RECURRENT.includes(name));
     this.takesOutputIds = step.inputNames.includes(OUTPUT_IDS);
-    this.takesOutputMask = step.inputNames.includes(OUTPUT_MASK);
+    this.takesColumns = step.inputNames.includes(OUTPUT_COLUMNS) && step.inputNames.includes(OUTPUT_MASK);
     this.topCount = topCount(manifest);
     this.shortlist = shortlist;
     this.vocabSize = manifest.model.target_vocab_size;
     if (this.takesOutputIds && !shortlist) {
       throw new BundleError('the step graph takes a shortlist but the bundle has none; re-export it');
     }
-    if (this.takesOutputIds && !this.takesOutputMask) {
-      throw new BundleError('the step graph takes a shortlist without its mask (an old bundle); re-export it with this seqgen');
+    if (this.takesOutputIds && !this.takesColumns) {
+      throw new BundleError('the step graph takes a shortlist without its columns and mask (an old bundle); re-export it with this seqgen');
     }
   }
 
@@ -63,7 +67,7 @@ export class TranslatorStep {
     if (this.takesOutputIds) {
       const union = shortlistIds(this.shortlist, padded);
       outputIds = { ids: union, tensor: int64(this.ort, union) };
-      sourceSide[OUTPUT_MASK] = this.outputMask(rows, union);
+      Object.assign(sourceSide, this.sentenceColumns(rows, union));
     }
     return {
       layout: { sentences: rows.length, perSentence: 1 },
@@ -73,14 +77,42 @@ export class TranslatorStep {
     };
   }
 
-  /** `(sentences, M)` float32: 0 where the sentence's own shortlist has the token, else -inf. */
-  outputMask(rows, union) {
+  /**
+   * Each sentence's own shortlist as columns of the batch's `union`: `output_columns`
+   * `(sentences, S)` int64, ascending and padded with 0 to the longest, and `output_mask`
+   * `(sentences, S)` float32, 0 for a sentence's columns and -inf for padding.
+   */
+  sentenceColumns(rows, union) {
     const column = new Map(union.map((id, c) => [id, c]));
-    const mask = new Float32Array(rows.length * union.length).fill(Number.NEGATIVE_INFINITY);
-    rows.forEach((row, s) => {
-      for (const id of shortlistIds(this.shortlist, row)) mask[s * union.length + column.get(id)] = 0;
+    const own = rows.map((row) => shortlistIds(this.shortlist, row).map((id) => column.get(id)));
+    const width = Math.max(...own.map((columns) => columns.length));
+    const columns = new BigInt64Array(rows.length * width);
+    const mask = new Float32Array(rows.length * width).fill(Number.NEGATIVE_INFINITY);
+    own.forEach((list, s) => {
+      columns.set(list.map(BigInt), s * width);
+      mask.fill(0, s * width, s * width + list.length);
     });
-    return new this.ort.Tensor('float32', mask, [rows.length, union.length]);
+    const dims = [rows.length, width];
+    return {
+      [OUTPUT_COLUMNS]: new this.ort.Tensor('int64', columns, dims),
+      [OUTPUT_MASK]: new this.ort.Tensor('float32', mask, dims),
+    };
+  }
+
+  /** `(rows * S)` token ids of each row's log-probs: its sentence's shortlist, -1 for padding. */
+  rowTokenIds(state) {
+    const columns = state.sourceSide[OUTPUT_COLUMNS];
+    const mask = state.sourceSide[OUTPUT_MASK].data;
+    const [sentences, width] = columns.dims;
+    const ids = new Int32Array(sentences * state.layout.perSentence * width);
+    for (let s = 0; s < sentences; s += 1) {
+      const row = new Int32Array(width);
+      for (let j = 0; j < width; j += 1) {
+        row[j] = mask[s * width + j] === 0 ? state.outputIds.ids[Number(columns.data[s * width + j])] : -1;
+      }
+      for (let r = 0; r < state.layout.perSentence; r += 1) ids.set(row, (s * state.layout.perSentence + r) * width);
+    }
+    return ids;
   }
 
   /**
@@ -107,9 +139,13 @@ export class TranslatorStep {
     }
     const logProbs = outputs.log_probs;
     const width = logProbs.dims[1];
-    const columns = state.outputIds ? state.outputIds.ids : Array.from({ length: width }, (_, i) => i);
-    const ids = new Int32Array(logProbs.data.length);
-    for (let row = 0; row < tokens.length; row += 1) ids.set(columns, row * width);
+    let ids;
+    if (state.outputIds) {
+      ids = this.rowTokenIds(state);
+    } else {
+      ids = new Int32Array(logProbs.data.length);
+      for (let row = 0; row < tokens.length; row += 1) ids.set(Array.from({ length: width }, (_, i) => i), row * width);
+    }
     return { values: logProbs.data, ids, width, ranked: false, state: next };
   }
 

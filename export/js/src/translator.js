@@ -87,8 +87,8 @@ export class Translator {
 
   /**
    * The batches Python decodes: non-empty sentences sorted longest first (in source pieces,
-   * a stable sort), cut into batches of batchSize. The same batches matter: a shortlist
-   * without output_mask scores the union of a batch's shortlists.
+   * a stable sort), cut into batches of batchSize. The same batches keep the last bits the
+   * same: a batch's output layer is computed over the union of its sentences' shortlists.
    * @returns {number[][]} sentence indices per batch
    */
   batches(sentences, options) {

@@ -35,16 +35,18 @@ test('a file name must be a plain name inside the bundle', async () => {
 });
 
 test('newer format, unknown kind, another task: one line each', async () => {
-  await assert.rejects(readManifest(memorySource({ ...MANIFEST, format_version: 3 })), oneLine(/newer than this runtime reads/));
+  await assert.rejects(readManifest(memorySource({ ...MANIFEST, format_version: 4 })), oneLine(/newer than this runtime reads/));
   await assert.rejects(readManifest(memorySource({ ...MANIFEST, kind: 'speech' })), oneLine(/"speech" bundle/));
   await assert.rejects(readManifest(memorySource(MANIFEST), 'translation'), oneLine(/classification bundle, not a translation one/));
   await assert.rejects(readManifest(memorySource({ ...MANIFEST, matmul: 'int4' })), oneLine(/"int4" matrix products/));
 });
 
-test('a translator bundle of format 1 is refused in one line; other kinds of format 1 load', async () => {
+test('a translator bundle of format 1 or 2 is refused in one line; other kinds of format 1 load', async () => {
   const translator = { ...MANIFEST, kind: 'translation', graphs: { step: { file: 'step.onnx' } } };
   await assert.rejects(readManifest(memorySource(translator)), oneLine(/format 1, older .* re-export it with this seqgen/));
-  assert.strictEqual((await readManifest(memorySource({ ...translator, format_version: 2 }))).kind, 'translation');
+  const second = { ...translator, format_version: 2 };
+  await assert.rejects(readManifest(memorySource(second)), oneLine(/format 2, older .* re-export it with this seqgen/));
+  assert.strictEqual((await readManifest(memorySource({ ...translator, format_version: 3 }))).kind, 'translation');
   assert.strictEqual((await readManifest(memorySource(MANIFEST))).kind, 'classification');
 });
 

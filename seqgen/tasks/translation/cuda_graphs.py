@@ -1,9 +1,9 @@
 """A translator's narrowed step on CUDA graphs (:mod:`seqgen.decoding.cuda_graphs`).
 
 The step's inputs are the translator's state (recurrent state, and the source side once per
-sentence), the gate table and the shortlist's output layer rows and per-sentence mask; the
-source side, the mask and the output layer change only when a sentence leaves the batch or a
-new batch starts, which is what ``StepGraphs`` copies in.
+sentence), the gate table and the shortlist's output layer rows and per-sentence columns and
+mask; the source side, the shortlist and the output layer change only when a sentence leaves
+the batch or a new batch starts, which is what ``StepGraphs`` copies in.
 """
 
 from __future__ import annotations
@@ -15,13 +15,19 @@ import torch
 
 from seqgen.decoding.cuda_graphs import Run, StepGraphs, StepTensors
 from seqgen.tasks.translation.decoder import OutputRows
-from seqgen.tasks.translation.model import EncoderDecoder, add_sentence_mask
+from seqgen.tasks.translation.model import (
+    EncoderDecoder,
+    sentence_logits,
+    sentence_token_ids,
+)
 from seqgen.tasks.translation.source_rows import (
     EMBEDDING_GATES,
+    OUTPUT_COLUMNS,
     OUTPUT_IDS,
     OUTPUT_LAYER,
     OUTPUT_MASK,
     PER_SENTENCE,
+    SHORTLIST_NAMES,
     SOURCE_NAMES,
 )
 
@@ -53,7 +59,7 @@ class TranslatorGraphs:
         state."""
         inputs = {"tokens": token_ids, **{name: state[name] for name in self.names}}
         if state.get(OUTPUT_MASK) is not None:
-            inputs[OUTPUT_MASK] = state[OUTPUT_MASK]
+            inputs.update((name, state[name]) for name in SHORTLIST_NAMES)
         if state.get(EMBEDDING_GATES) is not None:
             inputs["embedding_gates"] = state[EMBEDDING_GATES]
         output = state.get(OUTPUT_LAYER)
@@ -85,10 +91,11 @@ class TranslatorGraphs:
             )
             logits, masked = logits.float(), OUTPUT_MASK in inputs
             if masked:  # each row to its own sentence's shortlist
-                logits = add_sentence_mask(logits, inputs[OUTPUT_MASK])
+                columns = inputs[OUTPUT_COLUMNS]
+                logits = sentence_logits(logits, columns, inputs[OUTPUT_MASK])
             values, token_ids = self.top_log_probs(logits, candidates, masked=masked)
-            if "output_ids" in inputs:
-                token_ids = inputs["output_ids"][token_ids]
+            if masked:
+                token_ids = sentence_token_ids(inputs["output_ids"], columns, token_ids)
             recurrent = {n: new_state[n] for n in self.names if n not in SOURCE_NAMES}
             return values, token_ids, recurrent
 

@@ -6,9 +6,11 @@ The graphs are the callables the PyTorch adapter (``TranslatorStep``) calls:
 - ``step``: ``Translator.step(tokens, state)`` and the log-softmax (with each row's top
   candidates, as the generator's step graph), returning the recurrent part of the new
   state (``new_hidden``, ``new_cell``, ``new_feed``); the source side (``memory``, ``keys``,
-  ``source_mask``, and a shortlist's ``output_mask``) never changes, so it is an input only,
-  once per *sentence*: the rows are grouped by sentence, ``rows / sentences`` consecutive
-  rows per sentence (bundle format 2; format 1 took it once per row);
+  ``source_mask``, and a shortlist's ``output_columns`` and ``output_mask``) never changes,
+  so it is an input only, once per *sentence*: the rows are grouped by sentence,
+  ``rows / sentences`` consecutive rows per sentence (bundle format 2; format 1 took it once
+  per row; format 3 gives each row its sentence's shortlist columns, format 2 a mask over
+  the batch's union);
 - ``select``: ``rows`` and ``sentences`` -> every state entry gathered on axis 0, the
   recurrent part by row and the source side by sentence (:class:`SelectGraph`), so that a
   GPU runtime reorders beams without copying the state to the host.
@@ -48,14 +50,20 @@ from seqgen.tasks.translation import (
     SENTENCEPIECE_FILES,
     TOKENIZER_FILES,
 )
-from seqgen.tasks.translation.model import EncoderDecoder, add_sentence_mask
+from seqgen.tasks.translation.model import (
+    EncoderDecoder,
+    sentence_logits,
+    sentence_token_ids,
+)
 from seqgen.tasks.translation.onnx_step import SHORTLIST_INPUT as OUTPUT_IDS_INPUT
 from seqgen.tasks.translation.onnx_step import OnnxTranslatorStep
 from seqgen.tasks.translation.pipeline import Translator
-from seqgen.tasks.translation.shortlist import batch_shortlist
+from seqgen.tasks.translation.shortlist import batch_shortlist, column_token_ids
 from seqgen.tasks.translation.source_rows import (
+    OUTPUT_COLUMNS,
     OUTPUT_MASK,
     PER_SENTENCE,
+    SHORTLIST_NAMES,
     SOURCE_NAMES,
     encoder_inputs,
 )
@@ -65,6 +73,7 @@ EXAMPLE_SOURCE_LENGTH = 5  # differs from EXAMPLE_ROWS, so torch.export keeps th
 EXAMPLE_BEAM = 2  # the step's example: EXAMPLE_ROWS sentences of this many rows each
 EXAMPLE_SELECTED_SENTENCES = 7  # unlike every other axis's example
 EXAMPLE_SHORTLIST = 40  # at least the top-k's 32 candidates, and unlike the other sizes
+EXAMPLE_SENTENCE_SHORTLIST = 33  # a sentence's: at least 32 too, and unlike every other size
 SHORTLIST_FILE = "shortlist.json"
 RECURRENT = ("hidden", "cell", "feed")
 
@@ -110,12 +119,13 @@ class TranslatorStepGraph(nn.Module):
     candidates (``with_top_candidates``) and the new recurrent state.
 
     A model with a lexical shortlist takes ``output_ids`` ``(M,)`` int64 (the union of the
-    batch's shortlists, :func:`seqgen.tasks.translation.shortlist.shortlist_ids`) and then
-    ``output_mask`` ``(sentences, M)`` float32 (0 where the sentence may use the token, -inf
-    elsewhere, :func:`~seqgen.tasks.translation.shortlist.shortlist_mask`), added to its rows'
-    logits before the log-softmax: ``log_probs`` is then ``(rows, M)``, each row normalised over
-    its own sentence's shortlist, and ``top_ids`` are token ids all the same. The source side
-    and the mask are per sentence, the rows grouped ``rows / sentences`` to a sentence.
+    batch's shortlists, :func:`seqgen.tasks.translation.shortlist.shortlist_ids`: the output
+    layer's rows to compute), then ``output_columns`` ``(sentences, S)`` int64 and
+    ``output_mask`` ``(sentences, S)`` float32 (each sentence's own shortlist as columns of
+    those, and 0 or -inf for padding, :func:`~seqgen.tasks.translation.shortlist
+    .shortlist_columns`): ``log_probs`` is then ``(rows, S)``, each row normalised over its
+    sentence's shortlist, and ``top_ids`` are token ids all the same. The source side and the
+    shortlist are per sentence, the rows grouped ``rows / sentences`` to a sentence.
     """
 
     def __init__(self, model: EncoderDecoder) -> None:
@@ -135,9 +145,9 @@ class TranslatorStepGraph(nn.Module):
     def forward(self, tokens: torch.Tensor, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         names = self.model.state_names
         state = dict(zip(names, inputs[: len(names)], strict=True))
-        output_ids, output_mask = None, None
+        output_ids, columns, mask = None, None, None
         if self.model.has_shortlist:
-            output_ids, output_mask = inputs[len(names) :]
+            output_ids, columns, mask = inputs[len(names) :]
         # In the graph the rows are gathered at every step: output_ids is an input.
         output = None if output_ids is None else self.model.decoder.output_rows(output_ids)
         # The attention weights the step computes, an output for attention maps
@@ -153,8 +163,8 @@ class TranslatorStepGraph(nn.Module):
         attention = caught[-1].reshape(tokens.shape[0], -1).float()
         # As TranslatorStep.step: log-softmax in float32, also for a float16 model.
         logits = logits.float()
-        if output_mask is not None:  # each row to its own sentence's shortlist
-            logits = add_sentence_mask(logits, output_mask)
+        if columns is not None:  # each row to its own sentence's shortlist
+            logits = sentence_logits(logits, columns, mask)
         log_probs = torch.log_softmax(logits, dim=-1)
         if output_ids is None:
             log_probs, top_values, top_ids = with_top_candidates(log_probs)
@@ -163,7 +173,7 @@ class TranslatorStepGraph(nn.Module):
             # shortlist_frequent), so the top outputs keep a static width.
             count = min(TOP_CANDIDATES, self.model.target_vocab_size)
             top_values, top_columns = torch.topk(log_probs, count, dim=-1)
-            top_ids = output_ids[top_columns]
+            top_ids = sentence_token_ids(output_ids, columns, top_columns)
         recurrent = (new_state[name] for name in names if name in RECURRENT)
         return (log_probs, top_values, top_ids, *recurrent, attention)
 
@@ -267,15 +277,18 @@ def graph_specs(model: EncoderDecoder) -> dict[str, GraphSpec]:
     }
     new_recurrent = [NEW_PREFIX + name for name in recurrent]
     step_inputs, step_axes = {"tokens": torch.zeros(rows, dtype=torch.long), **state}, {}
-    per_sentence = {}  # gathered by select like the source side: the shortlist's mask
+    per_sentence = {}  # gathered by select like the source side: the shortlist
     if model.has_shortlist:
         # Any ids of a size unlike the other axes', so the exporter keeps the axis dynamic.
         step_inputs[OUTPUT_IDS_INPUT] = torch.arange(EXAMPLE_SHORTLIST, dtype=torch.long)
         step_axes[OUTPUT_IDS_INPUT] = {0: "shortlist"}
-        per_sentence[OUTPUT_MASK] = torch.zeros(sentences, EXAMPLE_SHORTLIST)
-        per_sentence[OUTPUT_MASK][0, 1] = -torch.inf  # a mask, not a constant to fold
+        width = EXAMPLE_SENTENCE_SHORTLIST
+        columns = torch.arange(width, dtype=torch.long).repeat(sentences, 1)
+        per_sentence[OUTPUT_COLUMNS] = columns + torch.arange(sentences)[:, None]
+        per_sentence[OUTPUT_MASK] = torch.zeros(sentences, width)
+        per_sentence[OUTPUT_MASK][0, -1] = -torch.inf  # a mask, not a constant to fold
         step_inputs.update(per_sentence)
-        step_axes[OUTPUT_MASK] = {0: "sentences", 1: "shortlist"}
+        step_axes.update({name: {0: "sentences", 1: "sentence_shortlist"} for name in per_sentence})
     encoder_axes = {name: {**axes, 0: "rows"} for name, axes in state_axes.items()}
     return {
         "encoder": GraphSpec(
@@ -387,7 +400,7 @@ def check_parity(model: EncoderDecoder, folder: Path) -> None:
         stepped = onnx_step.select(stepped, np.arange(rows)[::-1].copy())
         expected, expected_state = _torch_step(model, sources, tokens)
         pairs = [(log_probs, expected)]
-        for name in [*model.state_names, *([OUTPUT_MASK] if model.has_shortlist else [])]:
+        for name in [*model.state_names, *(SHORTLIST_NAMES if model.has_shortlist else [])]:
             got = stepped[name]
             got = got.numpy() if hasattr(got, "numpy") else np.asarray(got)
             pairs.append((got, np.flip(expected_state[name], 0)))
@@ -417,23 +430,25 @@ def _torch_step(
             name: value if name in SOURCE_NAMES else value.repeat_interleave(2, 0)
             for name, value in state.items()
         }
-        output_ids, output, mask = None, None, None
+        shortlist, output = None, None
         if model.has_shortlist:
             table, frequent = model.shortlist_table.numpy(), model.shortlist_frequent.numpy()
-            ids, mask = batch_shortlist(table, frequent, host_ids, host_lengths)
-            output_ids = torch.from_numpy(ids)
-            output = model.decoder.output_rows(output_ids)
+            shortlist = batch_shortlist(table, frequent, host_ids, host_lengths)
+            output = model.decoder.output_rows(torch.from_numpy(shortlist[0]))
         logits, state = model.step(tokens, state, output)
-    if mask is not None:
-        logits = add_sentence_mask(logits, torch.from_numpy(mask))
-    log_probs = torch.log_softmax(logits, -1)
-    if output_ids is not None:  # the adapter hands the whole vocabulary to search
-        full = log_probs.new_full((len(tokens), model.target_vocab_size), -torch.inf)
-        log_probs = full.index_copy_(1, output_ids, log_probs)
     expected = {name: tensor.numpy() for name, tensor in state.items()}
-    if mask is not None:
-        expected[OUTPUT_MASK] = mask
-    return log_probs.numpy(), expected
+    if shortlist is None:
+        return torch.log_softmax(logits, -1).numpy(), expected
+    output_ids, columns, mask = shortlist
+    logits = sentence_logits(logits, torch.from_numpy(columns), torch.from_numpy(mask))
+    log_probs = torch.log_softmax(logits, -1).numpy()
+    # The adapter hands the whole vocabulary to search: -inf outside each row's shortlist.
+    full = np.full((len(tokens), model.target_vocab_size), -np.inf, dtype=np.float32)
+    ids = column_token_ids(output_ids, columns, mask).repeat(2, axis=0)
+    row, column = np.nonzero(ids >= 0)
+    full[row, ids[row, column]] = log_probs[row, column]
+    expected.update({OUTPUT_COLUMNS: columns, OUTPUT_MASK: mask})
+    return full, expected
 
 
 def _model_entry(model: EncoderDecoder) -> dict[str, Any]:

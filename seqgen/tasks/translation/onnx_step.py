@@ -22,17 +22,20 @@ greedy and beam search (``narrowed``) only each row's top candidates come back. 
 also runs on the CPU, which is how the tests cover it without a GPU.)
 
 A model with a lexical shortlist has a step graph that also takes ``output_ids`` ``(M,)``
-int64, the tokens to score (the union of the batch's shortlists,
-:mod:`seqgen.tasks.translation.shortlist`), and ``output_mask`` ``(sentences, M)`` float32,
-0 where the sentence may use the token and -inf elsewhere; its ``log_probs`` are then
-``(rows, M)``, each row normalised over its own sentence's shortlist. ``start`` computes both
-from the bundle's table (:meth:`OnnxTranslatorStep.use_shortlist`), or passes every token id
-and a mask of zeros for ``shortlist=False``; the mask is per sentence like the source side.
-Search still sees token ids and ``(rows, vocab)`` log-probs (an ensemble may take the
-``(rows, M)`` ones, :meth:`OnnxTranslatorStep.compact_step`).
+int64, the output layer's rows to compute (the union of the batch's shortlists,
+:mod:`seqgen.tasks.translation.shortlist`), and ``output_columns`` ``(sentences, S)`` int64
+and ``output_mask`` ``(sentences, S)`` float32, each sentence's own shortlist as columns of
+those and 0 or -inf for padding; its ``log_probs`` are then ``(rows, S)``, each row
+normalised over its own sentence's shortlist. ``start`` computes all three from the bundle's
+table (:meth:`OnnxTranslatorStep.use_shortlist`), or passes every token for
+``shortlist=False``; the columns and mask are per sentence like the source side. Search
+still sees token ids and ``(rows, vocab)`` log-probs (an ensemble may take the ``(rows, S)``
+ones, :meth:`OnnxTranslatorStep.compact_step`).
 
-Graphs of bundle format 1 took the source side once per row; they are refused
-(:func:`translator_state_names`): a graph cannot be migrated without its checkpoint.
+Graphs of bundle format 1 took the source side once per row, and those of format 2 a mask
+over the batch's union; the reader refuses both (``seqgen.bundles.reader``), and
+:func:`translator_state_names` any graph without this adapter's inputs: a graph cannot be
+migrated without its checkpoint.
 """
 
 from __future__ import annotations
@@ -58,11 +61,13 @@ from seqgen.decoding.onnx_session import (
     to_device,
 )
 from seqgen.errors import CheckpointError
-from seqgen.tasks.translation.shortlist import batch_shortlist
+from seqgen.tasks.translation.shortlist import batch_shortlist, column_token_ids
 from seqgen.tasks.translation.source_rows import (
     LAYOUT,
+    OUTPUT_COLUMNS,
     OUTPUT_IDS,
     OUTPUT_MASK,
+    SHORTLIST_NAMES,
     SOURCE_NAMES,
     encoder_inputs,
     per_batch,
@@ -76,8 +81,8 @@ ENCODER_INPUTS = ["source_ids", "source_lengths"]
 RECURRENT_NAMES = ("hidden", "cell", "feed")
 ATTENTION_OUTPUT = "attention"  # the step graph's optional last output (attention maps)
 SHORTLIST_INPUT = "output_ids"  # a step graph input, for a shortlisted model
-# Then each sentence's mask of it (source_rows.OUTPUT_MASK)
-SHORTLIST_INPUTS = (SHORTLIST_INPUT, OUTPUT_MASK)
+# Then each sentence's columns of it and their mask (source_rows.SHORTLIST_NAMES)
+SHORTLIST_INPUTS = (SHORTLIST_INPUT, *SHORTLIST_NAMES)
 REEXPORT = "re-export it with this seqgen (seqgen export CHECKPOINT FOLDER)"
 
 
@@ -101,10 +106,11 @@ class OnnxTranslatorStep(DeviceState):
         self.workers = workers
         self.state_names, self.recurrent_names = translator_state_names(encoder, step)
         self.takes_output_ids = SHORTLIST_INPUT in {node.name for node in step.get_inputs()}
-        # What select gathers on the device: the state, and the mask where the graph has it.
+        # What select gathers on the device: the state, and the shortlist where the graph
+        # has one.
         self.selected_names = self.state_names
         if self.takes_output_ids:
-            self.selected_names = (*self.state_names, OUTPUT_MASK)
+            self.selected_names = (*self.state_names, *SHORTLIST_NAMES)
         if select is not None:
             check_select_graph(select, self.selected_names)
         self.shortlist: tuple[np.ndarray, np.ndarray] | None = None
@@ -172,21 +178,22 @@ class OnnxTranslatorStep(DeviceState):
     def _shortlist(
         self, source_ids: np.ndarray, source_lengths: np.ndarray, *, shortlist: bool
     ) -> dict[str, Any]:
-        """The step graph's shortlist inputs for a batch: ``OUTPUT_IDS`` ``(M,)`` and
-        ``OUTPUT_MASK`` ``(sentences, M)`` (on the device with I/O binding, so steps do not
-        copy it in again). ``shortlist=False``: every token, mask of zeros."""
+        """The step graph's shortlist inputs for a batch: ``OUTPUT_IDS`` ``(M,)``, and
+        ``OUTPUT_COLUMNS`` and ``OUTPUT_MASK`` ``(sentences, S)`` (on the device with I/O
+        binding, so steps do not copy them in again). ``shortlist=False``: every token."""
         if self.shortlist is None:
             raise CheckpointError(
                 "the step graph takes a shortlist but the bundle has none; re-export it"
             )
         if not shortlist:
             output_ids = np.arange(self.vocab_size, dtype=np.int64)
-            mask = np.zeros((len(source_ids), self.vocab_size), dtype=np.float32)
+            columns = np.tile(output_ids, (len(source_ids), 1))
+            mask = np.zeros(columns.shape, dtype=np.float32)
         else:
-            output_ids, mask = batch_shortlist(*self.shortlist, source_ids, source_lengths)
+            output_ids, columns, mask = batch_shortlist(*self.shortlist, source_ids, source_lengths)
         if self.bound_device is not None:
-            mask = to_device(mask, self.bound_device)
-        return {OUTPUT_IDS: output_ids, OUTPUT_MASK: mask}
+            columns, mask = (to_device(array, self.bound_device) for array in (columns, mask))
+        return {OUTPUT_IDS: output_ids, OUTPUT_COLUMNS: columns, OUTPUT_MASK: mask}
 
     def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray | TopLogProbs, State]:
         """``tokens`` ``(rows,)`` -> ``log_probs`` ``(rows, vocab)`` float32 (or each row's
@@ -199,21 +206,21 @@ class OnnxTranslatorStep(DeviceState):
     def compact_step(
         self, tokens: np.ndarray, state: State
     ) -> tuple[np.ndarray | ColumnLogProbs | TopLogProbs, State]:
-        """:meth:`step`, but a shortlisted graph's ``(rows, M)`` log-probs come back as they
-        are, over ``OUTPUT_IDS`` (:class:`ColumnLogProbs`): an ensemble whose members share
-        the shortlist averages those ``M`` columns, not ``vocab``."""
+        """:meth:`step`, but a shortlisted graph's ``(rows, S)`` log-probs come back as they
+        are, over each row's sentence's shortlist (:class:`ColumnLogProbs`): an ensemble
+        whose members share the shortlist averages those ``S`` columns, not ``vocab``."""
         tokens = np.ascontiguousarray(tokens, dtype=np.int64)
         if len(tokens) == 1 and self.device == "cpu":
             return self._one_row_as_two(tokens, state)
         inputs = {"tokens": tokens, **{name: state[name] for name in self.state_names}}
         if self.takes_output_ids:
             inputs[SHORTLIST_INPUT] = state[OUTPUT_IDS]
-            inputs[OUTPUT_MASK] = state[OUTPUT_MASK]
+            inputs.update((name, state[name]) for name in SHORTLIST_NAMES)
         log_probs, outputs = self._run_step(
             inputs, [NEW_PREFIX + name for name in self.recurrent_names]
         )
         if self.takes_output_ids and isinstance(log_probs, np.ndarray):
-            log_probs = ColumnLogProbs(log_probs, state[OUTPUT_IDS], self.vocab_size)
+            log_probs = ColumnLogProbs(log_probs, row_token_ids(state), self.vocab_size)
         new_state = dict(state)
         new_state.update((name, outputs[NEW_PREFIX + name]) for name in self.recurrent_names)
         return log_probs, new_state
@@ -232,7 +239,7 @@ class OnnxTranslatorStep(DeviceState):
         inputs.update((name, host[name]) for name in self.state_names)
         if self.takes_output_ids:
             inputs[SHORTLIST_INPUT] = host[OUTPUT_IDS]
-            inputs[OUTPUT_MASK] = host[OUTPUT_MASK]
+            inputs.update((name, host[name]) for name in SHORTLIST_NAMES)
         names = [NEW_PREFIX + name for name in self.recurrent_names]
         outputs = run_session(self.step_session, inputs, host_outputs=[ATTENTION_OUTPUT, *names])
         new_state = {**host, **{name: outputs[NEW_PREFIX + name] for name in self.recurrent_names}}
@@ -303,7 +310,7 @@ def translator_state_names(
     if [o.name for o in step.get_outputs()][-1:] == [ATTENTION_OUTPUT]:  # since 2026-12-06
         expected["step"][1].append(ATTENTION_OUTPUT)
     usable = "hidden" in recurrent and set(SOURCE_NAMES) <= set(names)
-    usable = usable and not {LAYOUT, OUTPUT_MASK} & set(names)
+    usable = usable and not {LAYOUT, *SHORTLIST_NAMES} & set(names)
     for label, session in (("encoder", encoder), ("step", step)):
         inputs = [i.name for i in session.get_inputs()]
         outputs = [o.name for o in session.get_outputs()]
@@ -319,6 +326,17 @@ def translator_state_names(
             f"1), this seqgen once per sentence; {REEXPORT}"
         )
     return names, recurrent
+
+
+def row_token_ids(state: State) -> np.ndarray:
+    """``(rows, S)`` token ids of each row's columns of a shortlisted step's log-probs (its
+    sentence's shortlist, -1 for padding), on the host."""
+    columns, mask = (
+        value.numpy() if isinstance(value, onnxruntime.OrtValue) else value
+        for value in (state[OUTPUT_COLUMNS], state[OUTPUT_MASK])
+    )
+    rows_per_sentence = state[LAYOUT][1]
+    return column_token_ids(state[OUTPUT_IDS], columns, mask).repeat(rows_per_sentence, axis=0)
 
 
 def check_select_graph(select: onnxruntime.InferenceSession, names: Sequence[str]) -> None:

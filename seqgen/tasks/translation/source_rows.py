@@ -5,8 +5,9 @@ A translator's decoder state has two parts (names in :mod:`seqgen.tasks.translat
 - the recurrent part (``hidden``, ``cell``, ``feed``), one entry per row, which every step
   rewrites;
 - the source side (``memory``, ``keys``, ``source_mask``), fixed per *sentence*, and with a
-  lexical shortlist ``output_mask`` ``(sentences, M)``, which of the batch's shortlisted
-  tokens (``OUTPUT_IDS``) the sentence may produce (0 or -inf, added to its rows' logits).
+  lexical shortlist ``output_columns`` ``(sentences, S)``, which of the batch's shortlisted
+  tokens (``OUTPUT_IDS``) the sentence may produce, and their ``output_mask`` (0, or -inf
+  for padding, added to its rows' logits of those columns).
 
 The source side is kept once per sentence, not copied into every beam row: the rows are
 grouped by sentence, sentence-major, ``rows / sentences`` consecutive rows per sentence
@@ -27,10 +28,13 @@ from seqgen.decoding.contract import State
 from seqgen.text.vocabulary import EOS_ID, PAD_ID
 
 SOURCE_NAMES = ("memory", "keys", "source_mask")
-# (sentences, M) float32, 0 where the sentence may produce OUTPUT_IDS[j], else -inf
-# (seqgen.tasks.translation.shortlist.shortlist_mask); also the step graph's input name
+# (sentences, S) int64, the columns of OUTPUT_IDS the sentence may produce, and (sentences, S)
+# float32, 0 for those and -inf for padding (seqgen.tasks.translation.shortlist
+# .shortlist_columns); also the step graph's input names
+OUTPUT_COLUMNS = "output_columns"
 OUTPUT_MASK = "output_mask"
-PER_SENTENCE = (*SOURCE_NAMES, OUTPUT_MASK)  # one entry per sentence, not per row
+SHORTLIST_NAMES = (OUTPUT_COLUMNS, OUTPUT_MASK)
+PER_SENTENCE = (*SOURCE_NAMES, *SHORTLIST_NAMES)  # one entry per sentence, not per row
 # (sentences, rows per sentence), two ints: how the state's rows group into its sentences
 LAYOUT = "_layout"
 # (M,) int64, the batch's shortlist (seqgen.tasks.translation.shortlist), when the model has one

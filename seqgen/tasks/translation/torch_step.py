@@ -19,13 +19,16 @@ from seqgen.decoding.torch_step import (
     top_log_probs,
 )
 from seqgen.tasks.translation.cuda_graphs import TranslatorGraphs
-from seqgen.tasks.translation.model import EncoderDecoder, add_sentence_mask
-from seqgen.tasks.translation.shortlist import batch_shortlist
+from seqgen.tasks.translation.model import EncoderDecoder, sentence_logits, sentence_token_ids
+from seqgen.tasks.translation.shortlist import batch_shortlist, column_token_ids
 from seqgen.tasks.translation.source_rows import (
     EMBEDDING_GATES,
+    LAYOUT,
+    OUTPUT_COLUMNS,
     OUTPUT_IDS,
     OUTPUT_LAYER,
     OUTPUT_MASK,
+    SHORTLIST_NAMES,
     encoder_inputs,
     select_rows,
     with_sentences,
@@ -42,9 +45,9 @@ class TranslatorStep(TorchStep):
     (:mod:`seqgen.tasks.translation.source_rows`).
     A model with a lexical shortlist computes the output layer for the batch's shortlisted
     tokens only (the state's ``OUTPUT_IDS``, the union over its sentences) and keeps each row
-    to its own sentence's (``OUTPUT_MASK`` ``(sentences, M)``, added to the logits), so a
-    translation does not depend on its batch; ``start`` told ``shortlist=False`` scores
-    every token.
+    to its own sentence's (``OUTPUT_COLUMNS`` and ``OUTPUT_MASK`` ``(sentences, S)``,
+    :func:`~seqgen.tasks.translation.model.sentence_logits`), so a translation does not
+    depend on its batch; ``start`` told ``shortlist=False`` scores every token.
     The model decodes in eval mode (no dropout); a model in training mode (the training
     loop validates mid-run) is put back in it after each call.
 
@@ -95,9 +98,9 @@ class TranslatorStep(TorchStep):
         if shortlist and self.model.has_shortlist:
             table = self.model.shortlist_table.cpu().numpy()
             frequent = self.model.shortlist_frequent.cpu().numpy()
-            output_ids, mask = batch_shortlist(table, frequent, host_ids, host_lengths)
-            state[OUTPUT_MASK] = torch.from_numpy(mask).to(self.device)
-            state[OUTPUT_IDS] = torch.from_numpy(output_ids).to(self.device)
+            shortlist = batch_shortlist(table, frequent, host_ids, host_lengths)
+            for name, array in zip((OUTPUT_IDS, *SHORTLIST_NAMES), shortlist, strict=True):
+                state[name] = torch.from_numpy(array).to(self.device)
             state[OUTPUT_LAYER] = self.model.decoder.output_rows(state[OUTPUT_IDS])
         state = with_sentences(state, len(sources))
         gate_table = self._gate_table.get(self.MAX_GATE_TABLE)
@@ -135,37 +138,43 @@ class TranslatorStep(TorchStep):
         if self._graphable(state):
             return self._graphed_step(token_ids, state)
         logits, new_state = self._logits(token_ids, state)
-        vocab_size = self.model.target_vocab_size
-        log_probs = self._log_probs(
-            logits, state.get(OUTPUT_IDS), vocab_size, masked=state.get(OUTPUT_MASK) is not None
-        )
-        return log_probs, new_state
+        if state.get(OUTPUT_MASK) is None:
+            return self._log_probs(logits), new_state
+        if self.candidates is None or self.candidates >= logits.shape[-1]:
+            return self._column_log_probs(logits, state).dense(), new_state
+        values, columns = top_log_probs(logits, self.candidates, masked=True)
+        token_ids = sentence_token_ids(state[OUTPUT_IDS], state[OUTPUT_COLUMNS], columns)
+        return TopLogProbs(*to_host(values, token_ids)), new_state
 
     @torch.inference_mode()
     def compact_step(
         self, tokens: np.ndarray, state: State
     ) -> tuple[np.ndarray | ColumnLogProbs | TopLogProbs, State]:
-        """:meth:`step`, but with a shortlist the ``(rows, M)`` log-probs over ``OUTPUT_IDS``
-        (:class:`ColumnLogProbs`), not scattered into ``(rows, vocab)``: an ensemble whose
-        members share the shortlist averages those ``M`` columns only."""
-        output_ids = state.get(OUTPUT_IDS)
-        if output_ids is None or self.candidates is not None:
+        """:meth:`step`, but with a shortlist the ``(rows, S)`` log-probs over each row's
+        sentence's shortlist (:class:`ColumnLogProbs`), not scattered into ``(rows,
+        vocab)``: an ensemble whose members share the shortlist averages those columns only."""
+        if state.get(OUTPUT_MASK) is None or self.candidates is not None:
             return self.step(tokens, state)
         logits, new_state = self._logits(to_device(tokens, self.device), state)
-        log_probs = torch.log_softmax(logits.float(), dim=-1)  # as _log_probs computes it
-        columns, values = to_host(output_ids, log_probs)
-        return ColumnLogProbs(values, columns, self.model.target_vocab_size), new_state
+        return self._column_log_probs(logits, state), new_state
+
+    def _column_log_probs(self, logits: torch.Tensor, state: State) -> ColumnLogProbs:
+        """A shortlisted step's ``(rows, S)`` logits -> their log-probs, with each row's
+        token ids, on the host."""
+        values = torch.log_softmax(logits, dim=-1).cpu().numpy()
+        return ColumnLogProbs(values, row_token_ids(state), self.model.target_vocab_size)
 
     def _logits(self, token_ids: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """``token_ids`` ``(rows,)`` -> logits ``(rows, M or vocab)``, each row kept to its
-        sentence's shortlist (``-inf`` elsewhere), and the new state."""
+        """``token_ids`` ``(rows,)`` -> float32 logits ``(rows, vocab)``, or with a shortlist
+        ``(rows, S)`` over each row's sentence's (:func:`sentence_logits`), and the new
+        state."""
         with eval_mode(self.model):
             logits, new_state = self.model.step(
                 token_ids, dict(state), state.get(OUTPUT_LAYER), state.get(EMBEDDING_GATES)
             )
-        mask = state.get(OUTPUT_MASK)
+        logits, mask = logits.float(), state.get(OUTPUT_MASK)
         if mask is not None:  # each row to its own sentence's shortlist, before the softmax
-            logits = add_sentence_mask(logits.float(), mask)
+            logits = sentence_logits(logits, state[OUTPUT_COLUMNS], mask)
         return logits, new_state
 
     def _graphable(self, state: State) -> bool:
@@ -192,3 +201,10 @@ class TranslatorStep(TorchStep):
             lambda tensor, index: tensor.index_select(0, index),
             lambda rows: to_device(rows, self.device),
         )
+
+
+def row_token_ids(state: State) -> np.ndarray:
+    """``(rows, S)`` token ids of each row's columns of a shortlisted step's logits (its
+    sentence's shortlist, -1 for padding), on the host."""
+    output_ids, columns, mask = to_host(*(state[name] for name in (OUTPUT_IDS, *SHORTLIST_NAMES)))
+    return column_token_ids(output_ids, columns, mask).repeat(state[LAYOUT][1], axis=0)

@@ -1,6 +1,7 @@
 """A sentence's translation does not depend on its batch (issue 23): each row scores only its
-own sentence's shortlist (``output_mask``), with PyTorch, float32 and int8 bundles; the mask
-is kept once per sentence, like the source side, and gathered when the sentences change."""
+own sentence's shortlist (``output_columns`` and their ``output_mask``), with PyTorch, float32
+and int8 bundles; the shortlist is kept once per sentence, like the source side, and gathered
+when the sentences change."""
 
 from __future__ import annotations
 
@@ -19,8 +20,18 @@ from seqgen.loading import load
 from seqgen.tasks.translation.config import EncoderDecoderConfig
 from seqgen.tasks.translation.model import EncoderDecoder
 from seqgen.tasks.translation.pipeline import Translator
-from seqgen.tasks.translation.shortlist import batch_shortlist, shortlist_ids, shortlist_mask
-from seqgen.tasks.translation.source_rows import OUTPUT_IDS, OUTPUT_MASK, encoder_inputs
+from seqgen.tasks.translation.shortlist import (
+    batch_shortlist,
+    column_token_ids,
+    shortlist_columns,
+    shortlist_ids,
+)
+from seqgen.tasks.translation.source_rows import (
+    OUTPUT_COLUMNS,
+    OUTPUT_IDS,
+    OUTPUT_MASK,
+    encoder_inputs,
+)
 from seqgen.tasks.translation.torch_step import TranslatorStep
 
 onnx = pytest.importorskip("onnx", reason="exporting needs the export extra")
@@ -38,24 +49,27 @@ SENTENCES = [
 ]
 
 
-def test_each_rows_mask_allows_exactly_its_sentences_own_shortlist() -> None:
+def test_each_sentences_columns_are_exactly_its_own_shortlist() -> None:
     table = np.full((9, 2), EOS, dtype=np.int64)
     table[5], table[6], table[7] = [40, 41], [42, 40], [43, 44]
     table[0] = [50, 51]  # a PAD row that is not just EOS: padding must not be read
     frequent = np.array([30, 31])
     source_ids, lengths = encoder_inputs([[5, 6], [7], [6]])  # EOS appended, PAD after
-    output_ids, mask = batch_shortlist(table, frequent, source_ids, lengths)
-    assert mask.shape == (3, len(output_ids)) and mask.dtype == np.float32
-    assert set(np.unique(mask)) == {0.0, -np.inf}
+    output_ids, columns, mask = batch_shortlist(table, frequent, source_ids, lengths)
+    # Sentence 0 holds 4 special ids, 2 frequent and 40, 41, 42: 9 columns, the others 8.
+    assert columns.shape == mask.shape == (3, 9)
+    assert columns.dtype == np.int64 and mask.dtype == np.float32
+    assert (mask == 0).sum(axis=1).tolist() == [9, 8, 8]
+    assert np.isneginf(mask[1:, 8]).all() and (columns[1:, 8] == 0).all()  # padding
+    ids = column_token_ids(output_ids, columns, mask)
     for row, source in enumerate([[5, 6, EOS], [7, EOS], [6, EOS]]):
         alone = shortlist_ids(table, frequent, np.array([source]))
-        assert output_ids[mask[row] == 0].tolist() == alone.tolist()
+        assert ids[row][mask[row] == 0].tolist() == alone.tolist()  # ascending, as alone
+        assert (ids[row][mask[row] != 0] == -1).all()
     assert 50 not in output_ids  # the union of the rows', padding not read
     wider = np.arange(60, dtype=np.int64)  # a superset of ids works the same
-    again = shortlist_mask(table, frequent, source_ids, lengths, wider)
-    assert [wider[row == 0].tolist() for row in again] == [
-        output_ids[row == 0].tolist() for row in mask
-    ]
+    again, again_mask = shortlist_columns(table, frequent, source_ids, lengths, wider)
+    np.testing.assert_array_equal(column_token_ids(wider, again, again_mask), ids)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +122,7 @@ def test_any_number_of_workers_translates_the_same(bundles: dict[str, Path], bac
 
 @pytest.mark.slow
 @pytest.mark.parametrize("io_binding", [False, True])
-def test_select_gathers_the_mask_with_the_rows(
+def test_select_gathers_the_shortlist_with_the_rows(
     bundles: dict[str, Path], backends: dict[str, Translator], io_binding: bool
 ) -> None:
     bundle = bundles["onnx"]
@@ -120,19 +134,21 @@ def test_select_gathers_the_mask_with_the_rows(
     rows = np.array([2, 0, 0, 1])
     for name, step_function in steps.items():
         state, _ = step_function.start(sources)
-        mask = host(state[OUTPUT_MASK])
-        assert mask.shape == (3, len(host(state[OUTPUT_IDS])))
-        assert not np.array_equal(mask[0], mask[1])  # sentences with other shortlists
-        # Uneven groups: one sentence per row.
-        selected = step_function.select(state, rows)
-        np.testing.assert_array_equal(host(selected[OUTPUT_MASK]), mask[rows], err_msg=name)
-        again = step_function.select(selected, np.array([3, 0]))  # after a reorder, again
-        np.testing.assert_array_equal(host(again[OUTPUT_MASK]), mask[[1, 2]], err_msg=name)
-        # A beam's layout: once per sentence, and gathered again when a sentence leaves.
-        beams = step_function.select(state, np.array([2, 2, 0, 0]))
-        np.testing.assert_array_equal(host(beams[OUTPUT_MASK]), mask[[2, 0]], err_msg=name)
-        left = step_function.select(beams, np.array([3, 2]))
-        np.testing.assert_array_equal(host(left[OUTPUT_MASK]), mask[[0]], err_msg=name)
+        assert host(state[OUTPUT_IDS]).ndim == 1
+        for entry in (OUTPUT_COLUMNS, OUTPUT_MASK):
+            shortlist = host(state[entry])
+            assert shortlist.shape[0] == 3
+            assert not np.array_equal(shortlist[0], shortlist[1])  # other shortlists
+            # Uneven groups: one sentence per row.
+            selected = step_function.select(state, rows)
+            np.testing.assert_array_equal(host(selected[entry]), shortlist[rows], err_msg=name)
+            again = step_function.select(selected, np.array([3, 0]))  # after a reorder, again
+            np.testing.assert_array_equal(host(again[entry]), shortlist[[1, 2]], err_msg=name)
+            # A beam's layout: once per sentence, and gathered again when a sentence leaves.
+            beams = step_function.select(state, np.array([2, 2, 0, 0]))
+            np.testing.assert_array_equal(host(beams[entry]), shortlist[[2, 0]], err_msg=name)
+            left = step_function.select(beams, np.array([3, 2]))
+            np.testing.assert_array_equal(host(left[entry]), shortlist[[0]], err_msg=name)
 
 
 def host(value: object) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Lexical shortlists: building the table, the batch union, and decoding with them (PyTorch).
+"""Lexical shortlists: building the table, the batch union, each sentence's columns of it, and
+decoding with them (PyTorch).
 
 The ONNX side (a shortlisted step graph, parity with PyTorch) is in test_onnx_translator.py;
 training a shortlist from the training pairs is in test_translation.py.
@@ -10,11 +11,17 @@ import numpy as np
 import pytest
 import torch
 
+from seqgen.decoding.contract import ColumnLogProbs
 from seqgen.errors import ConfigError
 from seqgen.recipes import recipe_from_dict
-from seqgen.tasks.translation.model import EncoderDecoder
+from seqgen.tasks.translation.model import EncoderDecoder, sentence_logits, sentence_token_ids
 from seqgen.tasks.translation.pipeline import TranslationOptions, Translator
-from seqgen.tasks.translation.shortlist import build_shortlist, shortlist_ids
+from seqgen.tasks.translation.shortlist import (
+    batch_shortlist,
+    build_shortlist,
+    column_token_ids,
+    shortlist_ids,
+)
 from seqgen.tasks.translation.source_rows import encoder_inputs
 from seqgen.tasks.translation.torch_step import TranslatorStep
 from seqgen.text import TokenizerConfig, train_tokenizer
@@ -152,3 +159,36 @@ def _options(beam_size: int, *, shortlist: bool) -> TranslationOptions:
 
 def _source_ids(translator: Translator, sources: list[list[int]]) -> np.ndarray:
     return encoder_inputs(sources)[0]
+
+
+def test_each_row_scores_its_sentences_columns_as_a_mask_over_the_union_would() -> None:
+    """Format 3's step (each row over its sentence's columns, ``sentence_logits``) gives the
+    log-probs that masking the batch's union to the sentence's tokens gives, at S columns."""
+    model = tiny_translator(per_source=2).step_function.model
+    table, frequent = model.shortlist_table.numpy(), model.shortlist_frequent.numpy()
+    source_ids, lengths = encoder_inputs([[5, 6, 7], [8], [9, 10]])
+    output_ids, columns, mask = batch_shortlist(table, frequent, source_ids, lengths)
+    assert columns.shape[1] < len(output_ids) and np.isneginf(mask).any()  # padding
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, len(output_ids), generator=generator)  # two rows per sentence
+    compact = torch.log_softmax(
+        sentence_logits(logits, torch.from_numpy(columns), torch.from_numpy(mask)), -1
+    )
+    union_mask = torch.full((3, len(output_ids)), -torch.inf)
+    for sentence in range(3):
+        union_mask[sentence, columns[sentence][mask[sentence] == 0]] = 0
+    masked = torch.log_softmax(logits + union_mask.repeat_interleave(2, 0), -1)
+    ids = column_token_ids(output_ids, columns, mask).repeat(2, axis=0)
+    dense = ColumnLogProbs(compact.numpy(), ids, model.target_vocab_size).dense()
+    want = np.full_like(dense, -np.inf)
+    want[:, output_ids] = masked.numpy()
+    np.testing.assert_allclose(dense, want, rtol=0, atol=1e-6)
+    top_values, top_columns = torch.topk(compact, 5)
+    top_ids = sentence_token_ids(
+        torch.from_numpy(output_ids), torch.from_numpy(columns), top_columns
+    )
+    want_values, want_columns = torch.topk(masked, 5)
+    assert top_ids.tolist() == output_ids[want_columns.numpy()].tolist()
+    torch.testing.assert_close(top_values, want_values)
+    taken = ColumnLogProbs(compact.numpy(), ids, model.target_vocab_size).take(np.array([3]))
+    np.testing.assert_array_equal(taken.dense(), dense[[3]])

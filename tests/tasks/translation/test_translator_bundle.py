@@ -169,7 +169,7 @@ def test_bundle_holds_checked_graphs_tokenizers_and_manifest(exported: tuple[Pat
     assert step_shapes["memory"] == ["sentences", "source_len", 24]
     assert step_shapes["source_mask"] == ["sentences", "source_len"]
     assert step_shapes["hidden"][0] == "rows" and step_shapes["tokens"] == ["rows"]
-    assert manifest["format_version"] == 2
+    assert manifest["format_version"] == 3
     select_inputs = [i["name"] for i in graphs["select"]["inputs"]]
     assert select_inputs == ["rows", "sentences", *names]
     assert [o["name"] for o in graphs["select"]["outputs"]] == ["selected_" + n for n in names]
@@ -440,12 +440,17 @@ def test_a_graph_with_other_inputs_than_the_manifest_lists_is_refused(bundle_cop
     assert_one_line(error, "step graph has inputs", "expected ['tokens'")
 
 
-def test_a_translator_bundle_of_format_1_is_refused_in_one_line(bundle_copy: Path) -> None:
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_translator_bundle_of_an_older_format_is_refused_in_one_line(
+    bundle_copy: Path, version: int
+) -> None:
     manifest = json.loads((bundle_copy / "manifest.json").read_text())
-    (bundle_copy / "manifest.json").write_text(json.dumps({**manifest, "format_version": 1}))
+    (bundle_copy / "manifest.json").write_text(json.dumps({**manifest, "format_version": version}))
     with pytest.raises(CheckpointError) as error:
         load_bundle(bundle_copy)
-    assert_one_line(error, "translation bundle of format 1", "re-export it with this seqgen")
+    assert_one_line(
+        error, f"translation bundle of format {version}", "re-export it with this seqgen"
+    )
 
 
 def test_a_step_graph_taking_the_source_side_per_row_is_refused(bundle_copy: Path) -> None:
@@ -513,10 +518,18 @@ def test_a_shortlisted_bundle_decodes_as_pytorch_does(
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["shortlist"] == {"file": "shortlist.json", "per_source": 2, "frequent": 32}
     step_inputs = manifest["graphs"]["step"]["inputs"]
-    assert step_inputs[-2:] == [
+    per_sentence = ["sentences", "sentence_shortlist"]
+    assert step_inputs[-3:] == [
         {"name": "output_ids", "dtype": "int64", "shape": ["shortlist"]},
-        {"name": "output_mask", "dtype": "float32", "shape": ["sentences", "shortlist"]},
+        {"name": "output_columns", "dtype": "int64", "shape": per_sentence},
+        {"name": "output_mask", "dtype": "float32", "shape": per_sentence},
     ]
+    log_probs = manifest["graphs"]["step"]["outputs"][0]
+    assert log_probs == {
+        "name": "log_probs",
+        "dtype": "float32",
+        "shape": ["rows", per_sentence[1]],
+    }
     reference = load(checkpoint, device="cpu")
     runtime = load_bundle(bundle, device="cpu", threads=1, io_binding=io_binding)
     vocab = reference.target_tokenizer.vocab_size
