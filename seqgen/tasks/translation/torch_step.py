@@ -179,11 +179,12 @@ class TranslatorStep(TorchStep):
 
     def _graphable(self, state: State) -> bool:
         """Whether :meth:`step` replays a graph: with graphs, for a narrowed view that
-        returns fewer candidates than it scores (else ``_log_probs`` returns them all)."""
+        returns fewer candidates than it scores (else :meth:`step` returns them all): each
+        row scores its sentence's ``S`` shortlist columns, or the whole vocabulary."""
         if self._graphs is None or self.candidates is None:
             return False
-        output_ids = state.get(OUTPUT_IDS)
-        width = self.model.target_vocab_size if output_ids is None else output_ids.shape[0]
+        columns = state.get(OUTPUT_COLUMNS)
+        width = self.model.target_vocab_size if columns is None else columns.shape[1]
         return self.candidates < width
 
     def _graphed_step(self, token_ids: torch.Tensor, state: State) -> tuple[TopLogProbs, State]:
