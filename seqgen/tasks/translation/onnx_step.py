@@ -61,7 +61,7 @@ from seqgen.decoding.onnx_session import (
     to_device,
 )
 from seqgen.errors import CheckpointError
-from seqgen.tasks.translation.shortlist import batch_shortlist, column_token_ids
+from seqgen.tasks.translation.shortlist import batch_shortlist
 from seqgen.tasks.translation.source_rows import (
     LAYOUT,
     OUTPUT_COLUMNS,
@@ -72,6 +72,7 @@ from seqgen.tasks.translation.source_rows import (
     encoder_inputs,
     per_batch,
     row_layout,
+    row_token_ids,
     select_rows,
     with_sentences,
 )
@@ -220,7 +221,8 @@ class OnnxTranslatorStep(DeviceState):
             inputs, [NEW_PREFIX + name for name in self.recurrent_names]
         )
         if self.takes_output_ids and isinstance(log_probs, np.ndarray):
-            log_probs = ColumnLogProbs(log_probs, row_token_ids(state), self.vocab_size)
+            token_ids = row_token_ids(state, host_arrays)
+            log_probs = ColumnLogProbs(log_probs, token_ids, self.vocab_size)
         new_state = dict(state)
         new_state.update((name, outputs[NEW_PREFIX + name]) for name in self.recurrent_names)
         return log_probs, new_state
@@ -233,8 +235,7 @@ class OnnxTranslatorStep(DeviceState):
     def attention_step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """One step for attention maps (``attention_maps.onnx_attention``): ``tokens``
         ``(rows,)`` -> the attention weights ``(rows, source_len)`` and the new state."""
-        device = onnxruntime.OrtValue
-        host = {name: v.numpy() if isinstance(v, device) else v for name, v in state.items()}
+        host = dict(zip(state, host_arrays(*state.values()), strict=True))
         inputs = {"tokens": np.ascontiguousarray(tokens, dtype=np.int64)}
         inputs.update((name, host[name]) for name in self.state_names)
         if self.takes_output_ids:
@@ -328,15 +329,9 @@ def translator_state_names(
     return names, recurrent
 
 
-def row_token_ids(state: State) -> np.ndarray:
-    """``(rows, S)`` token ids of each row's columns of a shortlisted step's log-probs (its
-    sentence's shortlist, -1 for padding), on the host."""
-    columns, mask = (
-        value.numpy() if isinstance(value, onnxruntime.OrtValue) else value
-        for value in (state[OUTPUT_COLUMNS], state[OUTPUT_MASK])
-    )
-    rows_per_sentence = state[LAYOUT][1]
-    return column_token_ids(state[OUTPUT_IDS], columns, mask).repeat(rows_per_sentence, axis=0)
+def host_arrays(*values: Any) -> list[np.ndarray]:
+    """State values on the host: an ``OrtValue`` (I/O binding) copied to numpy."""
+    return [v.numpy() if isinstance(v, onnxruntime.OrtValue) else v for v in values]
 
 
 def check_select_graph(select: onnxruntime.InferenceSession, names: Sequence[str]) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from seqgen.decoding.contract import State
+from seqgen.tasks.translation.shortlist import column_token_ids
 from seqgen.text.vocabulary import EOS_ID, PAD_ID
 
 SOURCE_NAMES = ("memory", "keys", "source_mask")
@@ -49,6 +50,14 @@ PER_BATCH = (OUTPUT_IDS, OUTPUT_LAYER, EMBEDDING_GATES)  # not one per row or se
 def per_batch(state: State) -> dict[str, Any]:
     """The state's per-batch entries, which ``select`` passes on as they are."""
     return {name: state[name] for name in PER_BATCH if name in state}
+
+
+def row_token_ids(state: State, to_host: Callable[..., Sequence[np.ndarray]]) -> np.ndarray:
+    """``(rows, S)`` token ids of each row's columns of a shortlisted step's log-probs (its
+    sentence's shortlist, -1 for padding), on the host; ``to_host(*values)`` is the
+    backend's copy of ``OUTPUT_IDS`` and the shortlist's columns and mask to numpy."""
+    output_ids, columns, mask = to_host(*(state[name] for name in (OUTPUT_IDS, *SHORTLIST_NAMES)))
+    return column_token_ids(output_ids, columns, mask).repeat(state[LAYOUT][1], axis=0)
 
 
 def encoder_inputs(sources: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:

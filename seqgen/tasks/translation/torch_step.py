@@ -20,16 +20,16 @@ from seqgen.decoding.torch_step import (
 )
 from seqgen.tasks.translation.cuda_graphs import TranslatorGraphs
 from seqgen.tasks.translation.model import EncoderDecoder, sentence_logits, sentence_token_ids
-from seqgen.tasks.translation.shortlist import batch_shortlist, column_token_ids
+from seqgen.tasks.translation.shortlist import batch_shortlist
 from seqgen.tasks.translation.source_rows import (
     EMBEDDING_GATES,
-    LAYOUT,
     OUTPUT_COLUMNS,
     OUTPUT_IDS,
     OUTPUT_LAYER,
     OUTPUT_MASK,
     SHORTLIST_NAMES,
     encoder_inputs,
+    row_token_ids,
     select_rows,
     with_sentences,
 )
@@ -162,7 +162,7 @@ class TranslatorStep(TorchStep):
         """A shortlisted step's ``(rows, S)`` logits -> their log-probs, with each row's
         token ids, on the host."""
         values = torch.log_softmax(logits, dim=-1).cpu().numpy()
-        return ColumnLogProbs(values, row_token_ids(state), self.model.target_vocab_size)
+        return ColumnLogProbs(values, row_token_ids(state, to_host), self.model.target_vocab_size)
 
     def _logits(self, token_ids: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """``token_ids`` ``(rows,)`` -> float32 logits ``(rows, vocab)``, or with a shortlist
@@ -202,10 +202,3 @@ class TranslatorStep(TorchStep):
             lambda tensor, index: tensor.index_select(0, index),
             lambda rows: to_device(rows, self.device),
         )
-
-
-def row_token_ids(state: State) -> np.ndarray:
-    """``(rows, S)`` token ids of each row's columns of a shortlisted step's logits (its
-    sentence's shortlist, -1 for padding), on the host."""
-    output_ids, columns, mask = to_host(*(state[name] for name in (OUTPUT_IDS, *SHORTLIST_NAMES)))
-    return column_token_ids(output_ids, columns, mask).repeat(state[LAYOUT][1], axis=0)
