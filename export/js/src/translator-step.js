@@ -143,8 +143,9 @@ export class TranslatorStep {
     if (state.outputIds) {
       ids = this.rowTokenIds(state);
     } else {
+      const columns = Array.from({ length: width }, (_, i) => i);
       ids = new Int32Array(logProbs.data.length);
-      for (let row = 0; row < tokens.length; row += 1) ids.set(Array.from({ length: width }, (_, i) => i), row * width);
+      for (let row = 0; row < tokens.length; row += 1) ids.set(columns, row * width);
     }
     return { values: logProbs.data, ids, width, ranked: false, state: next };
   }
