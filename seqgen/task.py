@@ -61,6 +61,9 @@ class Task:
     bundled_models: Mapping[str, str]
     hooks: Mapping[str, str]  # hook name -> "module:attribute"
     aliases: tuple[str, ...] = field(default=())  # older names, read in old files
+    # Graphs of graph_files that a bundle may leave out (a translator's output_rows: a
+    # shortlisted model's only).
+    optional_graphs: tuple[str, ...] = field(default=())
 
     @staticmethod
     def hooks_in(package: str, *, trainer: str, **more: str) -> dict[str, str]:

@@ -135,10 +135,13 @@ def export_bundle(
         manifest = write(pipeline, exported.half() if fp16 else exported, staging, fp16=fp16)
         # The graph run at every step (a classifier's one graph runs once per batch).
         hot = task.graph_files.get("step") or next(iter(task.graph_files.values()))
-        if int8 and not _quantize(staging / hot):
+        rows = staging / task.graph_files.get("output_rows", "")  # a translator's, if any
+        if int8 and not _quantize(staging / hot, rows if rows.is_file() else None):
             raise CheckpointError(
                 f"{checkpoint_path}: its step graph has no matrix product to make int8"
             )
+        if int8:  # the quantizer may change graphs' inputs and outputs (int8 weight rows)
+            manifest["graphs"] = _described_anew(staging, manifest["graphs"])
         manifest = {**manifest_header(task.name, fp16=fp16, int8=int8), **manifest}
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         _publish(staging, output)
@@ -148,10 +151,26 @@ def export_bundle(
     return output
 
 
-def _quantize(graph: Path) -> int:
+def _quantize(graph: Path, output_rows: Path | None) -> int:
     from seqgen.bundles.quantize import quantize_step_graph  # onnx: the export extra
 
-    return quantize_step_graph(graph)
+    return quantize_step_graph(graph, output_rows)
+
+
+def _described_anew(staging: Path, graphs: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's ``graphs`` entries with each graph's inputs and outputs read again
+    from its file in ``staging``."""
+    import onnx
+
+    described = {}
+    for name, entry in graphs.items():
+        graph = onnx.load(str(staging / entry["file"]), load_external_data=False).graph
+        described[name] = {
+            **entry,
+            "inputs": _describe(graph.input),
+            "outputs": _describe(graph.output),
+        }
+    return described
 
 
 def _staging_folder(output: Path) -> Path:

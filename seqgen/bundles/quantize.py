@@ -5,10 +5,11 @@ peak in ONNX Runtime (``seqgen bench`` reports the share): the recurrent one (``
 hidden``) and, with input feeding, the fed-back vector's (``hidden x 4 hidden``, beside the
 embedding's gate table), attention's output layer (``2 hidden x hidden``) and the output
 layer over the batch's shortlist (``hidden x M``). :func:`quantize_step_graph` turns each
-``Gemm`` of the graph whose weight is a constant (or a constant slice of one), or rows
-gathered from a constant table (the shortlisted output layer), into an int8 product: int8
-weights with one scale per output unit, and the activations quantized at each step with one
-scale per row, from that row's own range.
+``Gemm`` of the graph whose weight is a constant (or a constant slice of one), or rows that
+a translator's ``output_rows`` graph gathers from a constant table once per batch (the
+shortlisted output layer, rewritten to gather int8 rows and their scales), into an int8
+product: int8 weights with one scale per output unit, and the activations quantized at each
+step with one scale per row, from that row's own range.
 
 Per row, so that a row's result never depends on the other rows of its batch (a sentence
 translates the same alone or beside others). ONNX Runtime's ``DynamicQuantizeMatMul``, used
@@ -34,6 +35,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -66,21 +68,24 @@ def quantize_weight(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return quantized.astype(np.int8), scale
 
 
-def quantize_step_graph(path: str | Path) -> int:
+def quantize_step_graph(path: str | Path, output_rows: str | Path | None = None) -> int:
     """Rewrite the graph file at ``path`` in place; returns how many products became int8.
 
     ``MatMul`` nodes by a float32 matrix initializer change, and ``Gemm`` nodes of the plain
     form ``A @ W.T + C`` (``transB=1``, no ``transA``, ``alpha = beta = 1``) where ``W`` is a
-    float32 initializer, a ``Slice`` of one by constant bounds, or a ``GatherND`` of its rows
-    (the shortlisted output layer); a ``C`` other than a bias vector (the gathered gates, ``(rows,
-    n)``) is added after the product. Products of two activations (attention) stay float32.
+    float32 initializer, a ``Slice`` of one by constant bounds, or an input that the graph
+    file ``output_rows`` gathers from the rows of one (the shortlisted output layer: that
+    graph is rewritten too, :func:`_quantize_output_rows`); a ``C`` other than a bias vector
+    (the gathered gates, ``(rows, n)``) is added after the product. Products of two
+    activations (attention) stay float32.
     """
     model = onnx.load(str(path))
     graph = model.graph
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=1)
     if opset < 13:  # QuantizeLinear's and ReduceMax's forms used here
         return 0
-    rewrite = _Rewrite(graph, axes_input=opset >= 18)
+    rows_model = None if output_rows is None else onnx.load(str(output_rows))
+    rewrite = _Rewrite(graph, axes_input=opset >= 18, rows=rows_model)
     replaced: dict[int, list[onnx.NodeProto]] = {}
     for position, node in enumerate(graph.node):
         nodes = rewrite.product(position, node)
@@ -104,6 +109,11 @@ def quantize_step_graph(path: str | Path) -> int:
     graph.initializer.extend([*still, *rewrite.new_inits, *constants])
     if not any(opset.domain == MS_DOMAIN for opset in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    if rewrite.int8_rows:
+        assert rows_model is not None and output_rows is not None  # only then are there any
+        _int8_values(graph.input, rewrite.int8_rows)
+        _quantize_output_rows(rows_model, rewrite.int8_rows)
+        onnx.save(rows_model, str(output_rows))
     onnx.save(model, str(path))
     return len(replaced)
 
@@ -111,9 +121,16 @@ def quantize_step_graph(path: str | Path) -> int:
 class _Rewrite:
     """What :func:`quantize_step_graph` learns of a graph and adds to it, node by node."""
 
-    def __init__(self, graph: onnx.GraphProto, *, axes_input: bool) -> None:
+    def __init__(
+        self, graph: onnx.GraphProto, *, axes_input: bool, rows: onnx.ModelProto | None
+    ) -> None:
         self.axes_input = axes_input  # ReduceMax takes its axes as an input from opset 18
         self.weights = {init.name: init for init in graph.initializer}
+        # The output_rows graph's outputs gathered from a weight's rows -> their width (k),
+        # and those the step's int8 products now read as int8.
+        self.gathered_rows = _gathered_rows(rows) if rows is not None else {}
+        self.int8_rows: dict[str, int] = {}
+        self.row_vectors = set() if rows is None else {o.name for o in rows.graph.output}
         self.producers = {out: node for node in graph.node for out in node.output}
         self.uses = Counter(name for node in graph.node for name in node.input)
         self.new_inits: list[onnx.TensorProto] = []
@@ -142,8 +159,10 @@ class _Rewrite:
                 unit_rows = sliced
                 if self.uses[weight_name] == 1:
                     self.folded.add(weight_name)
-            elif not _is_float_matrix(weights.get(weight_name)):
+            elif weight_name in self.gathered_rows:
                 return self._gathered(prefix, activations, weight_name, bias_name, node)
+            elif not _is_float_matrix(weights.get(weight_name)):
+                return None
             else:
                 unit_rows = numpy_helper.to_array(weights[weight_name])
         else:
@@ -167,29 +186,88 @@ class _Rewrite:
     def _gathered(
         self, prefix: str, activations: str, weight_name: str, bias_name: str, node: onnx.NodeProto
     ) -> list[onnx.NodeProto] | None:
-        """A product by gathered rows of a weight (the shortlisted output layer), or None."""
-        gathered = self.producers.get(weight_name)
-        if not (_gathers_rows(gathered, self.weights) and self.uses[weight_name] == 1):
+        """A product by the input ``weight_name`` ``(M, k)``, rows the ``output_rows``
+        graph gathers (the shortlisted output layer), or None where the step reads that
+        input elsewhere too. The input becomes int8 ``(k, M)`` beside its scales
+        ``weight_name + SCALE_SUFFIX`` ``(M,)``, both made once per batch."""
+        if self.uses[weight_name] != 1:
             return None
-        assert gathered is not None  # _gathers_rows checked it
-        table_name, indices = gathered.input
-        table = numpy_helper.to_array(self.weights[table_name])
-        self.new_inits += _quantized(table, f"{prefix}_table", by_column=False)
-        self.folded.add(weight_name)
-        # The bias, if any, is the gathered rows of a bias vector.
-        product = _Product(prefix, activations, f"{prefix}_w", f"{prefix}_scale", bias_name, True)
-        return [*_gathered_weight(prefix, indices), *self._matmul(product, node.output[0])]
+        self.int8_rows[weight_name] = self.gathered_rows[weight_name]
+        # The bias, if any, is rows of a bias vector (M,), gathered with them.
+        vector = (
+            not bias_name
+            or bias_name in self.row_vectors
+            or _is_vector(self.weights.get(bias_name))
+        )
+        scale = weight_name + SCALE_SUFFIX
+        product = _Product(prefix, activations, weight_name, scale, bias_name, vector)
+        return self._matmul(product, node.output[0])
 
 
-def _gathered_weight(prefix: str, indices: str) -> list[onnx.NodeProto]:
-    """The rows ``indices`` (``(M, 1)``) of the int8 table ``prefix + "_table"`` and their
-    scales, as the product reads them: ``prefix + "_w"`` ``(k, M)``, ``prefix + "_scale"``
-    ``(M,)``."""
-    return [
-        helper.make_node("GatherND", [f"{prefix}_table", indices], [f"{prefix}_rows"]),
-        helper.make_node("Transpose", [f"{prefix}_rows"], [f"{prefix}_w"], perm=[1, 0]),
-        helper.make_node("GatherND", [f"{prefix}_table_scale", indices], [f"{prefix}_scale"]),
-    ]
+SCALE_SUFFIX = "_scale"  # an int8 weight input's per-column scales: output_weight_scale
+
+
+def _gathered_rows(rows: onnx.ModelProto) -> dict[str, int]:
+    """The outputs of an ``output_rows`` graph that gather whole rows of a float32 matrix
+    initializer, with the rows' width."""
+    weights = {init.name: init for init in rows.graph.initializer}
+    outputs = {o.name for o in rows.graph.output}
+    return {
+        node.output[0]: int(weights[node.input[0]].dims[1])
+        for node in rows.graph.node
+        if node.output[0] in outputs and _gathers_rows(node, weights)
+    }
+
+
+def _quantize_output_rows(rows: onnx.ModelProto, int8_rows: dict[str, int]) -> None:
+    """Rewrite the ``output_rows`` graph so that each output of ``int8_rows`` (``(M, k)``
+    float32 rows of a table) is the int8 rows transposed, ``(k, M)``, as the product reads
+    them, followed by a new output of their scales ``(M,)``: the table becomes int8."""
+    graph = rows.graph
+    weights = {init.name: init for init in graph.initializer}
+    nodes, tables = [], []
+    for node in graph.node:
+        name = node.output[0]
+        if name not in int8_rows:
+            nodes.append(node)
+            continue
+        table_name, indices = node.input
+        table = numpy_helper.to_array(weights[table_name])
+        tables += _quantized(table, f"{name}_table", by_column=False)
+        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        gather = node.op_type  # GatherND or Gather on axis 0: the same for the scales
+        nodes += [
+            helper.make_node(gather, [f"{name}_table", indices], [f"{name}_rows"], **attributes),
+            helper.make_node("Transpose", [f"{name}_rows"], [name], perm=[1, 0]),
+            helper.make_node(
+                gather, [f"{name}_table_scale", indices], [name + SCALE_SUFFIX], **attributes
+            ),
+        ]
+    needed = {name for node in nodes for name in node.input}
+    kept = [init for init in graph.initializer if init.name in needed]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del graph.initializer[:]
+    graph.initializer.extend([*kept, *tables])
+    _int8_values(graph.output, int8_rows)
+
+
+def _int8_values(values: Any, int8_rows: dict[str, int]) -> None:
+    """In ``values`` (a graph's inputs or outputs), each of ``int8_rows``, ``(M, k)``
+    float32, becomes ``(k, M)`` int8 followed by its scales ``(M,)`` float32."""
+    listed = list(values)
+    del values[:]
+    for value in listed:
+        if value.name not in int8_rows:
+            values.append(value)
+            continue
+        rows = value.type.tensor_type.shape.dim[0]
+        axis = rows.dim_param or rows.dim_value
+        k = int8_rows[value.name]
+        values.append(helper.make_tensor_value_info(value.name, onnx.TensorProto.INT8, [k, axis]))
+        values.append(
+            helper.make_tensor_value_info(value.name + SCALE_SUFFIX, onnx.TensorProto.FLOAT, [axis])
+        )
 
 
 def _quantized(unit_rows: np.ndarray, name: str, *, by_column: bool) -> list[onnx.TensorProto]:
@@ -247,13 +325,13 @@ def _sliced_weight(
 
 
 def _gathers_rows(node: onnx.NodeProto | None, weights: dict[str, onnx.TensorProto]) -> bool:
-    """``node`` is a ``GatherND`` of whole rows of a float32 matrix initializer."""
-    if node is None or node.op_type != "GatherND" or node.input[0] not in weights:
+    """``node`` is a ``GatherND`` (or a ``Gather`` on axis 0) of whole rows of a float32
+    matrix initializer."""
+    if node is None or node.op_type not in ("GatherND", "Gather") or node.input[0] not in weights:
         return False
-    batch_dims = {a.name: helper.get_attribute_value(a) for a in node.attribute}.get(
-        "batch_dims", 0
-    )
-    return batch_dims == 0 and _is_float_matrix(weights[node.input[0]])
+    attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    axis = attributes.get("batch_dims" if node.op_type == "GatherND" else "axis", 0)
+    return axis == 0 and _is_float_matrix(weights[node.input[0]])
 
 
 @dataclass(frozen=True)

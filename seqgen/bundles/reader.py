@@ -48,13 +48,14 @@ from seqgen.errors import CheckpointError, SeqgenError
 from seqgen.task import is_task, registered_tasks, task_named
 
 FORMAT_NAME = "seqgen-bundle"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 # Format 2 changed the translator's graphs (the source side once per sentence, not per row),
-# and format 3 its shortlisted step (each row scored over its sentence's shortlist columns,
-# ``output_columns``, not a mask over the batch's union); a graph cannot be migrated without
-# its checkpoint, so older translator bundles are refused. Generator and classifier graphs
-# did not change: their format-1 and format-2 bundles still load.
-MIN_FORMAT_VERSION = {"translation": 3}
+# format 3 its shortlisted step (each row scored over its sentence's shortlist columns,
+# ``output_columns``, not a mask over the batch's union), and format 4 took the shortlist's
+# output-layer rows out of the step graph into an ``output_rows`` graph run once per batch;
+# a graph cannot be migrated without its checkpoint, so older translator bundles are
+# refused. Generator and classifier graphs did not change: their older bundles still load.
+MIN_FORMAT_VERSION = {"translation": 4}
 MANIFEST_FILE = "manifest.json"
 # manifest["matmul"] of a bundle whose step graph multiplies in int8 (seqgen.bundles.quantize)
 INT8_MATMUL = "int8"
@@ -62,6 +63,7 @@ ONNX_TYPE_NAMES = {
     "tensor(float)": "float32",
     "tensor(float16)": "float16",
     "tensor(int64)": "int64",
+    "tensor(int8)": "int8",
     "tensor(bool)": "bool",
 }
 EXPORT_HINT = "export one with: seqgen export --model CHECKPOINT --output DIR"
@@ -185,10 +187,12 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         )
     task = task_named(kind)
     graphs = manifest.get("graphs")
-    if not isinstance(graphs, dict) or set(graphs) != set(task.graph_files):
+    required = [name for name in task.graph_files if name not in task.optional_graphs]
+    if not isinstance(graphs, dict) or not set(required) <= set(graphs) <= set(task.graph_files):
+        optional = f" (and may list {', '.join(task.optional_graphs)})" * bool(task.optional_graphs)
         raise CheckpointError(
             f"{folder / MANIFEST_FILE} is damaged: it must list the graphs "
-            f"{', '.join(task.graph_files)}; re-export the bundle"
+            f"{', '.join(required)}{optional}; re-export the bundle"
         )
     _check_files(folder, manifest, task)
     return manifest
@@ -240,7 +244,8 @@ def listed_files(manifest: dict[str, Any]) -> dict[str, Any]:
 
 def graph_files(manifest: dict[str, Any]) -> dict[str, str]:
     """Graph name -> its file, as the manifest names it (the task's usual name where the
-    manifest names none); :func:`read_manifest` has checked each is a plain name."""
+    manifest names none), for the graphs it lists (an optional graph it leaves out is not
+    there); :func:`read_manifest` has checked each is a plain name."""
     task = task_named(manifest["kind"])
     graphs = manifest["graphs"]
     return {
@@ -248,6 +253,7 @@ def graph_files(manifest: dict[str, Any]) -> dict[str, str]:
         if isinstance(graphs.get(name), dict) and "file" in graphs[name]
         else default
         for name, default in task.graph_files.items()
+        if name in graphs or name not in task.optional_graphs
     }
 
 

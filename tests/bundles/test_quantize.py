@@ -26,72 +26,131 @@ def test_quantize_weight_is_symmetric_per_row_within_half_a_step() -> None:
     assert np.all(table[3] == 0) and scale[3] == 1.0
 
 
-def small_step_graph(path: Path) -> dict[str, np.ndarray]:
-    """x (rows, K) -> hidden = x @ W.T + b (Gemm, constant), out = hidden @ V (MatMul,
-    constant), logits = hidden @ table[ids].T + bias[ids] (Gemm of gathered rows), and
+def small_graphs(folder: Path, gather: str = "GatherND") -> dict[str, np.ndarray]:
+    """Two graphs, as a translator's step and output_rows graphs: ``rows.onnx``, ids (M,) ->
+    rows = table[ids] and row_bias = bias[ids] (``gather``: GatherND of the ids unsqueezed,
+    or Gather on axis 0, as torch.onnx may write either), and ``step.onnx``, x (rows, K),
+    rows and row_bias -> hidden = x @ W.T + b (Gemm, constant), out = hidden @ V (MatMul,
+    constant), logits = hidden @ rows.T + row_bias (Gemm of the gathered rows), and
     attention = hidden @ out.T (two activations: stays float32)."""
     rng = np.random.default_rng(1)
     weights = {
         "W": rng.standard_normal((K, K)).astype(np.float32) * 0.2,
         "b": rng.standard_normal(K).astype(np.float32),
         "V": rng.standard_normal((K, N)).astype(np.float32) * 0.2,
-        "table": rng.standard_normal((VOCAB, K)).astype(np.float32) * 0.2,
-        "bias": rng.standard_normal(VOCAB).astype(np.float32),
     }
-    nodes = [
-        helper.make_node("Gemm", ["x", "W", "b"], ["hidden"], transB=1),
-        helper.make_node("MatMul", ["hidden", "V"], ["out"]),
-        helper.make_node("Unsqueeze", ["ids", "axis"], ["indices"]),
-        helper.make_node("GatherND", ["table", "indices"], ["rows"]),
-        helper.make_node("GatherND", ["bias", "indices"], ["row_bias"]),
-        helper.make_node("Gemm", ["hidden", "rows", "row_bias"], ["logits"], transB=1),
-        helper.make_node("Gemm", ["hidden", "hidden"], ["attention"], transB=1),
-    ]
-    inits = [numpy_helper.from_array(value, name) for name, value in weights.items()]
-    inits.append(numpy_helper.from_array(np.array([-1], dtype=np.int64), "axis"))
-    graph = helper.make_graph(
-        nodes,
+    step = helper.make_graph(
+        [
+            helper.make_node("Gemm", ["x", "W", "b"], ["hidden"], transB=1),
+            helper.make_node("MatMul", ["hidden", "V"], ["out"]),
+            helper.make_node("Gemm", ["hidden", "rows", "row_bias"], ["logits"], transB=1),
+            helper.make_node("Gemm", ["hidden", "hidden"], ["attention"], transB=1),
+        ],
         "step",
         [
             helper.make_tensor_value_info("x", TensorProto.FLOAT, ["rows", K]),
-            helper.make_tensor_value_info("ids", TensorProto.INT64, ["M"]),
+            helper.make_tensor_value_info("rows", TensorProto.FLOAT, ["M", K]),
+            helper.make_tensor_value_info("row_bias", TensorProto.FLOAT, ["M"]),
         ],
         [
             helper.make_tensor_value_info("out", TensorProto.FLOAT, ["rows", N]),
             helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["rows", "M"]),
             helper.make_tensor_value_info("attention", TensorProto.FLOAT, ["rows", "rows"]),
         ],
-        initializer=inits,
+        initializer=[numpy_helper.from_array(value, name) for name, value in weights.items()],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
-    onnx.save(model, str(path))
+    tables = {
+        "table": rng.standard_normal((VOCAB, K)).astype(np.float32) * 0.2,
+        "bias": rng.standard_normal(VOCAB).astype(np.float32),
+    }
+    indices = "indices" if gather == "GatherND" else "ids"
+    rows = helper.make_graph(
+        [
+            helper.make_node("Unsqueeze", ["ids", "axis"], ["indices"]),
+            helper.make_node(gather, ["table", indices], ["rows"]),
+            helper.make_node(gather, ["bias", indices], ["row_bias"]),
+        ],
+        "output_rows",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["M"])],
+        [
+            helper.make_tensor_value_info("rows", TensorProto.FLOAT, ["M", K]),
+            helper.make_tensor_value_info("row_bias", TensorProto.FLOAT, ["M"]),
+        ],
+        initializer=[
+            *(numpy_helper.from_array(value, name) for name, value in tables.items()),
+            numpy_helper.from_array(np.array([-1], dtype=np.int64), "axis"),
+        ],
+    )
+    for graph, name in ((step, "step.onnx"), (rows, "rows.onnx")):
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+        onnx.save(model, str(folder / name))
     x = rng.uniform(-1, 1, (5, K)).astype(np.float32)
     return {"x": x, "ids": np.array([3, 0, 49, 7], dtype=np.int64)}
 
 
-def run(path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(["out", "logits", "attention"], feeds)
+def run(folder: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """The rows graph on the ids, then the step graph on x and every output of it by name,
+    as the translator's adapter feeds them."""
+
+    def session(name: str) -> onnxruntime.InferenceSession:
+        return onnxruntime.InferenceSession(str(folder / name), providers=["CPUExecutionProvider"])
+
+    rows = session("rows.onnx")
+    names = [output.name for output in rows.get_outputs()]
+    gathered = dict(zip(names, rows.run(names, {"ids": feeds["ids"]}), strict=True))
+    return session("step.onnx").run(["out", "logits", "attention"], {"x": feeds["x"], **gathered})
 
 
-def test_constant_and_gathered_products_become_int8_and_stay_close(tmp_path: Path) -> None:
-    path = tmp_path / "step.onnx"
-    feeds = small_step_graph(path)
-    expected = run(path, feeds)
-    assert quantize_step_graph(path) == 3  # both Gemms by weights and the MatMul
-    model = onnx.load(str(path))
-    onnx.checker.check_model(model)
+@pytest.mark.parametrize("gather", ["GatherND", "Gather"])
+def test_constant_and_gathered_products_become_int8_and_stay_close(
+    tmp_path: Path, gather: str
+) -> None:
+    feeds = small_graphs(tmp_path, gather)
+    expected = run(tmp_path, feeds)
+    step, rows = tmp_path / "step.onnx", tmp_path / "rows.onnx"
+    assert quantize_step_graph(step, rows) == 3  # both Gemms by weights and the MatMul
+    model, rows_model = onnx.load(str(step)), onnx.load(str(rows))
+    for graph in (model, rows_model):
+        onnx.checker.check_model(graph)
     ops = [node.op_type for node in model.graph.node]
     assert ops.count("MatMulIntegerToFloat") == 3 and ops.count("Gemm") == 1  # attention
     assert "DynamicQuantizeMatMul" not in ops  # one activation scale over all rows
+    assert not {"GatherND", "Gather", "Transpose"} & set(ops)  # the rows come made, per batch
     # The float32 weights are gone; only their int8 copies (and the bias rows) remain.
-    kept = {init.name for init in model.graph.initializer}
+    kept = {init.name for graph in (model, rows_model) for init in graph.graph.initializer}
     assert not {"W", "V", "table"} & kept and "bias" in kept
-    got = run(path, feeds)
+    # The rows go from one graph to the other as int8 (K, M) and their scales (M,).
+    int8 = TensorProto.INT8
+    wanted = [("rows", int8, [K, "M"]), ("rows_scale", TensorProto.FLOAT, ["M"])]
+    for values in (rows_model.graph.output, model.graph.input):
+        described = [
+            (
+                v.name,
+                v.type.tensor_type.elem_type,
+                [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim],
+            )
+            for v in values
+        ]
+        assert described[-3:] == [*wanted, ("row_bias", TensorProto.FLOAT, ["M"])]
+    got = run(tmp_path, feeds)
     for before, after in zip(expected, got, strict=True):
         assert after.shape == before.shape
         assert np.abs(after - before).max() < 0.05 * np.abs(before).max()
     assert not np.array_equal(got[1], expected[1])  # it really multiplied in int8
+
+
+def test_without_its_rows_graph_a_product_by_an_input_stays_float32(tmp_path: Path) -> None:
+    """A Gemm by a graph input that no output_rows graph is known to gather from a table
+    (a generator's step has none) is a product of two activations."""
+    feeds = small_graphs(tmp_path)
+    expected = run(tmp_path, feeds)
+    rows_before = (tmp_path / "rows.onnx").read_bytes()
+    assert quantize_step_graph(tmp_path / "step.onnx") == 2  # the two constant products
+    assert (tmp_path / "rows.onnx").read_bytes() == rows_before
+    ops = [node.op_type for node in onnx.load(str(tmp_path / "step.onnx")).graph.node]
+    assert ops.count("Gemm") == 2 and ops.count("MatMulIntegerToFloat") == 2
+    got = run(tmp_path, feeds)  # the rows still go in as float32
+    assert np.abs(got[1] - expected[1]).max() < 0.05 * np.abs(expected[1]).max()
 
 
 def test_a_graph_without_weight_products_is_left_alone(tmp_path: Path) -> None:
@@ -182,13 +241,12 @@ def test_each_row_is_quantized_alone_so_its_result_ignores_the_other_rows(tmp_pa
     """A row's int8 product is the same alone, beside a row of far larger values (which a
     scale over all rows would coarsen it by) and among many, bit for bit; and it is the
     per-row arithmetic the module describes."""
-    path = tmp_path / "step.onnx"
-    feeds = small_step_graph(path)
-    quantize_step_graph(path)
+    feeds = small_graphs(tmp_path)
+    quantize_step_graph(tmp_path / "step.onnx", tmp_path / "rows.onnx")
     x = feeds["x"]
-    alone = [run(path, {"x": x[i : i + 1], "ids": feeds["ids"]}) for i in range(len(x))]
+    alone = [run(tmp_path, {"x": x[i : i + 1], "ids": feeds["ids"]}) for i in range(len(x))]
     loud = np.concatenate([x, 100 * x[:1], np.zeros((1, K), np.float32)])
-    together = run(path, {"x": loud, "ids": feeds["ids"]})
+    together = run(tmp_path, {"x": loud, "ids": feeds["ids"]})
     for i, outputs in enumerate(alone):
         for name, (one, many) in enumerate(zip(outputs[:2], together[:2], strict=True)):
             assert np.array_equal(one[0], many[i]), (i, ["out", "logits"][name])

@@ -27,10 +27,12 @@ from seqgen.bundles.reader import (
 )
 from seqgen.errors import CheckpointError
 
+TRANSLATOR_GRAPHS = ("encoder", "step", "output_rows", "select")  # a shortlisted one's
+
 
 def stand_in_translator(folder: Path) -> dict[str, Any]:
     """A translator bundle's manifest and empty files in ``folder``; returns the manifest."""
-    graphs = {name: {"file": f"{name}.onnx"} for name in ("encoder", "step", "select")}
+    graphs = {name: {"file": f"{name}.onnx"} for name in TRANSLATOR_GRAPHS}
     tokenizers = {
         side: {"file": f"{side}_tokenizer.json", "sentencepiece_model": f"{side}.model"}
         for side in ("source", "target")
@@ -76,8 +78,24 @@ def refused(folder: Path, *fragments: str) -> str:
 
 def test_the_stand_in_bundle_passes(bundle: Path) -> None:
     manifest = read_manifest(bundle)
-    assert graph_files(manifest) == {n: f"{n}.onnx" for n in ("encoder", "step", "select")}
+    assert graph_files(manifest) == {n: f"{n}.onnx" for n in TRANSLATOR_GRAPHS}
     assert tokenizer_file(manifest, "x.json", "target") == "target_tokenizer.json"
+
+
+def test_output_rows_is_the_one_graph_a_translator_may_leave_out(bundle: Path) -> None:
+    """A translator without a shortlist has no output_rows graph: its bundle lists three
+    graphs and loads; one without its step graph, or listing a graph no translator has,
+    is refused in one line naming the graphs."""
+    manifest = json.loads((bundle / MANIFEST_FILE).read_text(encoding="utf-8"))
+    del manifest["graphs"]["output_rows"]
+    write_manifest(bundle, manifest)
+    assert list(graph_files(read_manifest(bundle))) == ["encoder", "step", "select"]
+    for graphs in (
+        {name: entry for name, entry in manifest["graphs"].items() if name != "step"},
+        {**manifest["graphs"], "prime": {"file": "step.onnx"}},
+    ):
+        write_manifest(bundle, {**manifest, "graphs": graphs})
+        refused(bundle, "must list the graphs encoder, step, select (and may list output_rows)")
 
 
 def test_one_tokenizer_file_both_sides_name_passes_and_is_required(bundle: Path) -> None:

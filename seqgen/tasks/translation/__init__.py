@@ -22,7 +22,13 @@ TOKENIZER_FILES = {"source": "source_tokenizer.json", "target": "target_tokenize
 SENTENCEPIECE_FILES = {"source": "source.model", "target": "target.model"}
 JOINT_TOKENIZER_FILE = "tokenizer.json"
 JOINT_SENTENCEPIECE_FILE = "tokenizer.model"
-GRAPH_FILES = {"encoder": "encoder.onnx", "step": "step.onnx", "select": "select.onnx"}
+# output_rows: a shortlisted model's only (bundle format 4); select last (open_graphs)
+GRAPH_FILES = {
+    "encoder": "encoder.onnx",
+    "step": "step.onnx",
+    "output_rows": "output_rows.onnx",
+    "select": "select.onnx",
+}
 
 TASK = Task(
     name="translation",
@@ -36,6 +42,7 @@ TASK = Task(
         "decoding": TranslationDecodingConfig,
     },
     graph_files=GRAPH_FILES,
+    optional_graphs=("output_rows",),
     tokenizer_files=tuple(TOKENIZER_FILES.values()),
     bundled_models={"multi30k-de-en": "multi30k-de-en", "multi30k-en-de": "multi30k-en-de"},
     hooks=Task.hooks_in(

@@ -13,7 +13,10 @@ The graphs are the callables the PyTorch adapter (``TranslatorStep``) calls:
   the batch's union);
 - ``select``: ``rows`` and ``sentences`` -> every state entry gathered on axis 0, the
   recurrent part by row and the source side by sentence (:class:`SelectGraph`), so that a
-  GPU runtime reorders beams without copying the state to the host.
+  GPU runtime reorders beams without copying the state to the host;
+- ``output_rows`` (a shortlisted model only): ``output_ids`` -> the output layer's rows of
+  those tokens (:class:`OutputRowsGraph`), run once per batch; the step graph takes them as
+  inputs (bundle format 4; format 3 gathered them from its own table at every step).
 
 Rows (sentences x beam), sentences, the source length and the selected rows and sentences
 are dynamic axes.
@@ -50,6 +53,7 @@ from seqgen.tasks.translation import (
     SENTENCEPIECE_FILES,
     TOKENIZER_FILES,
 )
+from seqgen.tasks.translation.decoder import OutputRows
 from seqgen.tasks.translation.model import (
     EncoderDecoder,
     sentence_logits,
@@ -93,6 +97,22 @@ class EncoderGraph(nn.Module):
 
 
 ATTENTION_OUTPUT = "attention"  # the step graph's last output: (rows, source_len) weights
+# The output_rows graph's outputs, which the step graph takes after output_ids.
+OUTPUT_WEIGHT, OUTPUT_BIAS = "output_weight", "output_bias"
+
+
+class OutputRowsGraph(nn.Module):
+    """``output_ids`` ``(M,)`` int64 -> ``output_weight`` ``(M, output_size)`` and, where the
+    output layer has one, ``output_bias`` ``(M,)``: the rows the step graph scores, gathered
+    once per batch (``Decoder.output_rows``, as PyTorch decodes)."""
+
+    def __init__(self, model: EncoderDecoder) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, output_ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        rows = self.model.decoder.output_rows(output_ids)
+        return (rows.weight,) if rows.bias is None else (rows.weight, rows.bias)
 
 
 class SelectGraph(nn.Module):
@@ -120,9 +140,11 @@ class TranslatorStepGraph(nn.Module):
 
     A model with a lexical shortlist takes ``output_ids`` ``(M,)`` int64 (the union of the
     batch's shortlists, :func:`seqgen.tasks.translation.shortlist.shortlist_ids`: the output
-    layer's rows to compute), then ``output_columns`` ``(sentences, S)`` int64 and
-    ``output_mask`` ``(sentences, S)`` float32 (each sentence's own shortlist as columns of
-    those, and 0 or -inf for padding, :func:`~seqgen.tasks.translation.shortlist
+    layer's rows to compute), the ``output_rows`` graph's outputs for them
+    (``output_weight`` ``(M, output_size)``, ``output_bias`` ``(M,)``), then
+    ``output_columns`` ``(sentences, S)`` int64 and ``output_mask`` ``(sentences, S)`` float32
+    (each sentence's own shortlist as columns of those, and 0 or -inf for padding,
+    :func:`~seqgen.tasks.translation.shortlist
     .shortlist_columns`): ``log_probs`` is then ``(rows, S)``, each row normalised over its
     sentence's shortlist, and ``top_ids`` are token ids all the same. The source side and the
     shortlist are per sentence, the rows grouped ``rows / sentences`` to a sentence.
@@ -145,11 +167,10 @@ class TranslatorStepGraph(nn.Module):
     def forward(self, tokens: torch.Tensor, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         names = self.model.state_names
         state = dict(zip(names, inputs[: len(names)], strict=True))
-        output_ids, columns, mask = None, None, None
+        output_ids, columns, mask, output = None, None, None, None
         if self.model.has_shortlist:
-            output_ids, columns, mask = inputs[len(names) :]
-        # In the graph the rows are gathered at every step: output_ids is an input.
-        output = None if output_ids is None else self.model.decoder.output_rows(output_ids)
+            output_ids, *rows, columns, mask = inputs[len(names) :]
+            output = OutputRows(rows[0], rows[1] if len(rows) > 1 else None)
         # The attention weights the step computes, an output for attention maps
         # (attention_maps.onnx_attention): caught from the attention module, which keeps none.
         caught: list[torch.Tensor] = []
@@ -186,7 +207,7 @@ def write_bundle(
     specs = graph_specs(model)
     graphs = {name: export_graph(spec, staging / files[name]) for name, spec in specs.items()}
     if not fp16:
-        check_parity(translator.step_function.model, staging)
+        check_parity(translator.step_function.model, staging, {name: files[name] for name in specs})
     tokenizer_entries = write_tokenizers(
         {"source": translator.source_tokenizer, "target": translator.target_tokenizer}, staging
     )
@@ -278,10 +299,18 @@ def graph_specs(model: EncoderDecoder) -> dict[str, GraphSpec]:
     new_recurrent = [NEW_PREFIX + name for name in recurrent]
     step_inputs, step_axes = {"tokens": torch.zeros(rows, dtype=torch.long), **state}, {}
     per_sentence = {}  # gathered by select like the source side: the shortlist
+    specs = {}
     if model.has_shortlist:
         # Any ids of a size unlike the other axes', so the exporter keeps the axis dynamic.
-        step_inputs[OUTPUT_IDS_INPUT] = torch.arange(EXAMPLE_SHORTLIST, dtype=torch.long)
-        step_axes[OUTPUT_IDS_INPUT] = {0: "shortlist"}
+        output_ids = torch.arange(EXAMPLE_SHORTLIST, dtype=torch.long)
+        specs["output_rows"] = output_rows_spec(model, output_ids)
+        step_inputs[OUTPUT_IDS_INPUT] = output_ids
+        with torch.inference_mode():
+            rows = OutputRowsGraph(model)(output_ids)
+        for name, value in zip(specs["output_rows"].outputs, rows, strict=True):
+            step_inputs[name] = value.clone()
+        per_batch = [OUTPUT_IDS_INPUT, *specs["output_rows"].outputs]
+        step_axes.update({name: {0: "shortlist"} for name in per_batch})
         width = EXAMPLE_SENTENCE_SHORTLIST
         columns = torch.arange(width, dtype=torch.long).repeat(sentences, 1)
         per_sentence[OUTPUT_COLUMNS] = columns + torch.arange(sentences)[:, None]
@@ -309,10 +338,23 @@ def graph_specs(model: EncoderDecoder) -> dict[str, GraphSpec]:
                 ATTENTION_OUTPUT: ["rows", "source_len"],
             },
         ),
+        **specs,  # output_rows, before select (the last to open: open_graphs)
         "select": select_spec(
             {**state, **per_sentence}, {**state_axes, **{n: step_axes[n] for n in per_sentence}}
         ),
     }
+
+
+def output_rows_spec(model: EncoderDecoder, output_ids: torch.Tensor) -> GraphSpec:
+    """The ``output_rows`` graph (:class:`OutputRowsGraph`) over example ``output_ids``."""
+    outputs = [OUTPUT_WEIGHT] if model.decoder.output.bias is None else [OUTPUT_WEIGHT, OUTPUT_BIAS]
+    return GraphSpec(
+        OutputRowsGraph(model),
+        {OUTPUT_IDS_INPUT: output_ids},
+        outputs,
+        {OUTPUT_IDS_INPUT: {0: "shortlist"}},
+        {name: ["shortlist"] for name in outputs},
+    )
 
 
 def onnx_lstm_to_lengths(
@@ -377,12 +419,12 @@ def select_spec(state: dict[str, torch.Tensor], state_axes: dict[str, dict[int, 
     )
 
 
-def check_parity(model: EncoderDecoder, folder: Path) -> None:
-    """Run the graphs on sources of other lengths than the example's, two rows per sentence
-    (a beam's layout), and compare with PyTorch; SeqgenError where they differ by more than
-    ``PARITY_TOLERANCE``."""
+def check_parity(model: EncoderDecoder, folder: Path, files: dict[str, str]) -> None:
+    """Run the graphs ``files`` in ``folder`` on sources of other lengths than the
+    example's, two rows per sentence (a beam's layout), and compare with PyTorch;
+    SeqgenError where they differ by more than ``PARITY_TOLERANCE``."""
     onnx_step = OnnxTranslatorStep.from_files(
-        folder, GRAPH_FILES, device="cpu", threads=1, io_binding=True
+        folder, files, device="cpu", threads=1, io_binding=True
     )
     if model.has_shortlist:
         table, frequent = model.shortlist_table.numpy(), model.shortlist_frequent.numpy()

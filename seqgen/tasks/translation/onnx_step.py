@@ -23,19 +23,22 @@ also runs on the CPU, which is how the tests cover it without a GPU.)
 
 A model with a lexical shortlist has a step graph that also takes ``output_ids`` ``(M,)``
 int64, the output layer's rows to compute (the union of the batch's shortlists,
-:mod:`seqgen.tasks.translation.shortlist`), and ``output_columns`` ``(sentences, S)`` int64
-and ``output_mask`` ``(sentences, S)`` float32, each sentence's own shortlist as columns of
-those and 0 or -inf for padding; its ``log_probs`` are then ``(rows, S)``, each row
-normalised over its own sentence's shortlist. ``start`` computes all three from the bundle's
-table (:meth:`OnnxTranslatorStep.use_shortlist`), or passes every token for
-``shortlist=False``; the columns and mask are per sentence like the source side. Search
+:mod:`seqgen.tasks.translation.shortlist`), those rows themselves (every output of the
+bundle's fourth graph, ``output_rows``, run on ``output_ids`` once per batch:
+``output_weight`` and ``output_bias``, in an int8 bundle ``output_weight`` int8 and its
+``output_weight_scale``), and ``output_columns`` ``(sentences, S)`` int64 and ``output_mask``
+``(sentences, S)`` float32, each sentence's own shortlist as columns of those and 0 or -inf
+for padding; its ``log_probs`` are then ``(rows, S)``, each row normalised over its own
+sentence's shortlist. ``start`` computes them from the bundle's table
+(:meth:`OnnxTranslatorStep.use_shortlist`), or passes every token for ``shortlist=False``;
+the columns and mask are per sentence like the source side, the rows per batch. Search
 still sees token ids and ``(rows, vocab)`` log-probs (an ensemble may take the ``(rows, S)``
 ones, :meth:`OnnxTranslatorStep.compact_step`).
 
-Graphs of bundle format 1 took the source side once per row, and those of format 2 a mask
-over the batch's union; the reader refuses both (``seqgen.bundles.reader``), and
-:func:`translator_state_names` any graph without this adapter's inputs: a graph cannot be
-migrated without its checkpoint.
+Graphs of bundle format 1 took the source side once per row, those of format 2 a mask over
+the batch's union, and those of format 3 gathered the output layer's rows at every step;
+the reader refuses them (``seqgen.bundles.reader``), and :func:`translator_state_names` any
+graph without this adapter's inputs: a graph cannot be migrated without its checkpoint.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ from seqgen.tasks.translation.source_rows import (
     LAYOUT,
     OUTPUT_COLUMNS,
     OUTPUT_IDS,
+    OUTPUT_LAYER,
     OUTPUT_MASK,
     SHORTLIST_NAMES,
     SOURCE_NAMES,
@@ -82,21 +86,23 @@ ENCODER_INPUTS = ["source_ids", "source_lengths"]
 RECURRENT_NAMES = ("hidden", "cell", "feed")
 ATTENTION_OUTPUT = "attention"  # the step graph's optional last output (attention maps)
 SHORTLIST_INPUT = "output_ids"  # a step graph input, for a shortlisted model
-# Then each sentence's columns of it and their mask (source_rows.SHORTLIST_NAMES)
-SHORTLIST_INPUTS = (SHORTLIST_INPUT, *SHORTLIST_NAMES)
+# Then the output_rows graph's outputs, and each sentence's columns of output_ids and their
+# mask (source_rows.SHORTLIST_NAMES).
 REEXPORT = "re-export it with this seqgen (seqgen export CHECKPOINT FOLDER)"
 
 
 class OnnxTranslatorStep(DeviceState):
-    """``start`` runs the ``encoder`` graph; ``step`` runs the ``step`` graph."""
+    """``start`` runs the ``encoder`` graph (and a shortlisted model's ``output_rows``);
+    ``step`` runs the ``step`` graph."""
 
-    GRAPHS = ("encoder", "step", "select")
+    GRAPHS = ("encoder", "step", "select", "output_rows")
 
     def __init__(
         self,
         encoder: onnxruntime.InferenceSession,
         step: onnxruntime.InferenceSession,
         select: onnxruntime.InferenceSession | None = None,
+        output_rows: onnxruntime.InferenceSession | None = None,
         *,
         io_binding: bool | None = None,
         workers: int = 1,
@@ -104,8 +110,12 @@ class OnnxTranslatorStep(DeviceState):
         self.encoder_session = encoder
         self.step_session = step
         self.select_session = select
+        self.output_rows_session = output_rows
         self.workers = workers
-        self.state_names, self.recurrent_names = translator_state_names(encoder, step)
+        self.row_names = tuple(o.name for o in output_rows.get_outputs()) if output_rows else ()
+        self.state_names, self.recurrent_names = translator_state_names(
+            encoder, step, self.row_names
+        )
         self.takes_output_ids = SHORTLIST_INPUT in {node.name for node in step.get_inputs()}
         # What select gathers on the device: the state, and the shortlist where the graph
         # has one.
@@ -136,7 +146,8 @@ class OnnxTranslatorStep(DeviceState):
         step = sessions["step"]
         assert step is not None  # open_graphs opens every graph but select
         workers = (threads or available_cores()) if device_of(step) == "cpu" else 1
-        return cls(*(sessions[name] for name in cls.GRAPHS), io_binding=io_binding, workers=workers)
+        graphs = (sessions.get(name) for name in cls.GRAPHS)
+        return cls(*graphs, io_binding=io_binding, workers=workers)
 
     def concurrent_batches(self) -> AbstractContextManager[int]:
         """How many batches the translation pipeline may search at once (see
@@ -179,10 +190,11 @@ class OnnxTranslatorStep(DeviceState):
     def _shortlist(
         self, source_ids: np.ndarray, source_lengths: np.ndarray, *, shortlist: bool
     ) -> dict[str, Any]:
-        """The step graph's shortlist inputs for a batch: ``OUTPUT_IDS`` ``(M,)``, and
+        """The step graph's shortlist inputs for a batch: ``OUTPUT_IDS`` ``(M,)``, the
+        ``output_rows`` graph's outputs for them (``OUTPUT_LAYER``, by name), and
         ``OUTPUT_COLUMNS`` and ``OUTPUT_MASK`` ``(sentences, S)`` (on the device with I/O
         binding, so steps do not copy them in again). ``shortlist=False``: every token."""
-        if self.shortlist is None:
+        if self.shortlist is None or self.output_rows_session is None:
             raise CheckpointError(
                 "the step graph takes a shortlist but the bundle has none; re-export it"
             )
@@ -192,9 +204,17 @@ class OnnxTranslatorStep(DeviceState):
             mask = np.zeros(columns.shape, dtype=np.float32)
         else:
             output_ids, columns, mask = batch_shortlist(*self.shortlist, source_ids, source_lengths)
+        rows = run_session(
+            self.output_rows_session,
+            {SHORTLIST_INPUT: output_ids},
+            host_outputs=(),
+            device_outputs=self.row_names,
+            device=self.bound_device,
+        )
         if self.bound_device is not None:
             columns, mask = (to_device(array, self.bound_device) for array in (columns, mask))
-        return {OUTPUT_IDS: output_ids, OUTPUT_COLUMNS: columns, OUTPUT_MASK: mask}
+        shortlisted = {OUTPUT_COLUMNS: columns, OUTPUT_MASK: mask}
+        return {OUTPUT_IDS: output_ids, OUTPUT_LAYER: rows, **shortlisted}
 
     def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray | TopLogProbs, State]:
         """``tokens`` ``(rows,)`` -> ``log_probs`` ``(rows, vocab)`` float32 (or each row's
@@ -216,6 +236,7 @@ class OnnxTranslatorStep(DeviceState):
         inputs = {"tokens": tokens, **{name: state[name] for name in self.state_names}}
         if self.takes_output_ids:
             inputs[SHORTLIST_INPUT] = state[OUTPUT_IDS]
+            inputs.update(state[OUTPUT_LAYER])
             inputs.update((name, state[name]) for name in SHORTLIST_NAMES)
         log_probs, outputs = self._run_step(
             inputs, [NEW_PREFIX + name for name in self.recurrent_names]
@@ -240,6 +261,8 @@ class OnnxTranslatorStep(DeviceState):
         inputs.update((name, host[name]) for name in self.state_names)
         if self.takes_output_ids:
             inputs[SHORTLIST_INPUT] = host[OUTPUT_IDS]
+            rows = state[OUTPUT_LAYER]
+            inputs.update(zip(rows, host_arrays(*rows.values()), strict=True))
             inputs.update((name, host[name]) for name in SHORTLIST_NAMES)
         names = [NEW_PREFIX + name for name in self.recurrent_names]
         outputs = run_session(self.step_session, inputs, host_outputs=[ATTENTION_OUTPUT, *names])
@@ -293,17 +316,25 @@ class OnnxTranslatorStep(DeviceState):
 
 
 def translator_state_names(
-    encoder: onnxruntime.InferenceSession, step: onnxruntime.InferenceSession
+    encoder: onnxruntime.InferenceSession,
+    step: onnxruntime.InferenceSession,
+    row_names: Sequence[str] = (),
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The state names and their recurrent subset; CheckpointError if the graphs do not
-    have the inputs and outputs this adapter expects, or take the source side once per row
+    have the inputs and outputs this adapter expects (a shortlisted step's include the
+    ``output_rows`` graph's outputs, ``row_names``), or take the source side once per row
     (bundle format 1)."""
     names = tuple(o.name for o in encoder.get_outputs())
     recurrent = tuple(n for n in names if n in RECURRENT_NAMES)
     step_inputs = ["tokens", *names]
     given = [node.name for node in step.get_inputs()]
     if SHORTLIST_INPUT in given[len(step_inputs) :]:
-        step_inputs += SHORTLIST_INPUTS
+        if not row_names:
+            raise CheckpointError(
+                "this translator's step graph takes a shortlist but the bundle has no "
+                f"output_rows graph (bundle format 3 or older); {REEXPORT}"
+            )
+        step_inputs += [SHORTLIST_INPUT, *row_names, *SHORTLIST_NAMES]
     expected = {
         "encoder": (ENCODER_INPUTS, list(names)),
         "step": (step_inputs, [*STEP_OUTPUTS, *(NEW_PREFIX + n for n in recurrent)]),

@@ -40,7 +40,9 @@ PER_SENTENCE = (*SOURCE_NAMES, *SHORTLIST_NAMES)  # one entry per sentence, not 
 LAYOUT = "_layout"
 # (M,) int64, the batch's shortlist (seqgen.tasks.translation.shortlist), when the model has one
 OUTPUT_IDS = "_output_ids"
-# PyTorch only: the output layer's rows of OUTPUT_IDS, gathered once per batch, not per step
+# The output layer's rows of OUTPUT_IDS, gathered once per batch, not per step: PyTorch's
+# Decoder.output_rows, ONNX Runtime's outputs of the bundle's output_rows graph by name (the
+# step graph's inputs of those names, bundle format 4)
 OUTPUT_LAYER = "_output_layer"
 # PyTorch only: every target token's share of the decoder's first-layer gates (per model)
 EMBEDDING_GATES = "_embedding_gates"

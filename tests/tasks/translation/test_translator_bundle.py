@@ -169,7 +169,8 @@ def test_bundle_holds_checked_graphs_tokenizers_and_manifest(exported: tuple[Pat
     assert step_shapes["memory"] == ["sentences", "source_len", 24]
     assert step_shapes["source_mask"] == ["sentences", "source_len"]
     assert step_shapes["hidden"][0] == "rows" and step_shapes["tokens"] == ["rows"]
-    assert manifest["format_version"] == 3
+    assert manifest["format_version"] == 4
+    assert "output_rows" not in graphs  # no shortlist: the step holds the output layer
     select_inputs = [i["name"] for i in graphs["select"]["inputs"]]
     assert select_inputs == ["rows", "sentences", *names]
     assert [o["name"] for o in graphs["select"]["outputs"]] == ["selected_" + n for n in names]
@@ -440,7 +441,7 @@ def test_a_graph_with_other_inputs_than_the_manifest_lists_is_refused(bundle_cop
     assert_one_line(error, "step graph has inputs", "expected ['tokens'")
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_a_translator_bundle_of_an_older_format_is_refused_in_one_line(
     bundle_copy: Path, version: int
 ) -> None:
@@ -519,11 +520,21 @@ def test_a_shortlisted_bundle_decodes_as_pytorch_does(
     assert manifest["shortlist"] == {"file": "shortlist.json", "per_source": 2, "frequent": 32}
     step_inputs = manifest["graphs"]["step"]["inputs"]
     per_sentence = ["sentences", "sentence_shortlist"]
-    assert step_inputs[-3:] == [
+    # The output layer's rows of the batch's shortlist come from the output_rows graph,
+    # run once per batch (bundle format 4).
+    width = manifest["model"]["decoder_hidden_size"]  # the output layer's input
+    rows = [
+        {"name": "output_weight", "dtype": "float32", "shape": ["shortlist", width]},
+        {"name": "output_bias", "dtype": "float32", "shape": ["shortlist"]},
+    ]
+    assert step_inputs[-5:] == [
         {"name": "output_ids", "dtype": "int64", "shape": ["shortlist"]},
+        *rows,
         {"name": "output_columns", "dtype": "int64", "shape": per_sentence},
         {"name": "output_mask", "dtype": "float32", "shape": per_sentence},
     ]
+    output_rows = manifest["graphs"]["output_rows"]
+    assert output_rows["inputs"] == [step_inputs[-5]] and output_rows["outputs"] == rows
     log_probs = manifest["graphs"]["step"]["outputs"][0]
     assert log_probs == {
         "name": "log_probs",
@@ -566,6 +577,20 @@ def test_a_bundle_without_its_shortlist_file_is_refused(
     with pytest.raises(CheckpointError) as error:
         load_bundle(bundle)
     assert_one_line(error, "missing shortlist.json", "re-export")
+
+
+def test_a_shortlisted_step_without_its_output_rows_graph_is_refused(
+    shortlisted: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A format-3 step graph under a format-4 manifest, as far as the adapter can tell: it
+    takes a shortlist, and no graph gives it the output layer's rows."""
+    bundle = shutil.copytree(shortlisted[1], tmp_path / "bundle")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    del manifest["graphs"]["output_rows"]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError) as error:
+        load_bundle(bundle, device="cpu")
+    assert_one_line(error, "no output_rows graph (bundle format 3 or older)", "re-export it")
 
 
 def test_the_step_graph_gathers_the_gate_table_unless_it_is_too_large(
@@ -646,6 +671,20 @@ def test_an_int8_bundle_runs_close_to_float32_on_the_cpu_only(
     assert manifest["matmul"] == "int8" and manifest["precision"] == "float32"
     step_graph = onnx.load(str(int8_bundle / "step.onnx"))
     assert "MatMulIntegerToFloat" in {node.op_type for node in step_graph.graph.node}
+    # The output layer's int8 rows, transposed as the product reads them, and their scales
+    # come from the output_rows graph once per batch; the step holds no copy of the table.
+    width = manifest["model"]["decoder_hidden_size"]
+    rows = [
+        {"name": "output_weight", "dtype": "int8", "shape": [width, "shortlist"]},
+        {"name": "output_weight_scale", "dtype": "float32", "shape": ["shortlist"]},
+        {"name": "output_bias", "dtype": "float32", "shape": ["shortlist"]},
+    ]
+    assert manifest["graphs"]["output_rows"]["outputs"] == rows
+    assert manifest["graphs"]["step"]["inputs"][-5:-2] == rows
+    vocab = manifest["model"]["target_vocab_size"]
+    int8 = onnx.TensorProto.INT8
+    tables = [init for init in step_graph.graph.initializer if init.data_type == int8]
+    assert tables and not any(vocab in init.dims for init in tables)
     quantized = load_bundle(int8_bundle, threads=1)  # "auto" takes the CPU for int8
     assert quantized.device == "cpu"
     full = load_bundle(bundle, device="cpu", threads=1)
