@@ -5,11 +5,12 @@
 import { BundleError } from './errors.js';
 
 export const FORMAT = 'seqgen-bundle';
-export const FORMAT_VERSION = 3;
+export const FORMAT_VERSION = 4;
 // Format 2 changed the translator's graphs (the source side once per sentence, not per row),
-// format 3 its shortlisted step (each row over its sentence's shortlist columns); a graph
-// cannot be migrated without its checkpoint. Other kinds' older bundles still load.
-const MIN_FORMAT_VERSION = { translation: 3 };
+// format 3 its shortlisted step (each row over its sentence's shortlist columns), format 4
+// moved the shortlist's output-layer rows into an output_rows graph run once per batch; a
+// graph cannot be migrated without its checkpoint. Other kinds' older bundles still load.
+const MIN_FORMAT_VERSION = { translation: 4 };
 const KINDS = ['generation', 'translation', 'classification'];
 const MATMULS = ['int8']; // "matmul" values this runtime knows (absent: float products)
 

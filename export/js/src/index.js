@@ -72,13 +72,14 @@ export async function openBundle(ort, source, { task, sessionOptions = {} } = {}
   const tokenizer = tokenizerReader(source);
   if (manifest.kind === 'translation') {
     const shortlist = manifest.shortlist ? await readJson(source, manifest.shortlist.file) : null;
-    const [encoder, step, sourceTokenizer, targetTokenizer] = await Promise.all([
+    const [encoder, step, outputRows, sourceTokenizer, targetTokenizer] = await Promise.all([
       open('encoder'),
       open('step'),
+      manifest.graphs.output_rows ? open('output_rows') : null, // a shortlisted model's
       tokenizer(manifest.tokenizers.source),
       tokenizer(manifest.tokenizers.target),
     ]);
-    const translatorStep = new TranslatorStep(ort, encoder, step, manifest, shortlist);
+    const translatorStep = new TranslatorStep(ort, { encoder, step, outputRows }, manifest, shortlist);
     return new Translator(translatorStep, sourceTokenizer, targetTokenizer, manifest.decoding ?? {});
   }
   if (manifest.kind === 'generation') {

@@ -1,7 +1,8 @@
 // The ONNX Runtime step function of a translator bundle: `start` runs the encoder, `step` the
 // step graph, `select` gathers rows on the host. The source side of the state (memory, keys,
 // source_mask and a shortlist's output_columns and output_mask) is kept once per sentence
-// (bundle format 2; format 3 scores each row over its sentence's shortlist columns,
+// (bundle format 2; format 3 scores each row over its sentence's shortlist columns, format 4
+// gathers their output-layer rows once per batch with the output_rows graph,
 // export/README.md): the rows are grouped by sentence, `rows / sentences` consecutive rows
 // each, and the source side is gathered again only when the sentences change, once per
 // sentence, never when beams reorder within their sentence (seqgen's source_rows.py).
@@ -21,14 +22,16 @@ const OUTPUT_MASK = 'output_mask';
 export class TranslatorStep {
   /**
    * @param {object} ort onnxruntime-node or onnxruntime-web
-   * @param {object} encoder, step InferenceSessions
+   * @param {{encoder: object, step: object, outputRows: object|null}} graphs InferenceSessions
+   *   (`outputRows`: a shortlisted model's output_rows graph, else null)
    * @param {object} manifest the bundle's manifest
    * @param {{table: number[][], frequent: number[]}|null} shortlist
    */
-  constructor(ort, encoder, step, manifest, shortlist) {
+  constructor(ort, { encoder, step, outputRows }, manifest, shortlist) {
     this.ort = ort;
     this.encoder = encoder;
     this.session = step;
+    this.outputRows = outputRows;
     this.stateNames = manifest.state.names;
     this.recurrentNames = this.stateNames.filter((name) => RECURRENT.includes(name));
     this.sourceNames = this.stateNames.filter((name) => !RECURRENT.includes(name));
@@ -40,8 +43,8 @@ export class TranslatorStep {
     if (this.takesOutputIds && !shortlist) {
       throw new BundleError('the step graph takes a shortlist but the bundle has none; re-export it');
     }
-    if (this.takesOutputIds && !this.takesColumns) {
-      throw new BundleError('the step graph takes a shortlist without its columns and mask (an old bundle); re-export it with this seqgen');
+    if (this.takesOutputIds && !(this.takesColumns && outputRows)) {
+      throw new BundleError('the step graph takes a shortlist without its columns, mask or output_rows graph (an old bundle); re-export it with this seqgen');
     }
   }
 
@@ -66,7 +69,11 @@ export class TranslatorStep {
     let outputIds = null;
     if (this.takesOutputIds) {
       const union = shortlistIds(this.shortlist, padded);
-      outputIds = { ids: union, tensor: int64(this.ort, union) };
+      const tensor = int64(this.ort, union);
+      // The output layer's rows of the union, once per batch: the step graph's inputs of
+      // the same names (output_weight, output_bias; int8 bundles' output_weight_scale too).
+      const layer = await this.outputRows.run({ [OUTPUT_IDS]: tensor });
+      outputIds = { ids: union, tensor, layer };
       Object.assign(sourceSide, this.sentenceColumns(rows, union));
     }
     return {
@@ -126,7 +133,7 @@ export class TranslatorStep {
   async step(tokens, state, { candidates }) {
     if (tokens.length === 1) return this.oneRowAsTwo(tokens, state, candidates);
     const feeds = { tokens: int64(this.ort, tokens), ...state.recurrent, ...state.sourceSide };
-    if (state.outputIds) feeds[OUTPUT_IDS] = state.outputIds.tensor;
+    if (state.outputIds) Object.assign(feeds, { [OUTPUT_IDS]: state.outputIds.tensor }, state.outputIds.layer);
     const useTop = candidates <= this.topCount;
     const news = this.recurrentNames.map((name) => `new_${name}`);
     const fetches = useTop ? ['top_log_probs', 'top_ids', ...news] : ['log_probs', ...news];

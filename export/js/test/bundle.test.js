@@ -35,7 +35,7 @@ test('a file name must be a plain name inside the bundle', async () => {
 });
 
 test('newer format, unknown kind, another task: one line each', async () => {
-  await assert.rejects(readManifest(memorySource({ ...MANIFEST, format_version: 4 })), oneLine(/newer than this runtime reads/));
+  await assert.rejects(readManifest(memorySource({ ...MANIFEST, format_version: 5 })), oneLine(/newer than this runtime reads/));
   await assert.rejects(readManifest(memorySource({ ...MANIFEST, kind: 'speech' })), oneLine(/"speech" bundle/));
   await assert.rejects(readManifest(memorySource(MANIFEST), 'translation'), oneLine(/classification bundle, not a translation one/));
   await assert.rejects(readManifest(memorySource({ ...MANIFEST, matmul: 'int4' })), oneLine(/"int4" matrix products/));
@@ -44,9 +44,9 @@ test('newer format, unknown kind, another task: one line each', async () => {
 test('a translator bundle of format 1 or 2 is refused in one line; other kinds of format 1 load', async () => {
   const translator = { ...MANIFEST, kind: 'translation', graphs: { step: { file: 'step.onnx' } } };
   await assert.rejects(readManifest(memorySource(translator)), oneLine(/format 1, older .* re-export it with this seqgen/));
-  const second = { ...translator, format_version: 2 };
-  await assert.rejects(readManifest(memorySource(second)), oneLine(/format 2, older .* re-export it with this seqgen/));
-  assert.strictEqual((await readManifest(memorySource({ ...translator, format_version: 3 }))).kind, 'translation');
+  const third = { ...translator, format_version: 3 };
+  await assert.rejects(readManifest(memorySource(third)), oneLine(/format 3, older .* re-export it with this seqgen/));
+  assert.strictEqual((await readManifest(memorySource({ ...translator, format_version: 4 }))).kind, 'translation');
   assert.strictEqual((await readManifest(memorySource(MANIFEST))).kind, 'classification');
 });
 
