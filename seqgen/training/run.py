@@ -7,6 +7,7 @@ task's pieces (data, model, loss, validation) and runs the one loop of ``driver.
 from __future__ import annotations
 
 import contextlib
+import gc
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,6 +47,12 @@ def train(
         ):
             trainer = trainer_type(recipe, output_dir, resume=resume, data_dir=data_dir)
             result = trainer.run(show_progress=show_progress)
+        # DDP's reducer holds the process group and gloo's last work (with its tensors): let
+        # it go now, while the group and the interpreter are alive, not at interpreter exit,
+        # where freeing those tensors from gloo's threads can abort the process ("terminate
+        # called without an active exception", a resumed two-process run under load).
+        del trainer
+        gc.collect()
         distributed.stop(finished=True)
         return result
     except BaseException:

@@ -10,6 +10,7 @@ the two ranks' gradients in another order than one process's backward pass does)
 from __future__ import annotations
 
 import csv
+import gc
 import os
 import random
 import socket
@@ -21,6 +22,8 @@ import pytest
 import torch
 
 from seqgen.recipes import load_recipe
+from seqgen.task import task_named
+from seqgen.training import distributed
 from seqgen.training.checkpoint import load_checkpoint
 from seqgen.training.run import train
 
@@ -154,6 +157,28 @@ except distributed.DistributedError as error:
     print(error)
     sys.exit(1)
 """
+
+
+def test_a_run_frees_its_trainer_before_it_leaves_the_process_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DDP's reducer holds the process group and gloo's last work with its tensors: a run
+    lets the trainer (and its DDP wrapper) go before leaving the group, not at interpreter
+    exit, where gloo's threads freeing those tensors aborted a resumed two-process run now
+    and then ("terminate called without an active exception")."""
+    trainer_type = task_named("translation").hook("trainer")
+    alive_at_stop: list[int] = []
+    stop = distributed.stop
+
+    def counting_stop(*, finished: bool = False) -> None:
+        if finished:
+            alive_at_stop.append(sum(isinstance(o, trainer_type) for o in gc.get_objects()))
+        stop(finished=finished)
+
+    monkeypatch.setattr(distributed, "stop", counting_stop)
+    recipe = load_recipe(write_corpus(tmp_path), ("train.max_steps=2",))
+    train(recipe, tmp_path / "run", show_progress=False)
+    assert alive_at_stop == [0]
 
 
 def test_a_rank_that_dies_stops_the_others_with_one_error_line(tmp_path: Path) -> None:
