@@ -277,7 +277,8 @@ def write_tokenizers(tokenizers: dict[str, Tokenizer], staging: Path) -> dict[st
 
 
 def graph_specs(model: EncoderDecoder) -> dict[str, GraphSpec]:
-    """The three graphs with example inputs of the model's dtype and their dynamic axes."""
+    """The graphs (three, four with a shortlist) with example inputs of the model's dtype
+    and their dynamic axes."""
     names = model.state_names
     recurrent = [name for name in names if name in RECURRENT]
     sentences, length = EXAMPLE_ROWS, EXAMPLE_SOURCE_LENGTH
@@ -298,26 +299,12 @@ def graph_specs(model: EncoderDecoder) -> dict[str, GraphSpec]:
     }
     new_recurrent = [NEW_PREFIX + name for name in recurrent]
     step_inputs, step_axes = {"tokens": torch.zeros(rows, dtype=torch.long), **state}, {}
-    per_sentence = {}  # gathered by select like the source side: the shortlist
     specs = {}
     if model.has_shortlist:
-        # Any ids of a size unlike the other axes', so the exporter keeps the axis dynamic.
-        output_ids = torch.arange(EXAMPLE_SHORTLIST, dtype=torch.long)
-        specs["output_rows"] = output_rows_spec(model, output_ids)
-        step_inputs[OUTPUT_IDS_INPUT] = output_ids
-        with torch.inference_mode():
-            rows = OutputRowsGraph(model)(output_ids)
-        for name, value in zip(specs["output_rows"].outputs, rows, strict=True):
-            step_inputs[name] = value.clone()
-        per_batch = [OUTPUT_IDS_INPUT, *specs["output_rows"].outputs]
-        step_axes.update({name: {0: "shortlist"} for name in per_batch})
-        width = EXAMPLE_SENTENCE_SHORTLIST
-        columns = torch.arange(width, dtype=torch.long).repeat(sentences, 1)
-        per_sentence[OUTPUT_COLUMNS] = columns + torch.arange(sentences)[:, None]
-        per_sentence[OUTPUT_MASK] = torch.zeros(sentences, width)
-        per_sentence[OUTPUT_MASK][0, -1] = -torch.inf  # a mask, not a constant to fold
-        step_inputs.update(per_sentence)
-        step_axes.update({name: {0: "sentences", 1: "sentence_shortlist"} for name in per_sentence})
+        specs["output_rows"], shortlisted, step_axes = shortlist_examples(model, sentences)
+        step_inputs.update(shortlisted)
+    # Gathered by select like the source side: the shortlist's columns and mask.
+    per_sentence = {name: step_inputs[name] for name in SHORTLIST_NAMES if name in step_inputs}
     encoder_axes = {name: {**axes, 0: "rows"} for name, axes in state_axes.items()}
     return {
         "encoder": GraphSpec(
@@ -343,6 +330,29 @@ def graph_specs(model: EncoderDecoder) -> dict[str, GraphSpec]:
             {**state, **per_sentence}, {**state_axes, **{n: step_axes[n] for n in per_sentence}}
         ),
     }
+
+
+def shortlist_examples(
+    model: EncoderDecoder, sentences: int
+) -> tuple[GraphSpec, dict[str, torch.Tensor], dict[str, dict[int, str]]]:
+    """A shortlisted model's ``output_rows`` graph, and its step's example inputs after the
+    state (``output_ids``, the output_rows graph's outputs for them, each sentence's columns
+    and mask) with their dynamic axes."""
+    # Any ids of a size unlike the other axes', so the exporter keeps the axis dynamic.
+    output_ids = torch.arange(EXAMPLE_SHORTLIST, dtype=torch.long)
+    spec = output_rows_spec(model, output_ids)
+    with torch.inference_mode():
+        gathered = OutputRowsGraph(model)(output_ids)
+    inputs = {OUTPUT_IDS_INPUT: output_ids}
+    inputs.update((name, value.clone()) for name, value in zip(spec.outputs, gathered, strict=True))
+    axes = {name: {0: "shortlist"} for name in inputs}
+    width = EXAMPLE_SENTENCE_SHORTLIST
+    columns = torch.arange(width, dtype=torch.long).repeat(sentences, 1)
+    inputs[OUTPUT_COLUMNS] = columns + torch.arange(sentences)[:, None]
+    inputs[OUTPUT_MASK] = torch.zeros(sentences, width)
+    inputs[OUTPUT_MASK][0, -1] = -torch.inf  # a mask, not a constant to fold
+    axes.update({name: {0: "sentences", 1: "sentence_shortlist"} for name in SHORTLIST_NAMES})
+    return spec, inputs, axes
 
 
 def output_rows_spec(model: EncoderDecoder, output_ids: torch.Tensor) -> GraphSpec:
