@@ -135,7 +135,8 @@ def export_bundle(
         manifest = write(pipeline, exported.half() if fp16 else exported, staging, fp16=fp16)
         # The graph run at every step (a classifier's one graph runs once per batch).
         hot = task.graph_files.get("step") or next(iter(task.graph_files.values()))
-        rows = staging / task.graph_files.get("output_rows", "")  # a translator's, if any
+        # A shortlisted translator's output_rows graph gathers the rows its step multiplies by.
+        rows = staging / task.graph_files.get("output_rows", "output_rows.onnx")
         if int8 and not _quantize(staging / hot, rows if rows.is_file() else None):
             raise CheckpointError(
                 f"{checkpoint_path}: its step graph has no matrix product to make int8"
