@@ -172,7 +172,7 @@ def test_a_run_frees_its_trainer_before_it_leaves_the_process_group(
 
     def counting_stop(*, finished: bool = False) -> None:
         if finished:
-            alive_at_stop.append(sum(isinstance(o, trainer_type) for o in gc.get_objects()))
+            alive_at_stop.append(sum(type(o) is trainer_type for o in gc.get_objects()))
         stop(finished=finished)
 
     monkeypatch.setattr(distributed, "stop", counting_stop)
