@@ -53,6 +53,11 @@ def load(
 
     if backend not in BACKENDS:
         raise SeqgenError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if isinstance(path, list | tuple):
+        raise SeqgenError(
+            "seqgen.load takes one model; for an ensemble of translators: load_ensemble(paths) "
+            "from seqgen.tasks.translation.ensemble (seqgen translate --model A --model B)"
+        )
     expected = task_of_kind(kind)
     # A bundled model is both a bundle and the checkpoint its graphs read: ONNX Runtime
     # (no torch) unless PyTorch is asked for. The default one is never a folder of the

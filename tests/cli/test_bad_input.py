@@ -292,6 +292,10 @@ API_CASES = {
     "load-kind-translator": (lambda f: {"kind": "translator"}, "unknown kind 'translator'"),
     "load-backend-unknown": (lambda f: {"backend": "tf"}, "unknown backend 'tf'"),
     "load-int8-weights": (lambda f: {"path": f.folder / "int8.safetensors"}, "stored as int8"),
+    "load-several-paths": (
+        lambda f: {"path": ["multi30k-de-en", "multi30k-de-en"]},
+        "takes one model; for an ensemble of translators: load_ensemble",
+    ),
     "load-bundle-outside": (
         lambda f: {"path": f.folder / "bundle_shortlist_outside"},
         "not a plain file name",
