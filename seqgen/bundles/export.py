@@ -166,11 +166,7 @@ def _described_anew(staging: Path, graphs: dict[str, Any]) -> dict[str, Any]:
     described = {}
     for name, entry in graphs.items():
         graph = onnx.load(str(staging / entry["file"]), load_external_data=False).graph
-        described[name] = {
-            **entry,
-            "inputs": _describe(graph.input),
-            "outputs": _describe(graph.output),
-        }
+        described[name] = {**entry, **_graph_io(graph)}
     return described
 
 
@@ -333,7 +329,7 @@ def export_graph(spec: GraphSpec, path: Path) -> dict[str, list[dict]]:
     _drop_trace_metadata(graph.graph)
     onnx.save(graph, str(path))
     onnx.checker.check_model(graph, full_check=True)
-    described = {"inputs": _describe(graph.graph.input), "outputs": _describe(graph.graph.output)}
+    described = _graph_io(graph.graph)
     expected = {
         **{name: [axes[a] for a in sorted(axes)] for name, axes in spec.dynamic.items()},
         **spec.leading,
@@ -399,6 +395,11 @@ def _forget_rnn_dispatch() -> None:
         cache = getattr(operator, "_dispatch_cache", None)
         if cache is not None:
             cache.clear()
+
+
+def _graph_io(graph: Any) -> dict[str, list[dict[str, Any]]]:
+    """A graph's ``inputs`` and ``outputs`` as the manifest lists them."""
+    return {"inputs": _describe(graph.input), "outputs": _describe(graph.output)}
 
 
 def _describe(values: Any) -> list[dict[str, Any]]:
