@@ -137,7 +137,8 @@ def export_bundle(
         hot = task.graph_files.get("step") or next(iter(task.graph_files.values()))
         # A shortlisted translator's output_rows graph gathers the rows its step multiplies by.
         rows = staging / task.graph_files.get("output_rows", "output_rows.onnx")
-        if int8 and not _quantize(staging / hot, rows if rows.is_file() else None):
+        others = [staging / file for file in task.graph_files.values() if file != hot]
+        if int8 and not _quantize(staging / hot, rows if rows.is_file() else None, others):
             raise CheckpointError(
                 f"{checkpoint_path}: its step graph has no matrix product to make int8"
             )
@@ -152,10 +153,10 @@ def export_bundle(
     return output
 
 
-def _quantize(graph: Path, output_rows: Path | None) -> int:
+def _quantize(graph: Path, output_rows: Path | None, others: list[Path]) -> int:
     from seqgen.bundles.quantize import quantize_step_graph  # onnx: the export extra
 
-    return quantize_step_graph(graph, output_rows)
+    return quantize_step_graph(graph, output_rows, [path for path in others if path.is_file()])
 
 
 def _described_anew(staging: Path, graphs: dict[str, Any]) -> dict[str, Any]:

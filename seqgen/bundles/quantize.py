@@ -19,11 +19,13 @@ before, takes one scale over every row present, and its ``MatMulInteger`` and
 symmetrically to ``round(x / scale) + 128`` in uint8 (one zero point, 128, for every row),
 ``MatMulIntegerToFloat`` (domain ``com.microsoft``) with that zero point and an activation
 scale of 1 gives the exact integer products times the weights' column scales, and a ``Mul``
-by the row's scale (then an ``Add`` of the bias) finishes it. Activations a ``Tanh`` made
-(the attentional vector the output layer reads) lie within [-1, 1]: they take the fixed
-scale 1/127 instead, and ``MatMulIntegerToFloat`` adds the bias in its own pass. Every
-operation is per row (the integer products exact), so a row's result does not depend on
-the batch.
+by the row's scale (then an ``Add`` of the bias) finishes it. Activations that provably lie
+within [-1, 1] (:mod:`seqgen.bundles.value_range`: a ``Tanh``'s, an LSTM's hidden state fed
+back, attention's context over such states) take the fixed scale 1/127 instead: a
+``QuantizeLinear`` and a ``MatMulIntegerToFloat`` that adds the bias in its own pass, two
+nodes for the eight a row's own scale takes (at 64 rows a node's fixed cost is a fair part
+of its time). Every operation is per row (the integer products exact), so a row's result
+does not depend on the batch.
 
 Weights use 7 of their 8 bits (``[-63, 63]``): without VNNI, x86 CPUs multiply uint8 by
 int8 with ``vpmaddubsw``, which saturates a pair of products at 32,767 (255 x 127 x 2 does
@@ -33,6 +35,7 @@ not fit), the reason ONNX Runtime's own quantizer has ``reduce_range``.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from seqgen.bundles.value_range import unit_range_inputs, unit_range_values
+
 INT8_LIMIT = 63  # 7-bit weights: see the module docstring
 MS_DOMAIN = "com.microsoft"
 ACTIVATION_LIMIT = 127  # activations: round(x / scale) in [-127, 127], stored + 128 as uint8
@@ -48,7 +53,7 @@ ACTIVATION_ZERO = 128
 # A row of zeros gets this peak, not 0 (a zero scale would divide 0 by 0): any positive value
 # quantizes it to zeros; 1e-30 is far below any activation and far above float32's denormals.
 PEAK_FLOOR = 1e-30
-# Constants every int8 product reads, added to the graph once.
+# Constants the int8 products read, added to the graph once.
 CONSTANTS = {
     "int8_last_axis": np.array([-1], dtype=np.int64),
     "int8_peak_floor": np.array(PEAK_FLOOR, dtype=np.float32),
@@ -68,8 +73,13 @@ def quantize_weight(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return quantized.astype(np.int8), scale
 
 
-def quantize_step_graph(path: str | Path, output_rows: str | Path | None = None) -> int:
+def quantize_step_graph(
+    path: str | Path, output_rows: str | Path | None = None, others: Sequence[str | Path] = ()
+) -> int:
     """Rewrite the graph file at ``path`` in place; returns how many products became int8.
+    ``others``: the bundle's other graph files, whose outputs feed the step (a translator's
+    encoder, a generator's prime), read to learn which of its inputs lie within [-1, 1]
+    (:func:`seqgen.bundles.value_range.unit_range_inputs`).
 
     ``MatMul`` nodes by a float32 matrix initializer change, and ``Gemm`` nodes of the plain
     form ``A @ W.T + C`` (``transB=1``, no ``transA``, ``alpha = beta = 1``) where ``W`` is a
@@ -85,7 +95,9 @@ def quantize_step_graph(path: str | Path, output_rows: str | Path | None = None)
     if opset < 13:  # QuantizeLinear's and ReduceMax's forms used here
         return 0
     rows_model = None if output_rows is None else onnx.load(str(output_rows))
-    rewrite = _Rewrite(graph, axes_input=opset >= 18, rows=rows_model)
+    feeders = [onnx.load(str(other)).graph for other in others]
+    unit_range = unit_range_values(graph, unit_range_inputs(graph, feeders))
+    rewrite = _Rewrite(graph, axes_input=opset >= 18, rows=rows_model, unit_range=unit_range)
     replaced: dict[int, list[onnx.NodeProto]] = {}
     for position, node in enumerate(graph.node):
         nodes = rewrite.product(position, node)
@@ -105,7 +117,9 @@ def quantize_step_graph(path: str | Path, output_rows: str | Path | None = None)
     del graph.node[:]
     graph.node.extend(kept)
     del graph.initializer[:]
-    constants = [numpy_helper.from_array(value, name) for name, value in CONSTANTS.items()]
+    constants = [  # those the new nodes read (ONNX Runtime warns of unused initializers)
+        numpy_helper.from_array(value, name) for name, value in CONSTANTS.items() if name in needed
+    ]
     graph.initializer.extend([*still, *rewrite.new_inits, *constants])
     if not any(opset.domain == MS_DOMAIN for opset in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
@@ -122,9 +136,15 @@ class _Rewrite:
     """What :func:`quantize_step_graph` learns of a graph and adds to it, node by node."""
 
     def __init__(
-        self, graph: onnx.GraphProto, *, axes_input: bool, rows: onnx.ModelProto | None
+        self,
+        graph: onnx.GraphProto,
+        *,
+        axes_input: bool,
+        rows: onnx.ModelProto | None,
+        unit_range: set[str],
     ) -> None:
         self.axes_input = axes_input  # ReduceMax takes its axes as an input from opset 18
+        self.unit_range = unit_range  # the values within [-1, 1]: one fixed scale
         self.weights = {init.name: init for init in graph.initializer}
         # The output_rows graph's outputs gathered from a weight's rows -> their width (k),
         # and those the step's int8 products now read as int8.
@@ -176,10 +196,9 @@ class _Rewrite:
         return self._matmul(product, node.output[0])
 
     def _matmul(self, product: _Product, output: str) -> list[onnx.NodeProto]:
-        """The int8 nodes of ``product``: with a fixed scale where a ``Tanh`` made its
-        activations (within [-1, 1]), else with a scale per row."""
-        producer = self.producers.get(product.activations)
-        if producer is not None and producer.op_type == "Tanh":
+        """The int8 nodes of ``product``: with a fixed scale where its activations lie
+        within [-1, 1], else with a scale per row."""
+        if product.activations in self.unit_range:
             return _unit_range_matmul(product, output)
         return _per_row_matmul(product, output, self.axes_input)
 
@@ -349,9 +368,9 @@ class _Product:
 
 
 def _unit_range_matmul(product: _Product, output: str) -> list[onnx.NodeProto]:
-    """Activations within [-1, 1] (a ``Tanh``'s: the attentional vector the output layer
-    reads): one fixed scale, 1/127, so nothing depends on the rows, and ONNX Runtime's
-    ``MatMulIntegerToFloat`` rescales and adds a bias vector in its own pass."""
+    """Activations within [-1, 1] (the attentional vector the output layer reads, an
+    LSTM's hidden state): one fixed scale, 1/127, so nothing depends on the rows, and ONNX
+    Runtime's ``MatMulIntegerToFloat`` rescales and adds a bias vector in its own pass."""
     p = product
     fused_bias = p.bias if p.bias_is_vector else ""
     result = output if p.bias_is_vector or not p.bias else f"{p.prefix}_product"

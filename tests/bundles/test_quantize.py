@@ -314,3 +314,57 @@ def test_activations_of_a_tanh_take_one_fixed_scale_and_the_bias_in_the_product(
     assert all(np.array_equal(row, got[i]) for i, row in enumerate(alone))
     expected = np.tanh(x) @ weight.T + bias
     assert np.abs(got - expected).max() < 0.03 * np.abs(expected).max()
+
+
+def test_a_product_of_a_state_kept_within_range_takes_the_fixed_scale(tmp_path: Path) -> None:
+    """A step input that the bundle's other graphs give within [-1, 1] and the step keeps
+    there (an LSTM's hidden state) takes the fixed scale; read without those graphs, or an
+    input the step takes out of range, a scale per row."""
+    rng = np.random.default_rng(5)
+    weight = rng.standard_normal((N, K)).astype(np.float32) * 0.2
+    step = helper.make_graph(
+        [
+            helper.make_node("Gemm", ["hidden", "W"], ["y"], transB=1),
+            helper.make_node("Gemm", ["cell", "W"], ["z"], transB=1),
+            helper.make_node("Tanh", ["y"], ["new_hidden"]),
+            helper.make_node("Add", ["cell", "hidden"], ["new_cell"]),
+        ],
+        "step",
+        [
+            helper.make_tensor_value_info(n, TensorProto.FLOAT, ["rows", K])
+            for n in ("hidden", "cell")
+        ],
+        [
+            helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
+            for n in ("z", "new_hidden", "new_cell")
+        ],
+        initializer=[numpy_helper.from_array(weight, "W")],
+    )
+    start = helper.make_graph(
+        [helper.make_node("Tanh", ["s"], ["hidden"]), helper.make_node("Tanh", ["s"], ["cell"])],
+        "encoder",
+        [helper.make_tensor_value_info("s", TensorProto.FLOAT, ["rows", K])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("hidden", "cell")],
+    )
+    opsets = {"opset_imports": [helper.make_opsetid("", 18)], "ir_version": 9}
+    for graph, name in ((step, "step.onnx"), (start, "encoder.onnx")):
+        onnx.save(helper.make_model(graph, **opsets), str(tmp_path / name))
+    plain = tmp_path / "plain.onnx"
+    onnx.save(helper.make_model(step, **opsets), str(plain))
+    assert quantize_step_graph(tmp_path / "step.onnx", others=[tmp_path / "encoder.onnx"]) == 2
+    assert quantize_step_graph(plain) == 2
+    graph = onnx.load(str(tmp_path / "step.onnx")).graph
+    ops = [node.op_type for node in graph.node]
+    assert ops[:2] == ["QuantizeLinear", "MatMulIntegerToFloat"]  # hidden: 1/127
+    assert ops.count("ReduceMax") == 1  # cell: its own scale per row
+    assert [n.op_type for n in onnx.load(str(plain)).graph.node].count("ReduceMax") == 2
+    read = {name for node in graph.node for name in node.input}
+    assert all(init.name in read for init in graph.initializer)  # ONNX Runtime warns else
+    hidden = np.tanh(rng.uniform(-3, 3, (6, K))).astype(np.float32)
+    cell = rng.uniform(-3, 3, (6, K)).astype(np.float32)
+    session = onnxruntime.InferenceSession(
+        str(tmp_path / "step.onnx"), providers=["CPUExecutionProvider"]
+    )
+    got_y, got_z = session.run(["new_hidden", "z"], {"hidden": hidden, "cell": cell})
+    assert np.abs(got_y - np.tanh(hidden @ weight.T)).max() < 0.03
+    assert np.abs(got_z - cell @ weight.T).max() < 0.03 * np.abs(cell @ weight.T).max()
