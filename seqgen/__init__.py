@@ -1,4 +1,5 @@
-"""seqgen: train, run and ship recurrent sequence models for text generation and translation."""
+"""seqgen: train, run and ship recurrent sequence models for text generation, translation
+and classification."""
 
 from __future__ import annotations
 

@@ -106,7 +106,7 @@ def export_bundle(
     fp16: bool = False,
     int8: bool = False,
 ) -> Path:
-    """Write the bundle of a checkpoint (generator or translator) to ``output_dir``.
+    """Write the bundle of a checkpoint (generator, translator or classifier) to ``output_dir``.
 
     ``fp16`` stores weights and state in float16 (for GPUs; log-probs stay float32).
     ``int8`` makes the step graph's matrix products int8 (for CPUs, see

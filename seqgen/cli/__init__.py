@@ -65,7 +65,8 @@ class SeqgenGroup(click.Group):
 @click.group(cls=SeqgenGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="seqgen")
 def main() -> None:
-    """Train, run and ship recurrent sequence models for text generation and translation."""
+    """Train, run and ship recurrent sequence models: generators, translators and
+    classifiers."""
 
 
 for _command in commands.COMMANDS:

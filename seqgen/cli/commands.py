@@ -97,7 +97,8 @@ def _under_torchrun() -> bool:
     "text_file",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Generators: score this UTF-8 text file instead of a split.",
+    help="Score this UTF-8 file instead of a split: generators, text; classifiers, labelled "
+    "lines laid out as in the recipe's data files (the bundled ones: text<TAB>label).",
 )
 @click.option(
     "--source",
@@ -130,8 +131,9 @@ def evaluate(
     device: str,
     backend: str,
 ) -> None:
-    """Generators: loss, perplexity, bits per token/char. Translators: BLEU and chrF (of an
-    ensemble, given --model more than once)."""
+    """Score a model on a split of its corpus or your files. Generators: loss, perplexity,
+    bits per token/char. Translators: BLEU and chrF (of an ensemble, given --model more than
+    once). Classifiers: accuracy, macro F1 and the confusion matrix."""
     from seqgen.loading import load_as_one
     from seqgen.task import task_named
 
@@ -160,7 +162,7 @@ def evaluate(
     help="int8 matrix products in the decoding step, for CPUs (faster; BLEU in the README).",
 )
 def export(model_path: str | None, output: str, fp16: bool, int8: bool) -> None:
-    """Export a generator or translator to an ONNX bundle that runs without PyTorch."""
+    """Export a generator, translator or classifier to an ONNX bundle that runs without PyTorch."""
     from seqgen.bundles.export import export_bundle
     from seqgen.bundles.reader import bundle_kind
     from seqgen.checkpoints import bundled_model_path
