@@ -153,6 +153,7 @@ class _Rewrite:
         self.row_vectors = set() if rows is None else {o.name for o in rows.graph.output}
         self.producers = {out: node for node in graph.node for out in node.output}
         self.uses = Counter(name for node in graph.node for name in node.input)
+        self.uses.update(value.name for value in graph.output)  # a graph's output is read too
         self.new_inits: list[onnx.TensorProto] = []
         # Outputs of the GatherNDs and Slices that only replaced products read.
         self.folded: set[str] = set()

@@ -368,3 +368,30 @@ def test_a_product_of_a_state_kept_within_range_takes_the_fixed_scale(tmp_path: 
     got_y, got_z = session.run(["new_hidden", "z"], {"hidden": hidden, "cell": cell})
     assert np.abs(got_y - np.tanh(hidden @ weight.T)).max() < 0.03
     assert np.abs(got_z - cell @ weight.T).max() < 0.03 * np.abs(cell @ weight.T).max()
+
+
+def test_a_weight_slice_that_is_also_an_output_is_kept(tmp_path: Path) -> None:
+    """A constant slice of a weight read by a product that becomes int8 is dropped with the
+    float32 weight, unless something else reads it: a graph output counts."""
+    weight = np.random.default_rng(6).standard_normal((N, 2 * K)).astype(np.float32)
+    bounds = {"starts": [K], "ends": [2 * K], "axes": [1]}
+    graph = helper.make_graph(
+        [
+            helper.make_node("Slice", ["W", "starts", "ends", "axes"], ["W_part"]),
+            helper.make_node("Gemm", ["x", "W_part"], ["y"], transB=1),
+        ],
+        "step",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["rows", K])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y", "W_part")],
+        initializer=[
+            numpy_helper.from_array(weight, "W"),
+            *(numpy_helper.from_array(np.array(v, np.int64), n) for n, v in bounds.items()),
+        ],
+    )
+    path = tmp_path / "step.onnx"
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    onnx.save(model, str(path))
+    assert quantize_step_graph(path) == 1
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (part,) = session.run(["W_part"], {"x": np.zeros((2, K), dtype=np.float32)})
+    np.testing.assert_array_equal(part, weight[:, K:])
