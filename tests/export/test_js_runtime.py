@@ -68,6 +68,50 @@ def test_greedy_continuations_equal_python(
     assert differing(expected, [json.loads(line) for line in result.stdout.splitlines()]) == []
 
 
+def test_packaged_models_run_from_their_folder_as_python_runs_them(
+    node_package: Path, data_dir: str
+) -> None:
+    """The models inside the seqgen package read their weights from the checkpoint beside
+    their graphs (ONNX external data): onnxruntime-node opens those graphs by path, and
+    each prints what seqgen.load(NAME) gives (``generate --prompt``, Python's flag)."""
+    from seqgen.checkpoints import packaged_bundle
+
+    source = Path(data_dir) / "multi30k" / "test_2016_flickr.de.gz"
+    sentences = gzip.decompress(source.read_bytes()).decode("utf-8").splitlines()[:40]
+    translator = packaged_bundle("multi30k-de-en")
+    assert json.loads((translator / "manifest.json").read_text())["weights"]
+    expected = load_bundle(translator, device="cpu").translate(sentences, beam_size=5)
+    stdin = "\n".join(sentences) + "\n"
+    result = run_cli(node_package, "translate", str(translator), "--workers", "1", stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    assert differing(expected, result.stdout.splitlines()) == []
+    generator = packaged_bundle("shakespeare-char")
+    expected_text = load_bundle(generator, device="cpu").generate(
+        "ROMEO:", strategy="greedy", max_new_tokens=60
+    )[0]
+    arguments = ("--prompt", "ROMEO:", "--strategy", "greedy", "--max-new-tokens", "60")
+    result = run_cli(node_package, "generate", str(generator), *arguments)
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line) for line in result.stdout.splitlines()] == [expected_text]
+    classifier = packaged_bundle("sentiment")
+    texts = ["a gorgeous , witty , seductive movie .", "a dull , lifeless mess ."]
+    best = load_bundle(classifier, device="cpu").classify(texts)
+    result = run_cli(node_package, "classify", str(classifier), stdin="\n".join(texts) + "\n")
+    assert result.returncode == 0, result.stderr
+    assert [line.split("\t")[0] for line in result.stdout.splitlines()] == [b[0][0] for b in best]
+
+
+def test_generate_prompt_and_max_new_tokens_are_the_generators_own(node_package: Path) -> None:
+    from seqgen.checkpoints import packaged_bundle
+
+    translator = str(packaged_bundle("multi30k-de-en"))
+    for flag in ("--prompt", "--max-new-tokens"):
+        result = run_cli(node_package, "translate", translator, flag, "5")
+        assert result.returncode == 1 and result.stdout == ""
+        assert result.stderr.startswith(f"seqgen-js: error: {flag} is not an option of translate")
+        assert len(result.stderr.splitlines()) == 1
+
+
 @pytest.mark.parametrize(
     ("model", "corpus"),
     [("sentiment", "sst2/sentiment-test"), ("spam", "sms_spam/SMSSpamCollection")],

@@ -3,8 +3,11 @@
 //
 //   node bin/seqgen.js translate BUNDLE [--beam-size N] [--n-best N] [--max-length N]
 //       [--length-penalty A] [--no-repeat-ngram-size N] [--workers N]
-//   node bin/seqgen.js generate BUNDLE [--strategy greedy|sample|beam] [--max-length N] [--seed N]
-//       [--temperature T] [--top-k N] [--top-p P] [--no-repeat-ngram-size N] [--num-samples N]
+//   node bin/seqgen.js generate BUNDLE [--prompt TEXT] [--strategy greedy|sample|beam]
+//       [--max-new-tokens N] [--seed N] [--temperature T] [--top-k N] [--top-p P]
+//       [--no-repeat-ngram-size N] [--num-samples N]
+// (generate continues --prompt, as Python's seqgen generate does, or else each line of stdin;
+// --max-length is another name for --max-new-tokens there)
 //   node bin/seqgen.js classify BUNDLE [--top-k N]
 //
 // Bad input (not a bundle, a newer format, another task's bundle, a bad option, an empty text
@@ -15,7 +18,7 @@ import { BundleError, openBundle, translateInThreads } from '../src/node.js';
 const USAGE =
   'usage: seqgen.js translate|generate|classify BUNDLE [--beam-size N] [--n-best N] [--max-length N] ' +
   '[--length-penalty A] [--no-repeat-ngram-size N] [--strategy S] [--seed N] [--temperature T] ' +
-  '[--top-k N] [--top-p P] [--num-samples N] [--workers N]';
+  '[--top-k N] [--top-p P] [--num-samples N] [--workers N] [--prompt TEXT] [--max-new-tokens N]';
 const TASKS = { translate: 'translation', generate: 'generation', classify: 'classification' };
 const OPTIONS = {
   '--beam-size': ['beamSize', 'int'],
@@ -30,11 +33,15 @@ const OPTIONS = {
   '--length-penalty': ['lengthPenalty', 'number'],
   '--no-repeat-ngram-size': ['noRepeatNgramSize', 'int'],
   '--num-samples': ['numSamples', 'int'],
+  '--prompt': ['prompt', 'string'],
+  '--max-new-tokens': ['maxLength', 'int'], // Python's name for a generator's length
 };
+// Flags that only one command takes, whatever the option's name.
+const ONLY = { '--prompt': 'generate', '--max-new-tokens': 'generate' };
 // What each command reads (the others are refused, not ignored).
 const ACCEPTS = {
   translate: ['beamSize', 'nBest', 'maxLength', 'lengthPenalty', 'noRepeatNgramSize', 'workers'],
-  generate: ['strategy', 'maxLength', 'seed', 'temperature', 'topK', 'topP', 'beamSize', 'lengthPenalty', 'noRepeatNgramSize', 'numSamples'],
+  generate: ['prompt', 'strategy', 'maxLength', 'seed', 'temperature', 'topK', 'topP', 'beamSize', 'lengthPenalty', 'noRepeatNgramSize', 'numSamples'],
   classify: ['topK'],
 };
 
@@ -50,7 +57,9 @@ export function parseArguments(argv) {
     if (!known) throw new BundleError(`unknown option ${flag}; ${USAGE}`);
     if (value === undefined) throw new BundleError(`${flag} needs a value`);
     const [name, type] = known;
-    if (!ACCEPTS[command].includes(name)) throw new BundleError(`${flag} is not an option of ${command}; ${USAGE}`);
+    if (!ACCEPTS[command].includes(name) || (ONLY[flag] ?? command) !== command) {
+      throw new BundleError(`${flag} is not an option of ${command}; ${USAGE}`);
+    }
     const parsed = type === 'string' ? value : Number(value);
     if (type !== 'string' && (!Number.isFinite(parsed) || (type === 'int' && !Number.isInteger(parsed)))) {
       throw new BundleError(`${flag} ${value}: expected ${type === 'int' ? 'a whole number' : 'a number'}`);
@@ -80,7 +89,7 @@ async function run(command, bundle, model, options, lines) {
     return found.flatMap((best, line) => best.map((h) => `${line} ||| ${h.text} ||| ${h.score.toFixed(4)}`));
   }
   if (command === 'generate') {
-    const { maxLength: maxNewTokens, ...given } = options;
+    const { maxLength: maxNewTokens, prompt, ...given } = options;
     const texts = [];
     for (const line of lines) texts.push(await model.generateSamples(line, { maxNewTokens, ...given }));
     // JSON, since a continuation may hold newlines; with --num-samples N > 1 an array of N.
@@ -98,8 +107,11 @@ async function main(argv) {
   const model = await openBundle(bundle, { task: TASKS[command] });
   // Bad options fail before stdin is read.
   if (command === 'translate') model.options({ ...options, workers: undefined });
-  if (command === 'generate') model.options({ ...options, maxLength: undefined, maxNewTokens: options.maxLength });
-  const lines = await readLines(process.stdin.setEncoding('utf8'));
+  if (command === 'generate') {
+    model.options({ ...options, prompt: undefined, maxLength: undefined, maxNewTokens: options.maxLength });
+  }
+  // generate --prompt TEXT: that one prompt, and stdin is not read.
+  const lines = options.prompt !== undefined ? [options.prompt] : await readLines(process.stdin.setEncoding('utf8'));
   const output = await run(command, bundle, model, options, lines);
   process.stdout.write(output.map((line) => `${line}\n`).join(''));
 }

@@ -51,6 +51,8 @@ export function listedFiles(manifest) {
     }
   }
   if (manifest.shortlist) files.push(['shortlist.file', manifest.shortlist.file]);
+  // A packaged model's checkpoint, whose tensors its graphs read as ONNX external data.
+  if (manifest.weights) files.push(['weights.file', manifest.weights.file]);
   return files;
 }
 

@@ -39,6 +39,19 @@ export function tokenizerReader(source) {
   };
 }
 
+/** `() => Promise<bytes>` of a packaged model's weights file, read once; null for a bundle
+ * without one (what `seqgen export` writes). */
+function externalWeights(source, manifest) {
+  if (!manifest.weights) return null;
+  let bytes = null;
+  return () => {
+    bytes ??= source.readBytes(manifest.weights.file).catch((error) => {
+      throw new BundleError(`${source.name} is missing ${manifest.weights.file} (${error.code ?? error.message}); reinstall seqgen or export a bundle`);
+    });
+    return bytes;
+  };
+}
+
 /**
  * The bundle as its task's pipeline: a Translator, a Generator or a Classifier.
  * @param {object} ort onnxruntime-node or onnxruntime-web
@@ -53,17 +66,23 @@ export async function openBundle(ort, source, { task, sessionOptions = {} } = {}
   // inference session is being created"): there, one after the other.
   let creating = Promise.resolve();
   const oneAtATime = sessionOptions.executionProviders?.includes('webgpu');
-  const create = (bytes) => {
-    const options = { ...SESSION_OPTIONS, ...sessionOptions };
-    if (!oneAtATime) return ort.InferenceSession.create(bytes, options);
-    const session = creating.then(() => ort.InferenceSession.create(bytes, options));
+  const create = (model, external = {}) => {
+    const options = { ...SESSION_OPTIONS, ...sessionOptions, ...external };
+    if (!oneAtATime) return ort.InferenceSession.create(model, options);
+    const session = creating.then(() => ort.InferenceSession.create(model, options));
     creating = session.catch(() => {});
     return session;
   };
+  const weights = externalWeights(source, manifest);
   const open = async (graph) => {
-    const bytes = await readGraph(source, manifest, graph);
+    // A packaged model's graphs read their weights from the checkpoint beside them: by the
+    // graph's path where the source has paths (ONNX Runtime resolves them inside its folder),
+    // else from the bytes handed over as external data (onnxruntime-web).
+    const model = weights && source.pathOf ? source.pathOf(manifest.graphs[graph].file) : null;
+    const bytes = model ?? (await readGraph(source, manifest, graph));
+    const external = weights && !model ? { externalData: [{ path: manifest.weights.file, data: await weights() }] } : {};
     try {
-      return await create(bytes);
+      return await create(bytes, external);
     } catch (error) {
       const detail = String(error.message ?? error).split('\n')[0];
       throw new BundleError(`ONNX Runtime cannot load ${source.name}/${manifest.graphs[graph].file} (${detail}); re-export the bundle`);

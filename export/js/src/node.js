@@ -18,6 +18,7 @@ export function folderSource(folder) {
     name: folder,
     readText: (name) => fs.readFile(file(name), 'utf8'),
     readBytes: async (name) => new Uint8Array(await fs.readFile(file(name))),
+    pathOf: file, // onnxruntime-node loads a graph with external data from its path
   };
 }
 

@@ -32,6 +32,8 @@ test('a file name must be a plain name inside the bundle', async () => {
   await assert.rejects(readManifest(memorySource(sentencepiece)), oneLine(/sentencepiece_model/));
   const shortlist = { ...MANIFEST, shortlist: { file: '/tmp/shortlist.json' } };
   await assert.rejects(readManifest(memorySource(shortlist)), oneLine(/shortlist\.file/));
+  const weights = { ...MANIFEST, weights: { file: '../model.safetensors' } }; // a packaged model's
+  await assert.rejects(readManifest(memorySource(weights)), oneLine(/weights\.file/));
 });
 
 test('newer format, unknown kind, another task: one line each', async () => {
