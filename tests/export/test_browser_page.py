@@ -87,11 +87,17 @@ def test_browser_page_translates_as_python_does(
     assert (tmp_path / "page.png").stat().st_size > 10_000
 
 
+@pytest.mark.parametrize("packaged", [False, True], ids=["exported", "packaged"])
 def test_browser_page_classifies_as_python_does(
-    node_package: Path, bundled: Callable[[str], Path], tmp_path: Path
+    node_package: Path, bundled: Callable[[str], Path], tmp_path: Path, packaged: bool
 ) -> None:
+    """An exported bundle, and the model inside the seqgen package, whose graphs read their
+    weights from the checkpoint beside them (the page hands it to onnxruntime-web as
+    external data)."""
+    from seqgen.checkpoints import packaged_bundle
+
     _skip_without_a_browser(node_package)
-    bundle = bundled("sentiment")
+    bundle = packaged_bundle("sentiment") if packaged else bundled("sentiment")
     texts = ["a gorgeous , witty , seductive movie .", "a dull , lifeless mess ."]
     page = _drive_page(node_package, bundle, _write_lines(texts, tmp_path / "texts.txt"))
     classified = load_bundle(bundle, device="cpu").classify(texts, top_k=2)
@@ -99,23 +105,6 @@ def test_browser_page_classifies_as_python_does(
     assert [typed["output"] for typed in page["typed"]] == expected
     assert page["longLine"] is not None and "the model reads the first 80" in page["longLine"]
     assert page["backend"] == "wasm" and page["notice"] is None  # auto, without an adapter
-    assert page["consoleErrors"] == []
-
-
-def test_browser_page_runs_a_packaged_model_from_its_checkpoint(
-    node_package: Path, tmp_path: Path
-) -> None:
-    """A model inside the seqgen package: its graphs read their weights from the
-    checkpoint beside them, which the page hands to onnxruntime-web as external data."""
-    from seqgen.checkpoints import packaged_bundle
-
-    _skip_without_a_browser(node_package)
-    bundle = packaged_bundle("sentiment")
-    texts = ["a gorgeous , witty , seductive movie .", "a dull , lifeless mess ."]
-    page = _drive_page(node_package, bundle, _write_lines(texts, tmp_path / "texts.txt"))
-    classified = load_bundle(bundle, device="cpu").classify(texts, top_k=2)
-    expected = ["   ".join(f"{label} {100 * p:.1f}%" for label, p in best) for best in classified]
-    assert [typed["output"] for typed in page["typed"]] == expected
     assert page["consoleErrors"] == []
 
 
