@@ -89,8 +89,8 @@ def load(
     return load_bundle(exported_bundle(checkpoint, kind=kind), device=device)
 
 
-def exported_bundle(checkpoint: Path, *, kind: str | None = None) -> Path:
-    """The bundle of ``checkpoint`` in the cache, exported on first use."""
+def exported_bundle(checkpoint: Path, *, kind: str | None = None, int8: bool = False) -> Path:
+    """The bundle of ``checkpoint`` in the cache (its ``int8`` one), exported on first use."""
     from seqgen.bundles.export import export_bundle
     from seqgen.bundles.reader import bundle_kind
     from seqgen.training.checkpoint import resolve_checkpoint_path
@@ -102,10 +102,10 @@ def exported_bundle(checkpoint: Path, *, kind: str | None = None) -> Path:
 
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     cache = Path(os.environ.get("SEQGEN_CACHE_DIR") or Path.home() / ".cache" / "seqgen")
-    bundle = cache / "bundles" / f"{file.stem}-{digest}"
+    bundle = cache / "bundles" / f"{file.stem}-{digest}{'-int8' if int8 else ''}"
     if not bundle.is_dir() or bundle_kind(bundle) is None:
         load_checkpoint_pipeline(file, kind=kind, device="cpu")  # the kind check, first
-        export_bundle(file, bundle)
+        export_bundle(file, bundle, int8=int8)
     return bundle
 
 

@@ -125,7 +125,8 @@ def translation_decoding(
     overrides: Sequence[str],
     data_dir: str | None,
 ) -> list[Result]:
-    """test_2016_flickr translated by both backends, greedy and beam 5, in batches of each
+    """test_2016_flickr translated by both backends (and, on the CPU, an int8 bundle, whose
+    rows count the same multiply-adds as float32), greedy and beam 5, in batches of each
     backend's default size (``Translator.default_batch_size``: the recipe's, at least 1,000
     sentences on CUDA) or of ``decoding.batch_size`` where ``overrides`` set it.
 
@@ -142,6 +143,8 @@ def translation_decoding(
     lines, _ = load_parallel(corpus, "test_2016_flickr", data_dir=data_dir)
     lines = lines[:sentences] if sentences else lines
     backends = both_backends(reference, checkpoint_path, device)
+    if device.type == "cpu":  # int8 bundles run on the CPU only
+        backends.update(_int8_backend(checkpoint_path, reference.task))
     sources = reference.encode_sources(lines)
     model = reference.recipe.model
     vocab = reference.target_tokenizer.vocab_size
@@ -230,6 +233,20 @@ def both_backends(reference: Any, checkpoint_path: Path, device: torch.device) -
     else:
         backends.update(_onnx_backend(bundle, device, load_bundle))
     return backends
+
+
+def _int8_backend(checkpoint_path: Path, kind: str) -> dict[str, Any]:
+    """The checkpoint's int8 bundle (exported once into the cache) on the CPU, named
+    ``onnx int8``; nothing where the export fails."""
+    from seqgen.bundles.reader import load_bundle
+    from seqgen.loading import exported_bundle
+
+    try:
+        bundle = exported_bundle(checkpoint_path, kind=kind, int8=True)
+    except SeqgenError as error:
+        logger.warning("no int8 rows: %s", error)
+        return {}
+    return {"onnx int8": load_bundle(bundle, device="cpu")}
 
 
 def _onnx_backend(bundle: Path, device: torch.device, load_bundle: Any) -> dict[str, Any]:

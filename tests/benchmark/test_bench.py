@@ -125,13 +125,15 @@ def test_bench_quick_prints_a_table_and_writes_json(data_dir: str, tmp_path: Pat
         "translation beam 5, torch",
         "translation greedy, onnx",
         "translation beam 5, onnx",
+        "translation greedy, onnx int8",
+        "translation beam 5, onnx int8",
         "generator sampling, torch",
         "classification, torch",
         "classification, onnx",
     ]
     assert all(row["value"] > 0 for row in report["results"])
     assert report["results"][1]["extra"]["batch"] == "512 tokens"
-    assert {row["extra"]["batch_size"] for row in report["results"][2:6]} == {30}
+    assert {row["extra"]["batch_size"] for row in report["results"][2:8]} == {30}
     assert report["peak_memory_bytes"] > 0
     assert "translation beam 5, onnx" in result.output and "GFLOP/s" in result.output
 
