@@ -11,6 +11,10 @@ import { openBundle, translateInThreads } from '../src/node.js';
 
 const [folder, file, flag, value] = process.argv.slice(2);
 const workers = flag === '--workers' ? Number(value) : 1;
+if (!folder || !file || !(workers >= 1)) {
+  process.stderr.write('usage: node export/js/bench/translate-speed.js BUNDLE SENTENCES_FILE [--workers N]\n');
+  process.exit(2);
+}
 const sentences = fs.readFileSync(file, 'utf8').split('\n').filter((line) => line.length > 0);
 const translator = await openBundle(folder, { task: 'translation' });
 await translator.translate(sentences.slice(0, 50), { beamSize: 5 });
