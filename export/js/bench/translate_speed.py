@@ -9,8 +9,13 @@ import time
 
 from seqgen.bundles.reader import load_bundle
 
-folder, file, *rest = sys.argv[1:]
-workers = int(rest[1]) if rest[:1] == ["--workers"] else 1
+USAGE = "usage: python export/js/bench/translate_speed.py BUNDLE SENTENCES_FILE [--workers N]"
+arguments = sys.argv[1:]
+workers_given = len(arguments) == 4 and arguments[2] == "--workers" and arguments[3].isdigit()
+if len(arguments) != 2 and not workers_given:
+    sys.exit(USAGE)
+folder, file = arguments[:2]
+workers = max(1, int(arguments[3])) if workers_given else 1
 sentences = [line for line in open(file, encoding="utf-8").read().split("\n") if line]
 translator = load_bundle(folder, device="cpu", threads=workers)
 translator.translate(sentences[:50], beam_size=5)
