@@ -144,7 +144,9 @@ def evaluate(translator: Any, request: EvaluationRequest) -> list[str]:
     from seqgen.tasks.translation.bleu import corpus_bleu, corpus_chrf
 
     if request.text_file:
-        raise SeqgenError("--file scores a generator; a translator takes --source and --reference")
+        raise SeqgenError(
+            "--file scores a generator or a classifier; a translator takes --source and --reference"
+        )
     sources, references, name = _evaluation_pairs(translator, request)
     options = translator.options(beam_size=request.beam_size, shortlist=request.shortlist)
     started = time.perf_counter()

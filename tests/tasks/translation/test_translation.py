@@ -831,7 +831,7 @@ def test_evaluate_files_of_different_lengths(tmp_path: Path, translator_run: Pat
     [
         (("--source", "{val}.de"), ("give both --source and --reference",)),
         (("--reference", "{val}.en"), ("give both --source and --reference",)),
-        (("--file", "{val}.en"), ("--file scores a generator", "--source and --reference")),
+        (("--file", "{val}.en"), ("--file scores a generator or a classifier", "--source and")),
         (("--split", "val", "--source", "{val}.de"), ("not both",)),
         (("--source", "{val}.de", "--reference", "{val}.en", "--beam-size", "0"), ("beam_size",)),
         (("--source", "{val}.de", "--reference", "nowhere.en"), ("no such file", "nowhere.en")),
