@@ -116,11 +116,17 @@ export async function readJson(source, file, hint = 're-export the bundle') {
 
 /** A graph's bytes, by its manifest name (`encoder`, `step`, ...). */
 export async function readGraph(source, manifest, graph) {
-  const entry = manifest.graphs[graph];
-  if (!entry) throw new BundleError(`${source.name} has no ${graph} graph; re-export the bundle`);
+  const entry = graphEntry(source, manifest, graph);
   try {
     return await source.readBytes(entry.file);
   } catch (error) {
     throw new BundleError(`${source.name} is missing ${entry.file} (${error.code ?? error.message}); re-export the bundle`);
   }
+}
+
+/** The manifest's entry of a graph (`encoder`, `step`, ...), or a one-line BundleError. */
+export function graphEntry(source, manifest, graph) {
+  const entry = manifest.graphs[graph];
+  if (!entry) throw new BundleError(`${source.name} has no ${graph} graph; re-export the bundle`);
+  return entry;
 }

@@ -1,7 +1,7 @@
 // Opening a bundle, whatever runs it: `ort` is onnxruntime-node or onnxruntime-web, `source`
 // reads the bundle's files (a folder in Node.js, static files over HTTP in a browser).
 
-import { readGraph, readJson, readManifest } from './bundle.js';
+import { graphEntry, readGraph, readJson, readManifest } from './bundle.js';
 import { BundleError } from './errors.js';
 import { Classifier } from './classifier.js';
 import { Generator } from './generator.js';
@@ -78,7 +78,7 @@ export async function openBundle(ort, source, { task, sessionOptions = {} } = {}
     // A packaged model's graphs read their weights from the checkpoint beside them: by the
     // graph's path where the source has paths (ONNX Runtime resolves them inside its folder),
     // else from the bytes handed over as external data (onnxruntime-web).
-    const model = weights && source.pathOf ? source.pathOf(manifest.graphs[graph].file) : null;
+    const model = weights && source.pathOf ? source.pathOf(graphEntry(source, manifest, graph).file) : null;
     const bytes = model ?? (await readGraph(source, manifest, graph));
     const external = weights && !model ? { externalData: [{ path: manifest.weights.file, data: await weights() }] } : {};
     try {
