@@ -35,7 +35,13 @@ BOOLEAN_OPS = {"Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Equal", "Not
 # Operators whose output holds elements of their first input only, moved or repeated.
 MOVING_OPS = {
     "Identity", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Expand", "Tile",
-    "Slice", "Split", "Gather", "GatherElements", "GatherND", "Cast",
+    "Slice", "Split", "Gather", "GatherElements", "GatherND",
+}  # fmt: skip
+# Types a value within [-1, 1] keeps its range in when cast (not unsigned integers: -1 wraps).
+SIGNED_TYPES = {
+    onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
+    onnx.TensorProto.BFLOAT16, onnx.TensorProto.INT8, onnx.TensorProto.INT16,
+    onnx.TensorProto.INT32, onnx.TensorProto.INT64, onnx.TensorProto.BOOL,
 }  # fmt: skip
 # Operators whose output is within range when all their (data) inputs are.
 COMBINING_OPS = {"Concat": None, "Mul": None, "Where": slice(1, 3)}
@@ -106,6 +112,8 @@ def _node_within(node: onnx.NodeProto, known: set[str], weights: set[str]) -> bo
         return _constant_within(node)
     if op in MOVING_OPS:
         return node.input[0] in known
+    if op == "Cast":
+        return node.input[0] in known and _attributes(node).get("to") in SIGNED_TYPES
     if op in COMBINING_OPS:
         data = node.input[COMBINING_OPS[op] or slice(None)]
         return all(name in known for name in data)
