@@ -10,8 +10,9 @@ hook builds the pipeline. A generator bundle::
                      such as "rows" and "time"), state names, special token ids,
                      generation defaults and the ids generation bans
     prime.onnx       token_ids (rows, time) int64 + state -> new_<state>
-    step.onnx        tokens (rows,) int64 + state -> log_probs (rows, vocab) float32,
-                     top_log_probs and top_ids (rows, 32 or vocab), new_<state>
+    step.onnx        tokens (rows,) int64 + state (+ top_k (1,) int64, format 5) ->
+                     log_probs (rows, vocab) float32, top_log_probs and top_ids
+                     (rows, min(top_k, 16, vocab)), new_<state>
     select.onnx      rows (new_rows,) int64 + state -> selected_<state> (for GPUs)
     tokenizer.json   the tokenizer's to_dict()
 
@@ -48,13 +49,15 @@ from seqgen.errors import CheckpointError, SeqgenError
 from seqgen.task import is_task, registered_tasks, task_named
 
 FORMAT_NAME = "seqgen-bundle"
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 # Format 2 changed the translator's graphs (the source side once per sentence, not per row),
 # format 3 its shortlisted step (each row scored over its sentence's shortlist columns,
 # ``output_columns``, not a mask over the batch's union), and format 4 took the shortlist's
 # output-layer rows out of the step graph into an ``output_rows`` graph run once per batch;
 # a graph cannot be migrated without its checkpoint, so older translator bundles are
 # refused. Generator and classifier graphs did not change: their older bundles still load.
+# Format 5 gave step graphs a ``top_k`` input (how many candidates per row they return); a
+# format 4 step returns its fixed 16 and still loads.
 MIN_FORMAT_VERSION = {"translation": 4}
 MANIFEST_FILE = "manifest.json"
 # manifest["matmul"] of a bundle whose step graph multiplies in int8 (seqgen.bundles.quantize)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import onnxruntime
 
-from seqgen.decoding.contract import TopLogProbs
+from seqgen.decoding.contract import TOP_CANDIDATES, TopLogProbs
 from seqgen.decoding.float_environment import creating_sessions, running_sessions
 from seqgen.errors import CheckpointError, SeqgenError
 
@@ -28,6 +28,9 @@ CUDA = "CUDAExecutionProvider"
 DEVICES = ("auto", "cpu", "cuda")
 # A step graph's first outputs: the log-probs and each row's best ones (their ids too).
 STEP_OUTPUTS = ("log_probs", "top_log_probs", "top_ids")
+# The step graph's input (bundle format 5) saying how many of each row's best log-probs to
+# return: int64 (1,), capped by the graph at min(TOP_CANDIDATES, vocab).
+TOP_K_INPUT = "top_k"
 NEW_PREFIX = "new_"  # state outputs of a step (or prime) graph
 SELECTED_PREFIX = "selected_"  # outputs of a select graph
 # Set once CUDA failed to start for a file the CPU then opened: later sessions skip the try,
@@ -294,6 +297,13 @@ class DeviceState:
         shapes = {node.name: node.shape for node in self.step_session.get_outputs()}
         self._vocab_size = shapes[STEP_OUTPUTS[0]][1]
         self._top_count = shapes[STEP_OUTPUTS[2]][1]
+        inputs = {node.name for node in self.step_session.get_inputs()}
+        self._takes_top_k = TOP_K_INPUT in inputs
+        if not isinstance(self._top_count, int):  # format 5: min(top_k, 16, vocab)
+            vocab = self._vocab_size  # a name for a shortlisted step, of >= 16 columns
+            self._top_count = (
+                min(TOP_CANDIDATES, vocab) if isinstance(vocab, int) else TOP_CANDIDATES
+            )
 
     @property
     def bound_device(self) -> str | None:
@@ -306,6 +316,13 @@ class DeviceState:
         view = copy.copy(self)
         view.candidates = candidates
         return view
+
+    def top_k_input(self, count: int) -> dict[str, np.ndarray]:
+        """The step's ``top_k`` feed asking for ``count`` candidates per row (a graph
+        without the input, of format 4 or older, returns its fixed ``K``)."""
+        if not self._takes_top_k:
+            return {}
+        return {TOP_K_INPUT: np.array([count], dtype=np.int64)}
 
     def _run_step(
         self, inputs: Mapping[str, Any], state_outputs: Sequence[str]
@@ -320,6 +337,7 @@ class DeviceState:
         log_probs_name, values_name, ids_name = STEP_OUTPUTS
         use_top = self.candidates is not None and self.candidates <= self._top_count
         host = [values_name, ids_name] if use_top else [log_probs_name]
+        inputs = {**inputs, **self.top_k_input(self.candidates if use_top else 1)}
         device = self.bound_device
         if device is None:
             outputs = run_session(self.step_session, inputs, host_outputs=[*host, *state_outputs])

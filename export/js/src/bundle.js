@@ -5,12 +5,14 @@
 import { BundleError } from './errors.js';
 
 export const FORMAT = 'seqgen-bundle';
-export const FORMAT_VERSION = 4;
+export const FORMAT_VERSION = 5;
 // Format 2 changed the translator's graphs (the source side once per sentence, not per row),
 // format 3 its shortlisted step (each row over its sentence's shortlist columns), format 4
 // moved the shortlist's output-layer rows into an output_rows graph run once per batch; a
 // graph cannot be migrated without its checkpoint. Other kinds' older bundles still load.
+// Format 5 gave step graphs a top_k input (format 4 steps return a fixed 16 and still load).
 const MIN_FORMAT_VERSION = { translation: 4 };
+const TOP_CANDIDATES = 16; // the most a step graph's top_log_probs hold (seqgen's contract)
 const KINDS = ['generation', 'translation', 'classification'];
 const MATMULS = ['int8']; // "matmul" values this runtime knows (absent: float products)
 
@@ -129,4 +131,21 @@ export function graphEntry(source, manifest, graph) {
   const entry = manifest.graphs[graph];
   if (!entry) throw new BundleError(`${source.name} has no ${graph} graph; re-export the bundle`);
   return entry;
+}
+
+/**
+ * How a step graph gives each row's best log-probs (export/README.md): `count`, the most it
+ * returns (`top_log_probs` `(rows, count)`), and `fed`, whether it takes `top_k` (format 5:
+ * min(top_k, 16, vocab) come back; format 4: a fixed count).
+ * @param {object} manifest the bundle's manifest
+ * @returns {{count: number, fed: boolean}}
+ */
+export function topCandidates(manifest) {
+  const step = manifest.graphs.step;
+  const fed = (step.inputs ?? []).some((input) => input.name === 'top_k');
+  const width = (name) => step.outputs?.find((output) => output.name === name)?.shape?.[1];
+  const fixed = width('top_log_probs');
+  if (!fed) return { count: Number.isInteger(fixed) ? fixed : 0, fed };
+  const vocab = width('log_probs'); // a name for a shortlisted step, of >= 16 columns
+  return { count: Number.isInteger(vocab) ? Math.min(TOP_CANDIDATES, vocab) : TOP_CANDIDATES, fed };
 }

@@ -2,6 +2,7 @@
 // read by the prime graph in one call, then the step graph continues it greedily, by
 // sampling, or with beam search, as seqgen/tasks/generation/pipeline.py does.
 
+import { topCandidates } from './bundle.js';
 import { BundleError } from './errors.js';
 import { beamSearch } from './search/beam.js';
 import { greedySearch } from './search/greedy.js';
@@ -20,8 +21,7 @@ class GeneratorStep {
     this.stateNames = manifest.state.names;
     this.stateShape = manifest.state.shape.slice(1); // [layers, hidden]
     this.float16 = manifest.state.dtype === 'float16';
-    const top = manifest.graphs.step.outputs?.find((o) => o.name === 'top_log_probs');
-    this.topCount = Number.isInteger(top?.shape?.[1]) ? top.shape[1] : 0;
+    this.top = topCandidates(manifest);
   }
 
   /**
@@ -48,10 +48,12 @@ class GeneratorStep {
   }
 
   async step(tokens, state, { candidates }) {
-    const useTop = candidates <= this.topCount;
+    const useTop = candidates <= this.top.count;
     const news = this.stateNames.map((name) => `new_${name}`);
     const fetches = useTop ? ['top_log_probs', 'top_ids', ...news] : ['log_probs', ...news];
-    const outputs = await this.session.run({ tokens: int64(this.ort, tokens), ...state }, fetches);
+    const feeds = { tokens: int64(this.ort, tokens), ...state };
+    if (this.top.fed) feeds.top_k = int64(this.ort, [useTop ? candidates : 1]);
+    const outputs = await this.session.run(feeds, fetches);
     const next = this.renamed(outputs);
     if (useTop) {
       const top = outputs.top_log_probs;

@@ -7,6 +7,7 @@
 // each, and the source side is gathered again only when the sentences change, once per
 // sentence, never when beams reorder within their sentence (seqgen's source_rows.py).
 
+import { topCandidates } from './bundle.js';
 import { BundleError } from './errors.js';
 import { shortlistIds } from './shortlist.js';
 import { gatherRows, int64 } from './tensors.js';
@@ -37,7 +38,7 @@ export class TranslatorStep {
     this.sourceNames = this.stateNames.filter((name) => !RECURRENT.includes(name));
     this.takesOutputIds = step.inputNames.includes(OUTPUT_IDS);
     this.takesColumns = step.inputNames.includes(OUTPUT_COLUMNS) && step.inputNames.includes(OUTPUT_MASK);
-    this.topCount = topCount(manifest);
+    this.top = topCandidates(manifest);
     this.shortlist = shortlist;
     this.vocabSize = manifest.model.target_vocab_size;
     if (this.takesOutputIds && !shortlist) {
@@ -134,7 +135,8 @@ export class TranslatorStep {
     if (tokens.length === 1) return this.oneRowAsTwo(tokens, state, candidates);
     const feeds = { tokens: int64(this.ort, tokens), ...state.recurrent, ...state.sourceSide };
     if (state.outputIds) Object.assign(feeds, { [OUTPUT_IDS]: state.outputIds.tensor }, state.outputIds.layer);
-    const useTop = candidates <= this.topCount;
+    const useTop = candidates <= this.top.count;
+    if (this.top.fed) feeds.top_k = int64(this.ort, [useTop ? candidates : 1]);
     const news = this.recurrentNames.map((name) => `new_${name}`);
     const fetches = useTop ? ['top_log_probs', 'top_ids', ...news] : ['log_probs', ...news];
     const outputs = await this.session.run(feeds, fetches);
@@ -213,10 +215,4 @@ function rowLayout(rows, perSentence, separate) {
   const even = starts.every((start, i) => (starts[i + 1] ?? owner.length) - start === run);
   if (!even) return { perSentence: 1, sentences: owner };
   return { perSentence: run, sentences: starts.map((start) => owner[start]) };
-}
-
-/** K of the step graph's top_log_probs `(rows, K)`, from the manifest. */
-function topCount(manifest) {
-  const output = manifest.graphs.step.outputs?.find((o) => o.name === 'top_log_probs');
-  return Number.isInteger(output?.shape?.[1]) ? output.shape[1] : 0;
 }

@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import test from 'node:test';
 import { BundleError, checkFileName, openBundle, readManifest, tokenizerReader } from '../src/node.js';
+import { topCandidates } from '../src/bundle.js';
 import { VocabularyTokenizer } from '../src/tokenizers.js';
 
 function memorySource(manifest) {
@@ -37,7 +38,7 @@ test('a file name must be a plain name inside the bundle', async () => {
 });
 
 test('newer format, unknown kind, another task: one line each', async () => {
-  await assert.rejects(readManifest(memorySource({ ...MANIFEST, format_version: 5 })), oneLine(/newer than this runtime reads/));
+  await assert.rejects(readManifest(memorySource({ ...MANIFEST, format_version: 6 })), oneLine(/newer than this runtime reads/));
   await assert.rejects(readManifest(memorySource({ ...MANIFEST, kind: 'speech' })), oneLine(/"speech" bundle/));
   await assert.rejects(readManifest(memorySource(MANIFEST), 'translation'), oneLine(/classification bundle, not a translation one/));
   await assert.rejects(readManifest(memorySource({ ...MANIFEST, matmul: 'int4' })), oneLine(/"int4" matrix products/));
@@ -49,7 +50,23 @@ test('a translator bundle of format 1 or 2 is refused in one line; other kinds o
   const third = { ...translator, format_version: 3 };
   await assert.rejects(readManifest(memorySource(third)), oneLine(/format 3, older .* re-export it with this seqgen/));
   assert.strictEqual((await readManifest(memorySource({ ...translator, format_version: 4 }))).kind, 'translation');
+  assert.strictEqual((await readManifest(memorySource({ ...translator, format_version: 5 }))).kind, 'translation');
   assert.strictEqual((await readManifest(memorySource(MANIFEST))).kind, 'classification');
+});
+
+test('a step of format 5 takes top_k, capped at min(16, vocab); a format 4 step a fixed K', () => {
+  const step = (inputs, logProbs, top) => ({
+    graphs: {
+      step: {
+        inputs: inputs.map((name) => ({ name })),
+        outputs: [{ name: 'log_probs', shape: ['rows', logProbs] }, { name: 'top_log_probs', shape: ['rows', top] }],
+      },
+    },
+  });
+  assert.deepStrictEqual(topCandidates(step(['tokens', 'top_k'], 40, 'top_k')), { count: 16, fed: true });
+  assert.deepStrictEqual(topCandidates(step(['tokens', 'top_k'], 9, 'top_k')), { count: 9, fed: true });
+  assert.deepStrictEqual(topCandidates(step(['tokens', 'top_k'], 'sentence_shortlist', 'top_k')), { count: 16, fed: true });
+  assert.deepStrictEqual(topCandidates(step(['tokens'], 40, 16)), { count: 16, fed: false });
 });
 
 test('a folder without a manifest, or no folder, is not a bundle', async () => {

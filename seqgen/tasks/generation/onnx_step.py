@@ -28,6 +28,7 @@ from seqgen.decoding.float_environment import running_sessions
 from seqgen.decoding.onnx_session import (
     NEW_PREFIX,
     STEP_OUTPUTS,
+    TOP_K_INPUT,
     DeviceState,
     device_of,
     run_select,
@@ -132,13 +133,16 @@ def state_specs(
     """The state entries the graphs share; CheckpointError if they are not the expected ones.
 
     ``prime`` must take ``token_ids`` and the state and return ``new_<name>`` per entry;
-    ``step`` must take ``tokens`` and the state and return ``STEP_OUTPUTS`` then the same.
+    ``step`` must take ``tokens`` and the state (then ``top_k``, bundle format 5) and return
+    ``STEP_OUTPUTS`` then the same.
     """
     prime_inputs = [i.name for i in prime.get_inputs()]
     names = tuple(prime_inputs[1:])
+    step_inputs = [i.name for i in step.get_inputs()]
+    top_k = [TOP_K_INPUT] if step_inputs[-1:] == [TOP_K_INPUT] else []  # bundle format 5
     expected = {
         "prime": (["token_ids", *names], [NEW_PREFIX + n for n in names]),
-        "step": (["tokens", *names], [*STEP_OUTPUTS, *(NEW_PREFIX + n for n in names)]),
+        "step": (["tokens", *names, *top_k], [*STEP_OUTPUTS, *(NEW_PREFIX + n for n in names)]),
     }
     for label, session in (("prime", prime), ("step", step)):
         inputs = [i.name for i in session.get_inputs()]
@@ -148,7 +152,7 @@ def state_specs(
                 f"the {label} graph has inputs {inputs} and outputs {outputs}, expected "
                 f"{expected[label][0]} and {expected[label][1]}; re-export the bundle"
             )
-    return tuple(_spec(node) for node in step.get_inputs()[1:])
+    return tuple(_spec(node) for node in step.get_inputs()[1 : len(names) + 1])
 
 
 def _spec(node: onnxruntime.NodeArg) -> StateSpec:

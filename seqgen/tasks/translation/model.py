@@ -82,7 +82,8 @@ def sentence_token_ids(
     (its sentence's ``columns`` ``(sentences, S)`` of ``output_ids`` ``(M,)``) -> ``(rows,
     k)`` int64."""
     by_sentence = row_columns.reshape(columns.shape[0], -1)  # rows grouped by sentence
-    return output_ids[torch.gather(columns, 1, by_sentence)].reshape(row_columns.shape)
+    # (rows, -1), not row_columns.shape: an exported step keeps k dynamic (its top_k input)
+    return output_ids[torch.gather(columns, 1, by_sentence)].reshape(row_columns.shape[0], -1)
 
 
 class EncoderDecoder(nn.Module):

@@ -57,6 +57,7 @@ from seqgen.decoding.onnx_session import (
     NEW_PREFIX,
     SELECTED_PREFIX,
     STEP_OUTPUTS,
+    TOP_K_INPUT,
     DeviceState,
     device_of,
     open_graphs,
@@ -264,6 +265,7 @@ class OnnxTranslatorStep(DeviceState):
             rows = state[OUTPUT_LAYER]
             inputs.update(zip(rows, host_arrays(*rows.values()), strict=True))
             inputs.update((name, host[name]) for name in SHORTLIST_NAMES)
+        inputs.update(self.top_k_input(1))
         names = [NEW_PREFIX + name for name in self.recurrent_names]
         outputs = run_session(self.step_session, inputs, host_outputs=[ATTENTION_OUTPUT, *names])
         new_state = {**host, **{name: outputs[NEW_PREFIX + name] for name in self.recurrent_names}}
@@ -335,6 +337,8 @@ def translator_state_names(
                 f"output_rows graph (bundle format 3 or older); {REEXPORT}"
             )
         step_inputs += [SHORTLIST_INPUT, *row_names, *SHORTLIST_NAMES]
+    if given[-1:] == [TOP_K_INPUT]:  # bundle format 5
+        step_inputs.append(TOP_K_INPUT)
     expected = {
         "encoder": (ENCODER_INPUTS, list(names)),
         "step": (step_inputs, [*STEP_OUTPUTS, *(NEW_PREFIX + n for n in recurrent)]),

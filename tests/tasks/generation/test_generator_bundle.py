@@ -119,9 +119,10 @@ def test_bundle_holds_checked_graphs_tokenizer_and_manifest(exported: tuple[Path
     vocab = manifest["model"]["vocab_size"]
     token_ids = {"name": "token_ids", "dtype": "int64", "shape": ["rows", "time"]}
     log_probs = {"name": "log_probs", "dtype": "float32", "shape": ["rows", vocab]}
-    top = min(TOP_CANDIDATES, vocab)
-    top_log_probs = {"name": "top_log_probs", "dtype": "float32", "shape": ["rows", top]}
-    top_ids = {"name": "top_ids", "dtype": "int64", "shape": ["rows", top]}
+    # each row's top_k best (format 5; the graph caps top_k at min(TOP_CANDIDATES, vocab))
+    top_log_probs = {"name": "top_log_probs", "dtype": "float32", "shape": ["rows", "top_k"]}
+    top_ids = {"name": "top_ids", "dtype": "int64", "shape": ["rows", "top_k"]}
+    top_k = {"name": "top_k", "dtype": "int64", "shape": [1]}
     selected = [
         {**entry, "name": "selected_" + entry["name"], "shape": ["new_rows", 2, 24]}
         for entry in state
@@ -130,7 +131,7 @@ def test_bundle_holds_checked_graphs_tokenizer_and_manifest(exported: tuple[Path
         "prime": {"file": "prime.onnx", "inputs": [token_ids, *state], "outputs": new_state},
         "step": {
             "file": "step.onnx",
-            "inputs": [{"name": "tokens", "dtype": "int64", "shape": ["rows"]}, *state],
+            "inputs": [{"name": "tokens", "dtype": "int64", "shape": ["rows"]}, *state, top_k],
             "outputs": [log_probs, top_log_probs, top_ids, *new_state],
         },
         "select": {
@@ -184,6 +185,30 @@ def test_per_step_log_probs_agree_within_1e_4(
             onnx_state = onnx_step.select(onnx_state, reorder)
             tokens = tokens[reorder]
     assert worst < 1e-4, f"max |log-prob difference| {worst:.2e}"
+
+
+@pytest.mark.parametrize("asked", [1, 5, TOP_CANDIDATES, 1000])
+def test_the_step_returns_the_top_k_it_is_asked_for(
+    runtimes: tuple[Generator, Generator], asked: int
+) -> None:
+    """Format 5: ``top_k`` sets how many candidates per row come back (ONNX Runtime's TopK
+    costs about linearly in it), at most ``min(TOP_CANDIDATES, vocab)``: each row's best,
+    best first, equal to the head of the full log-probs' ranking."""
+    onnx_step = runtimes[1].step_function
+    prompts = make_prompts(PROMPT_LENGTHS[max(PROMPT_LENGTHS)], runtimes[0].tokenizer.vocab_size, 2)
+    state, tokens = onnx_step.start(prompts)
+    full, _ = onnx_step.step(tokens, state)
+    host = {name: np.asarray(getattr(v, "numpy", lambda v=v: v)()) for name, v in state.items()}
+    inputs = {"tokens": tokens, **host, "top_k": np.array([asked])}
+    session = onnx_step.step_session
+    values, ids = session.run(["top_log_probs", "top_ids"], inputs)
+    count = min(asked, TOP_CANDIDATES, full.shape[1])
+    assert values.shape == ids.shape == (len(prompts), count)
+    np.testing.assert_array_equal(values, np.take_along_axis(full, ids, axis=1))
+    np.testing.assert_array_equal(values, -np.sort(-full, axis=1)[:, :count])
+    if asked <= TOP_CANDIDATES:  # what search gets from a narrowed step: as many as it asks
+        top, _ = onnx_step.narrowed(asked).step(tokens, state)
+        assert top.values.shape == (len(prompts), count)
 
 
 @pytest.mark.parametrize("batch", sorted(PROMPT_LENGTHS))

@@ -151,7 +151,7 @@ def test_bundle_holds_checked_graphs_tokenizers_and_manifest(exported: tuple[Pat
     encoder_inputs = [(i["name"], i["shape"]) for i in graphs["encoder"]["inputs"]]
     assert encoder_inputs == [("source_ids", ["rows", "source_len"]), ("source_lengths", ["rows"])]
     assert [o["name"] for o in graphs["encoder"]["outputs"]] == names
-    assert [i["name"] for i in graphs["step"]["inputs"]] == ["tokens", *names]
+    assert [i["name"] for i in graphs["step"]["inputs"]] == ["tokens", *names, "top_k"]
     step_outputs = graphs["step"]["outputs"]
     top = ["log_probs", "top_log_probs", "top_ids"]
     new = [f"new_{name}" for name in recurrent]
@@ -160,7 +160,7 @@ def test_bundle_holds_checked_graphs_tokenizers_and_manifest(exported: tuple[Pat
     assert step_outputs[-1] == attention
     vocab = model.target_tokenizer.vocab_size
     assert step_outputs[0] == {"name": "log_probs", "dtype": "float32", "shape": ["rows", vocab]}
-    top_ids = {"name": "top_ids", "dtype": "int64", "shape": ["rows", TOP_CANDIDATES]}
+    top_ids = {"name": "top_ids", "dtype": "int64", "shape": ["rows", "top_k"]}
     assert step_outputs[2] == top_ids
     memory = next(o for o in graphs["encoder"]["outputs"] if o["name"] == "memory")
     assert memory["shape"] == ["rows", "source_len", 24]  # the encoder's rows: its sentences
@@ -169,7 +169,7 @@ def test_bundle_holds_checked_graphs_tokenizers_and_manifest(exported: tuple[Pat
     assert step_shapes["memory"] == ["sentences", "source_len", 24]
     assert step_shapes["source_mask"] == ["sentences", "source_len"]
     assert step_shapes["hidden"][0] == "rows" and step_shapes["tokens"] == ["rows"]
-    assert manifest["format_version"] == 4
+    assert manifest["format_version"] == 5  # 5: the step's top_k input
     assert "output_rows" not in graphs  # no shortlist: the step holds the output layer
     select_inputs = [i["name"] for i in graphs["select"]["inputs"]]
     assert select_inputs == ["rows", "sentences", *names]
@@ -270,8 +270,9 @@ def test_greedy_and_beams_5_and_8_are_token_identical(
 def test_narrowed_steps_bring_only_the_top_candidates_to_the_host(
     exported: tuple[Path, Path], io_binding: bool
 ) -> None:
-    """A search that reads few log-probs per row gets the graph's top 16, best first, as
-    TopLogProbs: only those cross to the host (from the device, with I/O binding)."""
+    """A search that reads few log-probs per row gets the graph's top ones, as many as it
+    asks for (the step's ``top_k``, format 5), best first, as TopLogProbs: only those cross
+    to the host (from the device, with I/O binding)."""
     checkpoint, bundle = exported
     full = load_bundle(bundle, device="cpu", threads=1, io_binding=io_binding).step_function
     sources = make_sources(SOURCE_LENGTHS[7], 20)
@@ -281,8 +282,8 @@ def test_narrowed_steps_bring_only_the_top_candidates_to_the_host(
     narrow = full.narrowed(13)
     assert full.candidates is None  # a view: the step function itself is unchanged
     top, _ = narrow.step(tokens, state)
-    assert isinstance(top, TopLogProbs) and top.shape == (7, TOP_CANDIDATES)
-    best = np.argsort(-expected, axis=1)[:, :TOP_CANDIDATES]
+    assert isinstance(top, TopLogProbs) and top.shape == (7, 13)
+    best = np.argsort(-expected, axis=1)[:, :13]
     np.testing.assert_array_equal(top.token_ids, best)
     np.testing.assert_allclose(top.values, np.take_along_axis(expected, best, axis=1), atol=1e-6)
     np.testing.assert_allclose(top.dense(expected.shape[1])[:, best[0, 0]], expected[:, best[0, 0]])
@@ -294,7 +295,10 @@ def test_narrowed_steps_bring_only_the_top_candidates_to_the_host(
     torch_top, _ = torch_step.narrowed(13).step(tokens, torch_state)
     assert isinstance(torch_top, TopLogProbs) and torch_top.shape == (7, 13)
     np.testing.assert_array_equal(torch_top.token_ids, best[:, :13])
-    np.testing.assert_allclose(torch_top.values, top.values[:, :13], atol=1e-4)
+    np.testing.assert_allclose(torch_top.values, top.values, atol=1e-4)
+    most, _ = full.narrowed(TOP_CANDIDATES).step(tokens, state)
+    assert isinstance(most, TopLogProbs) and most.shape == (7, TOP_CANDIDATES)
+    np.testing.assert_array_equal(most.token_ids[:, :13], best)
 
 
 def test_translate_from_the_bundle_equals_pytorch(runtimes: tuple[Translator, Translator]) -> None:
@@ -454,6 +458,47 @@ def test_a_translator_bundle_of_an_older_format_is_refused_in_one_line(
     )
 
 
+def as_format_4(bundle: Path) -> None:
+    """Turn a bundle's step graph back into format 4's: ``TopK`` of a fixed ``K``, no
+    ``top_k`` input (what the packaged translators and earlier exports hold)."""
+    import onnx
+
+    step = onnx.load(str(bundle / "step.onnx"))
+    cap = next(node for node in step.graph.node if node.op_type == "Min")
+    top = next(node for node in step.graph.node if node.op_type == "TopK")
+    top.input[1] = cap.input[1]
+    step.graph.node.remove(cap)
+    step.graph.input.remove(next(i for i in step.graph.input if i.name == "top_k"))
+    for output in step.graph.output[1:3]:
+        output.type.tensor_type.shape.dim[1].dim_value = TOP_CANDIDATES
+    onnx.save(step, str(bundle / "step.onnx"))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    entry = manifest["graphs"]["step"]
+    entry["inputs"] = [i for i in entry["inputs"] if i["name"] != "top_k"]
+    for output in entry["outputs"][1:3]:
+        output["shape"] = ["rows", TOP_CANDIDATES]
+    (bundle / "manifest.json").write_text(json.dumps({**manifest, "format_version": 4}))
+
+
+def test_a_format_4_bundle_still_decodes_as_before(
+    exported: tuple[Path, Path], bundle_copy: Path
+) -> None:
+    """Format 5 only added the step's ``top_k`` input: a format 4 step, which returns its
+    fixed 16 candidates and is fed no ``top_k``, loads and gives the same hypotheses."""
+    as_format_4(bundle_copy)
+    sources = make_sources(SOURCE_LENGTHS[7], 20)
+    common = {"max_new_tokens": MAX_NEW_TOKENS, "eos_id": 3, "banned_token_ids": (0, 1, 2)}
+    found = []
+    for bundle in (exported[1], bundle_copy):
+        step_function = load_bundle(bundle, device="cpu", threads=1).step_function
+        narrow, _ = step_function.narrowed(5).step(*reversed(step_function.start(sources)))
+        greedy = greedy_search(step_function, *step_function.start(sources), **common)
+        beams = beam_search(step_function, *step_function.start(sources), beam_size=5, **common)
+        found.append((narrow.shape[1], [h.tokens for h in greedy], [b[0].tokens for b in beams]))
+    assert found[0][0] == 5 and found[1][0] == TOP_CANDIDATES  # as asked / the fixed K
+    assert found[0][1:] == found[1][1:]
+
+
 def test_a_step_graph_taking_the_source_side_per_row_is_refused(bundle_copy: Path) -> None:
     import onnx
 
@@ -527,14 +572,15 @@ def test_a_shortlisted_bundle_decodes_as_pytorch_does(
         {"name": "output_weight", "dtype": "float32", "shape": ["shortlist", width]},
         {"name": "output_bias", "dtype": "float32", "shape": ["shortlist"]},
     ]
-    assert step_inputs[-5:] == [
+    assert step_inputs[-6:] == [
         {"name": "output_ids", "dtype": "int64", "shape": ["shortlist"]},
         *rows,
         {"name": "output_columns", "dtype": "int64", "shape": per_sentence},
         {"name": "output_mask", "dtype": "float32", "shape": per_sentence},
+        {"name": "top_k", "dtype": "int64", "shape": [1]},  # format 5
     ]
     output_rows = manifest["graphs"]["output_rows"]
-    assert output_rows["inputs"] == [step_inputs[-5]] and output_rows["outputs"] == rows
+    assert output_rows["inputs"] == [step_inputs[-6]] and output_rows["outputs"] == rows
     log_probs = manifest["graphs"]["step"]["outputs"][0]
     assert log_probs == {
         "name": "log_probs",
@@ -680,7 +726,7 @@ def test_an_int8_bundle_runs_close_to_float32_on_the_cpu_only(
         {"name": "output_bias", "dtype": "float32", "shape": ["shortlist"]},
     ]
     assert manifest["graphs"]["output_rows"]["outputs"] == rows
-    assert manifest["graphs"]["step"]["inputs"][-5:-2] == rows
+    assert manifest["graphs"]["step"]["inputs"][-6:-3] == rows
     vocab = manifest["model"]["target_vocab_size"]
     int8 = onnx.TensorProto.INT8
     tables = [init for init in step_graph.graph.initializer if init.data_type == int8]
