@@ -190,8 +190,8 @@ class TranslatorStepGraph(nn.Module):
         if output_ids is None:
             log_probs, top_values, top_ids = with_top_candidates(log_probs)
         else:
-            # A fixed K (a shortlist holds at least this many tokens: the config checks
-            # shortlist_frequent), so the top outputs keep a static width.
+            # K = min(16, vocab): a shortlist holds at least 16 tokens (the config checks
+            # shortlist_frequent); the exporter makes it Min(top_k, K) (format 5).
             count = min(TOP_CANDIDATES, self.model.target_vocab_size)
             top_values, top_columns = torch.topk(log_probs, count, dim=-1)
             top_ids = sentence_token_ids(output_ids, columns, top_columns)
