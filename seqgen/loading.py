@@ -92,12 +92,14 @@ def load(
 def exported_bundle(checkpoint: Path, *, kind: str | None = None, int8: bool = False) -> Path:
     """The bundle of ``checkpoint`` in the cache (its ``int8`` one), exported on first use."""
     from seqgen.bundles.export import export_bundle
-    from seqgen.bundles.reader import bundle_kind
+    from seqgen.bundles.reader import FORMAT_VERSION, bundle_kind
     from seqgen.training.checkpoint import resolve_checkpoint_path
 
     file = resolve_checkpoint_path(checkpoint)
     status = file.stat()
-    key = f"{file.resolve()}:{status.st_size}:{status.st_mtime_ns}"
+    # The format too: after an upgrade the checkpoint is exported anew in this seqgen's
+    # format (an older format may load slower or be refused), never read stale.
+    key = f"{file.resolve()}:{status.st_size}:{status.st_mtime_ns}:{FORMAT_VERSION}"
     import hashlib  # here: a one-line call on a bundle never needs it
 
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
