@@ -38,8 +38,17 @@ def reverse_index(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
 
 
 def gather_time(sequence: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``sequence[row, index[row, t]]`` for ``(rows, time, features)`` and ``(rows, time)``."""
-    return sequence.gather(1, index.unsqueeze(-1).expand(-1, -1, sequence.shape[-1]))
+    """``sequence[row, index[row, t]]`` for ``(rows, time, features)`` and ``(rows, t')``.
+
+    Whole feature vectors are copied by one ``index_select`` over ``rows x time``, not by a
+    ``gather`` whose index is expanded over the features: that one read a stride-0 index per
+    element (64 x 40 x 256 float32, one thread: 1.3-1.6 ms forward and 3.3-5.4 ms with its
+    backward, against 0.28 and 0.79 ms), and in ONNX an ``Expand`` of that index (5 MB of
+    int64) fed a ``GatherElements``. The same values and gradients either way."""
+    rows, time, features = sequence.shape
+    flat = index + torch.arange(rows, device=index.device).unsqueeze(1) * time  # (rows, t')
+    gathered = sequence.reshape(rows * time, features).index_select(0, flat.reshape(-1))
+    return gathered.reshape(rows, index.shape[1], features)
 
 
 def last_output(outputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
