@@ -370,8 +370,11 @@ def _top_k_from_input(graph: Any) -> None:
     import onnx
 
     nodes = list(graph.graph.node)
-    found = [i for i, node in enumerate(nodes) if node.op_type == "TopK"]
-    found = [i for i in found if nodes[i].output[0] == STEP_OUTPUTS[1]]
+    found = [
+        i
+        for i, node in enumerate(nodes)
+        if node.op_type == "TopK" and node.output[0] == STEP_OUTPUTS[1]
+    ]
     if not found:
         return
     top = nodes[found[0]]

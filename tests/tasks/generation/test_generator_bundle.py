@@ -198,7 +198,8 @@ def test_the_step_returns_the_top_k_it_is_asked_for(
     prompts = make_prompts(PROMPT_LENGTHS[max(PROMPT_LENGTHS)], runtimes[0].tokenizer.vocab_size, 2)
     state, tokens = onnx_step.start(prompts)
     full, _ = onnx_step.step(tokens, state)
-    host = {name: np.asarray(getattr(v, "numpy", lambda v=v: v)()) for name, v in state.items()}
+    # With I/O binding the state is OrtValues; the session is run here with host arrays.
+    host = {name: v.numpy() if hasattr(v, "numpy") else v for name, v in state.items()}
     inputs = {"tokens": tokens, **host, "top_k": np.array([asked])}
     session = onnx_step.step_session
     values, ids = session.run(["top_log_probs", "top_ids"], inputs)

@@ -491,7 +491,8 @@ def test_a_format_4_bundle_still_decodes_as_before(
     found = []
     for bundle in (exported[1], bundle_copy):
         step_function = load_bundle(bundle, device="cpu", threads=1).step_function
-        narrow, _ = step_function.narrowed(5).step(*reversed(step_function.start(sources)))
+        state, first_tokens = step_function.start(sources)
+        narrow, _ = step_function.narrowed(5).step(first_tokens, state)
         greedy = greedy_search(step_function, *step_function.start(sources), **common)
         beams = beam_search(step_function, *step_function.start(sources), beam_size=5, **common)
         found.append((narrow.shape[1], [h.tokens for h in greedy], [b[0].tokens for b in beams]))
