@@ -187,6 +187,13 @@ def run_session(
     return {name: values[name].numpy() if name in host_outputs else values[name] for name in values}
 
 
+def take_rows(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``array[rows]``, ``rows`` ``(n,)`` int64 on axis 0, as ``ndarray.take``: the same copy,
+    without fancy indexing's general machinery (a (320, 256) float32 state: 7 against 12 µs,
+    a few times a decoding step)."""
+    return array.take(rows, axis=0)
+
+
 def to_device(array: np.ndarray, device: str) -> onnxruntime.OrtValue:
     """A host array copied into ``device``'s memory (``"cpu"`` or ``"cuda"``)."""
     return onnxruntime.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), device, 0)

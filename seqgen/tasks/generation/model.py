@@ -90,7 +90,9 @@ class LanguageModel(nn.Module):
         first = None
         if embedding_gates is not None and not self.training:
             weight = self.rnn.weight_ih_l0
-            first = EmbeddedGates(embedding_gates[tokens], weight[:, weight.shape[1] :])
+            first = EmbeddedGates(
+                embedding_gates.index_select(0, tokens), weight[:, weight.shape[1] :]
+            )
             inputs = first.gates[:, :0]  # the embedding was the first layer's only input
         else:
             inputs = self.dropout(self.embedding(tokens))

@@ -32,6 +32,7 @@ from seqgen.decoding.onnx_session import (
     DeviceState,
     device_of,
     run_select,
+    take_rows,
     to_device,
 )
 from seqgen.decoding.priming import group_by_length
@@ -124,7 +125,7 @@ class OnnxLanguageModelStep(DeviceState):
             assert self.select_session is not None  # checked in __init__
             return run_select(self.select_session, state, self.state_names, rows, self.device)
         rows = np.asarray(rows, dtype=np.int64)
-        return {name: array[rows] for name, array in state.items()}
+        return {name: take_rows(array, rows) for name, array in state.items()}
 
 
 def state_specs(

@@ -180,7 +180,10 @@ class Decoder(nn.Module):
         if embedding_gates is not None and not self.training:
             rest = self.rnn.weight_ih_l0[:, self.config.embedding_size :]
             # A float16 graph's table is float32 (embedding_gates): rows cast, not the table.
-            embedded = EmbeddedGates(embedding_gates[tokens].to(rest.dtype), rest)
+            # index_select, not table[tokens]: an exported step gets ONNX's Gather, not a
+            # GatherND, for the same rows.
+            rows = embedding_gates.index_select(0, tokens)
+            embedded = EmbeddedGates(rows.to(rest.dtype), rest)
         else:
             embedded = self.dropout(self.embedding(tokens))
         feed = state.get("feed")

@@ -62,6 +62,7 @@ from seqgen.decoding.onnx_session import (
     device_of,
     open_graphs,
     run_session,
+    take_rows,
     to_device,
 )
 from seqgen.errors import CheckpointError
@@ -301,7 +302,7 @@ class OnnxTranslatorStep(DeviceState):
     def _select(self, state: State, rows: np.ndarray, *, separate: bool = False) -> State:
         """:meth:`select`; ``separate``: each row a sentence of its own."""
         if not self.io_binding:
-            return select_rows(state, rows, lambda array, index: array[index], separate=separate)
+            return select_rows(state, rows, take_rows, separate=separate)
         assert self.select_session is not None  # checked in __init__
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         rows_per_sentence, sentences = row_layout(rows, state[LAYOUT][1], separate=separate)

@@ -122,16 +122,19 @@ def select_rows(
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     old_sentences, old_k = state[LAYOUT]
     k, sentences = row_layout(rows, old_k, separate=separate)
-    unchanged = k == old_k and sentences.size == old_sentences
-    unchanged = unchanged and bool((sentences == np.arange(sentences.size)).all())
+    # The first sentences kept in their order (beams opened or reordered, the batch's last
+    # sentences finished): the source side is the leading part of the old one, a view.
+    leading = bool((sentences == np.arange(sentences.size)).all())
     selected: dict[str, Any] = {LAYOUT: (sentences.size, k), **per_batch(state)}
     row_index = index(rows)
-    sentence_index = None if unchanged else index(sentences)
+    sentence_index = None if leading else index(sentences)
     for name, value in state.items():
         if name == LAYOUT or name in PER_BATCH:
             continue
-        if name in PER_SENTENCE:
-            selected[name] = value if unchanged else gather(value, sentence_index)
-        else:
+        if name not in PER_SENTENCE:
             selected[name] = gather(value, row_index)
+        elif not leading:
+            selected[name] = gather(value, sentence_index)
+        else:
+            selected[name] = value if sentences.size == old_sentences else value[: sentences.size]
     return selected

@@ -66,3 +66,22 @@ def test_select_gathers_the_source_side_only_when_the_sentences_change() -> None
     assert dropped[LAYOUT] == (1, 2)
     np.testing.assert_array_equal(dropped["memory"], state["memory"][[1]])
     np.testing.assert_array_equal(dropped["source_mask"], state["source_mask"][[1]])
+
+
+def test_the_first_sentences_in_order_keep_their_source_side_without_a_copy() -> None:
+    state = numpy_state(3)
+    # Beams opened: the same sentences in their order, so the same arrays.
+    beams = select_rows(state, np.array([0, 0, 1, 1, 2, 2]), gather)
+    assert beams[LAYOUT] == (3, 2)
+    assert beams["memory"] is state["memory"] and beams[OUTPUT_MASK] is state[OUTPUT_MASK]
+    # The last sentence finished: the first two, as a view of the old arrays.
+    dropped = select_rows(beams, np.array([1, 0, 2, 3]), gather)
+    assert dropped[LAYOUT] == (2, 2)
+    for name in ("memory", "source_mask", OUTPUT_MASK):
+        assert np.shares_memory(dropped[name], state[name])
+        np.testing.assert_array_equal(dropped[name], state[name][[0, 1]])
+    np.testing.assert_array_equal(dropped["hidden"], beams["hidden"][[1, 0, 2, 3]])
+    # A sentence before the last finished: gathered, a copy.
+    middle = select_rows(dropped, np.array([2, 3]), gather)
+    assert not np.shares_memory(middle["memory"], state["memory"])
+    np.testing.assert_array_equal(middle["memory"], state["memory"][[1]])
