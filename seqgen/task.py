@@ -41,7 +41,8 @@ class Task:
     - ``from_checkpoint(checkpoint, recipe, path, device) -> pipeline`` on PyTorch;
     - ``from_bundle(folder, manifest, **runtime) -> pipeline`` on ONNX Runtime (``runtime``:
       device, threads, io_binding; imports no torch);
-    - ``write_bundle(pipeline, model, staging, *, fp16) -> manifest entries`` (export);
+    - ``write_bundle(pipeline, model, staging, *, fp16, int8) -> manifest entries`` (export;
+      ``int8``: a bundle for the CPU, whose step the quantizer rewrites after);
     - ``trainer``: a class ``(recipe, output_dir, *, resume, data_dir)`` with ``run()``;
     - ``evaluate(pipeline, request) -> lines``: what ``seqgen evaluate`` prints;
     - ``command``: the click command named :attr:`command` (``seqgen generate``, ...);

@@ -132,7 +132,8 @@ def export_bundle(
         # A tanh RNN is exported as the GRU that computes it (layers.cells.tanh_rnn_as_gru).
         exported = with_exportable_cells(copy.deepcopy(model)).cpu().eval()
         write = task.hook("write_bundle")
-        manifest = write(pipeline, exported.half() if fp16 else exported, staging, fp16=fp16)
+        model_to_write = exported.half() if fp16 else exported
+        manifest = write(pipeline, model_to_write, staging, fp16=fp16, int8=int8)
         # The graph run at every step (a classifier's one graph runs once per batch).
         hot = task.graph_files.get("step") or next(iter(task.graph_files.values()))
         # A shortlisted translator's output_rows graph gathers the rows its step multiplies by.

@@ -43,7 +43,12 @@ class ClassifyGraph(nn.Module):
 
 
 def write_bundle(
-    classifier: Classifier, model: SequenceClassifier, staging: Path, *, fp16: bool
+    classifier: Classifier,
+    model: SequenceClassifier,
+    staging: Path,
+    *,
+    fp16: bool,
+    int8: bool = False,
 ) -> dict[str, Any]:
     """Write the graph and tokenizer into ``staging``; returns the manifest's entries."""
     spec = GraphSpec(

@@ -67,7 +67,7 @@ class StepGraph(nn.Module):
 
 
 def write_bundle(
-    generator: Generator, model: LanguageModel, staging: Path, *, fp16: bool
+    generator: Generator, model: LanguageModel, staging: Path, *, fp16: bool, int8: bool = False
 ) -> dict[str, Any]:
     """Write a generator's graphs and tokenizer into ``staging``; returns its manifest."""
     files = GRAPH_FILES

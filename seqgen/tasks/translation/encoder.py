@@ -21,7 +21,10 @@ a pure function of tensors.
 In an exported graph each LSTM layer runs as :func:`lstm_to_lengths`, a custom operator that
 ONNX export writes as one ``LSTM`` node given each row's length (``sequence_lens``), which
 returns that cell state itself (``Y_c``) and skips the padding: the recomputation's four
-products over the whole source (a third of the encoder graph's time) leave the graph.
+products over the whole source (a third of the encoder graph's time) leave the graph. An int8
+bundle (for the CPU) exports the first layer as :func:`table_lstm` instead: the input product
+depends only on the source token, so it is a table of the vocabulary's gates, and the
+recurrence an ONNX ``Scan``.
 
 Mask convention: ``True`` = a real token, ``False`` = padding.
 """
@@ -35,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqgen.layers.buckets import bucketed_linear
-from seqgen.layers.cells import RNN_CLASSES
+from seqgen.layers.cells import RNN_CLASSES, gate_table_fits
 from seqgen.layers.dropout import Dropout
 from seqgen.layers.lengths import (
     gather_time,
@@ -114,6 +117,47 @@ def _(
     return inputs.new_empty(rows, time, hidden), inputs.new_empty(rows, hidden)
 
 
+def table_lstm(
+    rnn: nn.LSTM, embedding: nn.Embedding, token_ids: torch.Tensor, lengths: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A first-layer LSTM direction over embedded ``token_ids`` ``(rows, time)``, for an
+    exported CPU graph: its outputs ``(rows, time, hidden)`` (past a row's length, values the
+    encoder zeroes) and each row's cell state after its last real token ``(rows, hidden)``.
+
+    The input product ``embedding(token) @ weight_ih.T + bias_ih`` depends only on the token,
+    so the graph gathers it from a table of every token's gates (with ``bias_hh``: a
+    constant product that ONNX Runtime folds when a session starts, as the decoder's gate
+    table) instead of multiplying at every position, and runs the recurrence as a ``Scan``
+    (``torch._higher_order_ops.scan``; the exporter writes it as ONNX ``Scan``). The cell
+    state stands still past a row's length; nothing reads the outputs there. No dropout
+    (decoding only)."""
+    from torch._higher_order_ops.scan import scan  # export only; torch's own scan
+
+    table = F.linear(embedding.weight, rnn.weight_ih_l0, rnn.bias_ih_l0 + rnn.bias_hh_l0)
+    time_major = token_ids.t()  # (time, rows): the Scan runs over the first axis
+    gates = table.index_select(0, time_major.reshape(-1)).reshape(*time_major.shape, -1)
+    real = length_mask(lengths, token_ids.shape[1]).t().unsqueeze(-1)  # (time, rows, 1)
+    weight_hh = rnn.weight_hh_l0.t()
+
+    def position(
+        carry: tuple[torch.Tensor, torch.Tensor], inputs: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+        (hidden, cell), (gate, is_real) = carry, inputs
+        # PyTorch stacks the gates as i, f, g, o.
+        input_gate, forget_gate, cell_gate, output_gate = (gate + hidden @ weight_hh).chunk(4, -1)
+        new_cell = torch.sigmoid(forget_gate) * cell + torch.sigmoid(input_gate) * torch.tanh(
+            cell_gate
+        )
+        new_hidden = torch.sigmoid(output_gate) * torch.tanh(new_cell)
+        # The output a tensor of its own: a scan's carry and output may not alias.
+        return (new_hidden, torch.where(is_real, new_cell, cell)), new_hidden.clone()
+
+    rows, size = token_ids.shape[0], rnn.hidden_size
+    start = (gates.new_zeros(rows, size), gates.new_zeros(rows, size))  # two, not one aliased
+    (_, cell), outputs = scan(position, start, (gates, real))
+    return outputs.transpose(0, 1), cell
+
+
 class DirectionRun(NamedTuple):
     """What a bidirectional layer's final states are read from (batch-major tensors)."""
 
@@ -149,6 +193,8 @@ class Encoder(nn.Module):
         self.backward_layers = nn.ModuleList(
             rnn_class(size, self.hidden_size, batch_first=True) for size in input_sizes
         )
+        # Set on an int8 bundle's copy before export: the first LSTM layer as table_lstm.
+        self.export_table_lstm = False
 
     @property
     def memory_size(self) -> int:
@@ -173,7 +219,10 @@ class Encoder(nn.Module):
         real = length_mask(source_lengths, source_len).unsqueeze(-1)
         index = reverse_index(source_lengths, source_len)
         inputs = self.dropout(self.embedding(source_ids))
-        memory, run = self._bidirectional_layer(0, inputs, index, real, source_lengths)
+        if self._exports_table_lstm():
+            memory, run = self._table_layer(source_ids, inputs, index, real, source_lengths)
+        else:
+            memory, run = self._bidirectional_layer(0, inputs, index, real, source_lengths)
         for layer in range(1, len(self.forward_layers)):
             inputs = self.dropout(memory)  # between layers, as nn.LSTM's dropout does
             memory, run = self._bidirectional_layer(layer, inputs, index, real, source_lengths)
@@ -208,6 +257,48 @@ class Encoder(nn.Module):
             forward_outputs, _ = self.forward_layers[layer](inputs)
             reversed_outputs, _ = self.backward_layers[layer](reversed_inputs)
             cells = None
+        return self._joined(forward_outputs, reversed_inputs, reversed_outputs, cells, index, real)
+
+    def _exports_table_lstm(self) -> bool:
+        """Whether the first layer is exported as :func:`table_lstm` (an int8 bundle's LSTM
+        encoder, when the gate tables stay within the decoder's limit)."""
+        return (
+            self.export_table_lstm
+            and self.cell == "lstm"
+            and torch.onnx.is_in_onnx_export()
+            and gate_table_fits(self.embedding, self.forward_layers[0])
+        )
+
+    def _table_layer(
+        self,
+        source_ids: torch.Tensor,
+        inputs: torch.Tensor,
+        index: torch.Tensor,
+        real: torch.Tensor,
+        lengths: torch.Tensor,
+    ) -> tuple[torch.Tensor, DirectionRun]:
+        """The first layer in export as :func:`table_lstm`; the backward direction reads
+        each row's token ids reversed within its length."""
+        forward_outputs, forward_cell = table_lstm(
+            self.forward_layers[0], self.embedding, source_ids, lengths
+        )
+        reversed_outputs, backward_cell = table_lstm(
+            self.backward_layers[0], self.embedding, source_ids.gather(1, index), lengths
+        )
+        cells = (forward_cell, backward_cell)
+        reversed_inputs = gather_time(inputs, index)  # unused in export (final_cells given)
+        return self._joined(forward_outputs, reversed_inputs, reversed_outputs, cells, index, real)
+
+    @staticmethod
+    def _joined(
+        forward_outputs: torch.Tensor,
+        reversed_inputs: torch.Tensor,
+        reversed_outputs: torch.Tensor,
+        cells: tuple[torch.Tensor, torch.Tensor] | None,
+        index: torch.Tensor,
+        real: torch.Tensor,
+    ) -> tuple[torch.Tensor, DirectionRun]:
+        """The layer's memory ``(rows, source_len, 2 * hidden)`` from its two directions."""
         backward_outputs = gather_time(reversed_outputs, index)
         # Zeros at padding, so nothing downstream can read garbage from there.
         outputs = torch.cat([forward_outputs, backward_outputs], dim=-1) * real

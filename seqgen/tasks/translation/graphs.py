@@ -200,10 +200,19 @@ class TranslatorStepGraph(nn.Module):
 
 
 def write_bundle(
-    translator: Translator, model: EncoderDecoder, staging: Path, *, fp16: bool
+    translator: Translator,
+    model: EncoderDecoder,
+    staging: Path,
+    *,
+    fp16: bool,
+    int8: bool = False,
 ) -> dict[str, Any]:
-    """Write the graphs and tokenizers into ``staging``; returns the manifest's entries."""
+    """Write the graphs and tokenizers into ``staging``; returns the manifest's entries.
+    ``int8`` (a bundle for the CPU): the encoder's first LSTM layer is written as a gate
+    table and a ``Scan`` (``encoder.table_lstm``), which ONNX Runtime's CPU runs faster than
+    its ``LSTM`` node; ``model`` is the export's own copy."""
     files = GRAPH_FILES
+    model.encoder.export_table_lstm = int8
     specs = graph_specs(model)
     graphs = {name: export_graph(spec, staging / files[name]) for name, spec in specs.items()}
     if not fp16:

@@ -82,3 +82,18 @@ def test_the_cpu_encoder_reads_its_final_cells_from_the_held_lstm(monkeypatch) -
     source_ids = torch.randint(1, 20, (ROWS, TIME)) * length_mask(LENGTHS, TIME)
     _, final = encoder(source_ids, LENGTHS)
     assert not calls and final["cell"].shape == (ROWS, 2 * HIDDEN)
+
+
+def test_the_exported_table_lstm_gives_each_rows_own_outputs_and_final_cell() -> None:
+    """``table_lstm`` (an int8 bundle's first encoder layer): the embedding's gates from a
+    table and the recurrence in a scan, each row as if alone, in float64."""
+    torch.manual_seed(0)
+    embedding = nn.Embedding(11, INPUTS).double()
+    rnn = nn.LSTM(INPUTS, HIDDEN, batch_first=True).double()
+    token_ids = torch.randint(0, 11, (ROWS, TIME))
+    with torch.no_grad():
+        outputs, cell = encoder_module.table_lstm(rnn, embedding, token_ids, LENGTHS)
+        alone_outputs, alone_cell = row_by_row(rnn, embedding(token_ids))
+    torch.testing.assert_close(cell, alone_cell, rtol=0, atol=1e-12)
+    for row, length in enumerate(LENGTHS.tolist()):
+        torch.testing.assert_close(outputs[row, :length], alone_outputs[row], rtol=0, atol=1e-12)
