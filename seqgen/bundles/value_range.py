@@ -73,6 +73,8 @@ def unit_range_values(graph: onnx.GraphProto, inputs: Collection[str] = ()) -> s
             weights.add(node.output[0])
         if _node_within(node, known, weights) or _mixes(node, known, producers):
             known.update(name for name in node.output[: _bounded_outputs(node)] if name)
+        elif node.op_type == "Scan" and node.domain in ("", "ai.onnx"):
+            known.update(_scan_outputs_within(node, known))
     return known
 
 
@@ -120,6 +122,22 @@ def _node_within(node: onnx.NodeProto, known: set[str], weights: set[str]) -> bo
     if op == "MatMul":  # weights summing to 1 over the axis it sums over, times values
         return node.input[0] in weights and node.input[1] in known
     return False
+
+
+def _scan_outputs_within(node: onnx.NodeProto, known: set[str]) -> list[str]:
+    """A ``Scan`` node's scan outputs (those after its states) within range: where its body
+    gives one within range from the scan inputs known to be (each iteration reads a slice
+    of one) and the body's own constants. States count as unknown: proving a state's range
+    would take every iteration (an int8 bundle's encoder, ``encoder.table_lstm``: each
+    position's hidden state, a sigmoid times a tanh)."""
+    attributes = _attributes(node)
+    body = attributes["body"]
+    assert isinstance(body, onnx.GraphProto)
+    states = len(node.input) - int(attributes["num_scan_inputs"])  # type: ignore[call-overload]
+    sliced = zip(body.input[states:], node.input[states:], strict=False)
+    within = unit_range_values(body, {value.name for value, name in sliced if name in known})
+    outputs = zip(node.output[states:], body.output[states:], strict=False)
+    return [name for name, value in outputs if name and value.name in within]
 
 
 def _mixes(node: onnx.NodeProto, known: set[str], producers: dict[str, onnx.NodeProto]) -> bool:

@@ -147,3 +147,33 @@ def test_a_step_input_is_within_range_where_its_givers_and_the_step_keep_it_ther
     assert unit_range_inputs(step, []) == set()  # nothing gives them: nothing known
     prime = graph([node("Identity", ["source"], "new_hidden")], ["source"], ["new_hidden"])
     assert unit_range_inputs(step, [start, prime]) == set()  # one giver out of range
+
+
+def test_a_scans_outputs_where_its_body_keeps_them_within_range() -> None:
+    """An LSTM written as a ``Scan`` (an int8 bundle's encoder): each position's hidden
+    state, a sigmoid times a tanh, is within range; the cell state and a plain sum are not,
+    nor a body output that copies a state (a state's range is not followed)."""
+    body = graph(
+        [
+            node("Add", ["gate", "cell"], "pre"),
+            node("Sigmoid", ["pre"], "open"),
+            node("Tanh", ["pre"], "squashed"),
+            node("Mul", ["open", "squashed"], "hidden"),
+            node("Identity", ["hidden"], "each_hidden"),
+            node("Identity", ["cell"], "each_cell"),
+            node("Identity", ["gate"], "each_gate"),
+        ],
+        ["cell", "gate"],
+        ["pre", "each_hidden", "each_cell", "each_gate"],
+    )
+    scan = node(
+        "Scan",
+        ["start", "gates"],
+        ["final", "hiddens", "cells", "gates_again"],
+        num_scan_inputs=1,
+        body=body,
+    )
+    g = graph([scan], ["start", "gates"], list(scan.output))
+    assert unit_range_values(g) == {"hiddens"}
+    # A scan input within range reaches the body outputs that move it.
+    assert unit_range_values(g, ["gates"]) == {"gates", "hiddens", "gates_again"}

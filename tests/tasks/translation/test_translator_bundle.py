@@ -771,8 +771,10 @@ def test_an_input_fed_int8_step_has_no_float32_weight_product_left(
     """With input feeding the first layer's weight on the fed-back vector is a slice of its
     input weight (the embedding's share is the gate table): that product is int8 too. Each
     product reads values within [-1, 1] (the hidden state, the fed-back tanh, attention's
-    context over the encoder's states): one fixed scale each, no range found per row."""
-    checkpoint = save_tiny_translator(tmp_path / "translator.safetensors", cell=cell)
+    context over the encoder's states, from a Scan for an LSTM's one layer): one fixed
+    scale each, no range found per row."""
+    path = tmp_path / "translator.safetensors"
+    checkpoint = save_tiny_translator(path, cell=cell, encoder_layers=1)
     int8_bundle = export_bundle(checkpoint, tmp_path / "int8", int8=True)
     ops = [node.op_type for node in onnx.load(str(int8_bundle / "step.onnx")).graph.node]
     assert ops.count("MatMulIntegerToFloat") == 4  # hidden, feed, attention out, output
