@@ -60,6 +60,22 @@ def gate_table_fits(embedding: nn.Embedding, rnn: nn.RNNBase, limit: int | None 
     return embedding.num_embeddings * rnn.weight_ih_l0.shape[0] <= limit
 
 
+def layer_major(tensor: torch.Tensor) -> torch.Tensor:
+    """A batch-major state ``(rows, layers, hidden)`` as PyTorch's RNNs take it, ``(layers,
+    rows, hidden)``. One layer moves no data: a squeeze and an unsqueeze, which an exported
+    step graph runs without a copy, where a ``Transpose`` copied the state at every step."""
+    if tensor.shape[1] == 1:
+        return tensor.squeeze(1).unsqueeze(0)
+    return tensor.transpose(0, 1).contiguous()
+
+
+def batch_major(tensor: torch.Tensor) -> torch.Tensor:
+    """:func:`layer_major` undone: ``(layers, rows, hidden)`` -> ``(rows, layers, hidden)``."""
+    if tensor.shape[0] == 1:
+        return tensor.squeeze(0).unsqueeze(1)
+    return tensor.transpose(0, 1)
+
+
 def step_cells(
     rnn: nn.RNNBase,
     inputs: torch.Tensor,
@@ -88,11 +104,15 @@ def step_cells(
             # The cell adds its input-side bias to input @ weight_ih.T, so the embedding's
             # precomputed share ``(rows, gates)`` goes in as that bias.
             weights[0], weights[2] = first.weight, first.gates
+        # One layer's state by squeeze, not index: a view either way, but exported a Squeeze
+        # runs without a copy where a Gather copies.
+        layer_hidden = hidden.squeeze(0) if rnn.num_layers == 1 else hidden[layer]
         if is_lstm:
-            new_hidden, new_cell = function(layer_input, (hidden[layer], cell[layer]), *weights)
+            layer_cell = cell.squeeze(0) if rnn.num_layers == 1 else cell[layer]
+            new_hidden, new_cell = function(layer_input, (layer_hidden, layer_cell), *weights)
             cells.append(new_cell)
         else:
-            new_hidden = function(layer_input, hidden[layer], *weights)
+            new_hidden = function(layer_input, layer_hidden, *weights)
         hiddens.append(new_hidden)
         # nn.RNNBase's dropout: between layers, not after the top one.
         if layer + 1 < rnn.num_layers:

@@ -12,7 +12,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from seqgen.layers.cells import RNN_CLASSES, EmbeddedGates, RnnState, embedding_gates, step_cells
+from seqgen.layers.cells import (
+    RNN_CLASSES,
+    EmbeddedGates,
+    RnnState,
+    batch_major,
+    embedding_gates,
+    layer_major,
+    step_cells,
+)
 from seqgen.layers.dropout import Dropout
 from seqgen.tasks.generation.config import LanguageModelConfig
 
@@ -106,13 +114,13 @@ class LanguageModel(nn.Module):
 
     def _layer_major(self, state: LanguageModelState) -> RnnState:
         """Batch-major ``(rows, layers, hidden)`` -> PyTorch's ``(layers, rows, hidden)``."""
-        tensors = [state[name].transpose(0, 1).contiguous() for name in self.state_names]
+        tensors = [layer_major(state[name]) for name in self.state_names]
         return (tensors[0], tensors[1]) if self.config.cell == "lstm" else tensors[0]
 
     def _batch_major(self, rnn_state: RnnState) -> LanguageModelState:
         """The layer-major state back to the batch-major state names."""
         tensors = rnn_state if isinstance(rnn_state, tuple) else (rnn_state,)
         return {
-            name: tensor.transpose(0, 1)
+            name: batch_major(tensor)
             for name, tensor in zip(self.state_names, tensors, strict=True)
         }

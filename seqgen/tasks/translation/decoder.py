@@ -39,8 +39,10 @@ from seqgen.layers.cells import (
     RNN_CLASSES,
     EmbeddedGates,
     RnnState,
+    batch_major,
     embedding_gates,
     gate_table_fits,
+    layer_major,
     step_cells,
 )
 from seqgen.layers.dropout import Dropout, keep_mask
@@ -378,13 +380,13 @@ class Decoder(nn.Module):
 
     def _layer_major(self, state: DecoderState) -> RnnState:
         """Batch-major ``(rows, layers, hidden)`` -> PyTorch's ``(layers, rows, hidden)``."""
-        tensors = [state[name].transpose(0, 1).contiguous() for name in self.rnn_state_names]
+        tensors = [layer_major(state[name]) for name in self.rnn_state_names]
         return (tensors[0], tensors[1]) if len(tensors) == 2 else tensors[0]
 
     def _batch_major(self, rnn_state: RnnState) -> DecoderState:
         tensors = rnn_state if isinstance(rnn_state, tuple) else (rnn_state,)
         return {
-            name: tensor.transpose(0, 1)
+            name: batch_major(tensor)
             for name, tensor in zip(self.rnn_state_names, tensors, strict=True)
         }
 
