@@ -31,6 +31,7 @@ Mask convention: ``True`` = a real token, ``False`` = padding.
 
 from __future__ import annotations
 
+import importlib.util
 from typing import NamedTuple
 
 import torch
@@ -261,12 +262,14 @@ class Encoder(nn.Module):
 
     def _exports_table_lstm(self) -> bool:
         """Whether the first layer is exported as :func:`table_lstm` (an int8 bundle's LSTM
-        encoder, when the gate tables stay within the decoder's limit)."""
+        encoder, when the gate tables stay within the decoder's limit and this torch has the
+        scan it is written with; else the LSTM node, as a float32 bundle's)."""
         return (
             self.export_table_lstm
             and self.cell == "lstm"
             and torch.onnx.is_in_onnx_export()
             and gate_table_fits(self.embedding, self.forward_layers[0])
+            and importlib.util.find_spec("torch._higher_order_ops.scan") is not None
         )
 
     def _table_layer(
