@@ -9,6 +9,7 @@ task a file holds (its ``kind``) picks the pipeline, through the task registry.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -97,9 +98,11 @@ def exported_bundle(checkpoint: Path, *, kind: str | None = None, int8: bool = F
 
     file = resolve_checkpoint_path(checkpoint)
     status = file.stat()
-    # The format too: after an upgrade the checkpoint is exported anew in this seqgen's
-    # format (an older format may load slower or be refused), never read stale.
+    # The format and the code too: after an upgrade, or in another checkout, the checkpoint
+    # is exported anew by this seqgen (an older format may load slower or be refused, older
+    # graphs run slower), never read stale; `seqgen bench` times this code's graphs.
     key = f"{file.resolve()}:{status.st_size}:{status.st_mtime_ns}:{FORMAT_VERSION}"
+    key += f":{source_fingerprint()}"
     import hashlib  # here: a one-line call on a bundle never needs it
 
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -109,6 +112,24 @@ def exported_bundle(checkpoint: Path, *, kind: str | None = None, int8: bool = F
         load_checkpoint_pipeline(file, kind=kind, device="cpu")  # the kind check, first
         export_bundle(file, bundle, int8=int8)
     return bundle
+
+
+@functools.cache
+def source_fingerprint() -> str:
+    """A digest of this seqgen's Python sources (:func:`tree_fingerprint` of the package, about
+    0.9 MB; once per process, on the path that exports a checkpoint, never a bundle's)."""
+    return tree_fingerprint(Path(__file__).resolve().parent)
+
+
+def tree_fingerprint(root: Path) -> str:
+    """16 hex digits of SHA-256 over the ``*.py`` files under ``root``: names and bytes."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def load_as_one(paths: Sequence[str], *, device: str = "auto", backend: str = "auto") -> Any:

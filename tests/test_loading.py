@@ -6,14 +6,15 @@ from pathlib import Path
 
 import pytest
 
+import seqgen.loading
 from seqgen.bundles import reader
 from seqgen.bundles.reader import read_manifest
-from seqgen.loading import exported_bundle
+from seqgen.loading import exported_bundle, source_fingerprint, tree_fingerprint
 
 pytest.importorskip("onnxscript", reason="exporting needs the export extra")
 
 
-def test_a_checkpoint_is_exported_once_per_bundle_format(
+def test_a_checkpoint_is_exported_once_per_bundle_format_and_code(
     trained_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SEQGEN_CACHE_DIR", str(tmp_path))
@@ -25,3 +26,21 @@ def test_a_checkpoint_is_exported_once_per_bundle_format(
     # A seqgen of another bundle format does not read this export: it writes its own.
     monkeypatch.setattr(reader, "FORMAT_VERSION", reader.FORMAT_VERSION + 1)
     assert exported_bundle(trained_run / "last.safetensors") != first
+    monkeypatch.undo()
+    # Nor does a seqgen of other code (an upgrade, another checkout): its graphs may differ.
+    monkeypatch.setenv("SEQGEN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(seqgen.loading, "source_fingerprint", lambda: "other code")
+    other = exported_bundle(trained_run / "last.safetensors")
+    assert other != first and read_manifest(other)["format_version"] == reader.FORMAT_VERSION
+
+
+def test_the_code_fingerprint_follows_the_python_sources(tmp_path: Path) -> None:
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "graphs.py").write_text("A = 1\n")
+    (tmp_path / "notes.md").write_text("not code\n")
+    first = tree_fingerprint(tmp_path)
+    (tmp_path / "notes.md").write_text("still not code\n")
+    assert tree_fingerprint(tmp_path) == first
+    (tmp_path / "tasks" / "graphs.py").write_text("A = 2\n")
+    assert tree_fingerprint(tmp_path) != first
+    assert len(source_fingerprint()) == 16
