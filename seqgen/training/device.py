@@ -99,10 +99,22 @@ def clip_gradients(parameters: Iterable[torch.nn.Parameter], max_norm: float) ->
     device sync, the scaling by exactly 1 is skipped (one pass over every gradient: 2.5% of
     the peer model's training step)."""
     parameters = list(parameters)
-    norm = torch.nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None])
+    grads = [p.grad for p in parameters if p.grad is not None]
+    norm = total_norm(grads)
     if norm.device.type == "cpu" and float(norm) + 1e-6 <= max_norm:
         return
     torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, norm)
+
+
+def total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """The 2-norm of all ``grads`` together, a 0-d tensor: ``get_total_norm(grads)``. On the
+    CPU each float32 gradient's square sum is a BLAS dot product, which reads it at about
+    twice the speed of ``linalg.vector_norm`` (the peer model's three embedding-sized
+    gradients: 0.16 against 0.32 ms each, in cache)."""
+    if not grads or any(g.device.type != "cpu" or g.dtype != torch.float32 for g in grads):
+        return torch.nn.utils.get_total_norm(grads)
+    squares = [torch.dot(flat, flat) for flat in (g.reshape(-1) for g in grads)]
+    return torch.stack(squares).sum().sqrt()
 
 
 def optimizer_step(
