@@ -91,7 +91,8 @@ def load(
 
 
 def exported_bundle(checkpoint: Path, *, kind: str | None = None, int8: bool = False) -> Path:
-    """The bundle of ``checkpoint`` in the cache (its ``int8`` one), exported on first use."""
+    """The bundle of ``checkpoint`` in the cache (its ``int8`` one), exported on first use;
+    a new export replaces the checkpoint's older ones (other code, format or file)."""
     from seqgen.bundles.export import export_bundle
     from seqgen.bundles.reader import FORMAT_VERSION, bundle_kind
     from seqgen.training.checkpoint import resolve_checkpoint_path
@@ -101,17 +102,36 @@ def exported_bundle(checkpoint: Path, *, kind: str | None = None, int8: bool = F
     # The format and the code too: after an upgrade, or in another checkout, the checkpoint
     # is exported anew by this seqgen (an older format may load slower or be refused, older
     # graphs run slower), never read stale; `seqgen bench` times this code's graphs.
-    key = f"{file.resolve()}:{status.st_size}:{status.st_mtime_ns}:{FORMAT_VERSION}"
-    key += f":{source_fingerprint()}"
-    import hashlib  # here: a one-line call on a bundle never needs it
-
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    version = f"{status.st_size}:{status.st_mtime_ns}:{FORMAT_VERSION}:{source_fingerprint()}"
+    suffix = "-int8" if int8 else ""
     cache = Path(os.environ.get("SEQGEN_CACHE_DIR") or Path.home() / ".cache" / "seqgen")
-    bundle = cache / "bundles" / f"{file.stem}-{digest}{'-int8' if int8 else ''}"
+    # One folder name per checkpoint file, then per version of it and of seqgen.
+    stem = f"{file.stem}-{_digest(str(file.resolve()), 8)}-"
+    bundle = cache / "bundles" / f"{stem}{_digest(version, 16)}{suffix}"
     if not bundle.is_dir() or bundle_kind(bundle) is None:
         load_checkpoint_pipeline(file, kind=kind, device="cpu")  # the kind check, first
         export_bundle(file, bundle, int8=int8)
+        _remove_older_exports(bundle, stem, suffix)
     return bundle
+
+
+def _digest(text: str, digits: int) -> str:
+    import hashlib  # here: a one-line call on a bundle never needs it
+
+    return hashlib.sha256(text.encode()).hexdigest()[:digits]
+
+
+def _remove_older_exports(bundle: Path, stem: str, suffix: str) -> None:
+    """Delete the cache's other exports of ``bundle``'s checkpoint (named ``stem`` + a
+    version + ``suffix``): after each upgrade or retraining they would pile up (tens of MB
+    each). Another process reading one keeps its open files (POSIX); it loads no more."""
+    import re
+    import shutil
+
+    pattern = re.compile(re.escape(stem) + "[0-9a-f]{16}" + re.escape(suffix))
+    for folder in bundle.parent.iterdir():
+        if folder != bundle and pattern.fullmatch(folder.name):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @functools.cache

@@ -34,6 +34,29 @@ def test_a_checkpoint_is_exported_once_per_bundle_format_and_code(
     assert other != first and read_manifest(other)["format_version"] == reader.FORMAT_VERSION
 
 
+def test_a_new_export_replaces_the_checkpoints_older_ones_only(
+    trained_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SEQGEN_CACHE_DIR", str(tmp_path))
+    checkpoint = trained_run / "last.safetensors"
+    twin = tmp_path / "twin" / "last.safetensors"  # the same stem, another file
+    twin.parent.mkdir()
+    twin.write_bytes(checkpoint.read_bytes())
+    old, old_int8, old_twin = (
+        exported_bundle(checkpoint),
+        exported_bundle(checkpoint, int8=True),
+        exported_bundle(twin),
+    )
+    monkeypatch.setattr(seqgen.loading, "source_fingerprint", lambda: "upgraded seqgen")
+    new = exported_bundle(checkpoint)
+    assert new != old and not old.exists()
+    assert old_int8.is_dir() and old_twin.is_dir()  # not this export's kind or file
+    assert exported_bundle(checkpoint, int8=True) != old_int8 and not old_int8.exists()
+    assert sorted(path.name for path in (tmp_path / "bundles").iterdir()) == sorted(
+        [new.name, exported_bundle(checkpoint, int8=True).name, old_twin.name]
+    )
+
+
 def test_the_code_fingerprint_follows_the_python_sources(tmp_path: Path) -> None:
     (tmp_path / "tasks").mkdir()
     (tmp_path / "tasks" / "graphs.py").write_text("A = 1\n")
