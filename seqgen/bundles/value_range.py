@@ -32,10 +32,12 @@ from seqgen.decoding.onnx_session import NEW_PREFIX
 
 BOUNDED_OPS = {"Tanh", "Sigmoid", "Softmax"}  # within [-1, 1] whatever their input
 BOOLEAN_OPS = {"Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Equal", "Not", "And", "Or"}
-# Operators whose output holds elements of their first input only, moved or repeated.
+# Operators whose output holds elements of their first input only, moved, repeated or
+# picked.
 MOVING_OPS = {
     "Identity", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Expand", "Tile",
     "Slice", "Split", "Gather", "GatherElements", "GatherND",
+    "ReduceMax", "ReduceMin", "MaxPool",  # an element of the input: a classifier's pooling
 }  # fmt: skip
 # Types a value within [-1, 1] keeps its range in when cast (not unsigned integers: -1 wraps).
 SIGNED_TYPES = {

@@ -59,16 +59,19 @@ ELEMENTWISE = [
     node("Mul", ["difference", "s"], "step_towards_u"),
     node("Add", ["step_towards_u", "t"], "mixed"),  # t + s * (u - t): a GRU's h
     node("Add", ["step_towards_u", "u"], "not_mixed"),  # u + s * (u - t)
+    node("ReduceMax", ["t"], "t_peak", keepdims=0),  # a classifier's max pooling
+    node("ReduceMin", ["gated"], "gated_least", keepdims=0),
+    node("ReduceMax", ["r"], "r_peak", keepdims=0),
 ]
 CONSTANTS = {
     "small": np.full((K, K), 0.5, dtype=np.float32),
     "large": np.full((K, K), 1.5, dtype=np.float32),
 }
 WITHIN = {"t", "s", "gated", "both", "moved", "less", "mask", "masked", "chosen", "weights"}
-WITHIN |= {"weights_first_axis", "context", "small", "u", "mixed"}
+WITHIN |= {"weights_first_axis", "context", "small", "u", "mixed", "t_peak", "gated_least"}
 # Values the rules leave out that do leave the range on the inputs below.
 OUTSIDE = {"r", "t_times_r", "t_plus_s", "t_and_r", "chosen_large", "t_times_small"}
-OUTSIDE |= {"context_of_r", "context_first_axis", "difference", "not_mixed"}
+OUTSIDE |= {"context_of_r", "context_first_axis", "difference", "not_mixed", "r_peak"}
 
 
 def test_bounded_operators_and_what_moves_multiplies_or_averages_them() -> None:

@@ -379,6 +379,22 @@ def test_a_bundled_model_exports_by_name(tmp_path: Path) -> None:
     assert from_onnx.argmax(1).tolist() == [1, 0]
 
 
+def test_an_int8_export_pools_into_one_fixed_scale_product(tmp_path: Path) -> None:
+    """The max pooling of LSTM outputs stays within [-1, 1] (value_range's ReduceMax), so
+    the int8 output layer takes the fixed scale: no per-row range (Abs, ReduceMax, Div)."""
+    onnx = pytest.importorskip("onnx", reason="reading graphs needs the export extra")
+    from seqgen.bundles.export import export_bundle
+
+    bundle = export_bundle("spam", tmp_path / "spam8", int8=True)
+    graph = onnx.load(bundle / "classify.onnx", load_external_data=False).graph
+    ops = [node.op_type for node in graph.node]
+    assert "MatMulIntegerToFloat" in ops and "Abs" not in ops and "Div" not in ops
+    texts = ["WINNER!! Claim your free prize now, call 09061701461", "Ok see you at home later"]
+    from_int8 = seqgen.load(bundle).probabilities(texts)
+    np.testing.assert_allclose(from_int8, seqgen.load("spam").probabilities(texts), atol=2e-2)
+    assert from_int8.argmax(1).tolist() == [1, 0]
+
+
 def test_tensorboard_shows_validation_samples(corpus: Path, tmp_path: Path) -> None:
     pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
