@@ -41,6 +41,16 @@ def test_float32_logits_are_not_changed_by_backward():
     assert torch.equal(logits.detach(), before)
 
 
+def test_a_second_backward_of_the_kept_softmax_is_refused_not_wrong():
+    """The float32 backward turns the softmax it kept into the gradient in place, so autograd
+    refuses to run it twice (retain_graph) rather than return a wrong second gradient."""
+    logits = torch.randn(5, 7, requires_grad=True)
+    loss = cross_entropy_sum(logits, torch.tensor([0, 1, 2, 3, 6]))
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
 def test_gradient_flows_through_the_layer_before():
     torch.manual_seed(1)
     layer = torch.nn.Linear(6, 11)
