@@ -44,6 +44,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from seqgen.bundles.graph_reading import is_float_matrix, is_vector, plain_gemm, sliced_weight
 from seqgen.bundles.value_range import unit_range_inputs, unit_range_values
 
 INT8_LIMIT = 63  # 7-bit weights: see the module docstring
@@ -166,14 +167,14 @@ class _Rewrite:
             # first layer's input weight) is folded into a float32 constant when a session
             # starts, exactly as PyTorch computes it; not a product to run per step.
             return None
-        if node.op_type == "MatMul" and _is_float_matrix(weights.get(node.input[1])):
+        if node.op_type == "MatMul" and is_float_matrix(weights.get(node.input[1])):
             activations, weight_name = node.input  # weight (k, n)
             unit_rows = numpy_helper.to_array(weights[weight_name]).T
             bias_name = ""
-        elif node.op_type == "Gemm" and _plain(node):
+        elif node.op_type == "Gemm" and plain_gemm(node):
             activations, weight_name, *bias = node.input  # weight (n, k)
             bias_name = bias[0] if bias else ""
-            sliced = _sliced_weight(self.producers.get(weight_name), weights)
+            sliced = sliced_weight(self.producers.get(weight_name), weights)
             if sliced is not None:
                 # A constant slice of a weight (the feed's columns of an LSTM's input
                 # weight, beside the embedding's gate table), cut here once.
@@ -182,7 +183,7 @@ class _Rewrite:
                     self.folded.add(weight_name)
             elif weight_name in self.gathered_rows:
                 return self._gathered(prefix, activations, weight_name, bias_name, node)
-            elif not _is_float_matrix(weights.get(weight_name)):
+            elif not is_float_matrix(weights.get(weight_name)):
                 return None
             else:
                 unit_rows = numpy_helper.to_array(weights[weight_name])
@@ -190,7 +191,7 @@ class _Rewrite:
             return None
         self.new_inits += _quantized(unit_rows, f"{prefix}_weight", by_column=True)
         # The bias, a vector or a (rows, n) addend (the embedding's gathered gates).
-        vector = not bias_name or _is_vector(weights.get(bias_name))
+        vector = not bias_name or is_vector(weights.get(bias_name))
         product = _Product(
             prefix, activations, f"{prefix}_weight", f"{prefix}_weight_scale", bias_name, vector
         )
@@ -215,9 +216,7 @@ class _Rewrite:
         self.int8_rows[weight_name] = self.gathered_rows[weight_name]
         # The bias, if any, is rows of a bias vector (M,), gathered with them.
         vector = (
-            not bias_name
-            or bias_name in self.row_vectors
-            or _is_vector(self.weights.get(bias_name))
+            not bias_name or bias_name in self.row_vectors or is_vector(self.weights.get(bias_name))
         )
         scale = weight_name + SCALE_SUFFIX
         product = _Product(prefix, activations, weight_name, scale, bias_name, vector)
@@ -299,51 +298,6 @@ def _quantized(unit_rows: np.ndarray, name: str, *, by_column: bool) -> list[onn
     return [numpy_helper.from_array(stored, name), numpy_helper.from_array(scale, f"{name}_scale")]
 
 
-def _plain(node: onnx.NodeProto) -> bool:
-    """``Gemm`` computing ``A @ B.T + C``."""
-    attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    return (
-        attributes.get("transB", 0) == 1
-        and attributes.get("transA", 0) == 0
-        and attributes.get("alpha", 1.0) == 1.0
-        and attributes.get("beta", 1.0) == 1.0
-    )
-
-
-def _is_float_matrix(init: onnx.TensorProto | None) -> bool:
-    """A non-empty float32 matrix (the exporter leaves empty ones, e.g. ``(n, 0)``, behind)."""
-    return (
-        init is not None
-        and init.data_type == onnx.TensorProto.FLOAT
-        and len(init.dims) == 2
-        and all(init.dims)
-    )
-
-
-def _is_vector(init: onnx.TensorProto | None) -> bool:
-    """A float32 initializer of one axis (a bias added in the product's own pass)."""
-    return init is not None and init.data_type == onnx.TensorProto.FLOAT and len(init.dims) == 1
-
-
-def _sliced_weight(
-    node: onnx.NodeProto | None, weights: dict[str, onnx.TensorProto]
-) -> np.ndarray | None:
-    """The matrix a ``Slice`` of a float32 matrix initializer by constant bounds gives, or
-    None when ``node`` is not such a slice or the slice is empty (a product by nothing)."""
-    if node is None or node.op_type != "Slice" or not all(n in weights for n in node.input):
-        return None
-    if not _is_float_matrix(weights[node.input[0]]):
-        return None
-    data, starts, ends, *rest = (numpy_helper.to_array(weights[n]) for n in node.input)
-    axes = rest[0] if rest else np.arange(len(starts))
-    steps = rest[1] if len(rest) > 1 else np.ones(len(starts), dtype=np.int64)
-    index = [slice(None)] * data.ndim
-    for axis, start, end, step in zip(axes, starts, ends, steps, strict=True):
-        index[int(axis)] = slice(int(start), int(end), int(step))
-    sliced = data[tuple(index)]
-    return np.ascontiguousarray(sliced) if sliced.size else None
-
-
 def _gathers_rows(node: onnx.NodeProto | None, weights: dict[str, onnx.TensorProto]) -> bool:
     """``node`` is a ``GatherND`` (or a ``Gather`` on axis 0) of whole rows of a float32
     matrix initializer."""
@@ -351,7 +305,7 @@ def _gathers_rows(node: onnx.NodeProto | None, weights: dict[str, onnx.TensorPro
         return False
     attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     axis = attributes.get("batch_dims" if node.op_type == "GatherND" else "axis", 0)
-    return axis == 0 and _is_float_matrix(weights[node.input[0]])
+    return axis == 0 and is_float_matrix(weights[node.input[0]])
 
 
 @dataclass(frozen=True)
