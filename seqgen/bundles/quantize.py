@@ -45,6 +45,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from seqgen.bundles.graph_reading import is_float_matrix, is_vector, plain_gemm, sliced_weight
+from seqgen.bundles.joined_products import join_summed_products
 from seqgen.bundles.value_range import unit_range_inputs, unit_range_values
 
 INT8_LIMIT = 63  # 7-bit weights: see the module docstring
@@ -88,7 +89,9 @@ def quantize_step_graph(
     file ``output_rows`` gathers from the rows of one (the shortlisted output layer: that
     graph is rewritten too, :func:`_quantize_output_rows`); a ``C`` other than a bias vector
     (the gathered gates, ``(rows, n)``) is added after the product. Products of two
-    activations (attention) stay float32.
+    activations (attention) stay float32. Two products within [-1, 1] that are added (an
+    input-fed LSTM's recurrent and fed-back products) first become one
+    (:func:`seqgen.bundles.joined_products.join_summed_products`).
     """
     model = onnx.load(str(path))
     graph = model.graph
@@ -98,6 +101,7 @@ def quantize_step_graph(
     rows_model = None if output_rows is None else onnx.load(str(output_rows))
     feeders = [onnx.load(str(other)).graph for other in others]
     unit_range = unit_range_values(graph, unit_range_inputs(graph, feeders))
+    unit_range |= join_summed_products(graph, unit_range)
     rewrite = _Rewrite(graph, axes_input=opset >= 18, rows=rows_model, unit_range=unit_range)
     replaced: dict[int, list[onnx.NodeProto]] = {}
     for position, node in enumerate(graph.node):

@@ -395,3 +395,87 @@ def test_a_weight_slice_that_is_also_an_output_is_kept(tmp_path: Path) -> None:
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (part,) = session.run(["W_part"], {"x": np.zeros((2, K), dtype=np.float32)})
     np.testing.assert_array_equal(part, weight[:, K:])
+
+
+def _summed_products_graph(rng: np.random.Generator, path: Path) -> dict[str, np.ndarray]:
+    """An input-fed LSTM step's gates, as exported: ``tanh(x) @ W_hh.T + b_hh`` plus
+    ``tanh(f) @ W_ih[:, K:].T + addend`` (the fed vector's columns, a Slice, beside the
+    gathered gate rows); returns the weights by name."""
+    arrays = {
+        "w_hh": rng.standard_normal((N, K)).astype(np.float32) * 0.2,
+        "b_hh": rng.standard_normal(N).astype(np.float32),
+        "w_ih": rng.standard_normal((N, 2 * K)).astype(np.float32) * 0.1,
+    }
+    bounds = {"starts": [K], "ends": [2**63 - 1], "axes": [1], "steps": [1]}
+    nodes = [
+        helper.make_node("Tanh", ["x"], ["hidden"]),
+        helper.make_node("Tanh", ["f"], ["feed"]),
+        helper.make_node("Gemm", ["hidden", "w_hh", "b_hh"], ["recurrent"], transB=1),
+        helper.make_node("Slice", ["w_ih", *bounds], ["sliced"]),
+        helper.make_node("Gemm", ["feed", "sliced", "addend"], ["fed"], transB=1),
+        helper.make_node("Add", ["recurrent", "fed"], ["y"]),
+    ]
+    inits = [numpy_helper.from_array(value, name) for name, value in arrays.items()]
+    inits += [numpy_helper.from_array(np.array(v, dtype=np.int64), k) for k, v in bounds.items()]
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["rows", K]) for n in "xf"]
+    inputs.append(helper.make_tensor_value_info("addend", TensorProto.FLOAT, ["rows", N]))
+    graph = helper.make_graph(
+        nodes,
+        "step",
+        inputs,
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["rows", N])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    onnx.save(model, str(path))
+    return arrays
+
+
+def test_two_summed_products_within_range_become_one_int8_product(tmp_path: Path) -> None:
+    """The recurrent and the fed vector's products of an input-fed LSTM, added: one
+    quantization of the joined activations and one product by the stacked weights, the
+    bias in the product and the gathered gate rows added after."""
+    rng = np.random.default_rng(7)
+    path = tmp_path / "step.onnx"
+    arrays = _summed_products_graph(rng, path)
+    assert quantize_step_graph(path) == 1
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    ops = [node.op_type for node in model.graph.node]
+    assert ops == ["Tanh", "Tanh", "Concat", "QuantizeLinear", "MatMulIntegerToFloat", "Add"]
+    assert {"w_hh", "w_ih", "sliced"}.isdisjoint(init.name for init in model.graph.initializer)
+    feeds = {
+        "x": rng.uniform(-3, 3, (6, K)).astype(np.float32),
+        "f": rng.uniform(-3, 3, (6, K)).astype(np.float32),
+        "addend": rng.standard_normal((6, N)).astype(np.float32),
+    }
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(["y"], feeds)
+    expected = (
+        np.tanh(feeds["x"]) @ arrays["w_hh"].T
+        + arrays["b_hh"]
+        + np.tanh(feeds["f"]) @ arrays["w_ih"][:, K:].T
+        + feeds["addend"]
+    )
+    assert np.abs(got - expected).max() < 0.03 * np.abs(expected).max()
+    assert not np.allclose(got, expected, atol=1e-6)  # it really multiplied in int8
+    alone = [
+        session.run(["y"], {k: v[i : i + 1] for k, v in feeds.items()})[0][0] for i in range(6)
+    ]
+    assert all(np.array_equal(row, got[i]) for i, row in enumerate(alone))
+
+
+def test_summed_products_of_values_out_of_range_stay_two(tmp_path: Path) -> None:
+    """Without the fixed scale (an input not known within [-1, 1]) each row's two halves
+    would need their own scales: the products are quantized apart, as before."""
+    rng = np.random.default_rng(8)
+    path = tmp_path / "step.onnx"
+    _summed_products_graph(rng, path)
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        if node.output[0] == "feed":
+            node.op_type = "Relu"  # unbounded
+    onnx.save(model, str(path))
+    assert quantize_step_graph(path) == 2
+    ops = [node.op_type for node in onnx.load(str(path)).graph.node]
+    assert "Concat" not in ops and ops.count("MatMulIntegerToFloat") == 2
