@@ -237,11 +237,13 @@ class Decoder(nn.Module):
             tokens: list[torch.Tensor | EmbeddedGates] = list(embedded.unbind(1))
         else:
             size, weight = self.config.embedding_size, self.rnn.weight_ih_l0
-            gates = bucketed_linear(embedded, weight[:, :size], self.rnn.bias_ih_l0)
-            rest = weight[:, size:]
-            if self._fuses_feeding(gates):
+            if self._fuses_feeding(embedded):
+                # Both biases in this one product: the loop adds none at each position.
+                bias = self.rnn.bias_ih_l0 + self.rnn.bias_hh_l0
+                gates = bucketed_linear(embedded, weight[:, :size], bias)
                 return self._feeding_loop(gates, rnn_state, feed, state)
-            tokens = [EmbeddedGates(position, rest) for position in gates.unbind(1)]
+            gates = bucketed_linear(embedded, weight[:, :size], self.rnn.bias_ih_l0)
+            tokens = [EmbeddedGates(position, weight[:, size:]) for position in gates.unbind(1)]
         attentionals = []
         for token in tokens:
             feed, rnn_state = self._step(token, rnn_state, feed, state)
@@ -249,7 +251,7 @@ class Decoder(nn.Module):
         # The output layer needs no recurrence: one large product instead of one per position.
         return torch.stack(attentionals, dim=1)
 
-    def _fuses_feeding(self, gates: torch.Tensor) -> bool:
+    def _fuses_feeding(self, embedded: torch.Tensor) -> bool:
         """Whether teacher forcing runs :func:`~seqgen.tasks.translation.feeding_loop.
         input_feeding_loop` (input feeding, Luong attention, one LSTM layer, the CPU)."""
         return feeding_loop.fuses(
@@ -257,26 +259,22 @@ class Decoder(nn.Module):
             layers=self.config.decoder_layers,
             attention=self.attention,
             input_feeding=self.config.input_feeding,
-            device=gates.device,
+            device=embedded.device,
         )
 
     def _feeding_loop(
         self, gates: torch.Tensor, rnn_state: RnnState, feed: torch.Tensor, state: DecoderState
     ) -> torch.Tensor:
         """Teacher forcing with input feeding as one autograd function, from the embedding's
-        share of the gates ``(rows, target_len, 4 * hidden)``: the attentional vectors
-        ``(rows, target_len, decoder_hidden)``, as the stepwise loop computes them."""
+        share of the gates with both biases ``(rows, target_len, 4 * hidden)``: the
+        attentional vectors ``(rows, target_len, decoder_hidden)``, as the stepwise loop
+        computes them."""
         hidden, cell = rnn_state
         size, width = self.config.embedding_size, self.config.decoder_hidden_size
         keep = None
         if self.training and self.dropout.p > 0:  # the dropout's mask for every position at once
             keep = keep_mask((*gates.shape[:2], width), self.dropout.p)
-        weights = (
-            self.rnn.weight_ih_l0[:, size:],
-            self.rnn.weight_hh_l0,
-            self.rnn.bias_hh_l0,
-            self.combine.weight,
-        )
+        weights = (self.rnn.weight_ih_l0[:, size:], self.rnn.weight_hh_l0, self.combine.weight)
         source = (state["keys"], state["memory"], state["source_mask"])
         return feeding_loop.input_feeding_loop(
             gates, hidden[0], cell[0], feed, *source, weights, keep

@@ -45,20 +45,20 @@ def input_feeding_loop(
     keys: torch.Tensor,
     memory: torch.Tensor,
     source_mask: torch.Tensor,
-    weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     keep: torch.Tensor | None,
 ) -> torch.Tensor:
     """The attentional vectors of every position, as the stepwise decoder computes them.
 
     Args:
         gates: ``(rows, time, 4 * hidden)``, the embedding's share of the LSTM's input
-            product with ``bias_ih`` (computed for all positions at once).
+            product with both biases, ``bias_ih + bias_hh`` (for all positions at once).
         hidden, cell, feed: ``(rows, hidden)``, the initial state and attentional vector.
         keys: ``(rows, source_len, hidden)``; memory ``(rows, source_len, memory_size)``;
             source_mask ``(rows, source_len)`` bool, True = a real token.
         weights: ``weight_ih``'s columns for the fed vector ``(4 * hidden, hidden)``,
-            ``weight_hh`` ``(4 * hidden, hidden)``, ``bias_hh`` ``(4 * hidden,)`` and the
-            combine layer's ``W_c`` ``(hidden, memory_size + hidden)``.
+            ``weight_hh`` ``(4 * hidden, hidden)`` and the combine layer's ``W_c``
+            ``(hidden, memory_size + hidden)``.
         keep: ``(rows, time, hidden)``, dropout's scaled mask of the attentional vectors, or
             None without dropout.
 
@@ -87,9 +87,9 @@ class _Loop(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, *inputs: Any) -> torch.Tensor:  # noqa: D102 (the function above)
-        gates, hidden, cell, feed, keys, memory, mask, w_feed, w_hh, b_hh, w_c, keep = inputs[:12]
-        products, state = inputs[12:]
-        typed = (gates, hidden, cell, feed, keys, memory, w_feed, w_hh, b_hh, w_c)
+        gates, hidden, cell, feed, keys, memory, mask, w_feed, w_hh, w_c, keep = inputs[:11]
+        products, state = inputs[11:]
+        typed = (gates, hidden, cell, feed, keys, memory, w_feed, w_hh, w_c)
         ctx.types = (products, state, [tensor.dtype for tensor in typed])
         rows, time, size = gates.shape
         width, memory_size = size // 4, memory.shape[2]
@@ -102,24 +102,33 @@ class _Loop(torch.autograd.Function):
         # -inf before the softmax gives padding exactly zero weight, as Attention does.
         score_bias = torch.zeros(rows, 1, mask.shape[1], dtype=state)
         score_bias.masked_fill_(~mask.unsqueeze(1), float("-inf"))
-        sums, keys_t, alphas = gates.to(state) + b_hh.to(state), keys.transpose(1, 2), []
+        keys_t, alphas = keys.transpose(1, 2), []
+        # Every per-position view made once, a call per tensor (not one per position).
+        sums, cells = gates.to(state).unbind(1), saved.cells.unbind(0)
+        i, f, g, o = (gate.unbind(0) for gate in saved.acts.view(time, rows, 4, width).unbind(2))
+        ins, feds = saved.inputs.unbind(0), saved.inputs[:, :, :width].unbind(0)
+        tops, tops_3d = (
+            saved.inputs[:, :, width:].unbind(0),
+            saved.inputs[:, :, None, width:].unbind(0),
+        )
+        contexts, contexts_3d = saved.contexts.unbind(0), saved.contexts.unsqueeze(2).unbind(0)
+        attentionals, acts = saved.attentionals.unbind(0), saved.acts.unbind(0)
+        keeps = None if keep is None else keep.unbind(1)
         for t in range(time):
-            pre = torch.add(sums[:, t], torch.mm(saved.inputs[t].to(products), w_input))
-            acts = torch.sigmoid(pre, out=saved.acts[t])
-            torch.tanh(pre[:, 2 * width : 3 * width], out=acts[:, 2 * width : 3 * width])
-            i, f, g, o = acts.chunk(4, dim=1)
-            new_cell = torch.addcmul(f * saved.cells[t], i, g, out=saved.cells[t + 1])
-            fed, top = saved.inputs[t + 1].split([width, width], dim=1)
-            torch.mul(o, torch.tanh(new_cell), out=top)
-            scores = torch.baddbmm(score_bias, top.unsqueeze(1), keys_t)
+            pre = torch.add(sums[t], torch.mm(ins[t].to(products), w_input))
+            torch.sigmoid(pre, out=acts[t])
+            torch.tanh(pre[:, 2 * width : 3 * width], out=g[t])
+            new_cell = torch.addcmul(f[t] * cells[t], i[t], g[t], out=cells[t + 1])
+            top = torch.mul(o[t], torch.tanh(new_cell), out=tops[t + 1])
+            scores = torch.baddbmm(score_bias, tops_3d[t + 1], keys_t)
             alphas.append(torch.softmax(scores, dim=-1))
-            context = torch.bmm(alphas[-1], memory, out=saved.contexts[t].unsqueeze(1))
-            combined = torch.addmm(torch.mm(context.squeeze(1), w_context), top, w_top)
-            attentional = torch.tanh(combined, out=saved.attentionals[t])
-            if keep is None:
-                fed.copy_(attentional)
+            torch.bmm(alphas[-1], memory, out=contexts_3d[t])
+            combined = torch.addmm(torch.mm(contexts[t], w_context), top, w_top)
+            attentional = torch.tanh(combined, out=attentionals[t])
+            if keeps is None:
+                feds[t + 1].copy_(attentional)
             else:
-                torch.mul(attentional, keep[:, t], out=fed)
+                torch.mul(attentional, keeps[t], out=feds[t + 1])
         saved.alphas = torch.cat(alphas, dim=1).transpose(0, 1)  # (time, rows, source_len)
         ctx.save_for_backward(keys, memory, w_feed, w_hh, w_c, keep, *saved.tensors())
         return saved.inputs[1:, :, :width].transpose(0, 1).contiguous()
@@ -138,33 +147,37 @@ class _Loop(torch.autograd.Function):
         w_input = torch.cat([w_feed, w_hh], dim=1).to(products)  # (4H, 2H)
         w_combine, memory_t = w_c.to(state), memory.transpose(1, 2)
         factors = saved.factors(keep)
-        grads = _Grads(time, rows, width, state)
-        grad_out = grad_out.to(state)
-        grad_next = torch.zeros(rows, 2 * width, dtype=state)  # [feed; hidden] of t + 1
+        grads = _Grads(time, rows, width, memory_size, state)
+        grad_outs = grad_out.to(state).unbind(1)
+        grad_feed = torch.zeros(rows, width, dtype=state)  # of position t + 1's inputs
+        grad_hidden = torch.zeros(rows, 1, width, dtype=state)
         grad_cell = torch.zeros(rows, width, dtype=state)
+        # Every per-position view made once (see the forward).
+        combine, cell, cell_gates, output_gate, forget = factors.by_position()
+        alphas, zs = saved.alphas.unsqueeze(2).unbind(0), grads.z.unbind(0)
+        joined = grads.joined.unbind(0)
+        pre, pre_cells = (
+            grads.pre.unbind(0),
+            grads.pre[:, :, : 3 * width].view(time, rows, 3, width),
+        )
+        pre_cells, pre_output = pre_cells.unbind(0), grads.pre[:, :, 3 * width :].unbind(0)
         for t in reversed(range(time)):
-            grad_z = torch.mul(grad_out[:, t] + grad_next[:, :width], factors.combine[t])
-            grads.z[t] = grad_z
-            grad_joined = torch.mm(grad_z, w_combine)  # (rows, memory_size + hidden)
-            grads.joined[t] = grad_joined
-            grad_alpha = torch.bmm(grad_joined[:, :memory_size].unsqueeze(1), memory_t)
-            grad_scores = torch.ops.aten._softmax_backward_data(
-                grad_alpha, saved.alphas[t].unsqueeze(1), -1, state
-            )
+            grad_z = torch.mul(grad_outs[t] + grad_feed, combine[t], out=zs[t])
+            grad_context, grad_top = torch.mm(grad_z, w_combine, out=joined[t]).split(
+                [memory_size, width], dim=1
+            )  # W_c's input, [context; hidden]
+            grad_alpha = torch.bmm(grad_context.unsqueeze(1), memory_t)
+            grad_scores = torch.ops.aten._softmax_backward_data(grad_alpha, alphas[t], -1, state)
             grads.scores[t] = grad_scores.squeeze(1)
-            from_top = (grad_joined[:, memory_size:] + grad_next[:, width:]).unsqueeze(1)
+            from_top = torch.add(grad_top.unsqueeze(1), grad_hidden)
             grad_top = torch.baddbmm(from_top, grad_scores, keys).squeeze(1)
-            grad_cell = torch.addcmul(grad_cell, grad_top, factors.cell[t])
-            grad_pre = grads.pre[t]
-            torch.mul(
-                grad_cell.unsqueeze(1),
-                factors.cell_gates[t],
-                out=grad_pre[:, : 3 * width].view(rows, 3, width),
-            )
-            torch.mul(grad_top, factors.output_gate[t], out=grad_pre[:, 3 * width :])
-            grad_cell = grad_cell * factors.forget[t]
-            grad_next = torch.mm(grad_pre.to(products), w_input)
-        return grads.result(saved, grad_next, grad_cell, products, types)
+            grad_cell = torch.addcmul(grad_cell, grad_top, cell[t])
+            torch.mul(grad_cell.unsqueeze(1), cell_gates[t], out=pre_cells[t])
+            torch.mul(grad_top, output_gate[t], out=pre_output[t])
+            grad_cell = grad_cell * forget[t]
+            grad_feed, grad_hidden = torch.mm(pre[t].to(products), w_input).split([width, width], 1)
+            grad_hidden = grad_hidden.unsqueeze(1)
+        return grads.result(saved, (grad_feed, grad_hidden.squeeze(1), grad_cell), products, types)
 
 
 class _Saved:
@@ -230,6 +243,12 @@ class _Factors:
     forget: torch.Tensor
     combine: torch.Tensor
 
+    def by_position(self) -> tuple[tuple[torch.Tensor, ...], ...]:
+        """``combine``, ``cell``, ``cell_gates``, ``output_gate`` and ``forget``, each as a
+        tuple of one view per position."""
+        factors = (self.combine, self.cell, self.cell_gates, self.output_gate, self.forget)
+        return tuple(factor.unbind(0) for factor in factors)
+
 
 class _Grads:
     """The backward's per-position gradients: ``pre`` ``(time, rows, 4 * hidden)`` (the
@@ -237,17 +256,18 @@ class _Grads:
     outputs), ``joined`` ``(rows, memory_size + hidden)`` (``[context; hidden]``) and
     ``scores`` ``(rows, source_len)``."""
 
-    def __init__(self, time: int, rows: int, width: int, dtype: torch.dtype) -> None:
+    def __init__(
+        self, time: int, rows: int, width: int, memory_size: int, dtype: torch.dtype
+    ) -> None:
         self.pre = torch.empty(time, rows, 4 * width, dtype=dtype)
-        self.z: list[torch.Tensor] = [torch.empty(0)] * time
-        self.joined: list[torch.Tensor] = [torch.empty(0)] * time
+        self.z = torch.empty(time, rows, width, dtype=dtype)
+        self.joined = torch.empty(time, rows, memory_size + width, dtype=dtype)
         self.scores: list[torch.Tensor] = [torch.empty(0)] * time
 
     def result(
         self,
         saved: _Saved,
-        grad_next: torch.Tensor,
-        grad_cell: torch.Tensor,
+        initial: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
         products: torch.dtype,
         types: list[torch.dtype],
     ) -> tuple[torch.Tensor | None, ...]:
@@ -257,8 +277,8 @@ class _Grads:
         time, rows, size = self.pre.shape
         width, state = size // 4, self.pre.dtype
         memory_size = saved.contexts.shape[2]
-        z, scores = torch.stack(self.z), torch.stack(self.scores)
-        grad_contexts = torch.stack(self.joined)[:, :, :memory_size]
+        z, scores = self.z, torch.stack(self.scores)
+        grad_contexts = self.joined[:, :, :memory_size]
         tops = saved.inputs[1:, :, width:]
 
         def summed(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
@@ -271,16 +291,16 @@ class _Grads:
             return torch.bmm(left.permute(1, 2, 0), right.transpose(0, 1))
 
         grad_input = summed(self.pre, saved.inputs[:-1])  # (4H, 2H): [feed; hidden] columns
+        grad_feed, grad_hidden, grad_cell = initial
         grads = [
             self.pre.transpose(0, 1),
-            grad_next[:, width:],
+            grad_hidden,
             grad_cell,
-            grad_next[:, :width],
+            grad_feed,
             per_row(scores, tops),  # keys
             per_row(saved.alphas, grad_contexts),  # memory
             grad_input[:, :width],
             grad_input[:, width:],
-            self.pre.sum(dim=(0, 1)),
             torch.cat([summed(z, saved.contexts), summed(z, tops)], dim=1),  # W_c
         ]
         typed = [grad.to(dtype) for grad, dtype in zip(grads, types, strict=True)]

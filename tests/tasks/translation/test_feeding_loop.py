@@ -40,11 +40,11 @@ def teacher_forcing(model: EncoderDecoder, keep: torch.Tensor, *, fused: bool) -
     embedded = decoder.embedding(pad_batch(TARGETS_IN)[0])
     gates = nn.functional.linear(embedded, weight[:, :size], decoder.rnn.bias_ih_l0)
     rnn_state, feed = decoder._layer_major(state), state["feed"]
-    if fused:
-        weights = (weight[:, size:], decoder.rnn.weight_hh_l0, decoder.rnn.bias_hh_l0)
+    if fused:  # the loop takes both biases with the embedding's gates
+        weights = (weight[:, size:], decoder.rnn.weight_hh_l0, decoder.combine.weight)
         return feeding_loop.input_feeding_loop(
-            gates, rnn_state[0][0], rnn_state[1][0], feed, state["keys"], state["memory"],
-            state["source_mask"], (*weights, decoder.combine.weight), keep,
+            gates + decoder.rnn.bias_hh_l0, rnn_state[0][0], rnn_state[1][0], feed,
+            state["keys"], state["memory"], state["source_mask"], weights, keep,
         )  # fmt: skip
     outputs = []
     for position, position_gates in enumerate(gates.unbind(1)):
