@@ -111,7 +111,7 @@ def exported_bundle(checkpoint: Path, *, kind: str | None = None, int8: bool = F
     if not bundle.is_dir() or bundle_kind(bundle) is None:
         load_checkpoint_pipeline(file, kind=kind, device="cpu")  # the kind check, first
         export_bundle(file, bundle, int8=int8)
-        _remove_older_exports(bundle, stem, suffix)
+        _remove_older_exports(bundle, (stem, f"{file.stem}-"), suffix)
     return bundle
 
 
@@ -121,16 +121,19 @@ def _digest(text: str, digits: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:digits]
 
 
-def _remove_older_exports(bundle: Path, stem: str, suffix: str) -> None:
-    """Delete the cache's other exports of ``bundle``'s checkpoint (named ``stem`` + a
-    version + ``suffix``): after each upgrade or retraining they would pile up (tens of MB
-    each). Another process reading one keeps its open files (POSIX); it loads no more."""
+def _remove_older_exports(bundle: Path, stems: tuple[str, str], suffix: str) -> None:
+    """Delete the cache's other exports of ``bundle``'s checkpoint (named by ``stems[0]``
+    + a version + ``suffix``): after each upgrade or retraining they would pile up (tens of
+    MB each). ``stems[1]``: the file's stem alone, how seqgen before the path digest named
+    its exports; this seqgen never reads those, so they go too, whichever file they were
+    of. Another process reading one keeps its open files (POSIX); it loads no more."""
     import re
     import shutil
 
-    pattern = re.compile(re.escape(stem) + "[0-9a-f]{16}" + re.escape(suffix))
+    version = "[0-9a-f]{16}" + re.escape(suffix)
+    patterns = [re.compile(re.escape(stem) + version) for stem in stems]
     for folder in bundle.parent.iterdir():
-        if folder != bundle and pattern.fullmatch(folder.name):
+        if folder != bundle and any(pattern.fullmatch(folder.name) for pattern in patterns):
             shutil.rmtree(folder, ignore_errors=True)
 
 

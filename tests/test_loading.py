@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -47,10 +48,15 @@ def test_a_new_export_replaces_the_checkpoints_older_ones_only(
         exported_bundle(checkpoint, int8=True),
         exported_bundle(twin),
     )
+    # How seqgen named its exports before the path digest: never read now, so they go too.
+    unread = [tmp_path / "bundles" / f"last-{'0123abcd' * 2}{end}" for end in ("", "-int8")]
+    for folder in unread:
+        shutil.copytree(old, folder)
     monkeypatch.setattr(seqgen.loading, "source_fingerprint", lambda: "upgraded seqgen")
     new = exported_bundle(checkpoint)
-    assert new != old and not old.exists()
+    assert new != old and not old.exists() and not unread[0].exists()
     assert old_int8.is_dir() and old_twin.is_dir()  # not this export's kind or file
+    assert unread[1].is_dir()
     assert exported_bundle(checkpoint, int8=True) != old_int8 and not old_int8.exists()
     assert sorted(path.name for path in (tmp_path / "bundles").iterdir()) == sorted(
         [new.name, exported_bundle(checkpoint, int8=True).name, old_twin.name]
