@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from seqgen.bundles.graph_reading import is_vector, plain_gemm, sliced_weight
+from seqgen.bundles.graph_reading import is_float_matrix, is_vector, plain_gemm, sliced_weight
 
 
 def join_summed_products(graph: onnx.GraphProto, unit_range: set[str]) -> set[str]:
@@ -101,10 +101,9 @@ def _summed_parts(
         weight_name = gemm.input[1]
         slice_node = producers.get(weight_name)
         if weight_name in weights:
-            init = weights[weight_name]
-            if init.data_type != onnx.TensorProto.FLOAT or len(init.dims) != 2:
+            if not is_float_matrix(weights[weight_name]):
                 return None
-            weight, slice_node = numpy_helper.to_array(init), None
+            weight, slice_node = numpy_helper.to_array(weights[weight_name]), None
         else:
             weight = sliced_weight(slice_node, weights)
             if weight is None:
@@ -122,10 +121,9 @@ def _joined(
     """The nodes and initializers that compute ``output`` as one product."""
     stacked = np.concatenate([part.weight for part in parts], axis=1).astype(np.float32)
     inits = [numpy_helper.from_array(stacked, f"{prefix}_weight")]
-    vectors = [
-        numpy_helper.to_array(weights[p.addend]) for p in parts if _is_bias_vector(p, weights)
-    ]
-    addends = [p.addend for p in parts if p.addend and not _is_bias_vector(p, weights)]
+    biases = [p.addend for p in parts if is_vector(weights.get(p.addend))]
+    vectors = [numpy_helper.to_array(weights[name]) for name in biases]
+    addends = [p.addend for p in parts if p.addend and p.addend not in biases]
     gemm_inputs = [f"{prefix}_activations", f"{prefix}_weight"]
     if vectors:
         inits.append(numpy_helper.from_array(np.sum(vectors, axis=0, dtype=np.float32), prefix))
@@ -143,8 +141,3 @@ def _joined(
         )
         product = result
     return nodes, inits
-
-
-def _is_bias_vector(part: _Part, weights: dict[str, onnx.TensorProto]) -> bool:
-    """``part``'s ``C`` is a float32 vector initializer (a bias)."""
-    return is_vector(weights.get(part.addend))
