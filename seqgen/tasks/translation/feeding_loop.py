@@ -107,10 +107,8 @@ class _Loop(torch.autograd.Function):
         sums, cells = gates.to(state).unbind(1), saved.cells.unbind(0)
         i, f, g, o = (gate.unbind(0) for gate in saved.acts.view(time, rows, 4, width).unbind(2))
         ins, feds = saved.inputs.unbind(0), saved.inputs[:, :, :width].unbind(0)
-        tops, tops_3d = (
-            saved.inputs[:, :, width:].unbind(0),
-            saved.inputs[:, :, None, width:].unbind(0),
-        )
+        tops = saved.inputs[:, :, width:].unbind(0)
+        tops_3d = saved.inputs[:, :, None, width:].unbind(0)  # (rows, 1, hidden) for bmm
         contexts, contexts_3d = saved.contexts.unbind(0), saved.contexts.unsqueeze(2).unbind(0)
         attentionals, acts = saved.attentionals.unbind(0), saved.acts.unbind(0)
         keeps = None if keep is None else keep.unbind(1)
@@ -156,11 +154,9 @@ class _Loop(torch.autograd.Function):
         combine, cell, cell_gates, output_gate, forget = factors.by_position()
         alphas, zs = saved.alphas.unsqueeze(2).unbind(0), grads.z.unbind(0)
         joined = grads.joined.unbind(0)
-        pre, pre_cells = (
-            grads.pre.unbind(0),
-            grads.pre[:, :, : 3 * width].view(time, rows, 3, width),
-        )
-        pre_cells, pre_output = pre_cells.unbind(0), grads.pre[:, :, 3 * width :].unbind(0)
+        pre = grads.pre.unbind(0)
+        pre_cells = grads.pre[:, :, : 3 * width].view(time, rows, 3, width).unbind(0)  # i, f, g
+        pre_output = grads.pre[:, :, 3 * width :].unbind(0)
         for t in reversed(range(time)):
             grad_z = torch.mul(grad_outs[t] + grad_feed, combine[t], out=zs[t])
             grad_context, grad_top = torch.mm(grad_z, w_combine, out=joined[t]).split(
