@@ -247,10 +247,10 @@ class _Factors:
 
 
 class _Grads:
-    """The backward's per-position gradients: ``pre`` ``(time, rows, 4 * hidden)`` (the
-    gates' pre-activations), and lists by position of ``z`` ``(rows, hidden)`` (``W_c``'s
-    outputs), ``joined`` ``(rows, memory_size + hidden)`` (``[context; hidden]``) and
-    ``scores`` ``(rows, source_len)``."""
+    """The backward's per-position gradients, position-major: ``pre`` ``(time, rows, 4 *
+    hidden)`` (the gates' pre-activations), ``z`` ``(time, rows, hidden)`` (``W_c``'s
+    outputs), ``joined`` ``(time, rows, memory_size + hidden)`` (``[context; hidden]``), and
+    a list by position of ``scores`` ``(rows, source_len)``."""
 
     def __init__(
         self, time: int, rows: int, width: int, memory_size: int, dtype: torch.dtype
