@@ -11,7 +11,10 @@ order) and keeps a value when its operator bounds it (``Tanh``, ``Sigmoid``, ``S
 an ``LSTM``'s hidden outputs, a comparison's booleans), when it moves or gathers, casts or
 multiplies values already kept, when it is a softmax's weights times kept values or a
 sigmoid's mix of two (a GRU's next hidden state); a constant is kept when every element
-is. Anything else is not, so the answer errs on the side of "unknown".
+is. A ``Scan``'s body is read the same way (:func:`scan_body_values`), its states by
+induction: a state that starts within range and that the body keeps so (an LSTM's hidden
+state written as a ``Scan``). Anything else is not, so the answer errs on the side of
+"unknown".
 
 :func:`unit_range_inputs` extends that to a step graph's inputs, which other graphs and
 earlier steps give: by the decoding contract an input ``X`` is the output ``X`` or
@@ -114,6 +117,8 @@ def _node_within(node: onnx.NodeProto, known: set[str], weights: set[str]) -> bo
         return _recurrent_within(node, known)
     if op == "Constant":
         return _constant_within(node)
+    if op == "ConstantOfShape":  # its one value (0 when left out) repeated: a state's zeros
+        return not node.attribute or _constant_within(node)
     if op in MOVING_OPS:
         return node.input[0] in known
     if op == "Cast":
@@ -126,20 +131,48 @@ def _node_within(node: onnx.NodeProto, known: set[str], weights: set[str]) -> bo
     return False
 
 
-def _scan_outputs_within(node: onnx.NodeProto, known: set[str]) -> list[str]:
-    """A ``Scan`` node's scan outputs (those after its states) within range: where its body
-    gives one within range from the scan inputs known to be (each iteration reads a slice
-    of one) and the body's own constants. States count as unknown: proving a state's range
-    would take every iteration (an int8 bundle's encoder, ``encoder.table_lstm``: each
-    position's hidden state, a sigmoid times a tanh)."""
+def scan_body_values(node: onnx.NodeProto, known: set[str]) -> set[str]:
+    """The values of a ``Scan`` node's body within range, given the outer values ``known``
+    to be: the scan inputs sliced from known ones, and each state whose initial value is
+    known and whose update the body keeps within range whenever the states so kept are (by
+    induction over the iterations: an LSTM's hidden state from zeros, a sigmoid times a
+    tanh at every position; the cell state, a sum, is not)."""
     attributes = _attributes(node)
     body = attributes["body"]
     assert isinstance(body, onnx.GraphProto)
     states = len(node.input) - int(attributes["num_scan_inputs"])  # type: ignore[call-overload]
-    sliced = zip(body.input[states:], node.input[states:], strict=False)
-    within = unit_range_values(body, {value.name for value, name in sliced if name in known})
-    outputs = zip(node.output[states:], body.output[states:], strict=False)
-    return [name for name, value in outputs if name and value.name in within]
+    sliced = {
+        value.name
+        for value, name in zip(body.input[states:], node.input[states:], strict=False)
+        if name in known
+    }
+    # State i: body input i in, body output i out. Start from those known at the start and
+    # drop any the body can carry out of range, until nothing changes.
+    pairs = [(body.input[i].name, body.output[i].name) for i in range(states)]
+    assumed = {pairs[i][0] for i in range(states) if node.input[i] in known}
+    while True:
+        within = unit_range_values(body, sliced | assumed)
+        kept = {state for state, update in pairs if state in assumed and update in within}
+        if kept == assumed:
+            return within
+        assumed = kept
+
+
+def _scan_outputs_within(node: onnx.NodeProto, known: set[str]) -> list[str]:
+    """A ``Scan`` node's outputs within range (:func:`scan_body_values`): its final states
+    and scan outputs that the body keeps within range (an int8 bundle's encoder,
+    ``encoder.table_lstm``: each position's hidden state and the last one)."""
+    body = _attributes(node)["body"]
+    assert isinstance(body, onnx.GraphProto)
+    within = scan_body_values(node, known)
+    states = len(node.input) - int(_attributes(node)["num_scan_inputs"])  # type: ignore[call-overload]
+    # A final state is the last update, or its start where there are no positions: within
+    # range when that state was kept (its body input is then among those within).
+    return [
+        name
+        for i, (name, value) in enumerate(zip(node.output, body.output, strict=False))
+        if name and value.name in within and (i >= states or body.input[i].name in within)
+    ]
 
 
 def _mixes(node: onnx.NodeProto, known: set[str], producers: dict[str, onnx.NodeProto]) -> bool:
@@ -179,7 +212,8 @@ def _recurrent_within(node: onnx.NodeProto, known: set[str]) -> bool:
 
 
 def _constant_within(node: onnx.NodeProto) -> bool:
-    """A ``Constant`` node of a tensor within range."""
+    """A ``Constant`` node of a tensor within range (or a ``ConstantOfShape`` of a value
+    within range)."""
     for attribute in node.attribute:
         if attribute.name == "value":
             return _within(numpy_helper.to_array(attribute.t))

@@ -180,3 +180,37 @@ def test_a_scans_outputs_where_its_body_keeps_them_within_range() -> None:
     assert unit_range_values(g) == {"hiddens"}
     # A scan input within range reaches the body outputs that move it.
     assert unit_range_values(g, ["gates"]) == {"gates", "hiddens", "gates_again"}
+
+
+def test_a_scans_state_is_followed_by_induction_from_a_start_within_range() -> None:
+    """An LSTM's states in a ``Scan``: the hidden state, from zeros (``ConstantOfShape``) and
+    a sigmoid times a tanh at every position, is within range inside the body and at the
+    end; the cell state, a sum, is not, nor is the hidden state from a start of unknown
+    range (the first position reads it as it came)."""
+    body = graph(
+        [
+            node("Add", ["gate", "c"], "pre"),
+            node("Sigmoid", ["pre"], "open"),
+            node("Tanh", ["pre"], "squashed"),
+            node("Mul", ["open", "squashed"], "new_h"),
+            node("Add", ["h", "pre"], "new_c"),
+            node("Identity", ["h"], "each_h"),
+        ],
+        ["h", "c", "gate"],
+        ["new_h", "new_c", "each_h"],
+    )
+
+    def scan(start: str) -> onnx.GraphProto:
+        nodes = [
+            node("ConstantOfShape", ["shape"], "zeros"),
+            node("ConstantOfShape", ["shape"], "twos", value=numpy_helper.from_array(
+                np.array([2.0], dtype=np.float32))),
+            node("Scan", [start, start, "gates"], ["last_h", "last_c", "each"],
+                 num_scan_inputs=1, body=body),
+        ]  # fmt: skip
+        return graph(nodes, ["shape", "start", "gates"], ["last_h", "last_c", "each"])
+
+    assert unit_range_values(scan("zeros")) == {"zeros", "last_h", "each"}
+    assert unit_range_values(scan("start")) == {"zeros"}
+    assert unit_range_values(scan("start"), ["start"]) == {"zeros", "start", "last_h", "each"}
+    assert unit_range_values(scan("twos")) == {"zeros"}
