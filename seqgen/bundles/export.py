@@ -155,9 +155,9 @@ def export_bundle(
 
 
 def _quantize(graph: Path, output_rows: Path | None, others: list[Path]) -> int:
-    from seqgen.bundles.quantize import quantize_step_graph  # onnx: the export extra
+    from seqgen.bundles.quantize import quantize_graph  # onnx: the export extra
 
-    return quantize_step_graph(graph, output_rows, [path for path in others if path.is_file()])
+    return quantize_graph(graph, output_rows, [path for path in others if path.is_file()])
 
 
 def _described_anew(staging: Path, graphs: dict[str, Any]) -> dict[str, Any]:

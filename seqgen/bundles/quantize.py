@@ -1,15 +1,19 @@
-"""int8 matrix products for an exported step graph on the CPU (no torch).
+"""int8 matrix products for a bundle's exported graphs on the CPU (no torch): the step
+graph, and a translator's encoder.
 
 A translator's decoding step is three or four matrix products, all at the CPU's float32
 peak in ONNX Runtime (``seqgen bench`` reports the share): the recurrent one (``hidden x 4
 hidden``) and, with input feeding, the fed-back vector's (``hidden x 4 hidden``, beside the
 embedding's gate table), attention's output layer (``2 hidden x hidden``) and the output
-layer over the batch's shortlist (``hidden x M``). :func:`quantize_step_graph` turns each
+layer over the batch's shortlist (``hidden x M``). :func:`quantize_graph` turns each
 ``Gemm`` of the graph whose weight is a constant (or a constant slice of one), or rows that
 a translator's ``output_rows`` graph gathers from a constant table once per batch (the
 shortlisted output layer, rewritten to gather int8 rows and their scales), into an int8
 product: int8 weights with one scale per output unit, and the activations quantized at each
-step with one scale per row, from that row's own range.
+step with one scale per row, from that row's own range. A translator's int8 encoder
+(``encoder.table_lstm``: the first layer's recurrence as a ``Scan``) gets the same for its
+products of values within [-1, 1]: the recurrent one inside the ``Scan``'s body, the
+attention keys, the bridge from the last hidden states.
 
 Per row, so that a row's result never depends on the other rows of its batch (a sentence
 translates the same alone or beside others). ONNX Runtime's ``DynamicQuantizeMatMul``, used
@@ -46,7 +50,11 @@ from onnx import helper, numpy_helper
 
 from seqgen.bundles.graph_reading import is_float_matrix, is_vector, plain_gemm, sliced_weight
 from seqgen.bundles.joined_products import join_summed_products
-from seqgen.bundles.value_range import unit_range_inputs, unit_range_values
+from seqgen.bundles.value_range import (
+    scan_body_values,
+    unit_range_inputs,
+    unit_range_values,
+)
 
 INT8_LIMIT = 63  # 7-bit weights: see the module docstring
 MS_DOMAIN = "com.microsoft"
@@ -75,13 +83,17 @@ def quantize_weight(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return quantized.astype(np.int8), scale
 
 
-def quantize_step_graph(
-    path: str | Path, output_rows: str | Path | None = None, others: Sequence[str | Path] = ()
+def quantize_graph(
+    path: str | Path,
+    output_rows: str | Path | None = None,
+    others: Sequence[str | Path] = (),
+    *,
+    unit_range_only: bool = False,
 ) -> int:
     """Rewrite the graph file at ``path`` in place; returns how many products became int8.
-    ``others``: the bundle's other graph files, whose outputs feed the step (a translator's
-    encoder, a generator's prime), read to learn which of its inputs lie within [-1, 1]
-    (:func:`seqgen.bundles.value_range.unit_range_inputs`).
+    ``others``: the bundle's other graph files, whose outputs feed this one (a step's: a
+    translator's encoder, a generator's prime), read to learn which of its inputs lie
+    within [-1, 1] (:func:`seqgen.bundles.value_range.unit_range_inputs`).
 
     ``MatMul`` nodes by a float32 matrix initializer change, and ``Gemm`` nodes of the plain
     form ``A @ W.T + C`` (``transB=1``, no ``transA``, ``alpha = beta = 1``) where ``W`` is a
@@ -91,7 +103,12 @@ def quantize_step_graph(
     (the gathered gates, ``(rows, n)``) is added after the product. Products of two
     activations (attention) stay float32. Two products within [-1, 1] that are added (an
     input-fed LSTM's recurrent and fed-back products) first become one
-    (:func:`seqgen.bundles.joined_products.join_summed_products`).
+    (:func:`seqgen.bundles.joined_products.join_summed_products`). Inside a ``Scan``'s body
+    (an int8 translator's encoder, ``encoder.table_lstm``), a ``MatMul`` of values within
+    range by a float32 matrix of the graph's changes (:meth:`_Rewrite.scan_product`).
+    ``unit_range_only``: only products of values within range change, the others stay
+    float32 (a translator's encoder: its bridge from the cell states runs once per batch,
+    where a scale per row's six more nodes would cost more than int8 saves).
     """
     model = onnx.load(str(path))
     graph = model.graph
@@ -102,22 +119,18 @@ def quantize_step_graph(
     feeders = [onnx.load(str(other)).graph for other in others]
     unit_range = unit_range_values(graph, unit_range_inputs(graph, feeders))
     unit_range |= join_summed_products(graph, unit_range)
-    rewrite = _Rewrite(graph, axes_input=opset >= 18, rows=rows_model, unit_range=unit_range)
-    replaced: dict[int, list[onnx.NodeProto]] = {}
-    for position, node in enumerate(graph.node):
-        nodes = rewrite.product(position, node)
-        if nodes is not None:
-            replaced[position] = nodes
-    if not replaced:
+    rewrite = _Rewrite(
+        graph,
+        axes_input=opset >= 18,
+        rows=rows_model,
+        unit_range=unit_range,
+        unit_range_only=unit_range_only,
+    )
+    kept, count = _rewritten_nodes(graph, rewrite)
+    if not count:
         return 0
-    kept = [
-        new_node
-        for position, node in enumerate(graph.node)
-        if node.output[0] not in rewrite.folded
-        for new_node in replaced.get(position, [node])
-    ]
     # Drop the float32 weights that only the replaced products read.
-    needed = {name for node in kept for name in node.input}
+    needed = _names_read(kept)
     still = [init for init in graph.initializer if init.name in needed]
     del graph.node[:]
     graph.node.extend(kept)
@@ -134,11 +147,58 @@ def quantize_step_graph(
         _quantize_output_rows(rows_model, rewrite.int8_rows)
         onnx.save(rows_model, str(output_rows))
     onnx.save(model, str(path))
-    return len(replaced)
+    return count
+
+
+def _rewritten_nodes(graph: onnx.GraphProto, rewrite: _Rewrite) -> tuple[list[onnx.NodeProto], int]:
+    """``graph``'s nodes with its products replaced by ``rewrite``'s int8 nodes (a ``Scan``'s
+    body rewritten in place), and how many products were replaced."""
+    replaced: dict[int, list[onnx.NodeProto]] = {}
+    count = 0
+    for position, node in enumerate(graph.node):
+        if node.op_type == "Scan" and node.domain in ("", "ai.onnx"):
+            count += _rewrite_scan_body(position, node, rewrite)
+        nodes = rewrite.product(position, node)
+        if nodes is not None:
+            replaced[position] = nodes
+    kept = [  # the slices that only replaced products read are known once all are replaced
+        new_node
+        for position, node in enumerate(graph.node)
+        if node.output[0] not in rewrite.folded
+        for new_node in replaced.get(position, [node])
+    ]
+    return kept, count + len(replaced)
+
+
+def _rewrite_scan_body(position: int, scan: onnx.NodeProto, rewrite: _Rewrite) -> int:
+    """Replace the products of ``scan``'s body that :meth:`_Rewrite.scan_product` makes int8;
+    returns how many."""
+    body = next(attribute.g for attribute in scan.attribute if attribute.name == "body")
+    within = scan_body_values(scan, rewrite.unit_range)
+    nodes: list[onnx.NodeProto] = []
+    count = 0
+    for inner, node in enumerate(body.node):
+        new = rewrite.scan_product(f"int8_{position}_{inner}", node, within)
+        count += new is not None
+        nodes.extend(new or [node])
+    del body.node[:]
+    body.node.extend(nodes)
+    return count
+
+
+def _names_read(nodes: Sequence[onnx.NodeProto]) -> Counter[str]:
+    """How often ``nodes`` read each name, the nodes of their subgraphs (a ``Scan``'s body,
+    which may read the outer graph's weights) included."""
+    reads = Counter(name for node in nodes for name in node.input)
+    for node in nodes:
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                reads.update(_names_read(attribute.g.node))
+    return reads
 
 
 class _Rewrite:
-    """What :func:`quantize_step_graph` learns of a graph and adds to it, node by node."""
+    """What :func:`quantize_graph` learns of a graph and adds to it, node by node."""
 
     def __init__(
         self,
@@ -147,9 +207,11 @@ class _Rewrite:
         axes_input: bool,
         rows: onnx.ModelProto | None,
         unit_range: set[str],
+        unit_range_only: bool = False,
     ) -> None:
         self.axes_input = axes_input  # ReduceMax takes its axes as an input from opset 18
         self.unit_range = unit_range  # the values within [-1, 1]: one fixed scale
+        self.unit_range_only = unit_range_only  # True: products of other values stay float32
         self.weights = {init.name: init for init in graph.initializer}
         # The output_rows graph's outputs gathered from a weight's rows -> their width (k),
         # and those the step's int8 products now read as int8.
@@ -157,7 +219,7 @@ class _Rewrite:
         self.int8_rows: dict[str, int] = {}
         self.row_vectors = set() if rows is None else {o.name for o in rows.graph.output}
         self.producers = {out: node for node in graph.node for out in node.output}
-        self.uses = Counter(name for node in graph.node for name in node.input)
+        self.uses = _names_read(graph.node)
         self.uses.update(value.name for value in graph.output)  # a graph's output is read too
         self.new_inits: list[onnx.TensorProto] = []
         # Outputs of the GatherNDs and Slices that only replaced products read.
@@ -166,6 +228,8 @@ class _Rewrite:
     def product(self, position: int, node: onnx.NodeProto) -> list[onnx.NodeProto] | None:
         """The int8 nodes that replace ``node``, or None where it stays as it is."""
         prefix, weights = f"int8_{position}", self.weights
+        if self.unit_range_only and (not node.input or node.input[0] not in self.unit_range):
+            return None
         if node.input and node.input[0] in weights:
             # A product of two constants (the decoder's gate table: the embedding times the
             # first layer's input weight) is folded into a float32 constant when a session
@@ -200,6 +264,25 @@ class _Rewrite:
             prefix, activations, f"{prefix}_weight", f"{prefix}_weight_scale", bias_name, vector
         )
         return self._matmul(product, node.output[0])
+
+    def scan_product(
+        self, prefix: str, node: onnx.NodeProto, within: set[str]
+    ) -> list[onnx.NodeProto] | None:
+        """The int8 nodes that replace ``node`` of a ``Scan``'s body, or None: a ``MatMul`` of
+        values ``within`` [-1, 1] (an LSTM's hidden state fed back: the encoder's
+        recurrence) by a float32 matrix of the outer graph, with the fixed scale. Products of
+        other values stay float32 (a scale per row takes six more nodes at every position)."""
+        if node.op_type != "MatMul" or node.domain not in ("", "ai.onnx"):
+            return None
+        weight = self.weights.get(node.input[1])
+        if node.input[0] not in within or not is_float_matrix(weight):
+            return None
+        unit_rows = numpy_helper.to_array(weight).T  # (n, k): one row per output unit
+        self.new_inits += _quantized(unit_rows, f"{prefix}_weight", by_column=True)
+        product = _Product(
+            prefix, node.input[0], f"{prefix}_weight", f"{prefix}_weight_scale", "", True
+        )
+        return _unit_range_matmul(product, node.output[0])
 
     def _matmul(self, product: _Product, output: str) -> list[onnx.NodeProto]:
         """The int8 nodes of ``product``: with a fixed scale where its activations lie

@@ -11,7 +11,7 @@ onnx = pytest.importorskip("onnx", reason="quantizing needs the export extra")
 import onnxruntime  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from seqgen.bundles.quantize import INT8_LIMIT, quantize_step_graph, quantize_weight  # noqa: E402
+from seqgen.bundles.quantize import INT8_LIMIT, quantize_graph, quantize_weight  # noqa: E402
 
 K, N, VOCAB = 32, 24, 50
 
@@ -108,7 +108,7 @@ def test_constant_and_gathered_products_become_int8_and_stay_close(
     feeds = small_graphs(tmp_path, gather)
     expected = run(tmp_path, feeds)
     step, rows = tmp_path / "step.onnx", tmp_path / "rows.onnx"
-    assert quantize_step_graph(step, rows) == 3  # both Gemms by weights and the MatMul
+    assert quantize_graph(step, rows) == 3  # both Gemms by weights and the MatMul
     model, rows_model = onnx.load(str(step)), onnx.load(str(rows))
     for graph in (model, rows_model):
         onnx.checker.check_model(graph)
@@ -145,7 +145,7 @@ def test_without_its_rows_graph_a_product_by_an_input_stays_float32(tmp_path: Pa
     feeds = small_graphs(tmp_path)
     expected = run(tmp_path, feeds)
     rows_before = (tmp_path / "rows.onnx").read_bytes()
-    assert quantize_step_graph(tmp_path / "step.onnx") == 2  # the two constant products
+    assert quantize_graph(tmp_path / "step.onnx") == 2  # the two constant products
     assert (tmp_path / "rows.onnx").read_bytes() == rows_before
     ops = [node.op_type for node in onnx.load(str(tmp_path / "step.onnx")).graph.node]
     assert ops.count("Gemm") == 2 and ops.count("MatMulIntegerToFloat") == 2
@@ -163,7 +163,7 @@ def test_a_graph_without_weight_products_is_left_alone(tmp_path: Path) -> None:
     )
     onnx.save(helper.make_model(graph, ir_version=9), str(path))
     before = path.read_bytes()
-    assert quantize_step_graph(path) == 0
+    assert quantize_graph(path) == 0
     assert path.read_bytes() == before
 
 
@@ -190,7 +190,7 @@ def test_a_product_of_two_constants_is_left_to_fold_in_float32(tmp_path: Path) -
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
     onnx.save(model, str(path))
     before = path.read_bytes()
-    assert quantize_step_graph(path) == 0
+    assert quantize_graph(path) == 0
     assert path.read_bytes() == before
 
 
@@ -225,7 +225,7 @@ def test_a_constant_slice_of_a_weight_with_a_per_row_addend_becomes_int8(tmp_pat
         "addend": rng.standard_normal((5, N)).astype(np.float32),
     }
     expected = feeds["x"] @ weight[:, K:].T + feeds["addend"]
-    assert quantize_step_graph(path) == 1
+    assert quantize_graph(path) == 1
     model = onnx.load(str(path))
     onnx.checker.check_model(model)
     ops = [node.op_type for node in model.graph.node]
@@ -242,7 +242,7 @@ def test_each_row_is_quantized_alone_so_its_result_ignores_the_other_rows(tmp_pa
     scale over all rows would coarsen it by) and among many, bit for bit; and it is the
     per-row arithmetic the module describes."""
     feeds = small_graphs(tmp_path)
-    quantize_step_graph(tmp_path / "step.onnx", tmp_path / "rows.onnx")
+    quantize_graph(tmp_path / "step.onnx", tmp_path / "rows.onnx")
     x = feeds["x"]
     alone = [run(tmp_path, {"x": x[i : i + 1], "ids": feeds["ids"]}) for i in range(len(x))]
     loud = np.concatenate([x, 100 * x[:1], np.zeros((1, K), np.float32)])
@@ -268,7 +268,7 @@ def test_the_int8_product_is_the_per_row_arithmetic_of_the_module_docstring(
     path = tmp_path / "step.onnx"
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
     onnx.save(model, str(path))
-    assert quantize_step_graph(path) == 1
+    assert quantize_graph(path) == 1
     x = rng.uniform(-1, 1, (7, K)).astype(np.float32)
     x[2] *= 50  # rows of very different ranges
     x[4] = 0.0  # and a row of zeros, which must give zeros (not 0 / 0)
@@ -304,7 +304,7 @@ def test_activations_of_a_tanh_take_one_fixed_scale_and_the_bias_in_the_product(
     path = tmp_path / "step.onnx"
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
     onnx.save(model, str(path))
-    assert quantize_step_graph(path) == 1
+    assert quantize_graph(path) == 1
     ops = [node.op_type for node in onnx.load(str(path)).graph.node]
     assert ops == ["Tanh", "QuantizeLinear", "MatMulIntegerToFloat"]
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -351,8 +351,8 @@ def test_a_product_of_a_state_kept_within_range_takes_the_fixed_scale(tmp_path: 
         onnx.save(helper.make_model(graph, **opsets), str(tmp_path / name))
     plain = tmp_path / "plain.onnx"
     onnx.save(helper.make_model(step, **opsets), str(plain))
-    assert quantize_step_graph(tmp_path / "step.onnx", others=[tmp_path / "encoder.onnx"]) == 2
-    assert quantize_step_graph(plain) == 2
+    assert quantize_graph(tmp_path / "step.onnx", others=[tmp_path / "encoder.onnx"]) == 2
+    assert quantize_graph(plain) == 2
     graph = onnx.load(str(tmp_path / "step.onnx")).graph
     ops = [node.op_type for node in graph.node]
     assert ops[:2] == ["QuantizeLinear", "MatMulIntegerToFloat"]  # hidden: 1/127
@@ -391,7 +391,7 @@ def test_a_weight_slice_that_is_also_an_output_is_kept(tmp_path: Path) -> None:
     path = tmp_path / "step.onnx"
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
     onnx.save(model, str(path))
-    assert quantize_step_graph(path) == 1
+    assert quantize_graph(path) == 1
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (part,) = session.run(["W_part"], {"x": np.zeros((2, K), dtype=np.float32)})
     np.testing.assert_array_equal(part, weight[:, K:])
@@ -438,7 +438,7 @@ def test_two_summed_products_within_range_become_one_int8_product(tmp_path: Path
     rng = np.random.default_rng(7)
     path = tmp_path / "step.onnx"
     arrays = _summed_products_graph(rng, path)
-    assert quantize_step_graph(path) == 1
+    assert quantize_graph(path) == 1
     model = onnx.load(str(path))
     onnx.checker.check_model(model)
     ops = [node.op_type for node in model.graph.node]
@@ -476,6 +476,6 @@ def test_summed_products_of_values_out_of_range_stay_two(tmp_path: Path) -> None
         if node.output[0] == "feed":
             node.op_type = "Relu"  # unbounded
     onnx.save(model, str(path))
-    assert quantize_step_graph(path) == 2
+    assert quantize_graph(path) == 2
     ops = [node.op_type for node in onnx.load(str(path)).graph.node]
     assert "Concat" not in ops and ops.count("MatMulIntegerToFloat") == 2
