@@ -159,7 +159,8 @@ def evaluate(
 @click.option(
     "--int8",
     is_flag=True,
-    help="int8 matrix products in the decoding step, for CPUs (faster; BLEU in the README).",
+    help="int8 matrix products in the decoding step (and a translator's encoder), for CPUs "
+    "(faster; BLEU in the README).",
 )
 def export(model_path: str | None, output: str, fp16: bool, int8: bool) -> None:
     """Export a generator, translator or classifier to an ONNX bundle that runs without PyTorch."""

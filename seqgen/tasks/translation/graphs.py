@@ -210,13 +210,20 @@ def write_bundle(
     """Write the graphs and tokenizers into ``staging``; returns the manifest's entries.
     ``int8`` (a bundle for the CPU): the encoder's first LSTM layer is written as a gate
     table and a ``Scan`` (``encoder.table_lstm``), which ONNX Runtime's CPU runs faster than
-    its ``LSTM`` node; ``model`` is the export's own copy."""
+    its ``LSTM`` node, and after the parity check its products of values within [-1, 1]
+    become int8 (the recurrence inside the ``Scan``, the attention keys, the bridge from the
+    hidden states: :func:`seqgen.bundles.quantize.quantize_graph`; the step's are made int8
+    after this returns); ``model`` is the export's own copy."""
     files = GRAPH_FILES
     model.encoder.export_table_lstm = int8
     specs = graph_specs(model)
     graphs = {name: export_graph(spec, staging / files[name]) for name, spec in specs.items()}
     if not fp16:
         check_parity(translator.step_function.model, staging, {name: files[name] for name in specs})
+    if int8:
+        from seqgen.bundles.quantize import quantize_graph  # onnx: the export extra
+
+        quantize_graph(staging / files["encoder"], unit_range_only=True)
     tokenizer_entries = write_tokenizers(
         {"source": translator.source_tokenizer, "target": translator.target_tokenizer}, staging
     )

@@ -739,13 +739,19 @@ def test_an_int8_bundle_runs_close_to_float32_on_the_cpu_only(
     state, tokens = quantized.step_function.start(sources)
     full_state = full.step_function.start(sources)[0]
     # The encoder's first LSTM layer is a gate table and a Scan per direction
-    # (encoder.table_lstm), its second still LSTM nodes; float32 both, like the float32
-    # bundle's nodes: the same state within rounding.
+    # (encoder.table_lstm), its second still LSTM nodes. Its products of values within
+    # [-1, 1] are int8: the recurrence inside each Scan, the keys, the bridge from the
+    # hidden states (the cell states' stays float32).
     encoder = onnx.load(str(int8_bundle / "encoder.onnx")).graph
     encoder_ops = [node.op_type for node in encoder.node]
     assert encoder_ops.count("Scan") == 2 and encoder_ops.count("LSTM") == 2
+    assert encoder_ops.count("MatMulIntegerToFloat") == 2 and "ReduceMax" not in encoder_ops
+    for scan in (node for node in encoder.node if node.op_type == "Scan"):
+        body = next(attribute.g for attribute in scan.attribute if attribute.name == "body")
+        assert [node.op_type for node in body.node].count("MatMulIntegerToFloat") == 1
     for name in ("memory", "keys", "hidden", "cell"):
-        np.testing.assert_allclose(state[name], full_state[name], rtol=0, atol=1e-5)
+        difference = np.abs(state[name] - full_state[name]).max()
+        assert 0 < difference < 0.05 * max(np.abs(full_state[name]).max(), 1)
     got, _ = quantized.step_function.step(tokens, state)
     expected, _ = full.step_function.step(tokens, full_state)
     outside = np.isneginf(expected)  # the same shortlist
