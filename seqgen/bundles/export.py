@@ -288,6 +288,8 @@ def export_graph(spec: GraphSpec, path: Path) -> dict[str, list[dict]]:
     the manifest lists them. The checker and the dynamic axes are verified."""
     import onnx  # only exporting needs it (the ``export`` extra)
 
+    from seqgen.bundles.undone_unsqueezes import drop_undone_unsqueezes  # onnx too
+
     dims: dict[str, torch.export.Dim] = {}
     for axes in spec.dynamic.values():
         for axis_name in axes.values():
@@ -329,6 +331,7 @@ def export_graph(spec: GraphSpec, path: Path) -> dict[str, list[dict]]:
     graph = onnx.load(str(path))
     _name_output_axes(graph, spec.leading)
     _top_k_from_input(graph)
+    drop_undone_unsqueezes(graph.graph)
     _drop_trace_metadata(graph.graph)
     onnx.save(graph, str(path))
     onnx.checker.check_model(graph, full_check=True)

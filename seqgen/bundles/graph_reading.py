@@ -1,7 +1,11 @@
-"""Readers of exported graphs' nodes and constants, shared by the int8 rewrites (no torch):
-:mod:`seqgen.bundles.quantize` and :mod:`seqgen.bundles.joined_products`."""
+"""Readers of exported graphs' nodes and constants, shared by the rewrites (no torch):
+:mod:`seqgen.bundles.quantize`, :mod:`seqgen.bundles.joined_products` and
+:mod:`seqgen.bundles.undone_unsqueezes`."""
 
 from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
 
 import numpy as np
 import onnx
@@ -51,3 +55,14 @@ def sliced_weight(
         index[int(axis)] = slice(int(start), int(end), int(step))
     sliced = data[tuple(index)]
     return np.ascontiguousarray(sliced) if sliced.size else None
+
+
+def names_read(nodes: Sequence[onnx.NodeProto]) -> Counter[str]:
+    """How often ``nodes`` read each name, the nodes of their subgraphs (a ``Scan``'s body,
+    which may read the outer graph's values) included."""
+    reads = Counter(name for node in nodes for name in node.input)
+    for node in nodes:
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                reads.update(names_read(attribute.g.node))
+    return reads

@@ -38,7 +38,6 @@ not fit), the reason ONNX Runtime's own quantizer has ``reduce_range``.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +47,13 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from seqgen.bundles.graph_reading import is_float_matrix, is_vector, plain_gemm, sliced_weight
+from seqgen.bundles.graph_reading import (
+    is_float_matrix,
+    is_vector,
+    names_read,
+    plain_gemm,
+    sliced_weight,
+)
 from seqgen.bundles.joined_products import join_summed_products
 from seqgen.bundles.value_range import (
     scan_body_values,
@@ -130,7 +135,7 @@ def quantize_graph(
     if not count:
         return 0
     # Drop the float32 weights that only the replaced products read.
-    needed = _names_read(kept)
+    needed = names_read(kept)
     still = [init for init in graph.initializer if init.name in needed]
     del graph.node[:]
     graph.node.extend(kept)
@@ -186,17 +191,6 @@ def _rewrite_scan_body(position: int, scan: onnx.NodeProto, rewrite: _Rewrite) -
     return count
 
 
-def _names_read(nodes: Sequence[onnx.NodeProto]) -> Counter[str]:
-    """How often ``nodes`` read each name, the nodes of their subgraphs (a ``Scan``'s body,
-    which may read the outer graph's weights) included."""
-    reads = Counter(name for node in nodes for name in node.input)
-    for node in nodes:
-        for attribute in node.attribute:
-            if attribute.type == onnx.AttributeProto.GRAPH:
-                reads.update(_names_read(attribute.g.node))
-    return reads
-
-
 class _Rewrite:
     """What :func:`quantize_graph` learns of a graph and adds to it, node by node."""
 
@@ -219,7 +213,7 @@ class _Rewrite:
         self.int8_rows: dict[str, int] = {}
         self.row_vectors = set() if rows is None else {o.name for o in rows.graph.output}
         self.producers = {out: node for node in graph.node for out in node.output}
-        self.uses = _names_read(graph.node)
+        self.uses = names_read(graph.node)
         self.uses.update(value.name for value in graph.output)  # a graph's output is read too
         self.new_inits: list[onnx.TensorProto] = []
         # Outputs of the GatherNDs and Slices that only replaced products read.
