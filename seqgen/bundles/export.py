@@ -110,7 +110,8 @@ def export_bundle(
 
     ``fp16`` stores weights and state in float16 (for GPUs; log-probs stay float32).
     ``int8`` makes the step graph's matrix products int8 (for CPUs, see
-    :mod:`seqgen.bundles.quantize`); the float32 graphs pass the parity check first. The
+    :mod:`seqgen.bundles.quantize`; a translator's ``write_bundle`` does its encoder's); the
+    float32 graphs pass the parity check first. The
     bundle is written to a temporary folder and renamed into place, so a failure leaves
     nothing half-written. An existing ``output_dir`` must be empty or a previous bundle,
     which is replaced. CheckpointError for a bad checkpoint or output folder. Returns the

@@ -162,10 +162,11 @@ def _scan_outputs_within(node: onnx.NodeProto, known: set[str]) -> list[str]:
     """A ``Scan`` node's outputs within range (:func:`scan_body_values`): its final states
     and scan outputs that the body keeps within range (an int8 bundle's encoder,
     ``encoder.table_lstm``: each position's hidden state and the last one)."""
-    body = _attributes(node)["body"]
+    attributes = _attributes(node)
+    body = attributes["body"]
     assert isinstance(body, onnx.GraphProto)
     within = scan_body_values(node, known)
-    states = len(node.input) - int(_attributes(node)["num_scan_inputs"])  # type: ignore[call-overload]
+    states = len(node.input) - int(attributes["num_scan_inputs"])  # type: ignore[call-overload]
     # A final state is the last update, or its start where there are no positions: within
     # range when that state was kept (its body input is then among those within).
     return [
