@@ -26,15 +26,15 @@ def node_package() -> Path:
 
 
 @pytest.fixture(scope="session")
-def bundled(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """``bundled(name)``: the bundle of a bundled model (``multi30k-de-en``, ``sentiment``...),
-    exported on first use."""
+def bundled(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """``bundled(name, int8=False)``: the bundle of a bundled model (``multi30k-de-en``,
+    ``sentiment``...), exported on first use (``int8``: with ``--int8``)."""
     folder = tmp_path_factory.mktemp("bundles")
-    exported: dict[str, Path] = {}
+    exported: dict[tuple[str, bool], Path] = {}
 
-    def bundle(name: str) -> Path:
-        if name not in exported:
-            output = folder / name
+    def bundle(name: str, *, int8: bool = False) -> Path:
+        if (name, int8) not in exported:
+            output = folder / (f"{name}-int8" if int8 else name)
             command = [
                 sys.executable,
                 "-m",
@@ -44,10 +44,11 @@ def bundled(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
                 name,
                 "--output",
                 str(output),
+                *(["--int8"] if int8 else []),
             ]
             result = subprocess.run(command, capture_output=True, text=True)
             assert result.returncode == 0, result.stderr
-            exported[name] = output
-        return exported[name]
+            exported[name, int8] = output
+        return exported[name, int8]
 
     return bundle

@@ -54,6 +54,21 @@ def test_translations_equal_python_on_test_2016_flickr(
     assert differing(expected, result.stdout.splitlines()) == []
 
 
+def test_int8_translations_equal_python(
+    node_package: Path, bundled: Callable[..., Path], data_dir: str
+) -> None:
+    """An int8 bundle (its step's and encoder's products int8, some inside the encoder's
+    ``Scan``s: ONNX Runtime's ``MatMulIntegerToFloat``) translates in Node.js as in Python."""
+    bundle = bundled("multi30k-de-en", int8=True)
+    source = Path(data_dir) / "multi30k" / "test_2016_flickr.de.gz"
+    sentences = gzip.decompress(source.read_bytes()).decode("utf-8").splitlines()[:200]
+    expected = load_bundle(bundle, device="cpu").translate(sentences, beam_size=5)
+    stdin = "\n".join(sentences) + "\n"
+    result = run_cli(node_package, "translate", str(bundle), "--beam-size", "5", stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    assert differing(expected, result.stdout.splitlines()) == []
+
+
 def test_greedy_continuations_equal_python(
     node_package: Path, bundled: Callable[[str], Path], data_dir: str
 ) -> None:
