@@ -23,7 +23,13 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from seqgen.bundles.graph_reading import is_float_matrix, is_vector, plain_gemm, sliced_weight
+from seqgen.bundles.graph_reading import (
+    is_float_matrix,
+    is_vector,
+    names_read,
+    plain_gemm,
+    sliced_weight,
+)
 
 
 def join_summed_products(graph: onnx.GraphProto, unit_range: set[str]) -> set[str]:
@@ -38,7 +44,7 @@ def join_summed_products(graph: onnx.GraphProto, unit_range: set[str]) -> set[st
     """
     weights = {init.name: init for init in graph.initializer}
     producers = {out: node for node in graph.node for out in node.output}
-    uses = Counter(name for node in graph.node for name in node.input)
+    uses = names_read(graph.node)  # a Scan's body may read a product or a slice too
     uses.update(value.name for value in graph.output)
     replaced: dict[int, list[onnx.NodeProto]] = {}
     dropped: set[int] = set()
