@@ -4,7 +4,8 @@ as Python does, and shows bad input as a visible message. Headless Chromium here
 (navigator.gpu gives no adapter): asked for WebGPU, the page says so and runs WebAssembly.
 With --enable-unsafe-webgpu it gives a software adapter (SwiftShader, Vulkan on the CPU), and
 the page runs onnxruntime-web's WebGPU build on it (the last test; in this file so that it
-shares the exported bundle with the others under pytest-xdist's --dist loadfile)."""
+shares the exported bundle with the others under pytest-xdist's --dist loadfile). An int8
+export of the translator runs on WebAssembly too."""
 
 from __future__ import annotations
 
@@ -85,6 +86,25 @@ def test_browser_page_translates_as_python_does(
     assert "no readable manifest.json" in page["badBundle"]
     assert page["consoleErrors"] == []
     assert (tmp_path / "page.png").stat().st_size > 10_000
+
+
+def test_browser_page_translates_an_int8_bundle_as_python_does(
+    node_package: Path, bundled: Callable[..., Path], data_dir: str, tmp_path: Path
+) -> None:
+    """An int8 export (its products ``MatMulIntegerToFloat``, some inside the encoder's
+    ``Scan``s: contrib operators of onnxruntime-web's WebAssembly build), typed and batched."""
+    bundle = bundled("multi30k-de-en", int8=True)
+    sentences, page = _translation_page(
+        node_package, bundle, data_dir, tmp_path, 3,
+        "--type", "2", "--bench", "3", "--long-line", "off",
+    )  # fmt: skip
+    assert page["backend"] == "wasm" and page["consoleErrors"] == []
+    translator = load_bundle(bundle, device="cpu")
+    assert [typed["output"] for typed in page["typed"]] == [
+        translator.translate([sentence])[0] for sentence in sentences[:2]
+    ]
+    assert page["bench"]["greedy"]["translations"] == translator.translate(sentences, beam_size=1)
+    assert page["bench"]["beam5"]["translations"] == translator.translate(sentences, beam_size=5)
 
 
 @pytest.mark.parametrize("packaged", [False, True], ids=["exported", "packaged"])
