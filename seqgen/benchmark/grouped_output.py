@@ -67,8 +67,9 @@ def union_sizes(
 def product_graph(int8: bool, groups: int, rows: int, hidden: int, union: int) -> Any:
     """An ONNX model of a step's output-layer product, ``scores`` ``(groups * rows, union)``.
 
-    ``groups`` 0: today's, ``features`` ``(rows, hidden)`` times ``weight`` ``(hidden,
-    union)`` plus ``bias`` ``(union,)``. Else grouped: ``features`` ``(rows * groups,
+    ``groups`` 0: today's, ``features`` ``(rows, hidden)`` times ``weight`` plus ``bias``
+    ``(union,)``, as the step graph has it: float32 a ``Gemm`` of the ``(union, hidden)``
+    rows transposed, int8 ``(hidden, union)``. Else grouped: ``features`` ``(rows * groups,
     hidden)`` gathered by ``group_rows`` into ``(groups, rows, hidden)``, times ``weight``
     ``(groups, hidden, union)`` plus ``bias`` ``(groups, 1, union)``, the rows gathered back
     by ``slots`` (a batch's rows need not come grouped, nor the groups be equal). int8 as an
@@ -80,7 +81,9 @@ def product_graph(int8: bool, groups: int, rows: int, hidden: int, union: int) -
 
     node, value = helper.make_node, helper.make_tensor_value_info
     grouped = groups > 0
-    shape = [groups, hidden, union] if grouped else [hidden, union]
+    # Today's float32 step is a Gemm of the output_rows graph's (union, hidden) rows,
+    # transposed in the product, its bias fused; its int8 step reads them (hidden, union).
+    shape = [groups, hidden, union] if grouped else [hidden, union] if int8 else [union, hidden]
     vector = [groups, 1, union] if grouped else [union]
     source = "grouped" if grouped else "features"
     nodes = [node("Gather", ["features", "group_rows"], ["grouped"])] if grouped else []
@@ -97,9 +100,10 @@ def product_graph(int8: bool, groups: int, rows: int, hidden: int, union: int) -
                 domain=MS_DOMAIN,
             ),
         ]
-    else:
+    elif grouped:
         nodes += [node("MatMul", [source, "weight"], ["product"])]
-        nodes += [] if grouped else [node("Add", ["product", "bias"], ["scores"])]
+    else:
+        nodes += [node("Gemm", [source, "weight", "bias"], ["scores"], transB=1)]
     if grouped:
         nodes += [
             node("Add", ["product", "bias"], ["logits"]),
@@ -156,6 +160,8 @@ def step_feeds(
         feeds["bias"] = feeds["bias"][0]
         if int8:
             feeds["weight_scale"] = feeds["weight_scale"][0]
+        else:
+            feeds["weight"] = np.ascontiguousarray(feeds["weight"].T)  # (union, hidden) rows
     return feeds, expected
 
 
@@ -188,7 +194,7 @@ def torch_runner(groups: int, rows: int, hidden: int, union: int) -> Callable[[]
     feeds = {name: torch.from_numpy(array) for name, array in arrays.items()}
     features, weight, bias = feeds["features"], feeds["weight"], feeds["bias"]
     if not groups:
-        return lambda: torch.addmm(bias, features, weight)
+        return lambda: torch.nn.functional.linear(features, weight, bias)  # as the step
     group_rows, slots = feeds["group_rows"].flatten(), feeds["slots"]
 
     def run() -> torch.Tensor:
