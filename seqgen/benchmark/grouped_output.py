@@ -277,7 +277,7 @@ def measure(arguments: argparse.Namespace) -> dict[str, Any]:
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """A row per group size, with each kernel's time and its ratio to one group's."""
+    """A row per group size: each kernel's time, and how much faster than today's (the last row)."""
     whole = report["rows"][-1]  # the batch's union: today's product
     kernels = [name for name in ("int8_us", "float32_us", "torch_us") if name in whole]
     titles = {"int8_us": "ORT int8", "float32_us": "ORT float32", "torch_us": "PyTorch"}
