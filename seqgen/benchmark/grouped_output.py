@@ -77,7 +77,7 @@ def product_graph(int8: bool, groups: int, rows: int, hidden: int, union: int) -
     scale 1/127 in uint8 around 128, 7-bit weights with a scale per column (and group)."""
     from onnx import TensorProto, helper
 
-    from seqgen.bundles.quantize import ACTIVATION_ZERO, MS_DOMAIN
+    from seqgen.bundles.quantize import ACTIVATION_LIMIT, ACTIVATION_ZERO, MS_DOMAIN
 
     node, value = helper.make_node, helper.make_tensor_value_info
     grouped = groups > 0
@@ -96,7 +96,7 @@ def product_graph(int8: bool, groups: int, rows: int, hidden: int, union: int) -
             node(
                 "MatMulIntegerToFloat",
                 ["quantized", "weight", "unit_scale", "weight_scale", "zero_point", "", fused],
-                [product if grouped else "scores"],
+                [product],
                 domain=MS_DOMAIN,
             ),
         ]
@@ -122,7 +122,7 @@ def product_graph(int8: bool, groups: int, rows: int, hidden: int, union: int) -
             value("slots", TensorProto.INT64, [groups * rows]),
         ]
     constants = [
-        helper.make_tensor("unit_scale", TensorProto.FLOAT, [], [1 / 127]),
+        helper.make_tensor("unit_scale", TensorProto.FLOAT, [], [1 / ACTIVATION_LIMIT]),
         helper.make_tensor("zero_point", TensorProto.UINT8, [], [ACTIVATION_ZERO]),
         helper.make_tensor("flat_shape", TensorProto.INT64, [2], [-1, union]),
     ]
