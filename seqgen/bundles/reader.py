@@ -49,7 +49,7 @@ from seqgen.errors import CheckpointError, SeqgenError
 from seqgen.task import is_task, registered_tasks, task_named
 
 FORMAT_NAME = "seqgen-bundle"
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 # Format 2 changed the translator's graphs (the source side once per sentence, not per row),
 # format 3 its shortlisted step (each row scored over its sentence's shortlist columns,
 # ``output_columns``, not a mask over the batch's union), and format 4 took the shortlist's
@@ -57,7 +57,10 @@ FORMAT_VERSION = 5
 # a graph cannot be migrated without its checkpoint, so older translator bundles are
 # refused. Generator and classifier graphs did not change: their older bundles still load.
 # Format 5 gave step graphs a ``top_k`` input (how many candidates per row they return); a
-# format 4 step returns its fixed 16 and still loads.
+# format 4 step returns its fixed 16 and still loads. Format 6 lets a shortlisted translator's
+# step score each group of sentences against its own shortlists' union (two more inputs,
+# ``output_group_rows`` and ``output_row_slots``; float32 exports); format 4 and 5 steps
+# score the batch's union and still load.
 MIN_FORMAT_VERSION = {"translation": 4}
 MANIFEST_FILE = "manifest.json"
 # manifest["matmul"] of a bundle whose step graph multiplies in int8 (seqgen.bundles.quantize)

@@ -19,6 +19,13 @@ const OUTPUT_IDS = 'output_ids'; // (M,) int64: the batch's shortlist (union of 
 // padded with 0; and (sentences, S) float32: 0 for those, -inf for the padding
 const OUTPUT_COLUMNS = 'output_columns';
 const OUTPUT_MASK = 'output_mask';
+// A grouped step's (bundle format 6) `(G, R)` rows of each group and `(rows,)` each row's
+// place among them: each group of sentences is scored against its own shortlists' union.
+const OUTPUT_GROUP_ROWS = 'output_group_rows';
+const OUTPUT_ROW_SLOTS = 'output_row_slots';
+// Sentences a group in beam search; greedy search scores its batch as one group (seqgen's
+// shortlist.py, GROUP_SENTENCES: the same groups keep the translations the same bits).
+export const GROUP_SENTENCES = 8;
 
 export class TranslatorStep {
   /**
@@ -38,6 +45,7 @@ export class TranslatorStep {
     this.sourceNames = this.stateNames.filter((name) => !RECURRENT.includes(name));
     this.takesOutputIds = step.inputNames.includes(OUTPUT_IDS);
     this.takesColumns = step.inputNames.includes(OUTPUT_COLUMNS) && step.inputNames.includes(OUTPUT_MASK);
+    this.grouped = step.inputNames.includes(OUTPUT_GROUP_ROWS);
     this.top = topCandidates(manifest);
     this.shortlist = shortlist;
     this.vocabSize = manifest.model.target_vocab_size;
@@ -52,12 +60,14 @@ export class TranslatorStep {
   /**
    * Encode a batch of sources (ids without EOS).
    * @param {number[][]} sources
+   * @param {{beamSize?: number}} [search] the search's beam: a grouped step scores groups of
+   *   GROUP_SENTENCES sentences in beam search, the batch as one group in greedy search
    * @returns the state: one row per sentence (`layout`: sentences and rows per sentence)
    */
-  async start(sources) {
+  async start(sources, { beamSize = 1 } = {}) {
     if (sources.length === 1) {
       // One row as two, then back to one (see oneRowAsTwo).
-      return this.select(await this.start([sources[0], sources[0]]), [0]);
+      return this.select(await this.start([sources[0], sources[0]], { beamSize }), [0]);
     }
     const rows = sources.map((s) => [...s, EOS_ID]);
     const width = Math.max(...rows.map((r) => r.length));
@@ -68,43 +78,68 @@ export class TranslatorStep {
     });
     const sourceSide = Object.fromEntries(this.sourceNames.map((name) => [name, outputs[name]]));
     let outputIds = null;
+    let groups = null;
     if (this.takesOutputIds) {
-      const union = shortlistIds(this.shortlist, padded);
-      const tensor = int64(this.ort, union);
+      const group = this.grouped && beamSize > 1 ? GROUP_SENTENCES : rows.length;
+      const shortlisted = this.sentenceColumns(rows, group);
+      const tensor = int64(this.ort, shortlisted.ids);
       // The output layer's rows of the union, once per batch: the step graph's inputs of
       // the same names (output_weight, output_bias; int8 bundles' output_weight_scale too).
       const layer = await this.outputRows.run({ [OUTPUT_IDS]: tensor });
-      outputIds = { ids: union, tensor, layer };
-      Object.assign(sourceSide, this.sentenceColumns(rows, union));
+      outputIds = { ids: shortlisted.ids, tensor, layer, groupCount: shortlisted.groupCount };
+      Object.assign(sourceSide, shortlisted.inputs);
+      if (this.grouped) groups = shortlisted.groups;
     }
     return {
       layout: { sentences: rows.length, perSentence: 1 },
       recurrent: Object.fromEntries(this.recurrentNames.map((name) => [name, outputs[name]])),
       sourceSide,
       outputIds,
+      groups,
+      groupFeeds: null,
     };
   }
 
   /**
-   * Each sentence's own shortlist as columns of the batch's `union`: `output_columns`
-   * `(sentences, S)` int64, ascending and padded with 0 to the longest, and `output_mask`
-   * `(sentences, S)` float32, 0 for a sentence's columns and -inf for padding.
+   * The shortlist of a batch's `rows` (source ids with EOS) in groups of `group` consecutive
+   * sentences (seqgen's grouped_shortlist; one group: batch_shortlist): `ids` `(G * U)`, the
+   * groups' unions one after the other, each ascending and padded with EOS to the longest,
+   * `U`; `inputs`: `output_columns` `(sentences, S)` int64, each sentence's own shortlist as
+   * indices into its group's part, ascending, padded with that part's first, and
+   * `output_mask` `(sentences, S)` float32, 0 for a sentence's columns and -inf for padding;
+   * `groups`: each sentence's group.
    */
-  sentenceColumns(rows, union) {
-    const column = new Map(union.map((id, c) => [id, c]));
-    const own = rows.map((row) => shortlistIds(this.shortlist, row).map((id) => column.get(id)));
+  sentenceColumns(rows, group) {
+    const parts = [];
+    for (let start = 0; start < rows.length; start += group) parts.push(rows.slice(start, start + group));
+    const unions = parts.map((part) => shortlistIds(this.shortlist, part.flat()));
+    const union = Math.max(...unions.map((ids) => ids.length));
+    const ids = unions.flatMap((u) => [...u, ...Array(union - u.length).fill(EOS_ID)]);
+    const places = unions.map((u, g) => new Map(u.map((id, c) => [id, g * union + c])));
+    const groups = rows.map((_, s) => Math.floor(s / group));
+    const own = rows.map((row, s) => shortlistIds(this.shortlist, row).map((id) => places[groups[s]].get(id)));
     const width = Math.max(...own.map((columns) => columns.length));
     const columns = new BigInt64Array(rows.length * width);
     const mask = new Float32Array(rows.length * width).fill(Number.NEGATIVE_INFINITY);
     own.forEach((list, s) => {
+      columns.fill(BigInt(groups[s] * union), s * width, (s + 1) * width);
       columns.set(list.map(BigInt), s * width);
       mask.fill(0, s * width, s * width + list.length);
     });
     const dims = [rows.length, width];
-    return {
+    const inputs = {
       [OUTPUT_COLUMNS]: new this.ort.Tensor('int64', columns, dims),
       [OUTPUT_MASK]: new this.ort.Tensor('float32', mask, dims),
     };
+    return { ids, inputs, groups, groupCount: parts.length };
+  }
+
+  /** A grouped step's group inputs for the state's layout, made once per layout. */
+  groupFeeds(state) {
+    if (!state.groupFeeds) {
+      state.groupFeeds = groupLayout(this.ort, state.groups, state.layout.perSentence, state.outputIds.groupCount);
+    }
+    return state.groupFeeds;
   }
 
   /** `(rows * S)` token ids of each row's log-probs: its sentence's shortlist, -1 for padding. */
@@ -135,6 +170,7 @@ export class TranslatorStep {
     if (tokens.length === 1) return this.oneRowAsTwo(tokens, state, candidates);
     const feeds = { tokens: int64(this.ort, tokens), ...state.recurrent, ...state.sourceSide };
     if (state.outputIds) Object.assign(feeds, { [OUTPUT_IDS]: state.outputIds.tensor }, state.outputIds.layer);
+    if (this.grouped) Object.assign(feeds, this.groupFeeds(state));
     const useTop = candidates <= this.top.count;
     if (this.top.fed) feeds.top_k = int64(this.ort, [useTop ? candidates : 1]);
     const news = this.recurrentNames.map((name) => `new_${name}`);
@@ -195,8 +231,42 @@ export class TranslatorStep {
     const sourceSide = unchanged
       ? state.sourceSide
       : Object.fromEntries(Object.entries(state.sourceSide).map(([name, t]) => [name, gatherRows(this.ort, t, sentences)]));
-    return { ...state, layout: { sentences: sentences.length, perSentence: layout.perSentence }, recurrent, sourceSide };
+    // A grouped step's groups go with their sentences; its inputs are made again for a new layout.
+    const groups = state.groups && !unchanged ? sentences.map((s) => state.groups[s]) : state.groups;
+    const groupFeeds = unchanged ? state.groupFeeds : null;
+    const newLayout = { sentences: sentences.length, perSentence: layout.perSentence };
+    return { ...state, layout: newLayout, recurrent, sourceSide, groups, groupFeeds };
   }
+}
+
+/**
+ * Where a grouped step's rows go (seqgen's shortlist.py, group_layout): `groups` each
+ * sentence's group (of `count`), `perSentence` consecutive rows per sentence.
+ * `output_group_rows` `(count, R)`: each group's rows in order, then row 0 as padding, `R` the
+ * most rows a group has and at least 2 (one row takes ONNX Runtime's matrix-vector kernel,
+ * whose sums run in another order); `output_row_slots` `(rows,)`: each row's place
+ * `g * R + j` among them.
+ */
+function groupLayout(ort, groups, perSentence, count) {
+  const counts = new Array(count).fill(0);
+  groups.forEach((g) => (counts[g] += 1));
+  const width = Math.max(2, perSentence * Math.max(...counts));
+  const groupRows = new BigInt64Array(count * width);
+  const slots = new BigInt64Array(groups.length * perSentence);
+  const seen = new Array(count).fill(0);
+  groups.forEach((g, s) => {
+    const place = seen[g];
+    seen[g] += 1;
+    for (let j = 0; j < perSentence; j += 1) {
+      const slot = g * width + place * perSentence + j;
+      slots[s * perSentence + j] = BigInt(slot);
+      groupRows[slot] = BigInt(s * perSentence + j);
+    }
+  });
+  return {
+    [OUTPUT_GROUP_ROWS]: new ort.Tensor('int64', groupRows, [count, width]),
+    [OUTPUT_ROW_SLOTS]: new ort.Tensor('int64', slots, [slots.length]),
+  };
 }
 
 /**

@@ -126,7 +126,7 @@ export class Translator {
       return options.maxLength ? Math.min(bound, options.maxLength) : bound;
     });
     const minNew = lengths.map((n, i) => Math.min(Math.floor(options.minLengthRatio * n), maxNew[i]));
-    const state = await this.step.start(sources);
+    const state = await this.step.start(sources, { beamSize: options.beamSize });
     const common = {
       maxNew,
       minNew,

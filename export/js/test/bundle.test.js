@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import test from 'node:test';
 import { BundleError, checkFileName, openBundle, readManifest, tokenizerReader } from '../src/node.js';
-import { topCandidates } from '../src/bundle.js';
+import { FORMAT_VERSION, topCandidates } from '../src/bundle.js';
 import { VocabularyTokenizer } from '../src/tokenizers.js';
 
 function memorySource(manifest) {
@@ -38,7 +38,7 @@ test('a file name must be a plain name inside the bundle', async () => {
 });
 
 test('newer format, unknown kind, another task: one line each', async () => {
-  await assert.rejects(readManifest(memorySource({ ...MANIFEST, format_version: 6 })), oneLine(/newer than this runtime reads/));
+  await assert.rejects(readManifest(memorySource({ ...MANIFEST, format_version: FORMAT_VERSION + 1 })), oneLine(/newer than this runtime reads/));
   await assert.rejects(readManifest(memorySource({ ...MANIFEST, kind: 'speech' })), oneLine(/"speech" bundle/));
   await assert.rejects(readManifest(memorySource(MANIFEST), 'translation'), oneLine(/classification bundle, not a translation one/));
   await assert.rejects(readManifest(memorySource({ ...MANIFEST, matmul: 'int4' })), oneLine(/"int4" matrix products/));

@@ -56,10 +56,16 @@ DecoderState = dict[str, torch.Tensor]
 @dataclass(frozen=True)
 class OutputRows:
     """The output layer's rows of ``M`` target tokens (a batch's shortlist), gathered once:
-    ``weight`` ``(M, output_size)``, ``bias`` ``(M,)`` or None."""
+    ``weight`` ``(M, output_size)``, ``bias`` ``(M,)`` or None.
+
+    With ``group_rows`` ``(G, R)`` int64 (a grouped step graph, bundle format 6) the ``M``
+    tokens are ``G`` groups' shortlists of ``M / G`` each, one after the other, and each
+    group scores only its own, for the rows ``group_rows`` names
+    (:func:`seqgen.tasks.translation.shortlist.group_layout`)."""
 
     weight: torch.Tensor
     bias: torch.Tensor | None
+    group_rows: torch.Tensor | None = None
 
 
 class Decoder(nn.Module):
@@ -373,9 +379,12 @@ class Decoder(nn.Module):
     def scores(self, features: torch.Tensor, output: OutputRows | None = None) -> torch.Tensor:
         """The output layer: :meth:`features` ``(..., output_size) -> (..., vocab)``, or
         ``(..., M)`` for the ``M`` tokens of ``output`` (a shortlist in decoding, a batch's
-        candidates with ``train.shortlist_loss``)."""
+        candidates with ``train.shortlist_loss``), or ``(G, R, M / G)`` for grouped ones,
+        without their bias (:func:`grouped_scores`)."""
         if output is None:
             return bucketed_linear(features, self.output.weight, self.output.bias)
+        if output.group_rows is not None:
+            return grouped_scores(features, output)
         # Only those tokens: M x output_size instead of vocab x output_size per row.
         return bucketed_linear(features, output.weight, output.bias)
 
@@ -395,6 +404,20 @@ class Decoder(nn.Module):
             name: batch_major(tensor)
             for name, tensor in zip(self.rnn_state_names, tensors, strict=True)
         }
+
+
+def grouped_scores(features: torch.Tensor, output: OutputRows) -> torch.Tensor:
+    """The output layer's product per group of rows: ``features`` ``(rows, output_size)``,
+    the rows of each of ``output``'s ``G`` groups (``group_rows`` ``(G, R)``) times that
+    group's ``U = M / G`` rows of ``weight`` -> ``(G, R, U)``, without the bias:
+    :func:`~seqgen.tasks.translation.model.grouped_sentence_logits` adds it to the columns
+    it picks. A group of 8 sentences scores the ~570 tokens of their shortlists, not the
+    ~2,000 of a batch of 64 (docs/benchmarks.md)."""
+    assert output.group_rows is not None
+    groups, width = output.group_rows.shape[0], features.shape[-1]
+    grouped = features.index_select(0, output.group_rows.reshape(-1)).reshape(groups, -1, width)
+    weight = output.weight.reshape(groups, -1, width)  # (G, U, output_size)
+    return torch.matmul(grouped, weight.transpose(1, 2))
 
 
 def _lstm_on_gates(

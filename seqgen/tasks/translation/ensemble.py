@@ -50,18 +50,21 @@ class EnsembleTranslatorStep(EnsembleStep):
         self.shared_shortlist = shared_shortlist
 
     def start(
-        self, sources: Sequence[Sequence[int]], *, shortlist: bool = True
+        self, sources: Sequence[Sequence[int]], *, shortlist: bool = True, beam_size: int = 1
     ) -> tuple[EnsembleState, np.ndarray]:
         """Encode ``batch`` sources with every member: a :class:`MemberSources` gives each
         member its own ids, plain ids go to every member. ``shortlist`` holds only where
-        the members share one (module docstring). Returns the members' states and
-        ``first_tokens`` ``(batch,)`` (the first member's; every member's is BOS)."""
+        the members share one (module docstring); ``beam_size`` goes to each. Returns the
+        members' states and ``first_tokens`` ``(batch,)`` (the first member's; every
+        member's is BOS)."""
         shortlist = shortlist and self.shared_shortlist
         states: list[State] = []
         first_tokens = None
         for index, member in enumerate(self.members):
             own = [s.per_member[index] if isinstance(s, MemberSources) else s for s in sources]
-            state, tokens = member.start(own, shortlist=shortlist)  # type: ignore[attr-defined]
+            state, tokens = member.start(  # type: ignore[attr-defined]
+                own, shortlist=shortlist, beam_size=beam_size
+            )
             states.append(state)
             first_tokens = tokens if first_tokens is None else first_tokens
         return tuple(states), first_tokens  # type: ignore[return-value]

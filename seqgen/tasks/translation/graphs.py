@@ -56,6 +56,7 @@ from seqgen.tasks.translation import (
 from seqgen.tasks.translation.decoder import OutputRows
 from seqgen.tasks.translation.model import (
     EncoderDecoder,
+    grouped_sentence_logits,
     sentence_logits,
     sentence_token_ids,
 )
@@ -65,7 +66,10 @@ from seqgen.tasks.translation.pipeline import Translator
 from seqgen.tasks.translation.shortlist import batch_shortlist, column_token_ids
 from seqgen.tasks.translation.source_rows import (
     OUTPUT_COLUMNS,
+    OUTPUT_GROUP_ROWS,
+    OUTPUT_IDS,
     OUTPUT_MASK,
+    OUTPUT_ROW_SLOTS,
     PER_SENTENCE,
     SHORTLIST_NAMES,
     SOURCE_NAMES,
@@ -78,6 +82,9 @@ EXAMPLE_BEAM = 2  # the step's example: EXAMPLE_ROWS sentences of this many rows
 EXAMPLE_SELECTED_SENTENCES = 7  # unlike every other axis's example
 EXAMPLE_SHORTLIST = 40  # at least the top-k's 32 candidates, and unlike the other sizes
 EXAMPLE_SENTENCE_SHORTLIST = 33  # a sentence's: at least 32 too, and unlike every other size
+# A grouped step's: groups, rows a group, tokens a group (over a sentence's 33 and the
+# sentences' offsets, as each example sentence's columns must fit its group's union)
+EXAMPLE_GROUPS, EXAMPLE_GROUP_ROWS, EXAMPLE_GROUP_UNION = 4, 8, 41
 SHORTLIST_FILE = "shortlist.json"
 RECURRENT = ("hidden", "cell", "feed")
 
@@ -148,11 +155,19 @@ class TranslatorStepGraph(nn.Module):
     .shortlist_columns`): ``log_probs`` is then ``(rows, S)``, each row normalised over its
     sentence's shortlist, and ``top_ids`` are token ids all the same. The source side and the
     shortlist are per sentence, the rows grouped ``rows / sentences`` to a sentence.
+
+    ``grouped`` (bundle format 6, a float32 export): ``output_ids`` are ``G`` groups'
+    unions of ``M / G`` tokens each (:func:`~seqgen.tasks.translation.shortlist
+    .grouped_shortlist`), each sentence's columns index its group's part, and two more
+    inputs follow the mask, ``output_group_rows`` ``(G, R)`` and ``output_row_slots``
+    ``(rows,)`` int64 (:func:`~seqgen.tasks.translation.shortlist.group_layout`): each group
+    of rows is scored against its own union only.
     """
 
-    def __init__(self, model: EncoderDecoder) -> None:
+    def __init__(self, model: EncoderDecoder, *, grouped: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.grouped = grouped and model.has_shortlist
 
     def _gate_table(self) -> torch.Tensor | None:
         """The decoder's gate table, as PyTorch decodes with it (Decoder._rnn_step): gathered
@@ -167,10 +182,13 @@ class TranslatorStepGraph(nn.Module):
     def forward(self, tokens: torch.Tensor, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         names = self.model.state_names
         state = dict(zip(names, inputs[: len(names)], strict=True))
-        output_ids, columns, mask, output = None, None, None, None
+        output_ids, columns, mask, output, row_slots = None, None, None, None, None
         if self.model.has_shortlist:
-            output_ids, *rows, columns, mask = inputs[len(names) :]
-            output = OutputRows(rows[0], rows[1] if len(rows) > 1 else None)
+            shortlisted, group_rows = inputs[len(names) :], None
+            if self.grouped:
+                shortlisted, (group_rows, row_slots) = shortlisted[:-2], shortlisted[-2:]
+            output_ids, *rows, columns, mask = shortlisted
+            output = OutputRows(rows[0], rows[1] if len(rows) > 1 else None, group_rows)
         # The attention weights the step computes, an output for attention maps
         # (attention_maps.onnx_attention): caught from the attention module, which keeps none.
         caught: list[torch.Tensor] = []
@@ -184,7 +202,10 @@ class TranslatorStepGraph(nn.Module):
         attention = caught[-1].reshape(tokens.shape[0], -1).float()
         # As TranslatorStep.step: log-softmax in float32, also for a float16 model.
         logits = logits.float()
-        if columns is not None:  # each row to its own sentence's shortlist
+        if row_slots is not None:  # (G, R, U): each row to its sentence's, in one gather
+            bias = None if output is None or output.bias is None else output.bias.float()
+            logits = grouped_sentence_logits(logits, columns, mask, row_slots, bias)
+        elif columns is not None:  # each row to its own sentence's shortlist
             logits = sentence_logits(logits, columns, mask)
         log_probs = torch.log_softmax(logits, dim=-1)
         if output_ids is None:
@@ -216,7 +237,11 @@ def write_bundle(
     after this returns); ``model`` is the export's own copy."""
     files = GRAPH_FILES
     model.encoder.export_table_lstm = int8
-    specs = graph_specs(model)
+    # Float32 bundles score each group of sentences against its own shortlists (format 6).
+    # int8 and float16 ones keep one union a batch: the quantizer rewrites that product
+    # (seqgen.bundles.quantize), not a grouped one, and float16 steps run on GPUs, where
+    # a product's rows cost little and groups were not measured.
+    specs = graph_specs(model, grouped=not (fp16 or int8))
     graphs = {name: export_graph(spec, staging / files[name]) for name, spec in specs.items()}
     if not fp16:
         check_parity(translator.step_function.model, staging, {name: files[name] for name in specs})
@@ -292,9 +317,9 @@ def write_tokenizers(tokenizers: dict[str, Tokenizer], staging: Path) -> dict[st
     return entries
 
 
-def graph_specs(model: EncoderDecoder) -> dict[str, GraphSpec]:
+def graph_specs(model: EncoderDecoder, *, grouped: bool = False) -> dict[str, GraphSpec]:
     """The graphs (three, four with a shortlist) with example inputs of the model's dtype
-    and their dynamic axes."""
+    and their dynamic axes; ``grouped``: a grouped step graph (:class:`TranslatorStepGraph`)."""
     names = model.state_names
     recurrent = [name for name in names if name in RECURRENT]
     sentences, length = EXAMPLE_ROWS, EXAMPLE_SOURCE_LENGTH
@@ -317,7 +342,9 @@ def graph_specs(model: EncoderDecoder) -> dict[str, GraphSpec]:
     step_inputs, step_axes = {"tokens": torch.zeros(rows, dtype=torch.long), **state}, {}
     specs = {}
     if model.has_shortlist:
-        specs["output_rows"], shortlisted, step_axes = shortlist_examples(model, sentences)
+        specs["output_rows"], shortlisted, step_axes = shortlist_examples(
+            model, sentences, grouped=grouped
+        )
         step_inputs.update(shortlisted)
     # Gathered by select like the source side: the shortlist's columns and mask.
     per_sentence = {name: step_inputs[name] for name in SHORTLIST_NAMES if name in step_inputs}
@@ -332,7 +359,7 @@ def graph_specs(model: EncoderDecoder) -> dict[str, GraphSpec]:
             {torch.ops.seqgen.lstm_to_lengths.default: onnx_lstm_to_lengths},
         ),
         "step": GraphSpec(
-            TranslatorStepGraph(model),
+            TranslatorStepGraph(model, grouped=grouped),
             step_inputs,
             [*STEP_OUTPUTS, *new_recurrent, ATTENTION_OUTPUT],
             {"tokens": {0: "rows"}, **state_axes, **step_axes},
@@ -349,13 +376,16 @@ def graph_specs(model: EncoderDecoder) -> dict[str, GraphSpec]:
 
 
 def shortlist_examples(
-    model: EncoderDecoder, sentences: int
+    model: EncoderDecoder, sentences: int, *, grouped: bool = False
 ) -> tuple[GraphSpec, dict[str, torch.Tensor], dict[str, dict[int, str]]]:
     """A shortlisted model's ``output_rows`` graph, and its step's example inputs after the
     state (``output_ids``, the output_rows graph's outputs for them, each sentence's columns
-    and mask) with their dynamic axes."""
+    and mask, and for a ``grouped`` step the groups' rows and each row's place) with their
+    dynamic axes. Grouped, each example sentence has a group of its own."""
     # Any ids of a size unlike the other axes', so the exporter keeps the axis dynamic.
-    output_ids = torch.arange(EXAMPLE_SHORTLIST, dtype=torch.long)
+    union = EXAMPLE_GROUP_UNION if grouped else EXAMPLE_SHORTLIST
+    shortlist = union * EXAMPLE_GROUPS if grouped else union
+    output_ids = torch.arange(shortlist, dtype=torch.long) % model.target_vocab_size
     spec = output_rows_spec(model, output_ids)
     with torch.inference_mode():
         gathered = OutputRowsGraph(model)(output_ids)
@@ -364,10 +394,19 @@ def shortlist_examples(
     axes = {name: {0: "shortlist"} for name in inputs}
     width = EXAMPLE_SENTENCE_SHORTLIST
     columns = torch.arange(width, dtype=torch.long).repeat(sentences, 1)
-    inputs[OUTPUT_COLUMNS] = columns + torch.arange(sentences)[:, None]
+    inputs[OUTPUT_COLUMNS] = columns + torch.arange(sentences)[:, None] * (1 + union * grouped)
     inputs[OUTPUT_MASK] = torch.zeros(sentences, width)
     inputs[OUTPUT_MASK][0, -1] = -torch.inf  # a mask, not a constant to fold
     axes.update({name: {0: "sentences", 1: "sentence_shortlist"} for name in SHORTLIST_NAMES})
+    if grouped:  # sentence s in group s, its EXAMPLE_BEAM rows first there
+        rows = torch.arange(sentences * EXAMPLE_BEAM, dtype=torch.long)
+        slots = (rows // EXAMPLE_BEAM) * EXAMPLE_GROUP_ROWS + rows % EXAMPLE_BEAM
+        group_rows = torch.zeros(EXAMPLE_GROUPS * EXAMPLE_GROUP_ROWS, dtype=torch.long)
+        group_rows[slots] = rows
+        inputs[OUTPUT_GROUP_ROWS] = group_rows.reshape(EXAMPLE_GROUPS, EXAMPLE_GROUP_ROWS)
+        inputs[OUTPUT_ROW_SLOTS] = slots
+        axes[OUTPUT_GROUP_ROWS] = {0: "groups", 1: "group_rows"}
+        axes[OUTPUT_ROW_SLOTS] = {0: "rows"}
     return spec, inputs, axes
 
 
@@ -455,6 +494,7 @@ def check_parity(model: EncoderDecoder, folder: Path, files: dict[str, str]) -> 
     if model.has_shortlist:
         table, frequent = model.shortlist_table.numpy(), model.shortlist_frequent.numpy()
         onnx_step.use_shortlist(table, frequent, model.target_vocab_size)
+    onnx_step.group_sentences = 2  # a grouped step's five sentences in three groups
     generator = torch.Generator().manual_seed(0)
     worst = 0.0
     vocab = model.source_vocab_size
@@ -462,16 +502,22 @@ def check_parity(model: EncoderDecoder, folder: Path, files: dict[str, str]) -> 
         sources = [torch.randint(4, vocab, (n,), generator=generator).tolist() for n in lengths]
         rows = 2 * len(lengths)
         tokens = torch.randint(4, model.target_vocab_size, (rows,), generator=generator)
-        state, _ = onnx_step.start(sources)
+        state, _ = onnx_step.start(sources, beam_size=2)
         state = onnx_step.select(state, np.arange(len(lengths)).repeat(2))
         log_probs, stepped = onnx_step.step(tokens.numpy(), state)
         stepped = onnx_step.select(stepped, np.arange(rows)[::-1].copy())
         expected, expected_state = _torch_step(model, sources, tokens)
         pairs = [(log_probs, expected)]
+        host = {
+            name: value.numpy() if hasattr(value, "numpy") else value
+            for name, value in stepped.items()
+        }
+        if model.has_shortlist:  # the tokens of each sentence's columns, grouped or not
+            host[OUTPUT_COLUMNS] = column_token_ids(
+                np.asarray(host[OUTPUT_IDS]), host[OUTPUT_COLUMNS], host[OUTPUT_MASK]
+            ).astype(np.float64)
         for name in [*model.state_names, *(SHORTLIST_NAMES if model.has_shortlist else [])]:
-            got = stepped[name]
-            got = got.numpy() if hasattr(got, "numpy") else np.asarray(got)
-            pairs.append((got, np.flip(expected_state[name], 0)))
+            pairs.append((np.asarray(host[name]), np.flip(expected_state[name], 0)))
         for got, want in pairs:
             if not np.array_equal(np.isneginf(got), np.isneginf(want)):
                 worst = np.inf  # not the same shortlist
@@ -515,7 +561,8 @@ def _torch_step(
     ids = column_token_ids(output_ids, columns, mask).repeat(2, axis=0)
     row, column = np.nonzero(ids >= 0)
     full[row, ids[row, column]] = log_probs[row, column]
-    expected.update({OUTPUT_COLUMNS: columns, OUTPUT_MASK: mask})
+    expected[OUTPUT_COLUMNS] = column_token_ids(output_ids, columns, mask).astype(np.float64)
+    expected[OUTPUT_MASK] = mask
     return full, expected
 
 

@@ -66,13 +66,23 @@ from seqgen.decoding.onnx_session import (
     to_device,
 )
 from seqgen.errors import CheckpointError
-from seqgen.tasks.translation.shortlist import batch_shortlist
+from seqgen.tasks.translation.shortlist import (
+    GROUP_SENTENCES,
+    batch_shortlist,
+    group_layout,
+    grouped_shortlist,
+)
 from seqgen.tasks.translation.source_rows import (
+    GROUP_NAMES,
     LAYOUT,
     OUTPUT_COLUMNS,
+    OUTPUT_GROUP_ROWS,
+    OUTPUT_GROUPING,
+    OUTPUT_GROUPS,
     OUTPUT_IDS,
     OUTPUT_LAYER,
     OUTPUT_MASK,
+    OUTPUT_ROW_SLOTS,
     SHORTLIST_NAMES,
     SOURCE_NAMES,
     encoder_inputs,
@@ -118,7 +128,12 @@ class OnnxTranslatorStep(DeviceState):
         self.state_names, self.recurrent_names = translator_state_names(
             encoder, step, self.row_names
         )
-        self.takes_output_ids = SHORTLIST_INPUT in {node.name for node in step.get_inputs()}
+        step_inputs = {node.name for node in step.get_inputs()}
+        self.takes_output_ids = SHORTLIST_INPUT in step_inputs
+        # A grouped step (bundle format 6) scores each group of sentences' own union.
+        self.grouped = OUTPUT_GROUP_ROWS in step_inputs
+        # Sentences a group in beam search (greedy search scores its batch as one group).
+        self.group_sentences = GROUP_SENTENCES
         # What select gathers on the device: the state, and the shortlist where the graph
         # has one.
         self.selected_names = self.state_names
@@ -164,17 +179,21 @@ class OnnxTranslatorStep(DeviceState):
         self.vocab_size = vocab_size
 
     def start(
-        self, sources: Sequence[Sequence[int]], *, shortlist: bool = True
+        self, sources: Sequence[Sequence[int]], *, shortlist: bool = True, beam_size: int = 1
     ) -> tuple[State, np.ndarray]:
         """Encode a batch of sources (token ids without EOS; EOS is appended here).
 
         ``shortlist``: with a shortlisted graph, keep each sentence to its own shortlist
-        (False: every token). Returns the state (one row per sentence) and ``first_tokens``
+        (False: every token). ``beam_size``: the search's; a grouped step (bundle format 6)
+        scores groups of :attr:`group_sentences` in beam search and the batch as one group
+        in greedy search. Returns the state (one row per sentence) and ``first_tokens``
         ``(batch,)``, BOS.
         """
         if len(sources) == 1 and self.device == "cpu":
             # One row as two (see _one_row_as_two), then back to one.
-            state, first_tokens = self.start([sources[0], sources[0]], shortlist=shortlist)
+            state, first_tokens = self.start(
+                [sources[0], sources[0]], shortlist=shortlist, beam_size=beam_size
+            )
             return self.select(state, np.zeros(1, dtype=np.int64)), first_tokens[:1]
         source_ids, source_lengths = encoder_inputs(sources)
         outputs = run_session(
@@ -185,25 +204,34 @@ class OnnxTranslatorStep(DeviceState):
             device=self.bound_device,
         )
         if self.takes_output_ids:
-            outputs.update(self._shortlist(source_ids, source_lengths, shortlist=shortlist))
-        state = with_sentences(outputs, len(sources))
+            # Beam search's rows per group make the groups' products pay (docs/benchmarks.md).
+            group = self.group_sentences if beam_size > 1 else len(sources)
+            outputs.update(self._shortlist(source_ids, source_lengths, shortlist, group))
+        state = with_group_inputs(with_sentences(outputs, len(sources)))
         return state, np.full(len(sources), BOS_ID, dtype=np.int64)
 
     def _shortlist(
-        self, source_ids: np.ndarray, source_lengths: np.ndarray, *, shortlist: bool
+        self, source_ids: np.ndarray, source_lengths: np.ndarray, shortlist: bool, group: int
     ) -> dict[str, Any]:
         """The step graph's shortlist inputs for a batch: ``OUTPUT_IDS`` ``(M,)``, the
         ``output_rows`` graph's outputs for them (``OUTPUT_LAYER``, by name), and
         ``OUTPUT_COLUMNS`` and ``OUTPUT_MASK`` ``(sentences, S)`` (on the device with I/O
-        binding, so steps do not copy them in again). ``shortlist=False``: every token."""
+        binding, so steps do not copy them in again). ``shortlist=False``: every token; a grouped
+        step's groups are of ``group`` sentences."""
         if self.shortlist is None or self.output_rows_session is None:
             raise CheckpointError(
                 "the step graph takes a shortlist but the bundle has none; re-export it"
             )
+        # Every token, as one group for a grouped step.
+        groups = np.zeros(len(source_ids), dtype=np.int64)
         if not shortlist:
             output_ids = np.arange(self.vocab_size, dtype=np.int64)
             columns = np.tile(output_ids, (len(source_ids), 1))
             mask = np.zeros(columns.shape, dtype=np.float32)
+        elif self.grouped:
+            output_ids, columns, mask, groups = grouped_shortlist(
+                *self.shortlist, source_ids, source_lengths, group
+            )
         else:
             output_ids, columns, mask = batch_shortlist(*self.shortlist, source_ids, source_lengths)
         rows = run_session(
@@ -216,6 +244,11 @@ class OnnxTranslatorStep(DeviceState):
         if self.bound_device is not None:
             columns, mask = (to_device(array, self.bound_device) for array in (columns, mask))
         shortlisted = {OUTPUT_COLUMNS: columns, OUTPUT_MASK: mask}
+        if self.grouped:
+            count = int(groups.max(initial=0)) + 1
+            shortlisted.update(
+                {OUTPUT_GROUPS: groups, OUTPUT_GROUPING: (count, len(output_ids) // count)}
+            )
         return {OUTPUT_IDS: output_ids, OUTPUT_LAYER: rows, **shortlisted}
 
     def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray | TopLogProbs, State]:
@@ -240,6 +273,7 @@ class OnnxTranslatorStep(DeviceState):
             inputs[SHORTLIST_INPUT] = state[OUTPUT_IDS]
             inputs.update(state[OUTPUT_LAYER])
             inputs.update((name, state[name]) for name in SHORTLIST_NAMES)
+            inputs.update((name, state[name]) for name in GROUP_NAMES if self.grouped)
         log_probs, outputs = self._run_step(
             inputs, [NEW_PREFIX + name for name in self.recurrent_names]
         )
@@ -266,6 +300,7 @@ class OnnxTranslatorStep(DeviceState):
             rows = state[OUTPUT_LAYER]
             inputs.update(zip(rows, host_arrays(*rows.values()), strict=True))
             inputs.update((name, host[name]) for name in SHORTLIST_NAMES)
+            inputs.update((name, host[name]) for name in GROUP_NAMES if self.grouped)
         inputs.update(self.top_k_input(1))
         names = [NEW_PREFIX + name for name in self.recurrent_names]
         outputs = run_session(self.step_session, inputs, host_outputs=[ATTENTION_OUTPUT, *names])
@@ -302,7 +337,10 @@ class OnnxTranslatorStep(DeviceState):
     def _select(self, state: State, rows: np.ndarray, *, separate: bool = False) -> State:
         """:meth:`select`; ``separate``: each row a sentence of its own."""
         if not self.io_binding:
-            return select_rows(state, rows, take_rows, separate=separate)
+            # A grouped step's inputs are made for the new layout, not gathered by row.
+            rest = {name: value for name, value in state.items() if name not in GROUP_NAMES}
+            selected = select_rows(rest, rows, take_rows, separate=separate)
+            return with_group_inputs(selected, state)
         assert self.select_session is not None  # checked in __init__
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         rows_per_sentence, sentences = row_layout(rows, state[LAYOUT][1], separate=separate)
@@ -315,7 +353,30 @@ class OnnxTranslatorStep(DeviceState):
             device=self.device,
         )
         selected = {name: outputs[SELECTED_PREFIX + name] for name in names}
-        return {**selected, LAYOUT: (sentences.size, rows_per_sentence), **per_batch(state)}
+        if OUTPUT_GROUPS in state:  # on the host, for with_group_inputs
+            selected[OUTPUT_GROUPS] = take_rows(state[OUTPUT_GROUPS], sentences)
+        layout = (sentences.size, rows_per_sentence)
+        return with_group_inputs({**selected, LAYOUT: layout, **per_batch(state)}, state)
+
+
+def with_group_inputs(state: State, previous: State | None = None) -> State:
+    """``state`` with a grouped step's ``output_group_rows`` and ``output_row_slots`` for its
+    rows (:func:`seqgen.tasks.translation.shortlist.group_layout`), taken from ``previous``
+    (the state it was selected from) where the layout and the groups did not change: beam
+    search reorders rows within their sentences at every step, and its sentences change only
+    when one finishes. A state without groups is returned as it is."""
+    if OUTPUT_GROUPS not in state:
+        return state
+    groups, layout = state[OUTPUT_GROUPS], state[LAYOUT]
+    if (
+        previous is not None
+        and previous.get(LAYOUT) == layout
+        and np.array_equal(previous[OUTPUT_GROUPS], groups)
+    ):
+        return {**state, **{name: previous[name] for name in GROUP_NAMES}}
+    count, _ = state[OUTPUT_GROUPING]
+    made = group_layout(groups, layout[1], count)
+    return {**state, **dict(zip(GROUP_NAMES, made, strict=True))}
 
 
 def translator_state_names(
@@ -338,6 +399,8 @@ def translator_state_names(
                 f"output_rows graph (bundle format 3 or older); {REEXPORT}"
             )
         step_inputs += [SHORTLIST_INPUT, *row_names, *SHORTLIST_NAMES]
+        if OUTPUT_GROUP_ROWS in given:  # bundle format 6, grouped
+            step_inputs += [OUTPUT_GROUP_ROWS, OUTPUT_ROW_SLOTS]
     if given[-1:] == [TOP_K_INPUT]:  # bundle format 5
         step_inputs.append(TOP_K_INPUT)
     expected = {

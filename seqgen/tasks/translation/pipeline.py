@@ -44,7 +44,7 @@ class TranslatorStepFunction(StepFunction, Protocol):
     device: Any
 
     def start(
-        self, sources: Sequence[Sequence[int]], *, shortlist: bool = True
+        self, sources: Sequence[Sequence[int]], *, shortlist: bool = True, beam_size: int = 1
     ) -> tuple[State, np.ndarray]: ...
 
     def concurrent_batches(self) -> AbstractContextManager[int]:
@@ -225,7 +225,9 @@ class Translator:
         min_new = np.floor(settings.min_length_ratio * lengths)
         if settings.min_length:
             min_new = np.maximum(min_new, settings.min_length)
-        state, first_tokens = self.step_function.start(sources, shortlist=settings.shortlist)
+        state, first_tokens = self.step_function.start(
+            sources, shortlist=settings.shortlist, beam_size=settings.beam_size
+        )
         tokenizer = self.target_tokenizer
         common = {
             "max_new_tokens": max_new.astype(np.int64),

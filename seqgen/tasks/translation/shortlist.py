@@ -178,3 +178,87 @@ def column_token_ids(output_ids: np.ndarray, columns: np.ndarray, mask: np.ndarr
     """``(sentences, S)`` token ids of each sentence's columns, -1 for padding (where
     ``mask`` is -inf): what a step's ``(rows, S)`` log-probs are of."""
     return np.where(mask == 0, output_ids[columns], -1)
+
+
+# Sentences per group of a grouped step graph's output layer (bundle format 6): groups of 8
+# consecutive sentences of a batch share the union of their shortlists, 573 of
+# test_2016_flickr's tokens on average against 1,984 for a batch of 64, and a beam-5 step's
+# float32 product per group took 1.6-2.2x less time (docs/benchmarks.md, "What is left on
+# this machine"). Python and JavaScript group alike, so their translations stay the same bits.
+GROUP_SENTENCES = 8
+
+
+def grouped_shortlist(
+    table: np.ndarray,
+    frequent: np.ndarray,
+    source_ids: np.ndarray,
+    source_lengths: np.ndarray,
+    group_sentences: int = GROUP_SENTENCES,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`batch_shortlist` for a grouped step: each run of ``group_sentences``
+    consecutive sentences shares the union of their shortlists.
+
+    Returns:
+        ``output_ids`` ``(G * U,)`` int64, the groups' unions one after the other, each
+        ascending and padded with EOS to the longest union ``U`` (padding no column reads);
+        ``columns`` ``(sentences, S)`` int64, each sentence's shortlist as indices into
+        ``output_ids`` (its group's part), and ``mask`` ``(sentences, S)`` float32, as
+        :func:`shortlist_columns` gives them; ``groups`` ``(sentences,)`` int64, each
+        sentence's group.
+    """
+    sentences = len(source_ids)
+    starts = range(0, sentences, group_sentences)
+    parts = [
+        batch_shortlist(
+            table,
+            frequent,
+            source_ids[start : start + group_sentences],
+            source_lengths[start : start + group_sentences],
+        )
+        for start in starts
+    ]
+    union = max(len(ids) for ids, _, _ in parts)
+    width = max(columns.shape[1] for _, columns, _ in parts)
+    output_ids = np.full((len(parts), union), EOS_ID, dtype=np.int64)
+    columns = np.zeros((sentences, width), dtype=np.int64)
+    mask = np.full((sentences, width), -np.inf, dtype=np.float32)
+    for group, (start, (ids, part_columns, part_mask)) in enumerate(
+        zip(starts, parts, strict=True)
+    ):
+        output_ids[group, : len(ids)] = ids
+        end, own = start + len(part_columns), part_columns.shape[1]
+        columns[start:end] = group * union  # padding: the group's first column, masked
+        columns[start:end, :own] += part_columns
+        mask[start:end, :own] = part_mask
+    groups = np.arange(sentences, dtype=np.int64) // group_sentences
+    return output_ids.ravel(), columns, mask, groups
+
+
+def group_layout(
+    groups: np.ndarray, rows_per_sentence: int, group_count: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where a grouped step's rows go: ``groups`` ``(sentences,)`` int64 (each sentence's
+    group, of ``group_count``), ``rows_per_sentence`` consecutive rows per sentence.
+
+    Returns:
+        ``group_rows`` ``(group_count, R)`` int64, the rows of each group (its sentences'
+        rows in order, then row 0 as padding, whose scores no row reads), ``R`` the most
+        rows a group has and at least 2: one row alone takes ONNX Runtime's matrix-vector
+        kernel, whose sums run in another order, and a sentence's bits would then depend on
+        its batch (``OnnxTranslatorStep._one_row_as_two``); and ``row_slots`` ``(rows,)``
+        int64, each row's place ``g * R + j`` in ``group_rows`` flattened.
+    """
+    sentences = len(groups)
+    counts = np.bincount(groups, minlength=group_count)
+    width = max(2, rows_per_sentence * int(counts.max(initial=0)))
+    # Each sentence's place among its group's sentences, in the state's order.
+    order = np.argsort(groups, kind="stable")
+    firsts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    place = np.empty(sentences, dtype=np.int64)
+    place[order] = np.arange(sentences) - firsts[groups[order]]
+    within = np.repeat(place * rows_per_sentence, rows_per_sentence)
+    within += np.tile(np.arange(rows_per_sentence), sentences)
+    row_slots = np.repeat(groups, rows_per_sentence) * width + within
+    group_rows = np.zeros(group_count * width, dtype=np.int64)
+    group_rows[row_slots] = np.arange(len(row_slots))
+    return group_rows.reshape(group_count, width), row_slots

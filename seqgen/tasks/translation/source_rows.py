@@ -35,7 +35,15 @@ SOURCE_NAMES = ("memory", "keys", "source_mask")
 OUTPUT_COLUMNS = "output_columns"
 OUTPUT_MASK = "output_mask"
 SHORTLIST_NAMES = (OUTPUT_COLUMNS, OUTPUT_MASK)
-PER_SENTENCE = (*SOURCE_NAMES, *SHORTLIST_NAMES)  # one entry per sentence, not per row
+# A grouped step's (bundle format 6) inputs (G, R) int64 and (rows,) int64, made before each
+# step from the layout and OUTPUT_GROUPS (seqgen.tasks.translation.shortlist.group_layout)
+OUTPUT_GROUP_ROWS = "output_group_rows"
+OUTPUT_ROW_SLOTS = "output_row_slots"
+GROUP_NAMES = (OUTPUT_GROUP_ROWS, OUTPUT_ROW_SLOTS)
+# (sentences,) int64 on the host: each sentence's group, for a grouped step's shortlist
+OUTPUT_GROUPS = "_output_groups"
+# one entry per sentence, not per row
+PER_SENTENCE = (*SOURCE_NAMES, *SHORTLIST_NAMES, OUTPUT_GROUPS)
 # (sentences, rows per sentence), two ints: how the state's rows group into its sentences
 LAYOUT = "_layout"
 # (M,) int64, the batch's shortlist (seqgen.tasks.translation.shortlist), when the model has one
@@ -46,7 +54,9 @@ OUTPUT_IDS = "_output_ids"
 OUTPUT_LAYER = "_output_layer"
 # PyTorch only: every target token's share of the decoder's first-layer gates (per model)
 EMBEDDING_GATES = "_embedding_gates"
-PER_BATCH = (OUTPUT_IDS, OUTPUT_LAYER, EMBEDDING_GATES)  # not one per row or sentence
+# A grouped step's (G, U): its OUTPUT_IDS are G groups' unions of U tokens each
+OUTPUT_GROUPING = "_output_grouping"
+PER_BATCH = (OUTPUT_IDS, OUTPUT_LAYER, EMBEDDING_GATES, OUTPUT_GROUPING)  # not per row/sentence
 
 
 def per_batch(state: State) -> dict[str, Any]:

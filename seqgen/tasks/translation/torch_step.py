@@ -74,7 +74,7 @@ class TranslatorStep(TorchStep):
 
     @torch.inference_mode()
     def start(
-        self, sources: Sequence[Sequence[int]], *, shortlist: bool = True
+        self, sources: Sequence[Sequence[int]], *, shortlist: bool = True, beam_size: int = 1
     ) -> tuple[State, np.ndarray]:
         """Encode a batch of sources.
 
@@ -83,6 +83,8 @@ class TranslatorStep(TorchStep):
                 ``ParallelBatches`` does in training; an empty source is just EOS).
             shortlist: keep each sentence to its own shortlisted tokens, where the model has
                 a shortlist (False: the whole vocabulary).
+            beam_size: the search's (an ONNX step groups sentences by it; this one scores
+                the batch's union either way).
 
         Returns:
             the state (``(batch, ...)`` per name) and ``first_tokens`` ``(batch,)`` int64,

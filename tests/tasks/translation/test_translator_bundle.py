@@ -169,7 +169,7 @@ def test_bundle_holds_checked_graphs_tokenizers_and_manifest(exported: tuple[Pat
     assert step_shapes["memory"] == ["sentences", "source_len", 24]
     assert step_shapes["source_mask"] == ["sentences", "source_len"]
     assert step_shapes["hidden"][0] == "rows" and step_shapes["tokens"] == ["rows"]
-    assert manifest["format_version"] == 5  # 5: the step's top_k input
+    assert manifest["format_version"] == 6  # 5: the step's top_k input; 6: grouped steps
     assert "output_rows" not in graphs  # no shortlist: the step holds the output layer
     select_inputs = [i["name"] for i in graphs["select"]["inputs"]]
     assert select_inputs == ["rows", "sentences", *names]
@@ -573,15 +573,18 @@ def test_a_shortlisted_bundle_decodes_as_pytorch_does(
         {"name": "output_weight", "dtype": "float32", "shape": ["shortlist", width]},
         {"name": "output_bias", "dtype": "float32", "shape": ["shortlist"]},
     ]
-    assert step_inputs[-6:] == [
+    assert step_inputs[-8:] == [
         {"name": "output_ids", "dtype": "int64", "shape": ["shortlist"]},
         *rows,
         {"name": "output_columns", "dtype": "int64", "shape": per_sentence},
         {"name": "output_mask", "dtype": "float32", "shape": per_sentence},
+        # format 6: each group of sentences scored against its own union (float32 exports)
+        {"name": "output_group_rows", "dtype": "int64", "shape": ["groups", "group_rows"]},
+        {"name": "output_row_slots", "dtype": "int64", "shape": ["rows"]},
         {"name": "top_k", "dtype": "int64", "shape": [1]},  # format 5
     ]
     output_rows = manifest["graphs"]["output_rows"]
-    assert output_rows["inputs"] == [step_inputs[-6]] and output_rows["outputs"] == rows
+    assert output_rows["inputs"] == [step_inputs[-8]] and output_rows["outputs"] == rows
     log_probs = manifest["graphs"]["step"]["outputs"][0]
     assert log_probs == {
         "name": "log_probs",
@@ -610,6 +613,38 @@ def test_a_shortlisted_bundle_decodes_as_pytorch_does(
     full, _ = runtime.step_function.start(sources, shortlist=False)
     unlisted, _ = runtime.step_function.step(tokens, full)
     assert np.isfinite(unlisted).all()  # the whole vocabulary on request
+
+
+def test_a_grouped_step_searches_as_pytorch_does_in_groups_of_any_size(
+    shortlisted: tuple[Path, Path],
+) -> None:
+    """Beam search scores groups of ``group_sentences`` (8 unless set; greedy search the
+    batch as one group), sentences finishing at different steps so that groups shrink and
+    empty: every group size gives PyTorch's hypotheses, whose step scores the batch's union."""
+    checkpoint, bundle = shortlisted
+    reference = load(checkpoint, device="cpu")
+    runtime = load_bundle(bundle, device="cpu", threads=1)
+    step_function = runtime.step_function
+    assert step_function.grouped and step_function.group_sentences == 8
+    sentences = ["ein mann", "zwei hunde spielen im schnee.", "fährt", "ein kind", "eine frau"]
+    sentences += ["hunde laufen.", "ein mann fährt.", "schnee", "zwei", "im", "spielen"]
+    settings = {"max_length": 12, "beam_size": 3, "n_best": 2}
+    want = [[h.text for h in best] for best in reference.translate_n_best(sentences, **settings)]
+    for group in (1, 2, 3, 8, 64):
+        step_function.group_sentences = group
+        have = runtime.translate_n_best(sentences, **settings)
+        assert [[h.text for h in best] for best in have] == want, group
+    state, _ = step_function.start([[5, 6], [7], [8, 9]], beam_size=3)
+    assert state["output_group_rows"].shape[0] == 1  # 64 sentences a group: one
+    # A score is its product plus its bias in any group: the same bits for every grouping.
+    sources = make_sources(SOURCE_LENGTHS[7], reference.source_tokenizer.vocab_size)
+    stepped = []
+    for group in (1, 3, 64):
+        step_function.group_sentences = group
+        state, tokens = step_function.start(sources, beam_size=3)
+        stepped.append(step_function.step(tokens, state)[0])
+    np.testing.assert_array_equal(stepped[0], stepped[2])
+    np.testing.assert_array_equal(stepped[1], stepped[2])
 
 
 def test_a_bundle_without_its_shortlist_file_is_refused(
