@@ -59,7 +59,7 @@ FORMAT_VERSION = 6
 # Format 5 gave step graphs a ``top_k`` input (how many candidates per row they return); a
 # format 4 step returns its fixed 16 and still loads. Format 6 lets a shortlisted translator's
 # step score each group of sentences against its own shortlists' union (two more inputs,
-# ``output_group_rows`` and ``output_row_slots``; float32 exports); format 4 and 5 steps
+# ``output_group_rows`` and ``output_row_offsets``; float32 exports); format 4 and 5 steps
 # score the batch's union and still load.
 MIN_FORMAT_VERSION = {"translation": 4}
 MANIFEST_FILE = "manifest.json"

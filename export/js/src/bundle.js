@@ -12,7 +12,7 @@ export const FORMAT_VERSION = 6;
 // graph cannot be migrated without its checkpoint. Other kinds' older bundles still load.
 // Format 5 gave step graphs a top_k input (format 4 steps return a fixed 16 and still load).
 // Format 6 lets a float32 translator's step score each group of sentences against its own
-// shortlists' union (output_group_rows, output_row_slots); format 4 and 5 steps still load.
+// shortlists' union (output_group_rows, output_row_offsets); format 4 and 5 steps still load.
 const MIN_FORMAT_VERSION = { translation: 4 };
 const TOP_CANDIDATES = 16; // the most a step graph's top_log_probs hold (seqgen's contract)
 const KINDS = ['generation', 'translation', 'classification'];

@@ -19,10 +19,10 @@ const OUTPUT_IDS = 'output_ids'; // (M,) int64: the batch's shortlist (union of 
 // padded with 0; and (sentences, S) float32: 0 for those, -inf for the padding
 const OUTPUT_COLUMNS = 'output_columns';
 const OUTPUT_MASK = 'output_mask';
-// A grouped step's (bundle format 6) `(G, R)` rows of each group and `(rows,)` each row's
-// place among them: each group of sentences is scored against its own shortlists' union.
+// A grouped step's (bundle format 6) `(G, R)` rows of each group and `(rows,)` where each
+// row's scores start: each group of sentences is scored against its own shortlists' union.
 const OUTPUT_GROUP_ROWS = 'output_group_rows';
-const OUTPUT_ROW_SLOTS = 'output_row_slots';
+const OUTPUT_ROW_OFFSETS = 'output_row_offsets';
 // Sentences a group in beam search; greedy search scores its batch as one group (seqgen's
 // shortlist.py, GROUP_SENTENCES: the same groups keep the translations the same bits).
 export const GROUP_SENTENCES = 8;
@@ -137,7 +137,8 @@ export class TranslatorStep {
   /** A grouped step's group inputs for the state's layout, made once per layout. */
   groupFeeds(state) {
     if (!state.groupFeeds) {
-      state.groupFeeds = groupLayout(this.ort, state.groups, state.layout.perSentence, state.outputIds.groupCount);
+      const { groupCount, ids } = state.outputIds;
+      state.groupFeeds = groupLayout(this.ort, state.groups, state.layout.perSentence, groupCount, ids.length / groupCount);
     }
     return state.groupFeeds;
   }
@@ -241,31 +242,32 @@ export class TranslatorStep {
 
 /**
  * Where a grouped step's rows go (seqgen's shortlist.py, group_layout): `groups` each
- * sentence's group (of `count`), `perSentence` consecutive rows per sentence.
- * `output_group_rows` `(count, R)`: each group's rows in order, then row 0 as padding, `R` the
- * most rows a group has and at least 2 (one row takes ONNX Runtime's matrix-vector kernel,
- * whose sums run in another order); `output_row_slots` `(rows,)`: each row's place
- * `g * R + j` among them.
+ * sentence's group (of `count`), `perSentence` consecutive rows per sentence, `union` the
+ * tokens `U` of each group's part of output_ids. `output_group_rows` `(count, R)`: each
+ * group's rows in order, then row 0 as padding, `R` the most rows a group has and at least 2
+ * (one row takes ONNX Runtime's matrix-vector kernel, whose sums run in another order);
+ * `output_row_offsets` `(rows,)`: `(slot - g) * U` for a row at `slot = g * R + j`, where its
+ * scores start in the step's flat scores, less its group's first column.
  */
-function groupLayout(ort, groups, perSentence, count) {
+function groupLayout(ort, groups, perSentence, count, union) {
   const counts = new Array(count).fill(0);
   groups.forEach((g) => (counts[g] += 1));
   const width = Math.max(2, perSentence * Math.max(...counts));
   const groupRows = new BigInt64Array(count * width);
-  const slots = new BigInt64Array(groups.length * perSentence);
+  const offsets = new BigInt64Array(groups.length * perSentence);
   const seen = new Array(count).fill(0);
   groups.forEach((g, s) => {
     const place = seen[g];
     seen[g] += 1;
     for (let j = 0; j < perSentence; j += 1) {
       const slot = g * width + place * perSentence + j;
-      slots[s * perSentence + j] = BigInt(slot);
+      offsets[s * perSentence + j] = BigInt((slot - g) * union);
       groupRows[slot] = BigInt(s * perSentence + j);
     }
   });
   return {
     [OUTPUT_GROUP_ROWS]: new ort.Tensor('int64', groupRows, [count, width]),
-    [OUTPUT_ROW_SLOTS]: new ort.Tensor('int64', slots, [slots.length]),
+    [OUTPUT_ROW_OFFSETS]: new ort.Tensor('int64', offsets, [offsets.length]),
   };
 }
 

@@ -69,7 +69,7 @@ from seqgen.tasks.translation.source_rows import (
     OUTPUT_GROUP_ROWS,
     OUTPUT_IDS,
     OUTPUT_MASK,
-    OUTPUT_ROW_SLOTS,
+    OUTPUT_ROW_OFFSETS,
     PER_SENTENCE,
     SHORTLIST_NAMES,
     SOURCE_NAMES,
@@ -159,7 +159,7 @@ class TranslatorStepGraph(nn.Module):
     ``grouped`` (bundle format 6, a float32 export): ``output_ids`` are ``G`` groups'
     unions of ``M / G`` tokens each (:func:`~seqgen.tasks.translation.shortlist
     .grouped_shortlist`), each sentence's columns index its group's part, and two more
-    inputs follow the mask, ``output_group_rows`` ``(G, R)`` and ``output_row_slots``
+    inputs follow the mask, ``output_group_rows`` ``(G, R)`` and ``output_row_offsets``
     ``(rows,)`` int64 (:func:`~seqgen.tasks.translation.shortlist.group_layout`): each group
     of rows is scored against its own union only.
     """
@@ -182,11 +182,11 @@ class TranslatorStepGraph(nn.Module):
     def forward(self, tokens: torch.Tensor, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         names = self.model.state_names
         state = dict(zip(names, inputs[: len(names)], strict=True))
-        output_ids, columns, mask, output, row_slots = None, None, None, None, None
+        output_ids, columns, mask, output, row_offsets = None, None, None, None, None
         if self.model.has_shortlist:
             shortlisted, group_rows = inputs[len(names) :], None
             if self.grouped:
-                shortlisted, (group_rows, row_slots) = shortlisted[:-2], shortlisted[-2:]
+                shortlisted, (group_rows, row_offsets) = shortlisted[:-2], shortlisted[-2:]
             output_ids, *rows, columns, mask = shortlisted
             output = OutputRows(rows[0], rows[1] if len(rows) > 1 else None, group_rows)
         # The attention weights the step computes, an output for attention maps
@@ -202,9 +202,9 @@ class TranslatorStepGraph(nn.Module):
         attention = caught[-1].reshape(tokens.shape[0], -1).float()
         # As TranslatorStep.step: log-softmax in float32, also for a float16 model.
         logits = logits.float()
-        if row_slots is not None:  # (G, R, U): each row to its sentence's, in one gather
+        if row_offsets is not None:  # (G, R, U): each row to its sentence's, in one gather
             bias = None if output is None or output.bias is None else output.bias.float()
-            logits = grouped_sentence_logits(logits, columns, mask, row_slots, bias)
+            logits = grouped_sentence_logits(logits, columns, mask, row_offsets, bias)
         elif columns is not None:  # each row to its own sentence's shortlist
             logits = sentence_logits(logits, columns, mask)
         log_probs = torch.log_softmax(logits, dim=-1)
@@ -404,9 +404,9 @@ def shortlist_examples(
         group_rows = torch.zeros(EXAMPLE_GROUPS * EXAMPLE_GROUP_ROWS, dtype=torch.long)
         group_rows[slots] = rows
         inputs[OUTPUT_GROUP_ROWS] = group_rows.reshape(EXAMPLE_GROUPS, EXAMPLE_GROUP_ROWS)
-        inputs[OUTPUT_ROW_SLOTS] = slots
+        inputs[OUTPUT_ROW_OFFSETS] = (slots - slots // EXAMPLE_GROUP_ROWS) * union
         axes[OUTPUT_GROUP_ROWS] = {0: "groups", 1: "group_rows"}
-        axes[OUTPUT_ROW_SLOTS] = {0: "rows"}
+        axes[OUTPUT_ROW_OFFSETS] = {0: "rows"}
     return spec, inputs, axes
 
 

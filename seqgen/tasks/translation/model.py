@@ -79,34 +79,29 @@ def grouped_sentence_logits(
     scores: torch.Tensor,
     columns: torch.Tensor,
     mask: torch.Tensor,
-    row_slots: torch.Tensor,
+    row_offsets: torch.Tensor,
     bias: torch.Tensor | None,
 ) -> torch.Tensor:
     """:func:`sentence_logits` of a grouped step: ``scores`` ``(G, R, U)`` of the groups'
     rows without the bias (``Decoder.scores`` with ``OutputRows.group_rows``), ``columns``
     ``(sentences, S)`` indices into the groups' ``G * U`` tokens (a sentence's within its
-    group's ``U``), ``mask`` as there, ``row_slots`` ``(rows,)`` each row's place ``g * R +
-    j`` among the groups' rows (:func:`seqgen.tasks.translation.shortlist.group_layout`),
+    group's ``U``), ``mask`` as there, ``row_offsets`` ``(rows,)`` where each row's scores
+    start in the flat scores, less its group's first column (row r's score of column c is
+    at ``row_offsets[r] + c``: :func:`seqgen.tasks.translation.shortlist.group_layout`),
     ``bias`` ``(G * U,)`` the output layer's bias of those tokens or None -> ``(rows, S)``.
 
     One gather of the ``rows x S`` scores read, from the flat ``(G * R * U)`` scores; the bias
-    is added to those alone. With one group (greedy search) this costs what the union's
-    product and gather cost (docs/benchmarks.md), and a score is ``product + bias`` in
-    either case, so a sentence's bits do not depend on its group."""
-    groups, width, union = scores.shape
+    is added to those alone. A score is ``product + bias`` whatever the group, so a
+    sentence's bits do not depend on its group or its batch."""
     sentences, size = columns.shape
-    slots = row_slots.reshape(sentences, -1, 1)  # (sentences, k, 1)
-    # Row r's column c: the flat score at slot * U plus c's place in the row's group's U,
-    # the rows' offsets first so that one int64 addition makes the (sentences, k, S) index.
-    offsets = (slots - slots // width) * union  # slot * U - (its group's first) g * U
-    index = columns.unsqueeze(1) + offsets  # (sentences, k, S)
+    index = columns.unsqueeze(1) + row_offsets.reshape(sentences, -1, 1)  # (sentences, k, S)
     picked = torch.gather(scores.reshape(1, -1), 1, index.reshape(1, -1))
     added = mask
     if bias is not None:  # gather, not index_select: ONNX's GatherElements copies faster
         flat = columns.reshape(1, -1)
         added = mask + torch.gather(bias.unsqueeze(0), 1, flat).reshape(sentences, size)
     picked = picked.reshape(sentences, -1, size) + added.unsqueeze(1).to(scores.dtype)
-    return picked.reshape(row_slots.shape[0], size)
+    return picked.reshape(row_offsets.shape[0], size)
 
 
 def sentence_token_ids(

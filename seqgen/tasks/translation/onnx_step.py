@@ -82,7 +82,7 @@ from seqgen.tasks.translation.source_rows import (
     OUTPUT_IDS,
     OUTPUT_LAYER,
     OUTPUT_MASK,
-    OUTPUT_ROW_SLOTS,
+    OUTPUT_ROW_OFFSETS,
     SHORTLIST_NAMES,
     SOURCE_NAMES,
     encoder_inputs,
@@ -360,7 +360,7 @@ class OnnxTranslatorStep(DeviceState):
 
 
 def with_group_inputs(state: State, previous: State | None = None) -> State:
-    """``state`` with a grouped step's ``output_group_rows`` and ``output_row_slots`` for its
+    """``state`` with a grouped step's ``output_group_rows`` and ``output_row_offsets`` for its
     rows (:func:`seqgen.tasks.translation.shortlist.group_layout`), taken from ``previous``
     (the state it was selected from) where the layout and the groups did not change: beam
     search reorders rows within their sentences at every step, and its sentences change only
@@ -374,8 +374,8 @@ def with_group_inputs(state: State, previous: State | None = None) -> State:
         and np.array_equal(previous[OUTPUT_GROUPS], groups)
     ):
         return {**state, **{name: previous[name] for name in GROUP_NAMES}}
-    count, _ = state[OUTPUT_GROUPING]
-    made = group_layout(groups, layout[1], count)
+    count, union = state[OUTPUT_GROUPING]
+    made = group_layout(groups, layout[1], count, union)
     return {**state, **dict(zip(GROUP_NAMES, made, strict=True))}
 
 
@@ -400,7 +400,7 @@ def translator_state_names(
             )
         step_inputs += [SHORTLIST_INPUT, *row_names, *SHORTLIST_NAMES]
         if OUTPUT_GROUP_ROWS in given:  # bundle format 6, grouped
-            step_inputs += [OUTPUT_GROUP_ROWS, OUTPUT_ROW_SLOTS]
+            step_inputs += [OUTPUT_GROUP_ROWS, OUTPUT_ROW_OFFSETS]
     if given[-1:] == [TOP_K_INPUT]:  # bundle format 5
         step_inputs.append(TOP_K_INPUT)
     expected = {

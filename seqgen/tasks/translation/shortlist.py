@@ -235,18 +235,23 @@ def grouped_shortlist(
 
 
 def group_layout(
-    groups: np.ndarray, rows_per_sentence: int, group_count: int
+    groups: np.ndarray, rows_per_sentence: int, group_count: int, union: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Where a grouped step's rows go: ``groups`` ``(sentences,)`` int64 (each sentence's
-    group, of ``group_count``), ``rows_per_sentence`` consecutive rows per sentence.
+    group, of ``group_count``), ``rows_per_sentence`` consecutive rows per sentence, ``union``
+    the tokens ``U`` of each group's part of ``output_ids``.
 
     Returns:
         ``group_rows`` ``(group_count, R)`` int64, the rows of each group (its sentences'
         rows in order, then row 0 as padding, whose scores no row reads), ``R`` the most
         rows a group has and at least 2: one row alone takes ONNX Runtime's matrix-vector
         kernel, whose sums run in another order, and a sentence's bits would then depend on
-        its batch (``OnnxTranslatorStep._one_row_as_two``); and ``row_slots`` ``(rows,)``
-        int64, each row's place ``g * R + j`` in ``group_rows`` flattened.
+        its batch (``OnnxTranslatorStep._one_row_as_two``); and ``row_offsets`` ``(rows,)``
+        int64: for row ``r`` at place ``j`` of group ``g`` (``slot = g * R + j`` in
+        ``group_rows`` flattened), ``(slot - g) * U``, so that its score of ``output_ids[c]``
+        is at ``row_offsets[r] + c`` in the step's flat ``(G * R * U)`` scores. The graph
+        then makes each row's gather index with one addition (a division there took nine
+        ONNX nodes, at a few microseconds each in a greedy step).
     """
     sentences = len(groups)
     counts = np.bincount(groups, minlength=group_count)
@@ -261,4 +266,5 @@ def group_layout(
     row_slots = np.repeat(groups, rows_per_sentence) * width + within
     group_rows = np.zeros(group_count * width, dtype=np.int64)
     group_rows[row_slots] = np.arange(len(row_slots))
-    return group_rows.reshape(group_count, width), row_slots
+    row_offsets = (row_slots - row_slots // width) * union
+    return group_rows.reshape(group_count, width), row_offsets

@@ -38,8 +38,8 @@ SHORTLIST_NAMES = (OUTPUT_COLUMNS, OUTPUT_MASK)
 # A grouped step's (bundle format 6) inputs (G, R) int64 and (rows,) int64, made before each
 # step from the layout and OUTPUT_GROUPS (seqgen.tasks.translation.shortlist.group_layout)
 OUTPUT_GROUP_ROWS = "output_group_rows"
-OUTPUT_ROW_SLOTS = "output_row_slots"
-GROUP_NAMES = (OUTPUT_GROUP_ROWS, OUTPUT_ROW_SLOTS)
+OUTPUT_ROW_OFFSETS = "output_row_offsets"
+GROUP_NAMES = (OUTPUT_GROUP_ROWS, OUTPUT_ROW_OFFSETS)
 # (sentences,) int64 on the host: each sentence's group, for a grouped step's shortlist
 OUTPUT_GROUPS = "_output_groups"
 # one entry per sentence, not per row

@@ -22,7 +22,7 @@ from seqgen.tasks.translation.source_rows import (
     OUTPUT_GROUP_ROWS,
     OUTPUT_GROUPING,
     OUTPUT_GROUPS,
-    OUTPUT_ROW_SLOTS,
+    OUTPUT_ROW_OFFSETS,
     encoder_inputs,
 )
 
@@ -67,16 +67,20 @@ def test_each_sentence_keeps_its_shortlist_as_columns_of_its_groups_union(group:
 
 def test_the_layout_places_each_row_in_its_groups_row_whatever_the_sentences_order() -> None:
     groups = np.array([2, 0, 1, 0, 2, 2])  # sentences as select leaves them: any order
-    group_rows, row_slots = group_layout(groups, rows_per_sentence=3, group_count=4)
+    union = 10
+    group_rows, row_offsets = group_layout(groups, 3, group_count=4, union=union)
     assert group_rows.shape == (4, 9)  # group 2 has three sentences of 3 rows; group 3 none
-    flat = group_rows.reshape(-1)
-    np.testing.assert_array_equal(flat[row_slots], np.arange(18))  # each row at its slot
-    np.testing.assert_array_equal(row_slots // 9, np.repeat(groups, 3))
+    # Row r's place (slot) in group_rows flattened, from its offset (slot - g) * U.
+    owner = np.repeat(groups, 3)
+    slots = row_offsets // union + owner
+    np.testing.assert_array_equal(row_offsets % union, 0)
+    np.testing.assert_array_equal(group_rows.reshape(-1)[slots], np.arange(18))
+    np.testing.assert_array_equal(slots // 9, owner)  # each row in its own group's row
     # The sentences of a group in the state's order, their rows consecutive; padding row 0.
     assert group_rows[0].tolist() == [3, 4, 5, 9, 10, 11, 0, 0, 0]
     assert group_rows[3].tolist() == [0] * 9
-    one, slots = group_layout(np.array([0]), rows_per_sentence=1, group_count=1)
-    assert one.shape == (1, 2) and slots.tolist() == [0]  # two rows at least, never one
+    one, offsets = group_layout(np.array([0]), rows_per_sentence=1, group_count=1, union=union)
+    assert one.shape == (1, 2) and offsets.tolist() == [0]  # two rows at least, never one
 
 
 def test_grouped_scores_are_each_rows_product_plus_bias_as_the_union_gives_them() -> None:
@@ -96,7 +100,8 @@ def test_grouped_scores_are_each_rows_product_plus_bias_as_the_union_gives_them(
     want = sentence_logits(union, torch.from_numpy(batch_columns), torch.from_numpy(batch_mask))
     for group in (1, 2, 3):
         ids, columns, mask, groups = grouped_shortlist(table, frequent, source_ids, lengths, group)
-        group_rows, row_slots = group_layout(groups, beam, int(groups.max()) + 1)
+        count = int(groups.max()) + 1
+        group_rows, row_offsets = group_layout(groups, beam, count, len(ids) // count)
         output = OutputRows(weight[ids], bias[ids], torch.from_numpy(group_rows))
         scores = grouped_scores(features, output)
         assert scores.shape == (
@@ -108,7 +113,7 @@ def test_grouped_scores_are_each_rows_product_plus_bias_as_the_union_gives_them(
             scores,
             torch.from_numpy(columns),
             torch.from_numpy(mask),
-            torch.from_numpy(row_slots),
+            torch.from_numpy(row_offsets),
             output.bias,
         )
         torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
@@ -122,12 +127,13 @@ def test_a_selected_state_makes_its_group_inputs_again_only_when_its_layout_chan
         LAYOUT: (3, 2),
     }
     made = with_group_inputs(state)
-    assert made[OUTPUT_GROUP_ROWS].shape == (2, 4) and made[OUTPUT_ROW_SLOTS].shape == (6,)
+    assert made[OUTPUT_GROUP_ROWS].shape == (2, 4) and made[OUTPUT_ROW_OFFSETS].shape == (6,)
     # Beam search reordering rows within their sentences: the same layout, the same inputs.
     reordered = with_group_inputs({**state, OUTPUT_GROUPS: np.array([0, 0, 1])}, made)
     assert reordered[OUTPUT_GROUP_ROWS] is made[OUTPUT_GROUP_ROWS]
     # A sentence finished: made again for the two left.
     finished = with_group_inputs({**state, OUTPUT_GROUPS: np.array([0, 1]), LAYOUT: (2, 2)}, made)
     assert finished[OUTPUT_GROUP_ROWS].shape == (2, 2)
-    assert finished[OUTPUT_ROW_SLOTS].tolist() == [0, 1, 2, 3]
+    # Slots 0, 1 (group 0) and 2, 3 (group 1) of rows 2 wide, 10 tokens a group.
+    assert finished[OUTPUT_ROW_OFFSETS].tolist() == [0, 10, 10, 20]
     assert with_group_inputs({LAYOUT: (3, 2)}) == {LAYOUT: (3, 2)}  # an ungrouped step's

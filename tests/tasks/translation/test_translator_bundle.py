@@ -580,7 +580,7 @@ def test_a_shortlisted_bundle_decodes_as_pytorch_does(
         {"name": "output_mask", "dtype": "float32", "shape": per_sentence},
         # format 6: each group of sentences scored against its own union (float32 exports)
         {"name": "output_group_rows", "dtype": "int64", "shape": ["groups", "group_rows"]},
-        {"name": "output_row_slots", "dtype": "int64", "shape": ["rows"]},
+        {"name": "output_row_offsets", "dtype": "int64", "shape": ["rows"]},
         {"name": "top_k", "dtype": "int64", "shape": [1]},  # format 5
     ]
     output_rows = manifest["graphs"]["output_rows"]
