@@ -253,18 +253,21 @@ def group_layout(
         then makes each row's gather index with one addition (a division there took nine
         ONNX nodes, at a few microseconds each in a greedy step).
     """
-    sentences = len(groups)
-    counts = np.bincount(groups, minlength=group_count)
-    width = max(2, rows_per_sentence * int(counts.max(initial=0)))
-    # Each sentence's place among its group's sentences, in the state's order.
-    order = np.argsort(groups, kind="stable")
-    firsts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    place = np.empty(sentences, dtype=np.int64)
-    place[order] = np.arange(sentences) - firsts[groups[order]]
-    within = np.repeat(place * rows_per_sentence, rows_per_sentence)
-    within += np.tile(np.arange(rows_per_sentence), sentences)
-    row_slots = np.repeat(groups, rows_per_sentence) * width + within
+    row_groups = np.repeat(groups, rows_per_sentence)  # (rows,): a sentence's rows together
+    rows = len(row_groups)
+    if group_count == 1:  # greedy search's one group, at every select: the rows in order
+        row_slots = np.arange(rows, dtype=np.int64)
+        group_rows = np.zeros(max(2, rows), dtype=np.int64)
+        group_rows[:rows] = row_slots
+        return group_rows[None], row_slots * union
+    counts = np.bincount(row_groups, minlength=group_count)
+    width = max(2, int(counts.max(initial=0)))
+    # Each row's place among its group's rows, in the state's order.
+    order = np.argsort(row_groups, kind="stable")
+    place = np.empty(rows, dtype=np.int64)
+    place[order] = np.arange(rows) - (np.cumsum(counts) - counts)[row_groups[order]]
+    row_slots = row_groups * width + place
     group_rows = np.zeros(group_count * width, dtype=np.int64)
-    group_rows[row_slots] = np.arange(len(row_slots))
+    group_rows[row_slots] = np.arange(rows)
     row_offsets = (row_slots - row_slots // width) * union
     return group_rows.reshape(group_count, width), row_offsets
