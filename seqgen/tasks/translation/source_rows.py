@@ -35,8 +35,8 @@ SOURCE_NAMES = ("memory", "keys", "source_mask")
 OUTPUT_COLUMNS = "output_columns"
 OUTPUT_MASK = "output_mask"
 SHORTLIST_NAMES = (OUTPUT_COLUMNS, OUTPUT_MASK)
-# A grouped step's (bundle format 6) inputs (G, R) int64 and (rows,) int64, made before each
-# step from the layout and OUTPUT_GROUPS (seqgen.tasks.translation.shortlist.group_layout)
+# A grouped step's (bundle format 6) inputs (G, R) int64 and (rows,) int64, made from the
+# layout and OUTPUT_GROUPS whenever the layout changes (onnx_step.with_group_inputs)
 OUTPUT_GROUP_ROWS = "output_group_rows"
 OUTPUT_ROW_OFFSETS = "output_row_offsets"
 GROUP_NAMES = (OUTPUT_GROUP_ROWS, OUTPUT_ROW_OFFSETS)
