@@ -1,4 +1,5 @@
-"""Would a shortlisted output layer per group of sentences pay? Measured before building it.
+"""Would a shortlisted output layer per group of sentences pay? Measured before building it
+(float32 bundles do it since format 6; int8 ones still score the batch's union).
 
 A shortlisted translator's step computes the output layer for the union of its batch's
 shortlists (``seqgen.tasks.translation.shortlist``): each sentence keeps about 250 of the
@@ -14,10 +15,10 @@ one thread, the time of one step's product: ``rows`` = ``--beam-size`` rows per 
 gathers that grouping adds (the rows into groups and back). Three kernels: ONNX Runtime's
 int8 ``MatMulIntegerToFloat`` (an int8 bundle's product, its weight scale per group and
 column), its float32 ``MatMul`` (a float32 bundle's) and, with ``--torch``, PyTorch's
-``baddbmm``. The last row, the batch's own union, is today's product: one matrix, no
-gathers. The weights are random (the time depends on the shapes only), and each product is
-checked against float32 before it is timed, so a figure is of a product that computes what
-the step would.
+``baddbmm``. The last row, the batch's own union, is the union step's product (bundle
+format 5, and int8 bundles still): one matrix, no gathers. The weights are random (the time
+depends on the shapes only), and each product is checked against float32 before it is timed,
+so a figure is of a product that computes what the step would.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def union_sizes(
 def product_graph(int8: bool, groups: int, rows: int, hidden: int, union: int) -> Any:
     """An ONNX model of a step's output-layer product, ``scores`` ``(groups * rows, union)``.
 
-    ``groups`` 0: today's, ``features`` ``(rows, hidden)`` times ``weight`` plus ``bias``
+    ``groups`` 0: the union's, ``features`` ``(rows, hidden)`` times ``weight`` plus ``bias``
     ``(union,)``, as the step graph has it: float32 a ``Gemm`` of the ``(union, hidden)``
     rows transposed, int8 ``(hidden, union)``. Else grouped: ``features`` ``(rows * groups,
     hidden)`` gathered by ``group_rows`` into ``(groups, rows, hidden)``, times ``weight``
@@ -81,8 +82,9 @@ def product_graph(int8: bool, groups: int, rows: int, hidden: int, union: int) -
 
     node, value = helper.make_node, helper.make_tensor_value_info
     grouped = groups > 0
-    # Today's float32 step is a Gemm of the output_rows graph's (union, hidden) rows,
-    # transposed in the product, its bias fused; its int8 step reads them (hidden, union).
+    # The union's float32 step (format 5) is a Gemm of the output_rows graph's (union,
+    # hidden) rows, transposed in the product, its bias fused; its int8 step reads them
+    # (hidden, union).
     shape = [groups, hidden, union] if grouped else [hidden, union] if int8 else [union, hidden]
     vector = [groups, 1, union] if grouped else [union]
     source = "grouped" if grouped else "features"
@@ -155,7 +157,7 @@ def step_feeds(
     if groups:
         feeds["group_rows"] = np.arange(groups * rows, dtype=np.int64).reshape(groups, rows)
         feeds["slots"] = np.arange(groups * rows, dtype=np.int64)
-    else:  # today's: one matrix and vectors
+    else:  # the union's: one matrix and vectors
         feeds = {name: array[0] if name != "features" else array for name, array in feeds.items()}
         feeds["bias"] = feeds["bias"][0]
         if int8:
@@ -250,7 +252,7 @@ def measure(arguments: argparse.Namespace) -> dict[str, Any]:
     unions = union_sizes(sources, table, frequent, batch_size=batch, group_sizes=sizes)
     runs = {}
     for size in sizes:
-        # The batch's own union: today's product, one matrix and no gathers.
+        # The batch's own union: the union step's product, one matrix and no gathers.
         groups = batch // size if size < batch else 0
         shape = (groups, size * arguments.beam_size, hidden, round(unions[size]))
         runs[size, "int8_us"] = onnx_runner(True, *shape)
@@ -277,14 +279,15 @@ def measure(arguments: argparse.Namespace) -> dict[str, Any]:
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """A row per group size: each kernel's time, and how much faster than today's (the last row)."""
-    whole = report["rows"][-1]  # the batch's union: today's product
+    """A row per group size: each kernel's time, and how much faster than the union's (the last
+    row)."""
+    whole = report["rows"][-1]  # the batch's union: the union step's product
     kernels = [name for name in ("int8_us", "float32_us", "torch_us") if name in whole]
     titles = {"int8_us": "ORT int8", "float32_us": "ORT float32", "torch_us": "PyTorch"}
     lines = [
         f"{report['model']}: batches of {report['batch_size']}, "
         f"{report['beam_size']} rows a sentence, output layer width {report['hidden']}; "
-        "one thread, µs for a step's product (x: faster than today's, the last row)",
+        "one thread, µs for a step's product (x: faster than the union's, the last row)",
         f"{'group':>6} {'groups':>7} {'union':>8} "
         + " ".join(f"{titles[name]:>20}" for name in kernels),
     ]
