@@ -69,7 +69,6 @@ from seqgen.errors import CheckpointError
 from seqgen.tasks.translation.shortlist import (
     GROUP_SENTENCES,
     batch_shortlist,
-    group_layout,
     grouped_shortlist,
 )
 from seqgen.tasks.translation.source_rows import (
@@ -90,6 +89,7 @@ from seqgen.tasks.translation.source_rows import (
     row_layout,
     row_token_ids,
     select_rows,
+    with_group_inputs,
     with_sentences,
 )
 from seqgen.text.vocabulary import BOS_ID
@@ -337,10 +337,7 @@ class OnnxTranslatorStep(DeviceState):
     def _select(self, state: State, rows: np.ndarray, *, separate: bool = False) -> State:
         """:meth:`select`; ``separate``: each row a sentence of its own."""
         if not self.io_binding:
-            # A grouped step's inputs are made for the new layout, not gathered by row.
-            rest = {name: value for name, value in state.items() if name not in GROUP_NAMES}
-            selected = select_rows(rest, rows, take_rows, separate=separate)
-            return with_group_inputs(selected, state)
+            return select_rows(state, rows, take_rows, separate=separate)
         assert self.select_session is not None  # checked in __init__
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         rows_per_sentence, sentences = row_layout(rows, state[LAYOUT][1], separate=separate)
@@ -357,26 +354,6 @@ class OnnxTranslatorStep(DeviceState):
             selected[OUTPUT_GROUPS] = take_rows(state[OUTPUT_GROUPS], sentences)
         layout = (sentences.size, rows_per_sentence)
         return with_group_inputs({**selected, LAYOUT: layout, **per_batch(state)}, state)
-
-
-def with_group_inputs(state: State, previous: State | None = None) -> State:
-    """``state`` with a grouped step's ``output_group_rows`` and ``output_row_offsets`` for its
-    rows (:func:`seqgen.tasks.translation.shortlist.group_layout`), taken from ``previous``
-    (the state it was selected from) where the layout and the groups did not change: beam
-    search reorders rows within their sentences at every step, and its sentences change only
-    when one finishes. A state without groups is returned as it is."""
-    if OUTPUT_GROUPS not in state:
-        return state
-    groups, layout = state[OUTPUT_GROUPS], state[LAYOUT]
-    if (
-        previous is not None
-        and previous.get(LAYOUT) == layout
-        and np.array_equal(previous[OUTPUT_GROUPS], groups)
-    ):
-        return {**state, **{name: previous[name] for name in GROUP_NAMES}}
-    count, union = state[OUTPUT_GROUPING]
-    made = group_layout(groups, layout[1], count, union)
-    return {**state, **dict(zip(GROUP_NAMES, made, strict=True))}
 
 
 def translator_state_names(

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from seqgen.decoding.contract import State
-from seqgen.tasks.translation.shortlist import column_token_ids
+from seqgen.tasks.translation.shortlist import column_token_ids, group_layout
 from seqgen.text.vocabulary import EOS_ID, PAD_ID
 
 SOURCE_NAMES = ("memory", "keys", "source_mask")
@@ -36,7 +36,7 @@ OUTPUT_COLUMNS = "output_columns"
 OUTPUT_MASK = "output_mask"
 SHORTLIST_NAMES = (OUTPUT_COLUMNS, OUTPUT_MASK)
 # A grouped step's (bundle format 6) inputs (G, R) int64 and (rows,) int64, made from the
-# layout and OUTPUT_GROUPS whenever the layout changes (onnx_step.with_group_inputs)
+# layout and OUTPUT_GROUPS whenever the layout changes (with_group_inputs, below)
 OUTPUT_GROUP_ROWS = "output_group_rows"
 OUTPUT_ROW_OFFSETS = "output_row_offsets"
 GROUP_NAMES = (OUTPUT_GROUP_ROWS, OUTPUT_ROW_OFFSETS)
@@ -139,12 +139,32 @@ def select_rows(
     row_index = index(rows)
     sentence_index = None if leading else index(sentences)
     for name, value in state.items():
-        if name == LAYOUT or name in PER_BATCH:
-            continue
+        if name == LAYOUT or name in PER_BATCH or name in GROUP_NAMES:
+            continue  # a grouped step's inputs are made for the new layout, not gathered
         if name not in PER_SENTENCE:
             selected[name] = gather(value, row_index)
         elif not leading:
             selected[name] = gather(value, sentence_index)
         else:
             selected[name] = value if sentences.size == old_sentences else value[: sentences.size]
-    return selected
+    return with_group_inputs(selected, state)
+
+
+def with_group_inputs(state: State, previous: State | None = None) -> State:
+    """``state`` with a grouped step's ``output_group_rows`` and ``output_row_offsets`` for its
+    rows (:func:`seqgen.tasks.translation.shortlist.group_layout`), taken from ``previous``
+    (the state it was selected from) where the layout and the groups did not change: beam
+    search reorders rows within their sentences at every step, and its sentences change only
+    when one finishes. A state without groups is returned as it is."""
+    if OUTPUT_GROUPS not in state:
+        return state
+    groups, layout = state[OUTPUT_GROUPS], state[LAYOUT]
+    if (
+        previous is not None
+        and previous.get(LAYOUT) == layout
+        and np.array_equal(previous[OUTPUT_GROUPS], groups)
+    ):
+        return {**state, **{name: previous[name] for name in GROUP_NAMES}}
+    count, union = state[OUTPUT_GROUPING]
+    made = group_layout(groups, layout[1], count, union)
+    return {**state, **dict(zip(GROUP_NAMES, made, strict=True))}

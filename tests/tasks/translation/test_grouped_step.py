@@ -10,7 +10,6 @@ from torch.nn import functional
 
 from seqgen.tasks.translation.decoder import OutputRows, grouped_scores
 from seqgen.tasks.translation.model import grouped_sentence_logits, sentence_logits
-from seqgen.tasks.translation.onnx_step import with_group_inputs
 from seqgen.tasks.translation.shortlist import (
     batch_shortlist,
     column_token_ids,
@@ -24,6 +23,7 @@ from seqgen.tasks.translation.source_rows import (
     OUTPUT_GROUPS,
     OUTPUT_ROW_OFFSETS,
     encoder_inputs,
+    with_group_inputs,
 )
 
 EOS = 3
