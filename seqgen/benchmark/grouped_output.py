@@ -1,5 +1,5 @@
 """Would a shortlisted output layer per group of sentences pay? Measured before building it
-(float32 bundles do it since format 6; int8 ones still score the batch's union).
+(float32 bundles do it since format 6, int8 ones since format 7).
 
 A shortlisted translator's step computes the output layer for the union of its batch's
 shortlists (``seqgen.tasks.translation.shortlist``): each sentence keeps about 250 of the
@@ -16,9 +16,9 @@ gathers that grouping adds (the rows into groups and back). Three kernels: ONNX 
 int8 ``MatMulIntegerToFloat`` (an int8 bundle's product, its weight scale per group and
 column), its float32 ``MatMul`` (a float32 bundle's) and, with ``--torch``, PyTorch's
 ``baddbmm``. The last row, the batch's own union, is the union step's product (bundle
-format 5, and int8 bundles still): one matrix, no gathers. The weights are random (the time
-depends on the shapes only), and each product is checked against float32 before it is timed,
-so a figure is of a product that computes what the step would.
+format 5, and int8 bundles before format 7): one matrix, no gathers. The weights are random
+(the time depends on the shapes only), and each product is checked against float32 before
+it is timed, so a figure is of a product that computes what the step would.
 """
 
 from __future__ import annotations

@@ -6,10 +6,11 @@ peak in ONNX Runtime (``seqgen bench`` reports the share): the recurrent one (``
 hidden``) and, with input feeding, the fed-back vector's (``hidden x 4 hidden``, beside the
 embedding's gate table), attention's output layer (``2 hidden x hidden``) and the output
 layer over the batch's shortlist (``hidden x M``). :func:`quantize_graph` turns each
-``Gemm`` of the graph whose weight is a constant (or a constant slice of one), or rows that
-a translator's ``output_rows`` graph gathers from a constant table once per batch (the
-shortlisted output layer, rewritten to gather int8 rows and their scales), into an int8
-product: int8 weights with one scale per output unit, and the activations quantized at each
+``Gemm`` of the graph whose weight is a constant (or a constant slice of one), and the
+grouped product by rows that a translator's ``output_rows`` graph gathers from a constant
+table once per batch (the shortlisted output layer per group of sentences, rewritten to
+gather each group's int8 rows and their scales), into an int8 product: int8 weights with
+one scale per output unit, and the activations quantized at each
 step with one scale per row, from that row's own range. A translator's int8 encoder
 (``encoder.table_lstm``: the first layer's recurrence as a ``Scan``) gets the same for its
 products of values within [-1, 1]: the recurrent one inside the ``Scan``'s body, the
@@ -102,10 +103,11 @@ def quantize_graph(
 
     ``MatMul`` nodes by a float32 matrix initializer change, and ``Gemm`` nodes of the plain
     form ``A @ W.T + C`` (``transB=1``, no ``transA``, ``alpha = beta = 1``) where ``W`` is a
-    float32 initializer, a ``Slice`` of one by constant bounds, or an input that the graph
-    file ``output_rows`` gathers from the rows of one (the shortlisted output layer: that
-    graph is rewritten too, :func:`_quantize_output_rows`); a ``C`` other than a bias vector
-    (the gathered gates, ``(rows, n)``) is added after the product. Products of two
+    float32 initializer or a ``Slice`` of one by constant bounds; a ``C`` other than a bias
+    vector (the gathered gates, ``(rows, n)``) is added after the product. So does a grouped
+    step's ``MatMul`` by each group's rows of an input that the graph file ``output_rows``
+    gathers from the rows of a table (the shortlisted output layer, bundle format 7: that
+    graph is rewritten too, :func:`_quantize_output_rows`). Products of two
     activations (attention) stay float32. Two products within [-1, 1] that are added (an
     input-fed LSTM's recurrent and fed-back products) first become one
     (:func:`seqgen.bundles.joined_products.join_summed_products`). Inside a ``Scan``'s body
@@ -211,7 +213,6 @@ class _Rewrite:
         # and those the step's int8 products now read as int8.
         self.gathered_rows = _gathered_rows(rows) if rows is not None else {}
         self.int8_rows: dict[str, int] = {}
-        self.row_vectors = set() if rows is None else {o.name for o in rows.graph.output}
         self.producers = {out: node for node in graph.node for out in node.output}
         self.uses = names_read(graph.node)
         self.uses.update(value.name for value in graph.output)  # a graph's output is read too
@@ -243,12 +244,12 @@ class _Rewrite:
                 unit_rows = sliced
                 if self.uses[weight_name] == 1:
                     self.folded.add(weight_name)
-            elif weight_name in self.gathered_rows:
-                return self._gathered(prefix, activations, weight_name, bias_name, node)
             elif not is_float_matrix(weights.get(weight_name)):
                 return None
             else:
                 unit_rows = numpy_helper.to_array(weights[weight_name])
+        elif node.op_type == "MatMul" and self._grouped_weight(node):
+            return self._grouped(prefix, node)
         else:
             return None
         self.new_inits += _quantized(unit_rows, f"{prefix}_weight", by_column=True)
@@ -285,22 +286,37 @@ class _Rewrite:
             return _unit_range_matmul(product, output)
         return _per_row_matmul(product, output, self.axes_input)
 
-    def _gathered(
-        self, prefix: str, activations: str, weight_name: str, bias_name: str, node: onnx.NodeProto
-    ) -> list[onnx.NodeProto] | None:
-        """A product by the input ``weight_name`` ``(M, k)``, rows the ``output_rows``
-        graph gathers (the shortlisted output layer), or None where the step reads that
-        input elsewhere too. The input becomes int8 ``(k, M)`` beside its scales
-        ``weight_name + SCALE_SUFFIX`` ``(M,)``, both made once per batch."""
-        if self.uses[weight_name] != 1:
-            return None
+    def _grouped_weight(self, node: onnx.NodeProto) -> str:
+        """The input that ``node`` multiplies by if it is a grouped step's product
+        (``features (G, R, k) @ Transpose(Reshape(rows, (G, U, k)), (0, 2, 1))``,
+        ``rows`` gathered by the ``output_rows`` graph and read there only), else ``""``."""
+        transpose = self.producers.get(node.input[1])
+        if transpose is None or transpose.op_type != "Transpose":
+            return ""
+        perm = next((a for a in transpose.attribute if a.name == "perm"), None)
+        if perm is None or list(perm.ints) != [0, 2, 1]:
+            return ""
+        reshape = self.producers.get(transpose.input[0])
+        if reshape is None or reshape.op_type != "Reshape":
+            return ""
+        weight_name = reshape.input[0]
+        read = (weight_name, reshape.output[0], transpose.output[0])
+        if weight_name not in self.gathered_rows or any(self.uses[name] != 1 for name in read):
+            return ""
+        return weight_name
+
+    def _grouped(self, prefix: str, node: onnx.NodeProto) -> list[onnx.NodeProto]:
+        """The int8 product of a grouped step (:meth:`_grouped_weight`): the ``output_rows``
+        graph gathers the rows as int8 ``(G, k, U)`` and their scales ``(G, 1, U)`` once per
+        batch, so the step's reshape and transpose go and ``MatMulIntegerToFloat`` multiplies
+        group by group (no bias: the grouped step adds it after picking the columns)."""
+        transpose = self.producers[node.input[1]]
+        reshape = self.producers[transpose.input[0]]
+        weight_name = reshape.input[0]
+        self.folded.update((reshape.output[0], transpose.output[0]))
         self.int8_rows[weight_name] = self.gathered_rows[weight_name]
-        # The bias, if any, is rows of a bias vector (M,), gathered with them.
-        vector = (
-            not bias_name or bias_name in self.row_vectors or is_vector(self.weights.get(bias_name))
-        )
         scale = weight_name + SCALE_SUFFIX
-        product = _Product(prefix, activations, weight_name, scale, bias_name, vector)
+        product = _Product(prefix, node.input[0], weight_name, scale, "", True)
         return self._matmul(product, node.output[0])
 
 
@@ -321,26 +337,33 @@ def _gathered_rows(rows: onnx.ModelProto) -> dict[str, int]:
 
 def _quantize_output_rows(rows: onnx.ModelProto, int8_rows: dict[str, int]) -> None:
     """Rewrite the ``output_rows`` graph so that each output of ``int8_rows`` (``(M, k)``
-    float32 rows of a table) is the int8 rows transposed, ``(k, M)``, as the product reads
-    them, followed by a new output of their scales ``(M,)``: the table becomes int8."""
+    float32 rows of a table) is each group's int8 rows transposed, ``(G, k, U)``, as the
+    grouped product reads them, followed by a new output of their scales ``(G, 1, U)``: the
+    table becomes int8. The graph's input, the batch's shortlist, becomes the groups' unions
+    ``(G, U)`` (bundle format 7), flattened for the other outputs (the bias), which stay."""
     graph = rows.graph
     weights = {init.name: init for init in graph.initializer}
-    nodes, tables = [], []
+    ids = graph.input[0].name  # the graph's only input
+    flat = f"{ids}_flat"
+    nodes = [helper.make_node("Reshape", [ids, "int8_flat_shape"], [flat])]
+    tables = [
+        numpy_helper.from_array(np.array([-1], dtype=np.int64), "int8_flat_shape"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "int8_group_axis"),
+    ]
     for node in graph.node:
         name = node.output[0]
         if name not in int8_rows:
+            node.input[:] = [flat if value == ids else value for value in node.input]
             nodes.append(node)
             continue
-        table_name, indices = node.input
-        table = numpy_helper.to_array(weights[table_name])
+        table = numpy_helper.to_array(weights[node.input[0]])
         tables += _quantized(table, f"{name}_table", by_column=False)
-        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        gather = node.op_type  # GatherND or Gather on axis 0: the same for the scales
         nodes += [
-            helper.make_node(gather, [f"{name}_table", indices], [f"{name}_rows"], **attributes),
-            helper.make_node("Transpose", [f"{name}_rows"], [name], perm=[1, 0]),
+            helper.make_node("Gather", [f"{name}_table", ids], [f"{name}_rows"], axis=0),
+            helper.make_node("Transpose", [f"{name}_rows"], [name], perm=[0, 2, 1]),
+            helper.make_node("Gather", [f"{name}_table_scale", ids], [f"{name}_scales"], axis=0),
             helper.make_node(
-                gather, [f"{name}_table_scale", indices], [name + SCALE_SUFFIX], **attributes
+                "Unsqueeze", [f"{name}_scales", "int8_group_axis"], [name + SCALE_SUFFIX]
             ),
         ]
     needed = {name for node in nodes for name in node.input}
@@ -349,25 +372,28 @@ def _quantize_output_rows(rows: onnx.ModelProto, int8_rows: dict[str, int]) -> N
     graph.node.extend(nodes)
     del graph.initializer[:]
     graph.initializer.extend([*kept, *tables])
+    del graph.input[:]
+    graph.input.append(helper.make_tensor_value_info(ids, onnx.TensorProto.INT64, GROUPS))
     _int8_values(graph.output, int8_rows)
+
+
+GROUPS = ["groups", "group_shortlist"]  # the groups' unions, (G, U)
 
 
 def _int8_values(values: Any, int8_rows: dict[str, int]) -> None:
     """In ``values`` (a graph's inputs or outputs), each of ``int8_rows``, ``(M, k)``
-    float32, becomes ``(k, M)`` int8 followed by its scales ``(M,)`` float32."""
+    float32, becomes ``(G, k, U)`` int8 followed by its scales ``(G, 1, U)`` float32."""
     listed = list(values)
     del values[:]
     for value in listed:
         if value.name not in int8_rows:
             values.append(value)
             continue
-        rows = value.type.tensor_type.shape.dim[0]
-        axis = rows.dim_param or rows.dim_value
-        k = int8_rows[value.name]
-        values.append(helper.make_tensor_value_info(value.name, onnx.TensorProto.INT8, [k, axis]))
-        values.append(
-            helper.make_tensor_value_info(value.name + SCALE_SUFFIX, onnx.TensorProto.FLOAT, [axis])
-        )
+        (groups, union), k = GROUPS, int8_rows[value.name]
+        int8, real = onnx.TensorProto.INT8, onnx.TensorProto.FLOAT
+        values.append(helper.make_tensor_value_info(value.name, int8, [groups, k, union]))
+        scales = [groups, 1, union]
+        values.append(helper.make_tensor_value_info(value.name + SCALE_SUFFIX, real, scales))
 
 
 def _quantized(unit_rows: np.ndarray, name: str, *, by_column: bool) -> list[onnx.TensorProto]:

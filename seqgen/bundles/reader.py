@@ -49,7 +49,7 @@ from seqgen.errors import CheckpointError, SeqgenError
 from seqgen.task import is_task, registered_tasks, task_named
 
 FORMAT_NAME = "seqgen-bundle"
-FORMAT_VERSION = 6
+FORMAT_VERSION = 7
 # Format 2 changed the translator's graphs (the source side once per sentence, not per row),
 # format 3 its shortlisted step (each row scored over its sentence's shortlist columns,
 # ``output_columns``, not a mask over the batch's union), and format 4 took the shortlist's
@@ -60,7 +60,9 @@ FORMAT_VERSION = 6
 # format 4 step returns its fixed 16 and still loads. Format 6 lets a shortlisted translator's
 # step score each group of sentences against its own shortlists' union (two more inputs,
 # ``output_group_rows`` and ``output_row_offsets``; float32 exports); format 4 and 5 steps
-# score the batch's union and still load.
+# score the batch's union and still load. Format 7 groups int8 steps too: their output_rows
+# graph takes the groups' unions ``(G, U)`` and gives each group's int8 rows ``(G, k, U)``,
+# which a format 6 reader would feed ``(M,)``; float32 graphs are as in format 6.
 MIN_FORMAT_VERSION = {"translation": 4}
 MANIFEST_FILE = "manifest.json"
 # manifest["matmul"] of a bundle whose step graph multiplies in int8 (seqgen.bundles.quantize)

@@ -26,24 +26,33 @@ def test_quantize_weight_is_symmetric_per_row_within_half_a_step() -> None:
     assert np.all(table[3] == 0) and scale[3] == 1.0
 
 
-def small_graphs(folder: Path, gather: str = "GatherND") -> dict[str, np.ndarray]:
+def small_graphs(folder: Path, gather: str = "GatherND", groups: int = 1) -> dict[str, np.ndarray]:
     """Two graphs, as a translator's step and output_rows graphs: ``rows.onnx``, ids (M,) ->
     rows = table[ids] and row_bias = bias[ids] (``gather``: GatherND of the ids unsqueezed,
     or Gather on axis 0, as torch.onnx may write either), and ``step.onnx``, x (rows, K),
     rows and row_bias -> hidden = x @ W.T + b (Gemm, constant), out = hidden @ V (MatMul,
-    constant), logits = hidden @ rows.T + row_bias (Gemm of the gathered rows), and
-    attention = hidden @ out.T (two activations: stays float32)."""
+    constant), logits (G, R, U) = each of ``groups`` groups of rows of hidden times its own
+    U = M / G of the gathered rows, plus their bias (a grouped step's product, as
+    ``Decoder.grouped_scores`` exports it), and attention = hidden @ out.T (two activations:
+    stays float32)."""
     rng = np.random.default_rng(1)
     weights = {
         "W": rng.standard_normal((K, K)).astype(np.float32) * 0.2,
         "b": rng.standard_normal(K).astype(np.float32),
         "V": rng.standard_normal((K, N)).astype(np.float32) * 0.2,
+        "by_group": np.array([groups, -1, K], dtype=np.int64),
+        "bias_by_group": np.array([groups, 1, -1], dtype=np.int64),
     }
     step = helper.make_graph(
         [
             helper.make_node("Gemm", ["x", "W", "b"], ["hidden"], transB=1),
             helper.make_node("MatMul", ["hidden", "V"], ["out"]),
-            helper.make_node("Gemm", ["hidden", "rows", "row_bias"], ["logits"], transB=1),
+            helper.make_node("Reshape", ["hidden", "by_group"], ["grouped"]),
+            helper.make_node("Reshape", ["rows", "by_group"], ["group_rows"]),
+            helper.make_node("Transpose", ["group_rows"], ["group_rows_t"], perm=[0, 2, 1]),
+            helper.make_node("MatMul", ["grouped", "group_rows_t"], ["products"]),
+            helper.make_node("Reshape", ["row_bias", "bias_by_group"], ["group_bias"]),
+            helper.make_node("Add", ["products", "group_bias"], ["logits"]),
             helper.make_node("Gemm", ["hidden", "hidden"], ["attention"], transB=1),
         ],
         "step",
@@ -54,7 +63,7 @@ def small_graphs(folder: Path, gather: str = "GatherND") -> dict[str, np.ndarray
         ],
         [
             helper.make_tensor_value_info("out", TensorProto.FLOAT, ["rows", N]),
-            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["rows", "M"]),
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, [groups, "R", "U"]),
             helper.make_tensor_value_info("attention", TensorProto.FLOAT, ["rows", "rows"]),
         ],
         initializer=[numpy_helper.from_array(value, name) for name, value in weights.items()],
@@ -84,31 +93,35 @@ def small_graphs(folder: Path, gather: str = "GatherND") -> dict[str, np.ndarray
     for graph, name in ((step, "step.onnx"), (rows, "rows.onnx")):
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
         onnx.save(model, str(folder / name))
-    x = rng.uniform(-1, 1, (5, K)).astype(np.float32)
-    return {"x": x, "ids": np.array([3, 0, 49, 7], dtype=np.int64)}
+    x = rng.uniform(-1, 1, (3 * groups, K)).astype(np.float32)
+    return {"x": x, "ids": np.array([3, 0, 49, 7] * groups, dtype=np.int64)}
 
 
 def run(folder: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     """The rows graph on the ids, then the step graph on x and every output of it by name,
-    as the translator's adapter feeds them."""
+    as the translator's adapter feeds them: the ids ``(M,)``, or the groups' ``(G, U)``
+    where the rows graph takes those (int8, bundle format 7)."""
 
     def session(name: str) -> onnxruntime.InferenceSession:
         return onnxruntime.InferenceSession(str(folder / name), providers=["CPUExecutionProvider"])
 
-    rows = session("rows.onnx")
+    rows, step = session("rows.onnx"), session("step.onnx")
+    ids = feeds["ids"]
+    if len(rows.get_inputs()[0].shape) == 2:
+        ids = ids.reshape(step.get_outputs()[1].shape[0], -1)
     names = [output.name for output in rows.get_outputs()]
-    gathered = dict(zip(names, rows.run(names, {"ids": feeds["ids"]}), strict=True))
-    return session("step.onnx").run(["out", "logits", "attention"], {"x": feeds["x"], **gathered})
+    gathered = dict(zip(names, rows.run(names, {"ids": ids}), strict=True))
+    return step.run(["out", "logits", "attention"], {"x": feeds["x"], **gathered})
 
 
 @pytest.mark.parametrize("gather", ["GatherND", "Gather"])
 def test_constant_and_gathered_products_become_int8_and_stay_close(
     tmp_path: Path, gather: str
 ) -> None:
-    feeds = small_graphs(tmp_path, gather)
+    feeds = small_graphs(tmp_path, gather, groups=2)
     expected = run(tmp_path, feeds)
     step, rows = tmp_path / "step.onnx", tmp_path / "rows.onnx"
-    assert quantize_graph(step, rows) == 3  # both Gemms by weights and the MatMul
+    assert quantize_graph(step, rows) == 3  # both Gemms by weights and the grouped MatMul
     model, rows_model = onnx.load(str(step)), onnx.load(str(rows))
     for graph in (model, rows_model):
         onnx.checker.check_model(graph)
@@ -119,11 +132,14 @@ def test_constant_and_gathered_products_become_int8_and_stay_close(
     # The float32 weights are gone; only their int8 copies (and the bias rows) remain.
     kept = {init.name for graph in (model, rows_model) for init in graph.graph.initializer}
     assert not {"W", "V", "table"} & kept and "bias" in kept
-    # The rows go from one graph to the other as int8 (K, M) and their scales (M,).
-    int8 = TensorProto.INT8
-    wanted = [("rows", int8, [K, "M"]), ("rows_scale", TensorProto.FLOAT, ["M"])]
-    for values in (rows_model.graph.output, model.graph.input):
-        described = [
+    # The rows go from one graph to the other as each group's int8 (K, U) and their scales
+    # (1, U); the rows graph takes the groups' ids (G, U).
+    int8, groups = TensorProto.INT8, ["groups", "group_shortlist"]
+    wanted = [("rows", int8, ["groups", K, groups[1]])]
+    wanted += [("rows_scale", TensorProto.FLOAT, ["groups", 1, groups[1]])]
+
+    def described(values: object) -> list[tuple[str, int, list[object]]]:
+        return [
             (
                 v.name,
                 v.type.tensor_type.elem_type,
@@ -131,7 +147,10 @@ def test_constant_and_gathered_products_become_int8_and_stay_close(
             )
             for v in values
         ]
-        assert described[-3:] == [*wanted, ("row_bias", TensorProto.FLOAT, ["M"])]
+
+    for values in (rows_model.graph.output, model.graph.input):
+        assert described(values)[-3:] == [*wanted, ("row_bias", TensorProto.FLOAT, ["M"])]
+    assert described(rows_model.graph.input) == [("ids", TensorProto.INT64, groups)]
     got = run(tmp_path, feeds)
     for before, after in zip(expected, got, strict=True):
         assert after.shape == before.shape
@@ -148,7 +167,7 @@ def test_without_its_rows_graph_a_product_by_an_input_stays_float32(tmp_path: Pa
     assert quantize_graph(tmp_path / "step.onnx") == 2  # the two constant products
     assert (tmp_path / "rows.onnx").read_bytes() == rows_before
     ops = [node.op_type for node in onnx.load(str(tmp_path / "step.onnx")).graph.node]
-    assert ops.count("Gemm") == 2 and ops.count("MatMulIntegerToFloat") == 2
+    assert ops.count("MatMul") == 1 and ops.count("MatMulIntegerToFloat") == 2
     got = run(tmp_path, feeds)  # the rows still go in as float32
     assert np.abs(got[1] - expected[1]).max() < 0.05 * np.abs(expected[1]).max()
 
@@ -249,7 +268,9 @@ def test_each_row_is_quantized_alone_so_its_result_ignores_the_other_rows(tmp_pa
     together = run(tmp_path, {"x": loud, "ids": feeds["ids"]})
     for i, outputs in enumerate(alone):
         for name, (one, many) in enumerate(zip(outputs[:2], together[:2], strict=True)):
-            assert np.array_equal(one[0], many[i]), (i, ["out", "logits"][name])
+            width = one.shape[-1]  # out (rows, N), logits (1, rows, U): a row each
+            row, rows = one.reshape(-1, width)[0], many.reshape(-1, width)[i]
+            assert np.array_equal(row, rows), (i, ["out", "logits"][name])
     assert all(np.isfinite(output).all() for output in together)  # a row of zeros: no 0 / 0
 
 

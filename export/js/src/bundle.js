@@ -5,7 +5,7 @@
 import { BundleError } from './errors.js';
 
 export const FORMAT = 'seqgen-bundle';
-export const FORMAT_VERSION = 6;
+export const FORMAT_VERSION = 7;
 // Format 2 changed the translator's graphs (the source side once per sentence, not per row),
 // format 3 its shortlisted step (each row over its sentence's shortlist columns), format 4
 // moved the shortlist's output-layer rows into an output_rows graph run once per batch; a
@@ -13,6 +13,7 @@ export const FORMAT_VERSION = 6;
 // Format 5 gave step graphs a top_k input (format 4 steps return a fixed 16 and still load).
 // Format 6 lets a float32 translator's step score each group of sentences against its own
 // shortlists' union (output_group_rows, output_row_offsets); format 4 and 5 steps still load.
+// Format 7 groups int8 steps too: their output_rows graph takes the groups' unions (G, U).
 const MIN_FORMAT_VERSION = { translation: 4 };
 const TOP_CANDIDATES = 16; // the most a step graph's top_log_probs hold (seqgen's contract)
 const KINDS = ['generation', 'translation', 'classification'];

@@ -46,6 +46,9 @@ export class TranslatorStep {
     this.takesOutputIds = step.inputNames.includes(OUTPUT_IDS);
     this.takesColumns = step.inputNames.includes(OUTPUT_COLUMNS) && step.inputNames.includes(OUTPUT_MASK);
     this.grouped = step.inputNames.includes(OUTPUT_GROUP_ROWS);
+    // An int8 grouped bundle's output_rows gathers each group's rows apart: it takes the
+    // groups' unions (G, U), not (M,) (format 7).
+    this.rowsByGroup = manifest.graphs.output_rows?.inputs?.[0]?.shape?.length === 2;
     this.top = topCandidates(manifest);
     this.shortlist = shortlist;
     this.vocabSize = manifest.model.target_vocab_size;
@@ -83,10 +86,13 @@ export class TranslatorStep {
       const group = this.grouped && beamSize > 1 ? GROUP_SENTENCES : rows.length;
       const shortlisted = this.sentenceColumns(rows, group);
       const tensor = int64(this.ort, shortlisted.ids);
+      const { groupCount } = shortlisted;
+      const byGroup = [groupCount, shortlisted.ids.length / groupCount];
       // The output layer's rows of the union, once per batch: the step graph's inputs of
       // the same names (output_weight, output_bias; int8 bundles' output_weight_scale too).
-      const layer = await this.outputRows.run({ [OUTPUT_IDS]: tensor });
-      outputIds = { ids: shortlisted.ids, tensor, layer, groupCount: shortlisted.groupCount };
+      const ids = this.rowsByGroup ? int64(this.ort, shortlisted.ids, byGroup) : tensor;
+      const layer = await this.outputRows.run({ [OUTPUT_IDS]: ids });
+      outputIds = { ids: shortlisted.ids, tensor, layer, groupCount };
       Object.assign(sourceSide, shortlisted.inputs);
       if (this.grouped) groups = shortlisted.groups;
     }

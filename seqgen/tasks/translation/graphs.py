@@ -156,7 +156,7 @@ class TranslatorStepGraph(nn.Module):
     sentence's shortlist, and ``top_ids`` are token ids all the same. The source side and the
     shortlist are per sentence, the rows grouped ``rows / sentences`` to a sentence.
 
-    ``grouped`` (bundle format 6, a float32 export): ``output_ids`` are ``G`` groups'
+    ``grouped`` (bundle format 6, float32 and int8 exports): ``output_ids`` are ``G`` groups'
     unions of ``M / G`` tokens each (:func:`~seqgen.tasks.translation.shortlist
     .grouped_shortlist`), each sentence's columns index its group's part, and two more
     inputs follow the mask, ``output_group_rows`` ``(G, R)`` and ``output_row_offsets``
@@ -237,11 +237,11 @@ def write_bundle(
     after this returns); ``model`` is the export's own copy."""
     files = GRAPH_FILES
     model.encoder.export_table_lstm = int8
-    # Float32 bundles score each group of sentences against its own shortlists (format 6).
-    # int8 and float16 ones keep one union a batch: the quantizer rewrites that product
-    # (seqgen.bundles.quantize), not a grouped one, and float16 steps run on GPUs, where
-    # a product's rows cost little and groups were not measured.
-    specs = graph_specs(model, grouped=not (fp16 or int8))
+    # Float32 and int8 bundles score each group of sentences against its own shortlists
+    # (formats 6 and 7; the quantizer makes the grouped product int8). float16 ones keep
+    # one union a batch: their steps run on GPUs, where a product's rows cost little and
+    # groups were not measured.
+    specs = graph_specs(model, grouped=not fp16)
     graphs = {name: export_graph(spec, staging / files[name]) for name, spec in specs.items()}
     if not fp16:
         check_parity(translator.step_function.model, staging, {name: files[name] for name in specs})

@@ -132,6 +132,8 @@ class OnnxTranslatorStep(DeviceState):
         self.takes_output_ids = SHORTLIST_INPUT in step_inputs
         # A grouped step (bundle format 6) scores each group of sentences' own union.
         self.grouped = OUTPUT_GROUP_ROWS in step_inputs
+        # Its output_rows graph takes the groups' unions (G, U), not (M,) (int8, format 7).
+        self.rows_by_group = bool(output_rows) and len(output_rows.get_inputs()[0].shape) == 2
         # Sentences a group in beam search (greedy search scores its batch as one group).
         self.group_sentences = GROUP_SENTENCES
         # What select gathers on the device: the state, and the shortlist where the graph
@@ -234,9 +236,12 @@ class OnnxTranslatorStep(DeviceState):
             )
         else:
             output_ids, columns, mask = batch_shortlist(*self.shortlist, source_ids, source_lengths)
+        count = int(groups.max(initial=0)) + 1
+        # An int8 grouped bundle's output_rows gathers each group's rows apart (format 7).
+        ids = output_ids.reshape(count, -1) if self.rows_by_group else output_ids
         rows = run_session(
             self.output_rows_session,
-            {SHORTLIST_INPUT: output_ids},
+            {SHORTLIST_INPUT: ids},
             host_outputs=(),
             device_outputs=self.row_names,
             device=self.bound_device,
@@ -245,7 +250,6 @@ class OnnxTranslatorStep(DeviceState):
             columns, mask = (to_device(array, self.bound_device) for array in (columns, mask))
         shortlisted = {OUTPUT_COLUMNS: columns, OUTPUT_MASK: mask}
         if self.grouped:
-            count = int(groups.max(initial=0)) + 1
             shortlisted.update(
                 {OUTPUT_GROUPS: groups, OUTPUT_GROUPING: (count, len(output_ids) // count)}
             )

@@ -169,7 +169,7 @@ def test_bundle_holds_checked_graphs_tokenizers_and_manifest(exported: tuple[Pat
     assert step_shapes["memory"] == ["sentences", "source_len", 24]
     assert step_shapes["source_mask"] == ["sentences", "source_len"]
     assert step_shapes["hidden"][0] == "rows" and step_shapes["tokens"] == ["rows"]
-    assert manifest["format_version"] == 6  # 5: the step's top_k input; 6: grouped steps
+    assert manifest["format_version"] == 7  # 5: top_k; 6: grouped steps; 7: int8 ones too
     assert "output_rows" not in graphs  # no shortlist: the step holds the output layer
     select_inputs = [i["name"] for i in graphs["select"]["inputs"]]
     assert select_inputs == ["rows", "sentences", *names]
@@ -753,16 +753,21 @@ def test_an_int8_bundle_runs_close_to_float32_on_the_cpu_only(
     assert manifest["matmul"] == "int8" and manifest["precision"] == "float32"
     step_graph = onnx.load(str(int8_bundle / "step.onnx"))
     assert "MatMulIntegerToFloat" in {node.op_type for node in step_graph.graph.node}
-    # The output layer's int8 rows, transposed as the product reads them, and their scales
-    # come from the output_rows graph once per batch; the step holds no copy of the table.
+    # The output layer's int8 rows, each group's transposed as its product reads them, and
+    # their scales come from the output_rows graph once per batch, which takes the groups'
+    # unions (format 7); the step holds no copy of the table.
+    assert manifest["format_version"] == 7
     width = manifest["model"]["decoder_hidden_size"]
+    groups = ["groups", "group_shortlist"]
     rows = [
-        {"name": "output_weight", "dtype": "int8", "shape": [width, "shortlist"]},
-        {"name": "output_weight_scale", "dtype": "float32", "shape": ["shortlist"]},
+        {"name": "output_weight", "dtype": "int8", "shape": ["groups", width, "group_shortlist"]},
+        {"name": "output_weight_scale", "dtype": "float32", "shape": ["groups", 1, groups[1]]},
         {"name": "output_bias", "dtype": "float32", "shape": ["shortlist"]},
     ]
+    ids = [{"name": "output_ids", "dtype": "int64", "shape": groups}]
+    assert manifest["graphs"]["output_rows"]["inputs"] == ids
     assert manifest["graphs"]["output_rows"]["outputs"] == rows
-    assert manifest["graphs"]["step"]["inputs"][-6:-3] == rows
+    assert manifest["graphs"]["step"]["inputs"][-8:-5] == rows
     vocab = manifest["model"]["target_vocab_size"]
     int8 = onnx.TensorProto.INT8
     tables = [init for init in step_graph.graph.initializer if init.data_type == int8]
@@ -794,6 +799,15 @@ def test_an_int8_bundle_runs_close_to_float32_on_the_cpu_only(
     assert 0 < np.abs(got[~outside] - expected[~outside]).max() < 0.1
     sentences = ["ein mann", "zwei hunde spielen im schnee."]
     assert len(quantized.translate(sentences, beam_size=5, max_length=15)) == 2
+    # A score is its integer product times its scales plus its bias in any group: the same
+    # bits for every grouping, as in float32.
+    stepped = []
+    for group in (1, 3, 64):
+        quantized.step_function.group_sentences = group
+        state, tokens = quantized.step_function.start(sources, beam_size=3)
+        stepped.append(quantized.step_function.step(tokens, state)[0])
+    np.testing.assert_array_equal(stepped[0], stepped[2])
+    np.testing.assert_array_equal(stepped[1], stepped[2])
     with pytest.raises(SeqgenError) as error:
         load_bundle(int8_bundle, device="cuda")
     assert_one_line(error, "int8 bundle", "--device cpu")
