@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from seqgen.tasks.translation.source_rows import OUTPUT_IDS
+from seqgen.tasks.translation.source_rows import OUTPUT_GROUPING, OUTPUT_IDS
 
 
 def median_rate(run: Callable[[], float], *, repeats: int, warmup: int = 1) -> tuple[float, float]:
@@ -48,16 +48,20 @@ class CountingStep:
         self.inner = inner
         self.vocab_size = vocab_size
         self.lock = lock or threading.Lock()  # batches may be searched from several threads
-        # scored: rows x the tokens each row scores (the vocabulary, or a batch's shortlist)
+        # scored: rows x the tokens each row scores (the vocabulary, a batch's shortlist, or
+        # a grouped step's group union: U of the G groups' G * U ids, bundle format 6)
         self.counts = counts if counts is not None else {"rows": 0, "steps": 0, "scored": 0}
 
     def step(self, tokens: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
         rows = int(tokens.shape[0])
         shortlist = state.get(OUTPUT_IDS) if isinstance(state, Mapping) else None
+        grouping = state.get(OUTPUT_GROUPING) if isinstance(state, Mapping) else None
         with self.lock:
             self.counts["rows"] += rows
             self.counts["steps"] += 1
             scored = self.vocab_size if shortlist is None else len(shortlist)
+            if shortlist is not None and grouping is not None:
+                scored = grouping[1]
             self.counts["scored"] += rows * scored
         return self.inner.step(tokens, state)
 

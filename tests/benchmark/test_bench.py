@@ -17,7 +17,7 @@ from seqgen.benchmark.suites import _onnx_backend
 from seqgen.cli import main
 from seqgen.tasks.generation.config import LanguageModelConfig
 from seqgen.tasks.translation.config import EncoderDecoderConfig
-from seqgen.tasks.translation.source_rows import OUTPUT_IDS
+from seqgen.tasks.translation.source_rows import OUTPUT_GROUPING, OUTPUT_IDS
 
 
 def test_language_model_flops_count_every_matrix_product() -> None:
@@ -76,6 +76,10 @@ def test_counting_step_counts_rows_and_scored_tokens_also_through_narrowed_views
     # A shortlisted step scores only the batch's shortlist: 2 tokens per row here.
     counting.narrowed(5).step(np.zeros(2, np.int64), {OUTPUT_IDS: np.array([3, 7])})
     assert counting.counts == {"rows": 6, "steps": 2, "scored": 4 * 3 + 2 * 2}
+    # A grouped step's row scores its group's union only: 3 of the two groups' 6 ids.
+    grouped = {OUTPUT_IDS: np.array([3, 7, 9, 4, 5, 1]), OUTPUT_GROUPING: (2, 3)}
+    counting.step(np.zeros(5, np.int64), grouped)
+    assert counting.counts == {"rows": 11, "steps": 3, "scored": 4 * 3 + 2 * 2 + 5 * 3}
     assert counting.device == "cpu"
 
 
