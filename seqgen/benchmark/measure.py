@@ -59,9 +59,10 @@ class CountingStep:
         with self.lock:
             self.counts["rows"] += rows
             self.counts["steps"] += 1
-            scored = self.vocab_size if shortlist is None else len(shortlist)
-            if shortlist is not None and grouping is not None:
-                scored = grouping[1]
+            if shortlist is None:
+                scored = self.vocab_size
+            else:
+                scored = len(shortlist) if grouping is None else grouping[1]
             self.counts["scored"] += rows * scored
         return self.inner.step(tokens, state)
 

@@ -10,8 +10,8 @@ layer over the batch's shortlist (``hidden x M``). :func:`quantize_graph` turns 
 grouped product by rows that a translator's ``output_rows`` graph gathers from a constant
 table once per batch (the shortlisted output layer per group of sentences, rewritten to
 gather each group's int8 rows and their scales), into an int8 product: int8 weights with
-one scale per output unit, and the activations quantized at each
-step with one scale per row, from that row's own range. A translator's int8 encoder
+one scale per output unit, and the activations quantized at each step with one scale per
+row, from that row's own range. A translator's int8 encoder
 (``encoder.table_lstm``: the first layer's recurrence as a ``Scan``) gets the same for its
 products of values within [-1, 1]: the recurrent one inside the ``Scan``'s body, the
 attention keys, the bridge from the last hidden states.

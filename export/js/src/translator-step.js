@@ -87,10 +87,10 @@ export class TranslatorStep {
       const shortlisted = this.sentenceColumns(rows, group);
       const tensor = int64(this.ort, shortlisted.ids);
       const { groupCount } = shortlisted;
-      const byGroup = [groupCount, shortlisted.ids.length / groupCount];
       // The output layer's rows of the union, once per batch: the step graph's inputs of
       // the same names (output_weight, output_bias; int8 bundles' output_weight_scale too).
-      const ids = this.rowsByGroup ? int64(this.ort, shortlisted.ids, byGroup) : tensor;
+      const byGroup = () => int64(this.ort, shortlisted.ids, [groupCount, shortlisted.ids.length / groupCount]);
+      const ids = this.rowsByGroup ? byGroup() : tensor;
       const layer = await this.outputRows.run({ [OUTPUT_IDS]: ids });
       outputIds = { ids: shortlisted.ids, tensor, layer, groupCount };
       Object.assign(sourceSide, shortlisted.inputs);
