@@ -7,7 +7,7 @@ import { BundleError } from './errors.js';
 import { beamSearch } from './search/beam.js';
 import { greedySearch } from './search/greedy.js';
 import { sampleSearch } from './search/sample.js';
-import { gatherRows, int64 } from './tensors.js';
+import { gatherRows, int32Ids, int64 } from './tensors.js';
 import { BOS_ID } from './tokenizers.js';
 
 const STRATEGIES = ['greedy', 'sample', 'beam'];
@@ -57,7 +57,7 @@ class GeneratorStep {
     const next = this.renamed(outputs);
     if (useTop) {
       const top = outputs.top_log_probs;
-      return { values: top.data, ids: Int32Array.from(outputs.top_ids.data, Number), width: top.dims[1], ranked: true, state: next };
+      return { values: top.data, ids: int32Ids(outputs.top_ids.data), width: top.dims[1], ranked: true, state: next };
     }
     const logProbs = outputs.log_probs;
     const width = logProbs.dims[1];

@@ -19,6 +19,21 @@ export function gatherRows(ort, tensor, rows) {
   return new ort.Tensor(tensor.type, target, [rows.length, ...rest]);
 }
 
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/**
+ * int64 values that fit in 31 bits (token ids) as an Int32Array: on a little-endian host the
+ * low word of each, without a BigInt per element (`Int32Array.from(data, Number)`).
+ * @param {BigInt64Array} data
+ */
+export function int32Ids(data) {
+  if (!LITTLE_ENDIAN) return Int32Array.from(data, Number);
+  const words = new Int32Array(data.buffer, data.byteOffset, data.length * 2);
+  const ids = new Int32Array(data.length);
+  for (let i = 0; i < ids.length; i += 1) ids[i] = words[2 * i];
+  return ids;
+}
+
 /** An int64 tensor from numbers. */
 export function int64(ort, values, dims = [values.length]) {
   return new ort.Tensor('int64', BigInt64Array.from(values, (v) => BigInt(v)), dims);

@@ -10,7 +10,7 @@
 import { topCandidates } from './bundle.js';
 import { BundleError } from './errors.js';
 import { shortlistIds } from './shortlist.js';
-import { gatherRows, int64 } from './tensors.js';
+import { gatherRows, int32Ids, int64 } from './tensors.js';
 import { EOS_ID, PAD_ID } from './tokenizers.js';
 
 const RECURRENT = ['hidden', 'cell', 'feed'];
@@ -187,7 +187,7 @@ export class TranslatorStep {
     const next = { ...state, recurrent };
     if (useTop) {
       const top = outputs.top_log_probs;
-      return { values: top.data, ids: Int32Array.from(outputs.top_ids.data, Number), width: top.dims[1], ranked: true, state: next };
+      return { values: top.data, ids: int32Ids(outputs.top_ids.data), width: top.dims[1], ranked: true, state: next };
     }
     const logProbs = outputs.log_probs;
     const width = logProbs.dims[1];

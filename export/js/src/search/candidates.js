@@ -37,7 +37,7 @@ export function rowBest(scores, row, width, count, ranked) {
   const take = Math.min(count, width);
   let intact = ranked;
   for (let c = 0; c < take && intact; c += 1) intact = scores[start + c] > NEG_INF;
-  if (intact) return Array.from({ length: take }, (_, column) => column);
+  if (intact) return firstColumns(take);
   // A partial selection, in the order a stable sort by score would give (equal scores by
   // column): the full vocabulary is thousands of columns for the 2k best.
   const best = [];
@@ -50,6 +50,14 @@ export function rowBest(scores, row, width, count, ranked) {
     if (best.length > take) best.pop();
   }
   return best;
+}
+
+const FIRST_COLUMNS = [];
+
+/** `[0, 1, ..., count - 1]`, made once per count (callers only read it). */
+function firstColumns(count) {
+  FIRST_COLUMNS[count] ??= Array.from({ length: count }, (_, column) => column);
+  return FIRST_COLUMNS[count];
 }
 
 /** The first column of a row holding its highest score (numpy's argmax). */
