@@ -34,9 +34,23 @@ export function int32Ids(data) {
   return ids;
 }
 
-/** An int64 tensor from numbers. */
+/**
+ * An int64 tensor from numbers: on a little-endian host, whole numbers within 32 bits (token
+ * ids, lengths) are written as their two words, without a BigInt each.
+ */
 export function int64(ort, values, dims = [values.length]) {
-  return new ort.Tensor('int64', BigInt64Array.from(values, (v) => BigInt(v)), dims);
+  const data = new BigInt64Array(values.length);
+  const words = LITTLE_ENDIAN ? new Int32Array(data.buffer) : null;
+  for (let i = 0; i < values.length; i += 1) {
+    const value = values[i];
+    if (words && value === (value | 0)) {
+      words[2 * i] = value;
+      words[2 * i + 1] = value < 0 ? -1 : 0;
+    } else {
+      data[i] = BigInt(value); // a RangeError for a fraction, as BigInt64Array.from gave
+    }
+  }
+  return new ort.Tensor('int64', data, dims);
 }
 
 /** A zero-filled float32 tensor. */

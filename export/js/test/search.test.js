@@ -3,7 +3,7 @@
 
 import assert from 'node:assert';
 import test from 'node:test';
-import { beamSearch, lengthPenalty } from '../src/search/beam.js';
+import { beamSearch, bestFirst, lengthPenalty } from '../src/search/beam.js';
 import { greedySearch } from '../src/search/greedy.js';
 import { noRepeatNgramBans } from '../src/search/ngrams.js';
 import { defaultRng } from '../src/search/numpy-random.js';
@@ -124,4 +124,18 @@ test('greedy and beam never repeat a banned n-gram', async () => {
   assert.strictEqual(new Set(pairs).size, pairs.length);
   const [plain] = await greedySearch(scripted(loop), [[]], [0], { ...options, noRepeatNgramSize: 0 });
   assert.deepStrictEqual(plain.tokens, [1, 1, 1, 1]);
+});
+
+test("beam search's candidate ranking is a stable sort's first 2k, -inf ties by position", () => {
+  const rng = defaultRng(7);
+  for (let trial = 0; trial < 500; trial += 1) {
+    const n = 1 + Math.floor(rng() * 60);
+    // Few distinct values, so that ties are common; -inf among them.
+    const values = [Number.NEGATIVE_INFINITY, -3, -2.5, -1, -0.25, 0];
+    const totals = Float64Array.from({ length: n }, () => values[Math.floor(rng() * values.length)]);
+    const count = Math.min(1 + Math.floor(rng() * 12), n);
+    const sorted = Array.from({ length: n }, (_, i) => i).sort((a, b) => totals[b] - totals[a] || a - b);
+    const found = bestFirst(totals, n, count, new Int32Array(count));
+    assert.deepStrictEqual(Array.from(found), sorted.slice(0, count), `trial ${trial}`);
+  }
 });

@@ -70,9 +70,7 @@ function topCandidates(beams, scores, step, k, eosId) {
   const totals = new Float64Array(k * perRow);
   const beamOf = new Int32Array(k * perRow);
   const tokenOf = new Int32Array(k * perRow);
-  const order = new Int32Array(k * perRow);
-  // Best first; equal sums (-inf - -inf is NaN, falsy too) by position.
-  const byTotal = (a, b) => totals[b] - totals[a] || a - b;
+  const best = new Int32Array(2 * k);
   return beams.sentences.map((_, s) => {
     let n = 0;
     for (let beam = 0; beam < k; beam += 1) {
@@ -82,13 +80,33 @@ function topCandidates(beams, scores, step, k, eosId) {
         totals[n] = beams.scores[row] + scores[at];
         beamOf[n] = beam;
         tokenOf[n] = step.ids[at];
-        order[n] = n;
         n += 1;
       }
     }
-    const best = order.subarray(0, n).sort(byTotal).subarray(0, Math.min(2 * k, n));
-    return Array.from(best, (c) => ({ score: totals[c], beam: beamOf[c], token: tokenOf[c], isEos: tokenOf[c] === eosId }));
+    const kept = bestFirst(totals, n, Math.min(2 * k, n), best);
+    return Array.from(kept, (c) => ({ score: totals[c], beam: beamOf[c], token: tokenOf[c], isEos: tokenOf[c] === eosId }));
   });
+}
+
+/**
+ * The `count` highest of `totals[0..n)` as indices, best first, equal totals (-inf too) in
+ * index order: a stable sort's first `count`, by insertion into `into` (the k x 2k sums of a
+ * sentence for its 2k best: fewer comparisons than sorting them all).
+ */
+export function bestFirst(totals, n, count, into) {
+  let size = 0;
+  for (let c = 0; c < n; c += 1) {
+    const total = totals[c];
+    if (size === count) {
+      if (!(total > totals[into[count - 1]])) continue;
+      size -= 1; // the last kept makes room
+    }
+    let at = size;
+    for (; at > 0 && totals[into[at - 1]] < total; at -= 1) into[at] = into[at - 1];
+    into[at] = c;
+    size += 1;
+  }
+  return into.subarray(0, size);
 }
 
 /** Offer each finite EOS candidate as a finished hypothesis of its sentence. */
