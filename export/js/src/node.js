@@ -66,7 +66,7 @@ export async function translateInThreads(folder, translator, sentences, given = 
  * Translation batches decoded side by side, one per thread: the calling thread, with the
  * translator opened there, and `workers - 1` worker threads, each opening the bundle for its
  * own sessions (onnxruntime-node runs a session on the thread that calls it). Kept for every
- * call until `close()`, so that an application pays the threads' start (about 0.15 s each)
+ * call until `close()`, so that an application pays the threads' start (0.2-0.3 s here)
  * once; batches start on the calling thread while the workers open the bundle, and each
  * worker takes batches from when it is ready.
  */
@@ -96,6 +96,7 @@ export class TranslationThreads {
         new Promise((ready, failed) => {
           worker.once('message', () => ready(this.release(worker)));
           worker.once('error', failed);
+          worker.once('exit', () => failed(new BundleError('a translation worker thread stopped before it was ready')));
         }),
     );
     this.ready = Promise.all(joined).then(() => this);
