@@ -108,11 +108,13 @@ export class TranslationThreads {
    * options; `workers` is the threads').
    */
   async translateNBest(sentences, given = {}) {
-    const decode = async (texts, options) => {
+    const decode = async (texts, options, sources) => {
       const thread = this.idle.length ? this.idle.pop() : await new Promise((give) => this.waiting.push(give));
       try {
         if (this.failed) throw this.failed; // a worker that could not start: its error, at once
-        return thread ? await this.remote(thread, texts, options) : await this.translator.decodeBatch(texts, options);
+        // A worker encodes the texts itself; this thread has their ids already.
+        if (thread) return await this.remote(thread, texts, options);
+        return await this.translator.decodeBatch(texts, options, sources);
       } finally {
         this.release(thread);
       }

@@ -121,20 +121,24 @@ export class TranslatorStep {
     const unions = parts.map((part) => shortlistIds(this.shortlist, part.flat()));
     const union = Math.max(...unions.map((ids) => ids.length));
     const ids = unions.flatMap((u) => [...u, ...Array(union - u.length).fill(EOS_ID)]);
-    const places = unions.map((u, g) => new Map(u.map((id, c) => [id, g * union + c])));
     const groups = rows.map((_, s) => Math.floor(s / group));
-    const own = rows.map((row, s) => shortlistIds(this.shortlist, row).map((id) => places[groups[s]].get(id)));
-    const width = Math.max(...own.map((columns) => columns.length));
-    const columns = new BigInt64Array(rows.length * width);
+    const own = rows.map((row) => shortlistIds(this.shortlist, row));
+    const width = Math.max(...own.map((list) => list.length));
+    const columns = new Int32Array(rows.length * width);
     const mask = new Float32Array(rows.length * width).fill(Number.NEGATIVE_INFINITY);
+    // Each id's column in the current group's part (an array by id, not a Map: a greedy
+    // batch looks up some 25,000 ids in a union of 2,500).
+    const place = new Int32Array(1 + Math.max(...ids));
     own.forEach((list, s) => {
-      columns.fill(BigInt(groups[s] * union), s * width, (s + 1) * width);
-      columns.set(list.map(BigInt), s * width);
+      const first = groups[s] * union;
+      if (s % group === 0) unions[groups[s]].forEach((id, c) => (place[id] = first + c));
+      columns.fill(first, s * width, (s + 1) * width);
+      list.forEach((id, j) => (columns[s * width + j] = place[id]));
       mask.fill(0, s * width, s * width + list.length);
     });
     const dims = [rows.length, width];
     const inputs = {
-      [OUTPUT_COLUMNS]: new this.ort.Tensor('int64', columns, dims),
+      [OUTPUT_COLUMNS]: int64(this.ort, columns, dims),
       [OUTPUT_MASK]: new this.ort.Tensor('float32', mask, dims),
     };
     return { ids, inputs, groups, groupCount: parts.length };

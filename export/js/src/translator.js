@@ -66,18 +66,24 @@ export class Translator {
   /**
    * The nBest translations of each sentence, best first: {text, score}.
    * @param {object} [given] beamSize, nBest, maxLength, batchSize; `decodeBatch(sentences,
-   *   options)` may decode a batch elsewhere (Node.js worker threads), else it runs here
+   *   options, sources)` may decode a batch elsewhere (Node.js worker threads), else it runs
+   *   here (`sources`: the sentences' ids, encoded once here for the batches)
    */
   async translateNBest(sentences, given = {}, decodeBatch = null) {
     const options = this.options(given);
     const results = sentences.map(() => [{ text: '', score: 0 }]);
-    const batches = this.batches(sentences, options);
-    const decode = decodeBatch ?? ((texts) => this.decodeBatch(texts, options));
+    const encoded = this.encodeSources(sentences, options);
+    const batches = this.batches(encoded, options);
+    const decode = decodeBatch ?? ((texts, _, sources) => this.decodeBatch(texts, options, sources));
     let next = 0;
     const worker = async () => {
       while (next < batches.length) {
         const rows = batches[next++];
-        const found = await decode(rows.map((r) => sentences[r]), options);
+        const found = await decode(
+          rows.map((r) => sentences[r]),
+          options,
+          rows.map((r) => encoded[r]),
+        );
         rows.forEach((row, i) => (results[row] = found[i]));
       }
     };
@@ -89,10 +95,11 @@ export class Translator {
    * The batches Python decodes: non-empty sentences sorted longest first (in source pieces,
    * a stable sort), cut into batches of batchSize. The same batches keep the last bits the
    * same: a batch's output layer is computed over the union of its sentences' shortlists.
+   * @param {number[][]} encoded the sentences' ids (`encodeSources`)
    * @returns {number[][]} sentence indices per batch
    */
-  batches(sentences, options) {
-    const lengths = this.encodeSources(sentences, options).map((ids) => ids.length);
+  batches(encoded, options) {
+    const lengths = encoded.map((ids) => ids.length);
     const order = lengths.map((_, i) => i).filter((i) => lengths[i] > 0);
     order.sort((a, b) => lengths[b] - lengths[a]);
     const batches = [];
@@ -103,8 +110,8 @@ export class Translator {
   }
 
   /** Decode one batch (sorted longest first, non-empty); per sentence its hypotheses. */
-  async decodeBatch(sentences, options) {
-    const found = await this.search(this.encodeSources(sentences, options), options);
+  async decodeBatch(sentences, options, sources = this.encodeSources(sentences, options)) {
+    const found = await this.search(sources, options);
     return found.map((hypotheses) =>
       hypotheses.map((h) => ({ text: this.targetTokenizer.decode(h.tokens), score: h.normalized })),
     );
