@@ -292,7 +292,8 @@ function groupLayout(ort, groups, perSentence, count, union) {
 function rowLayout(rows, perSentence, separate) {
   const owner = Array.from(rows, (row) => Math.floor(row / perSentence));
   if (separate || owner.length < 2) return { perSentence: 1, sentences: owner };
-  const starts = owner.flatMap((o, i) => (i === 0 || o !== owner[i - 1] ? [i] : []));
+  const starts = [];
+  owner.forEach((o, i) => (i === 0 || o !== owner[i - 1]) && starts.push(i));
   const run = (starts[1] ?? owner.length) - starts[0];
   const even = starts.every((start, i) => (starts[i + 1] ?? owner.length) - start === run);
   if (!even) return { perSentence: 1, sentences: owner };
